@@ -1,0 +1,318 @@
+/* Arenas, the tape and reverse-mode autograd (see graph.h for the design). */
+#include "graph.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "backend.h"
+#include "op.h"
+
+#define ARENA_ALIGN 256
+#define ARENA_MAX_CHUNKS 48
+#define ARENA_MIN_CHUNK ((size_t)1 << 20)
+
+typedef struct arena_chunk {
+    char *base;
+    size_t cap, used;
+} arena_chunk;
+
+/* A bump allocator over chunks from a backend. When a step outgrows it, it adds
+ * a chunk; the next reset merges all chunks into one of their total size, so
+ * from the second step on a step of the same shape allocates nothing. */
+typedef struct nn_arena {
+    nn_device dev;
+    arena_chunk chunk[ARENA_MAX_CHUNKS];
+    int nchunks;
+    size_t in_use, peak;
+} nn_arena;
+
+struct nn_ctx {
+    nn_arena arena[NN_NDEVICES];
+    nn_node **tape;
+    size_t ntape, tape_cap;
+    bool grad_enabled, training;
+    nn_rng rng;
+    nn_status status;
+    char msg[1024];
+    size_t system_allocs;
+};
+
+static void *arena_alloc(nn_ctx *ctx, nn_arena *a, size_t bytes)
+{
+    bytes = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+    if (bytes == 0) bytes = ARENA_ALIGN;
+    arena_chunk *c = a->nchunks ? &a->chunk[a->nchunks - 1] : NULL;
+    if (!c || c->cap - c->used < bytes) {
+        const nn_backend *be = nn_backend_need(a->dev, "arena");
+        if (!be || a->nchunks == ARENA_MAX_CHUNKS) return NULL;
+        size_t cap = c ? c->cap * 2 : ARENA_MIN_CHUNK;
+        if (cap < bytes) cap = bytes;
+        void *p = NULL;
+        if (be->alloc(&p, cap) != NN_OK) return NULL;
+        ctx->system_allocs++;
+        c = &a->chunk[a->nchunks++];
+        c->base = p;
+        c->cap = cap;
+        c->used = 0;
+    }
+    void *p = c->base + c->used;
+    c->used += bytes;
+    a->in_use += bytes;
+    if (a->in_use > a->peak) a->peak = a->in_use;
+    return p;
+}
+
+static void arena_release(nn_arena *a)
+{
+    const nn_backend *be = nn_backend_get(a->dev);
+    for (int i = 0; i < a->nchunks; i++) be->free(a->chunk[i].base);
+    a->nchunks = 0;
+    a->in_use = 0;
+}
+
+static void arena_reset(nn_ctx *ctx, nn_arena *a)
+{
+    if (a->nchunks > 1) {
+        size_t total = 0;
+        for (int i = 0; i < a->nchunks; i++) total += a->chunk[i].cap;
+        arena_release(a);
+        const nn_backend *be = nn_backend_get(a->dev);
+        void *p = NULL;
+        if (be->alloc(&p, total) == NN_OK) {
+            ctx->system_allocs++;
+            a->chunk[0] = (arena_chunk){p, total, 0};
+            a->nchunks = 1;
+        }
+    }
+    for (int i = 0; i < a->nchunks; i++) a->chunk[i].used = 0;
+    a->in_use = 0;
+}
+
+nn_ctx *nn_ctx_new(void)
+{
+    nn_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return NULL;
+    for (int d = 0; d < NN_NDEVICES; d++) ctx->arena[d].dev = (nn_device)d;
+    ctx->grad_enabled = true;
+    ctx->training = true;
+    ctx->rng = nn_rng_make(0);
+    return ctx;
+}
+
+void nn_ctx_free(nn_ctx *ctx)
+{
+    if (!ctx) return;
+    for (int d = 0; d < NN_NDEVICES; d++) arena_release(&ctx->arena[d]);
+    free(ctx->tape);
+    free(ctx);
+}
+
+void nn_ctx_reset(nn_ctx *ctx)
+{
+    for (int d = 0; d < NN_NDEVICES; d++) arena_reset(ctx, &ctx->arena[d]);
+    ctx->ntape = 0;
+    ctx->status = NN_OK;
+    ctx->msg[0] = '\0';
+}
+
+bool nn_ctx_set_grad(nn_ctx *ctx, bool enabled)
+{
+    bool old = ctx->grad_enabled;
+    ctx->grad_enabled = enabled;
+    return old;
+}
+
+bool nn_ctx_set_training(nn_ctx *ctx, bool training)
+{
+    bool old = ctx->training;
+    ctx->training = training;
+    return old;
+}
+
+bool nn_ctx_training(const nn_ctx *ctx) { return ctx->training; }
+nn_rng *nn_ctx_rng(nn_ctx *ctx) { return &ctx->rng; }
+nn_status nn_ctx_status(const nn_ctx *ctx) { return ctx->status; }
+const char *nn_ctx_errmsg(const nn_ctx *ctx) { return ctx->msg; }
+size_t nn_ctx_nodes(const nn_ctx *ctx) { return ctx->ntape; }
+size_t nn_ctx_system_allocs(const nn_ctx *ctx) { return ctx->system_allocs; }
+size_t nn_ctx_peak_bytes(const nn_ctx *ctx, nn_device dev) { return ctx->arena[dev].peak; }
+
+size_t nn_ctx_arena_bytes(const nn_ctx *ctx, nn_device dev)
+{
+    size_t total = 0;
+    for (int i = 0; i < ctx->arena[dev].nchunks; i++) total += ctx->arena[dev].chunk[i].cap;
+    return total;
+}
+
+/* ---- helpers for op files (op.h) ---- */
+
+static void ctx_fail(nn_ctx *ctx, nn_status s)
+{
+    if (ctx->status != NN_OK) return; /* keep the first error */
+    ctx->status = s;
+    snprintf(ctx->msg, sizeof ctx->msg, "%s", nn_errmsg());
+}
+
+nn_tensor *nn_op_fail_status(nn_ctx *ctx, nn_status s)
+{
+    ctx_fail(ctx, s);
+    return NULL;
+}
+
+nn_tensor *nn_op_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    nn_error(s, "%s", buf);
+    return nn_op_fail_status(ctx, s);
+}
+
+bool nn_op_skip(nn_ctx *ctx, int n, nn_tensor *const *in)
+{
+    if (ctx->status != NN_OK) return true;
+    for (int i = 0; i < n; i++) {
+        if (!in[i]) {
+            nn_op_fail(ctx, NN_E_ARG, "op given a NULL tensor (input %d)", i);
+            return true;
+        }
+    }
+    return false;
+}
+
+bool nn_op_same_device(nn_ctx *ctx, const char *op, int n, nn_tensor *const *in)
+{
+    for (int i = 1; i < n; i++) {
+        if (in[i] && in[i]->device != in[0]->device) {
+            nn_op_fail(ctx, NN_E_DEVICE, "%s: input 0 is on %s but input %d is on %s", op,
+                       nn_device_name(in[0]->device), i, nn_device_name(in[i]->device));
+            return false;
+        }
+    }
+    return true;
+}
+
+const nn_backend *nn_op_backend(nn_ctx *ctx, const char *op, nn_device dev)
+{
+    const nn_backend *be = nn_backend_need(dev, op);
+    if (!be) nn_op_fail_status(ctx, NN_E_DEVICE);
+    return be;
+}
+
+void *nn_op_host(nn_ctx *ctx, size_t bytes)
+{
+    void *p = arena_alloc(ctx, &ctx->arena[NN_CPU], bytes);
+    if (!p) nn_op_fail(ctx, NN_E_NOMEM, "out of host memory (arena, %zu bytes)", bytes);
+    return p;
+}
+
+void *nn_op_dev(nn_ctx *ctx, nn_device dev, size_t bytes)
+{
+    void *p = arena_alloc(ctx, &ctx->arena[dev], bytes);
+    if (!p) {
+        if (dev == NN_CPU || nn_device_available(dev))
+            nn_op_fail(ctx, NN_E_NOMEM, "out of %s memory (arena, %zu bytes)", nn_device_name(dev), bytes);
+        else
+            nn_op_fail_status(ctx, NN_E_DEVICE);
+    }
+    return p;
+}
+
+nn_tensor *nn_op_tensor(nn_ctx *ctx, nn_dtype dt, nn_device dev, int ndim, const int *shape)
+{
+    nn_tensor *t = nn_op_host(ctx, sizeof *t);
+    if (!t) return NULL;
+    memset(t, 0, sizeof *t);
+    size_t numel = 1;
+    t->ndim = ndim;
+    for (int i = 0; i < NN_MAX_DIMS; i++) {
+        t->shape[i] = i < ndim ? shape[i] : 1;
+        NN_ASSERT(t->shape[i] > 0);
+        numel *= (size_t)t->shape[i];
+    }
+    t->numel = numel;
+    t->dtype = dt;
+    t->device = dev;
+    t->data = nn_op_dev(ctx, dev, numel * nn_dtype_size(dt));
+    return t->data ? t : NULL;
+}
+
+bool nn_op_wants_grad(const nn_ctx *ctx, int n, nn_tensor *const *in)
+{
+    if (!ctx->grad_enabled) return false;
+    for (int i = 0; i < n; i++)
+        if (in[i] && in[i]->requires_grad) return true;
+    return false;
+}
+
+nn_node *nn_op_record(nn_ctx *ctx, const nn_op_def *op, nn_tensor *out, int n, nn_tensor *const *in)
+{
+    NN_ASSERT(n <= NN_MAX_INPUTS);
+    if (ctx->ntape == ctx->tape_cap) {
+        size_t cap = ctx->tape_cap ? ctx->tape_cap * 2 : 64;
+        nn_node **t = realloc(ctx->tape, cap * sizeof *t);
+        if (!t) {
+            nn_op_fail(ctx, NN_E_NOMEM, "%s: out of host memory for the graph", op->name);
+            return NULL;
+        }
+        ctx->system_allocs++;
+        ctx->tape = t;
+        ctx->tape_cap = cap;
+    }
+    nn_node *nd = nn_op_host(ctx, sizeof *nd);
+    if (!nd) return NULL;
+    memset(nd, 0, sizeof *nd);
+    nd->op = op;
+    nd->out = out;
+    nd->nin = n;
+    for (int i = 0; i < n; i++) nd->in[i] = in[i];
+    out->node = nd;
+    out->requires_grad = true;
+    ctx->tape[ctx->ntape++] = nd;
+    return nd;
+}
+
+/* ---- backward ---- */
+
+/* Gives an op output a zeroed gradient buffer from the arena. */
+static nn_status ensure_grad(nn_ctx *ctx, nn_tensor *t)
+{
+    const nn_backend *be = nn_backend_get(t->device);
+    if (!t->grad) {
+        t->grad = nn_op_tensor(ctx, NN_F32, t->device, t->ndim, t->shape);
+        if (!t->grad) return ctx->status;
+    }
+    return be->memset0(t->grad->data, nn_tensor_bytes(t->grad));
+}
+
+nn_status nn_backward(nn_ctx *ctx, nn_tensor *loss)
+{
+    if (ctx->status != NN_OK) return nn_error(ctx->status, "%s", ctx->msg);
+    if (!loss) return nn_error(NN_E_ARG, "backward: loss is NULL");
+    if (loss->numel != 1 || loss->dtype != NN_F32) {
+        char b[64];
+        return nn_error(NN_E_SHAPE, "backward: the loss must be one float32 value, got shape %s",
+                        nn_shape_str(loss, b, sizeof b));
+    }
+    if (!loss->node)
+        return nn_error(NN_E_ARG, "backward: the loss depends on no tensor that requires grad "
+                                  "(or was computed with gradients off)");
+    for (size_t i = 0; i < ctx->ntape; i++) {
+        nn_status s = ensure_grad(ctx, ctx->tape[i]->out);
+        if (s != NN_OK) return nn_error(s, "%s", ctx->msg);
+    }
+    const nn_backend *be = nn_backend_get(loss->device);
+    NN_TRY(be->fill(nn_f32(loss->grad), 1, 1.0f));
+    for (size_t i = ctx->ntape; i-- > 0;) {
+        nn_node *nd = ctx->tape[i];
+        nn_status s = nd->op->backward(ctx, nd);
+        if (s != NN_OK) {
+            ctx_fail(ctx, s);
+            return s;
+        }
+    }
+    return NN_OK;
+}

@@ -1,0 +1,68 @@
+/* Internal: what an op file needs to wire itself into the graph. Not part of
+ * the public API. */
+#ifndef NN_OP_H
+#define NN_OP_H
+
+#include "backend.h"
+#include "graph.h"
+#include "tensor.h"
+
+#define NN_MAX_INPUTS 4
+
+typedef struct nn_node nn_node;
+
+/* An op's identity for the tape: its name (for messages) and its backward,
+ * which reads node->out->grad and accumulates into node->in[i]->grad for the
+ * inputs whose grad is non-NULL. */
+typedef struct nn_op_def {
+    const char *name;
+    nn_status (*backward)(nn_ctx *ctx, nn_node *node);
+} nn_op_def;
+
+struct nn_node {
+    const nn_op_def *op;
+    nn_tensor *out;
+    nn_tensor *in[NN_MAX_INPUTS];
+    int nin;
+    void *saved;   /* op-specific, allocated with nn_op_host() */
+};
+
+/* Returns true if the context already failed or any of the n inputs is NULL
+ * (then the op must return NULL at once). */
+bool nn_op_skip(nn_ctx *ctx, int n, nn_tensor *const *in);
+/* Records a failure on the context (keeps the first) and returns NULL. */
+nn_tensor *nn_op_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Same, for a status whose message is already set (from a kernel). */
+nn_tensor *nn_op_fail_status(nn_ctx *ctx, nn_status s);
+
+/* Checks that all inputs are on one device and of the expected dtypes;
+ * records an error naming the op and returns false otherwise. */
+bool nn_op_same_device(nn_ctx *ctx, const char *op, int n, nn_tensor *const *in);
+/* The backend for a device, or NULL after recording an error. */
+const nn_backend *nn_op_backend(nn_ctx *ctx, const char *op, nn_device dev);
+
+/* An arena tensor (uninitialized data) on dev; NULL after recording NN_E_NOMEM. */
+nn_tensor *nn_op_tensor(nn_ctx *ctx, nn_dtype dt, nn_device dev, int ndim, const int *shape);
+/* Raw arena memory: on the host (for saved structs) or on a device. */
+void *nn_op_host(nn_ctx *ctx, size_t bytes);
+void *nn_op_dev(nn_ctx *ctx, nn_device dev, size_t bytes);
+
+/* Whether an op over these inputs should be recorded (grad mode on and some
+ * input requires grad). */
+bool nn_op_wants_grad(const nn_ctx *ctx, int n, nn_tensor *const *in);
+/* Appends a node producing `out` from the inputs; marks out->requires_grad.
+ * Returns the node (to fill `saved`) or NULL after recording NN_E_NOMEM. */
+nn_node *nn_op_record(nn_ctx *ctx, const nn_op_def *op, nn_tensor *out, int n, nn_tensor *const *in);
+
+/* In a backward: the gradient buffer of input i (NULL when not needed). */
+static inline float *nn_op_grad_in(nn_node *nd, int i)
+{
+    nn_tensor *t = nd->in[i];
+    return (t && t->grad) ? (float *)t->grad->data : NULL;
+}
+
+#endif

@@ -1,0 +1,44 @@
+/* relu: y = max(x, 0) over any shape; dx += dy where y > 0 (so the gradient
+ * at exactly 0 is 0, as in PyTorch). */
+#include "../core/op.h"
+#include "cpu_kernels.h"
+#include "ops.h"
+
+nn_status nn_cpu_relu_forward(size_t n, const float *x, float *y)
+{
+#pragma omp parallel for simd if (n > 65536)
+    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    return NN_OK;
+}
+
+nn_status nn_cpu_relu_backward(size_t n, const float *y, const float *dy, float *dx)
+{
+#pragma omp parallel for simd if (n > 65536)
+    for (size_t i = 0; i < n; i++) dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+    return NN_OK;
+}
+
+static nn_status relu_backward(nn_ctx *ctx, nn_node *nd)
+{
+    (void)ctx;
+    float *dx = nn_op_grad_in(nd, 0);
+    if (!dx) return NN_OK;
+    const nn_backend *be = nn_backend_get(nd->out->device);
+    return be->relu_backward(nd->out->numel, nn_f32(nd->out), nn_f32(nd->out->grad), dx);
+}
+
+static const nn_op_def relu_def = {"relu", relu_backward};
+
+nn_tensor *nn_relu(nn_ctx *ctx, nn_tensor *x)
+{
+    if (nn_op_skip(ctx, 1, &x)) return NULL;
+    if (x->dtype != NN_F32) return nn_op_fail(ctx, NN_E_ARG, "relu: input must be float32");
+    const nn_backend *be = nn_op_backend(ctx, "relu", x->device);
+    if (!be) return NULL;
+    nn_tensor *y = nn_op_tensor(ctx, NN_F32, x->device, x->ndim, x->shape);
+    if (!y) return NULL;
+    nn_status s = be->relu_forward(x->numel, nn_f32(x), nn_f32(y));
+    if (s != NN_OK) return nn_op_fail_status(ctx, s);
+    if (nn_op_wants_grad(ctx, 1, &x) && !nn_op_record(ctx, &relu_def, y, 1, &x)) return NULL;
+    return y;
+}

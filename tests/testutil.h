@@ -1,0 +1,75 @@
+/* Shared helpers for the cmocka tests: random tensors from the project's own
+ * generator and float64 comparisons with named tolerances. Header-only. */
+#ifndef NN_TESTUTIL_H
+#define NN_TESTUTIL_H
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <cmocka.h>
+
+#include "core/backend.h"
+#include "core/gradcheck.h"
+#include "core/graph.h"
+#include "core/tensor.h"
+#include "ops/ops.h"
+
+/* float32 kernels against a float64 reference: the error grows with the
+ * length of the reduction (~sqrt(K) * 2^-24 * |terms|); 1e-4 relative plus
+ * 1e-5 absolute leaves a wide margin for K up to a few thousand. */
+#define TU_FWD_RTOL 1e-4
+#define TU_FWD_ATOL 1e-5
+
+/* A heap F32 tensor, uniform in [lo, hi), on the CPU. */
+static inline nn_tensor *tu_rand(uint64_t seed, float lo, float hi, int ndim, const int *shape)
+{
+    nn_tensor *t = NULL;
+    assert_int_equal(nn_tensor_new(&t, NN_F32, NN_CPU, ndim, shape), NN_OK);
+    nn_rng r = nn_rng_make(seed);
+    assert_int_equal(nn_tensor_uniform(t, &r, lo, hi), NN_OK);
+    return t;
+}
+
+static inline nn_tensor *tu_rand4(uint64_t seed, int n, int c, int h, int w)
+{
+    int s[4] = {n, c, h, w};
+    return tu_rand(seed, -1.0f, 1.0f, 4, s);
+}
+
+/* Asserts |got - ref| <= atol + rtol * |ref| elementwise, naming the first miss. */
+static inline void tu_assert_close(const float *got, const double *ref, size_t n, double atol,
+                                   double rtol, const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        if (!(d <= atol + rtol * fabs(ref[i]))) {
+            fail_msg("%s: element %zu is %.9g, reference %.9g (|diff| %.3g)", what, i, (double)got[i],
+                     ref[i], d);
+        }
+    }
+}
+
+/* Runs nn_gradcheck and asserts it passed with at least one point checked in
+ * every checked input. */
+static inline void tu_gradcheck(nn_gc_fn fn, void *user, int n, nn_tensor *const *in, uint64_t seed,
+                                const char *what)
+{
+    nn_gradcheck_opts o = {0};
+    o.seed = seed;
+    nn_gradcheck_result r;
+    nn_status s = nn_gradcheck(fn, user, n, in, &o, &r);
+    if (s != NN_OK) fail_msg("%s: gradcheck could not run: %s", what, nn_errmsg());
+    for (int i = 0; i < n; i++) {
+        if (!r.in[i].checked) continue;
+        if (r.in[i].failed || r.in[i].points == 0)
+            fail_msg("%s: input %d: %zu of %zu points failed (worst abs %.3g rel %.3g, %zu skipped)",
+                     what, i, r.in[i].failed, r.in[i].points, r.in[i].max_abs, r.in[i].max_rel,
+                     r.in[i].skipped);
+    }
+    assert_true(r.ok);
+}
+
+#endif
