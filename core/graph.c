@@ -288,24 +288,22 @@ static nn_status ensure_grad(nn_ctx *ctx, nn_tensor *t)
     return be->memset0(t->grad->data, nn_tensor_bytes(t->grad));
 }
 
-nn_status nn_backward(nn_ctx *ctx, nn_tensor *loss)
+/* Shared by both entries: zeroed grads for every op output, the seed, then the
+ * tape in reverse. */
+static nn_status run_backward(nn_ctx *ctx, nn_tensor *y, const float *dy_host)
 {
-    if (ctx->status != NN_OK) return nn_error(ctx->status, "%s", ctx->msg);
-    if (!loss) return nn_error(NN_E_ARG, "backward: loss is NULL");
-    if (loss->numel != 1 || loss->dtype != NN_F32) {
-        char b[64];
-        return nn_error(NN_E_SHAPE, "backward: the loss must be one float32 value, got shape %s",
-                        nn_shape_str(loss, b, sizeof b));
-    }
-    if (!loss->node)
-        return nn_error(NN_E_ARG, "backward: the loss depends on no tensor that requires grad "
+    if (!y->node)
+        return nn_error(NN_E_ARG, "backward: the output depends on no tensor that requires grad "
                                   "(or was computed with gradients off)");
     for (size_t i = 0; i < ctx->ntape; i++) {
         nn_status s = ensure_grad(ctx, ctx->tape[i]->out);
         if (s != NN_OK) return nn_error(s, "%s", ctx->msg);
     }
-    const nn_backend *be = nn_backend_get(loss->device);
-    NN_TRY(be->fill(nn_f32(loss->grad), 1, 1.0f));
+    const nn_backend *be = nn_backend_get(y->device);
+    if (dy_host)
+        NN_TRY(be->copy(y->grad->data, y->device, dy_host, NN_CPU, y->numel * sizeof(float)));
+    else
+        NN_TRY(be->fill(nn_f32(y->grad), 1, 1.0f));
     for (size_t i = ctx->ntape; i-- > 0;) {
         nn_node *nd = ctx->tape[i];
         nn_status s = nd->op->backward(ctx, nd);
@@ -315,4 +313,31 @@ nn_status nn_backward(nn_ctx *ctx, nn_tensor *loss)
         }
     }
     return NN_OK;
+}
+
+static nn_status check_backward(nn_ctx *ctx, nn_tensor *y)
+{
+    if (ctx->status != NN_OK) return nn_error(ctx->status, "%s", ctx->msg);
+    if (!y) return nn_error(NN_E_ARG, "backward: the output is NULL");
+    if (y->dtype != NN_F32) return nn_error(NN_E_ARG, "backward: the output must be float32");
+    return NN_OK;
+}
+
+nn_status nn_backward(nn_ctx *ctx, nn_tensor *loss)
+{
+    NN_TRY(check_backward(ctx, loss));
+    if (loss->numel != 1) {
+        char b[64];
+        return nn_error(NN_E_SHAPE, "backward: the loss must be one value, got shape %s "
+                                    "(use nn_backward_with for a non-scalar output)",
+                        nn_shape_str(loss, b, sizeof b));
+    }
+    return run_backward(ctx, loss, NULL);
+}
+
+nn_status nn_backward_with(nn_ctx *ctx, nn_tensor *y, const float *dy_host)
+{
+    NN_TRY(check_backward(ctx, y));
+    if (!dy_host) return nn_error(NN_E_ARG, "backward: the output gradient is NULL");
+    return run_backward(ctx, y, dy_host);
 }

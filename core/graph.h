@@ -62,6 +62,10 @@ size_t nn_ctx_system_allocs(const nn_ctx *ctx);
  * Leaf gradients accumulate across calls until zeroed (nn_tensor_zero_grad). */
 nn_status nn_backward(nn_ctx *ctx, nn_tensor *loss);
 
+/* Same from a non-scalar output y, seeded with dy (host memory, y->numel
+ * floats): adds the vector-Jacobian product dy^T dy/dt into each t->grad. */
+nn_status nn_backward_with(nn_ctx *ctx, nn_tensor *y, const float *dy_host);
+
 /* Number of nodes recorded since the last reset. */
 size_t nn_ctx_nodes(const nn_ctx *ctx);
 
