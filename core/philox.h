@@ -23,11 +23,10 @@ NN_HD uint32_t nn_mulhilo32(uint32_t a, uint32_t b, uint32_t *hi)
     return (uint32_t)p;
 }
 
-/* One 128-bit block for a 64-bit counter and a 64-bit key. */
-NN_HD nn_philox_out nn_philox(uint64_t counter, uint64_t key)
+/* The full generator: a 128-bit counter and a 64-bit key (k0, k1). */
+NN_HD nn_philox_out nn_philox4x32(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
+                                  uint32_t k1)
 {
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
     for (int r = 0; r < 10; r++) {
         uint32_t hi0, hi1;
         uint32_t lo0 = nn_mulhilo32(0xD2511F53u, c0, &hi0);
@@ -39,6 +38,13 @@ NN_HD nn_philox_out nn_philox(uint64_t counter, uint64_t key)
     }
     nn_philox_out o = {{c0, c1, c2, c3}};
     return o;
+}
+
+/* One block for a 64-bit counter (upper half zero) and a 64-bit key. */
+NN_HD nn_philox_out nn_philox(uint64_t counter, uint64_t key)
+{
+    return nn_philox4x32((uint32_t)counter, (uint32_t)(counter >> 32), 0, 0, (uint32_t)key,
+                         (uint32_t)(key >> 32));
 }
 
 /* Uniform in [0, 1) with 24 random bits: exact in float on every device. */

@@ -59,6 +59,9 @@ nn_tensor *nn_linear(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b);
  * labels (N) I32 in [0, K) -> a scalar (shape (1)). Gradient (softmax - onehot)/N. */
 nn_tensor *nn_softmax_xent(nn_ctx *ctx, nn_tensor *logits, nn_tensor *labels);
 
+/* y = a + b, same shapes. */
+nn_tensor *nn_add(nn_ctx *ctx, nn_tensor *a, nn_tensor *b);
+
 /* Same data, new shape (numel must match); one -1 entry is inferred. */
 nn_tensor *nn_reshape(nn_ctx *ctx, nn_tensor *x, int ndim, const int *shape);
 /* (N, ...) -> (N, rest). */

@@ -1,32 +1,202 @@
-/* TEMPORARY stubs so the tree links while this file is written. */
+/* SGD with momentum (the paper's rule), Adam/AdamW, and the schedules; the CPU
+ * update kernels live here too (the CUDA ones in cuda/optim.cu). */
+#include "optim.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../core/backend.h"
+#include "../core/defaults.h"
 #include "../ops/cpu_kernels.h"
 
-nn_status nn_cpu_sgd_update(size_t n, float *w, const float *g, float *v, float lr, float momentum,                             float wd)
+nn_status nn_cpu_sgd_update(size_t n, float *w, const float *g, float *v, float lr, float momentum,
+                            float wd)
 {
-    (void)n;
-    (void)w;
-    (void)g;
-    (void)v;
-    (void)lr;
-    (void)momentum;
-    (void)wd;
-    return nn_error(NN_E_UNSUPPORTED, "nn_cpu_sgd_update: not implemented yet");
+#pragma omp parallel for simd if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        v[i] = momentum * v[i] - wd * lr * w[i] - lr * g[i];
+        w[i] += v[i];
+    }
+    return NN_OK;
 }
 
-nn_status nn_cpu_adam_update(size_t n, float *w, const float *g, float *m, float *v, float lr,                              float beta1, float beta2, float eps, float wd, int decoupled,                              float bias1, float bias2)
+nn_status nn_cpu_adam_update(size_t n, float *w, const float *g, float *m, float *v, float lr,
+                             float beta1, float beta2, float eps, float wd, int decoupled,
+                             float bias1, float bias2)
 {
-    (void)n;
-    (void)w;
-    (void)g;
-    (void)m;
-    (void)v;
-    (void)lr;
-    (void)beta1;
-    (void)beta2;
-    (void)eps;
-    (void)wd;
-    (void)decoupled;
-    (void)bias1;
-    (void)bias2;
-    return nn_error(NN_E_UNSUPPORTED, "nn_cpu_adam_update: not implemented yet");
+#pragma omp parallel for simd if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        if (decoupled)
+            w[i] -= lr * wd * w[i];
+        else
+            gi += wd * w[i];
+        m[i] = beta1 * m[i] + (1.0f - beta1) * gi;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        float mh = m[i] / bias1, vh = v[i] / bias2;
+        w[i] -= lr * mh / (sqrtf(vh) + eps);
+    }
+    return NN_OK;
+}
+
+struct nn_optim {
+    nn_optim_config cfg;
+    const nn_params *params;
+    nn_params state;        /* v (SGD) or m, v (Adam) per parameter, in order */
+    int64_t t;
+};
+
+nn_optim_config nn_optim_paper_sgd(void)
+{
+    nn_optim_config c = {0};
+    c.kind = NN_OPT_SGD;
+    c.lr = 0.01f;
+    c.momentum = NN_SGD_MOMENTUM;
+    c.weight_decay = NN_SGD_WEIGHT_DECAY;
+    return c;
+}
+
+static const char *const kind_names[] = {"sgd", "adam", "adamw"};
+
+const char *nn_optim_kind_name(nn_optim_kind k) { return kind_names[k]; }
+
+nn_status nn_optim_parse_kind(const char *s, nn_optim_kind *out)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, kind_names[i]) == 0) {
+            *out = (nn_optim_kind)i;
+            return NN_OK;
+        }
+    return nn_error(NN_E_ARG, "unknown optimizer '%s' (expected sgd, adam or adamw)", s);
+}
+
+void nn_optim_free(nn_optim *o)
+{
+    if (!o) return;
+    for (int i = 0; i < o->state.n; i++) nn_tensor_free(o->state.p[i].t);
+    nn_params_clear(&o->state);
+    free(o);
+}
+
+static nn_status add_state(nn_optim *o, const nn_param *p, const char *suffix)
+{
+    char name[64];
+    nn_tensor *t = NULL;
+    if ((size_t)snprintf(name, sizeof name, "optim.%s.%s", p->name, suffix) >= sizeof name)
+        return nn_error(NN_E_ARG, "optim: parameter name '%s' too long", p->name);
+    NN_TRY(nn_tensor_new(&t, NN_F32, p->t->device, p->t->ndim, p->t->shape));
+    nn_status s = nn_params_add(&o->state, name, t, p->is_bias);
+    if (s != NN_OK) nn_tensor_free(t);
+    return s;
+}
+
+nn_status nn_optim_new(nn_optim **out, const nn_optim_config *cfg, const nn_params *params)
+{
+    *out = NULL;
+    if (!(cfg->lr > 0) || !isfinite(cfg->lr))
+        return nn_error(NN_E_ARG, "optim: learning rate %g must be positive", (double)cfg->lr);
+    if (cfg->weight_decay < 0 || cfg->momentum < 0 || cfg->momentum >= 1)
+        return nn_error(NN_E_ARG, "optim: need weight decay >= 0 and 0 <= momentum < 1");
+    nn_optim *o = calloc(1, sizeof *o);
+    if (!o) return nn_error(NN_E_NOMEM, "optim: out of memory");
+    o->cfg = *cfg;
+    if (o->cfg.beta1 <= 0) o->cfg.beta1 = NN_ADAM_BETA1;
+    if (o->cfg.beta2 <= 0) o->cfg.beta2 = NN_ADAM_BETA2;
+    if (o->cfg.eps <= 0) o->cfg.eps = NN_ADAM_EPS;
+    o->params = params;
+    for (int i = 0; i < params->n; i++) {
+        const nn_param *p = &params->p[i];
+        if (!p->t->grad) {
+            nn_optim_free(o);
+            return nn_error(NN_E_ARG, "optim: parameter '%s' has no gradient buffer", p->name);
+        }
+        nn_status s = o->cfg.kind == NN_OPT_SGD ? add_state(o, p, "v") : add_state(o, p, "m");
+        if (s == NN_OK && o->cfg.kind != NN_OPT_SGD) s = add_state(o, p, "v");
+        if (s != NN_OK) {
+            nn_optim_free(o);
+            return s;
+        }
+    }
+    *out = o;
+    return NN_OK;
+}
+
+nn_status nn_optim_step(nn_optim *o)
+{
+    const nn_optim_config *c = &o->cfg;
+    o->t++;
+    float bias1 = 1.0f - powf(c->beta1, (float)o->t), bias2 = 1.0f - powf(c->beta2, (float)o->t);
+    for (int i = 0; i < o->params->n; i++) {
+        const nn_param *p = &o->params->p[i];
+        const nn_backend *be = nn_backend_need(p->t->device, "optim");
+        if (!be) return NN_E_DEVICE;
+        float wd = (p->is_bias && !c->decay_bias) ? 0.0f : c->weight_decay;
+        float *w = nn_f32(p->t), *g = nn_f32(p->t->grad);
+        if (c->kind == NN_OPT_SGD) {
+            NN_TRY(be->sgd_update(p->t->numel, w, g, nn_f32(o->state.p[i].t), c->lr, c->momentum, wd));
+        } else {
+            NN_TRY(be->adam_update(p->t->numel, w, g, nn_f32(o->state.p[2 * i].t),
+                                   nn_f32(o->state.p[2 * i + 1].t), c->lr, c->beta1, c->beta2, c->eps,
+                                   wd, c->kind == NN_OPT_ADAMW, bias1, bias2));
+        }
+    }
+    return NN_OK;
+}
+
+void nn_optim_set_lr(nn_optim *o, float lr) { o->cfg.lr = lr; }
+float nn_optim_lr(const nn_optim *o) { return o->cfg.lr; }
+int64_t nn_optim_steps(const nn_optim *o) { return o->t; }
+void nn_optim_set_steps(nn_optim *o, int64_t t) { o->t = t; }
+const nn_params *nn_optim_state(const nn_optim *o) { return &o->state; }
+
+/* ---- schedules ---- */
+
+static const char *const sched_names[] = {"const", "step", "plateau"};
+
+const char *nn_sched_kind_name(nn_sched_kind k) { return sched_names[k]; }
+
+nn_status nn_sched_parse_kind(const char *s, nn_sched_kind *out)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(s, sched_names[i]) == 0) {
+            *out = (nn_sched_kind)i;
+            return NN_OK;
+        }
+    return nn_error(NN_E_ARG, "unknown schedule '%s' (expected const, step or plateau)", s);
+}
+
+nn_schedule nn_schedule_make(nn_sched_kind kind, float base_lr)
+{
+    nn_schedule s = {0};
+    s.kind = kind;
+    s.base_lr = base_lr;
+    s.lr = base_lr;
+    s.step_epochs = 30;
+    s.gamma = 0.1f;
+    s.patience = 2;
+    s.min_lr = base_lr * 1e-3f;
+    s.best = -1.0f;
+    return s;
+}
+
+float nn_schedule_epoch_end(nn_schedule *s, int epoch, float val_acc)
+{
+    switch (s->kind) {
+    case NN_SCHED_CONST: break;
+    case NN_SCHED_STEP:
+        if (s->step_epochs > 0 && epoch % s->step_epochs == 0) s->lr *= s->gamma;
+        break;
+    case NN_SCHED_PLATEAU:
+        if (val_acc > s->best) {
+            s->best = val_acc;
+            s->bad_epochs = 0;
+        } else if (++s->bad_epochs >= s->patience) {
+            s->lr *= s->gamma;
+            s->bad_epochs = 0;
+        }
+        break;
+    }
+    if (s->lr < s->min_lr) s->lr = s->min_lr;
+    return s->lr;
 }

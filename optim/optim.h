@@ -1,0 +1,74 @@
+/* Optimizers and learning-rate schedules.
+ *
+ * SGD, exactly the paper's rule (ALEXNET.md), per parameter w with gradient g:
+ *     v <- momentum * v - wd * lr * w - lr * g ;   w <- w + v
+ * Adam (Kingma & Ba), t = step count from 1:
+ *     m <- b1 m + (1 - b1) g ;  v <- b2 v + (1 - b2) g^2
+ *     w <- w - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+ *   with weight decay added to g first (Adam, L2) or applied as
+ *   w <- w - lr * wd * w before the step (AdamW, decoupled).
+ * Weight decay applies to weights; biases get it only with decay_bias = true
+ * (default false: the paper is silent, and decaying biases only hurts). */
+#ifndef NN_OPTIM_H
+#define NN_OPTIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../core/params.h"
+
+typedef enum nn_optim_kind { NN_OPT_SGD = 0, NN_OPT_ADAM, NN_OPT_ADAMW } nn_optim_kind;
+
+typedef struct nn_optim_config {
+    nn_optim_kind kind;
+    float lr;
+    float momentum;     /* SGD */
+    float weight_decay;
+    float beta1, beta2, eps; /* Adam; 0 -> defaults of core/defaults.h */
+    bool decay_bias;
+} nn_optim_config;
+
+/* The paper's SGD: lr 0.01, momentum 0.9, weight decay 5e-4. */
+nn_optim_config nn_optim_paper_sgd(void);
+nn_status nn_optim_parse_kind(const char *s, nn_optim_kind *out); /* sgd, adam, adamw */
+const char *nn_optim_kind_name(nn_optim_kind k);
+
+typedef struct nn_optim nn_optim;
+
+/* State tensors live on each parameter's device; `params` must outlive it. */
+nn_status nn_optim_new(nn_optim **out, const nn_optim_config *cfg, const nn_params *params);
+void nn_optim_free(nn_optim *o);
+/* One update of every parameter from its .grad (grads are not zeroed). */
+nn_status nn_optim_step(nn_optim *o);
+void nn_optim_set_lr(nn_optim *o, float lr);
+float nn_optim_lr(const nn_optim *o);
+int64_t nn_optim_steps(const nn_optim *o);
+void nn_optim_set_steps(nn_optim *o, int64_t t);
+/* State for checkpoints: each parameter's buffers, named "optim.<param>.v" /
+ * ".m"; the named list does not own the tensors. */
+const nn_params *nn_optim_state(const nn_optim *o);
+
+/* Learning-rate schedules, advanced once per epoch. */
+typedef enum nn_sched_kind { NN_SCHED_CONST = 0, NN_SCHED_STEP, NN_SCHED_PLATEAU } nn_sched_kind;
+
+typedef struct nn_schedule {
+    nn_sched_kind kind;
+    float base_lr;
+    int step_epochs;   /* STEP: multiply by gamma every step_epochs epochs */
+    float gamma;       /* STEP and PLATEAU factor (0.1: divide by 10) */
+    int patience;      /* PLATEAU: epochs without improvement before cutting */
+    float min_lr;
+    /* state (saved in checkpoints) */
+    float lr;
+    float best;        /* best validation accuracy seen */
+    int bad_epochs;
+} nn_schedule;
+
+nn_schedule nn_schedule_make(nn_sched_kind kind, float base_lr);
+nn_status nn_sched_parse_kind(const char *s, nn_sched_kind *out); /* const, step, plateau */
+const char *nn_sched_kind_name(nn_sched_kind k);
+/* Called after epoch `epoch` (1-based) with its validation accuracy; returns
+ * the learning rate for the next epoch. */
+float nn_schedule_epoch_end(nn_schedule *s, int epoch, float val_acc);
+
+#endif

@@ -1,0 +1,167 @@
+/* Autograd: fan-out accumulation, long chains, no-grad mode, gradient zeroing,
+ * the arena's steady state, and backward's errors. */
+#include <string.h>
+
+#include "testutil.h"
+
+static nn_tensor *leaf(uint64_t seed, int n)
+{
+    int s[1] = {n};
+    nn_tensor *t = tu_rand(seed, -1, 1, 1, s);
+    assert_int_equal(nn_tensor_require_grad(t), NN_OK);
+    return t;
+}
+
+static void test_fan_out_accumulates(void **state)
+{
+    (void)state;
+    nn_ctx *ctx = nn_ctx_new();
+    nn_tensor *x = leaf(1, 50);
+    /* y = relu(x) + relu(x) + x : dy/dx = 2 [x > 0] + 1 */
+    nn_tensor *y = nn_add(ctx, nn_add(ctx, nn_relu(ctx, x), nn_relu(ctx, x)), x);
+    assert_non_null(y);
+    float ones[50];
+    for (int i = 0; i < 50; i++) ones[i] = 1.0f;
+    assert_int_equal(nn_backward_with(ctx, y, ones), NN_OK);
+    for (int i = 0; i < 50; i++)
+        assert_float_equal(nn_f32(x->grad)[i], nn_f32(x)[i] > 0 ? 3.0f : 1.0f, 0);
+    /* the same tensor twice as both inputs of one op */
+    nn_ctx_reset(ctx);
+    assert_int_equal(nn_tensor_zero_grad(x), NN_OK);
+    y = nn_add(ctx, x, x);
+    assert_int_equal(nn_backward_with(ctx, y, ones), NN_OK);
+    for (int i = 0; i < 50; i++) assert_float_equal(nn_f32(x->grad)[i], 2.0f, 0);
+    nn_tensor_free(x);
+    nn_ctx_free(ctx);
+}
+
+static void test_long_chain(void **state)
+{
+    (void)state;
+    nn_ctx *ctx = nn_ctx_new();
+    nn_tensor *x = leaf(2, 24);
+    nn_tensor *h = x;
+    int s2[2] = {4, 6}, s1[1] = {24};
+    /* 300 x (relu, reshape) with a doubling every 30: dy/dx = 2^10 [x > 0] */
+    for (int i = 0; i < 300; i++) {
+        h = nn_reshape(ctx, nn_relu(ctx, h), (i & 1) ? 1 : 2, (i & 1) ? s1 : s2);
+        if (i % 30 == 29) h = nn_add(ctx, h, h);
+    }
+    assert_non_null(h);
+    assert_int_equal(nn_ctx_nodes(ctx), 610);
+    float dy[24];
+    for (int i = 0; i < 24; i++) dy[i] = 1.0f;
+    assert_int_equal(nn_backward_with(ctx, h, dy), NN_OK);
+    for (int i = 0; i < 24; i++) {
+        float xi = nn_f32(x)[i];
+        assert_float_equal(nn_f32(h)[i], xi > 0 ? 1024.0f * xi : 0.0f, 1e-3);
+        assert_float_equal(nn_f32(x->grad)[i], xi > 0 ? 1024.0f : 0.0f, 0);
+    }
+    nn_ctx_free(ctx);
+    nn_tensor_free(x);
+}
+
+static void test_no_grad_mode(void **state)
+{
+    (void)state;
+    nn_ctx *ctx = nn_ctx_new();
+    nn_tensor *x = leaf(3, 10);
+    bool old = nn_ctx_set_grad(ctx, false);
+    assert_true(old);
+    nn_tensor *y = nn_relu(ctx, nn_add(ctx, x, x));
+    assert_non_null(y);
+    assert_false(y->requires_grad);
+    assert_null(y->node);
+    assert_int_equal(nn_ctx_nodes(ctx), 0);
+    float one[10] = {0};
+    assert_int_equal(nn_backward_with(ctx, y, one), NN_E_ARG);
+    assert_non_null(strstr(nn_errmsg(), "backward"));
+    nn_ctx_set_grad(ctx, true);
+    /* inputs that do not require grad record nothing either */
+    nn_tensor *c = tu_rand(4, -1, 1, 1, (int[]){10});
+    assert_non_null(nn_relu(ctx, c));
+    assert_int_equal(nn_ctx_nodes(ctx), 0);
+    nn_tensor_free(c);
+    nn_tensor_free(x);
+    nn_ctx_free(ctx);
+}
+
+static void test_zeroing_and_accumulation_across_calls(void **state)
+{
+    (void)state;
+    nn_ctx *ctx = nn_ctx_new();
+    nn_tensor *x = leaf(5, 8);
+    float g[8];
+    for (int i = 0; i < 8; i++) g[i] = (float)i;
+    for (int rep = 1; rep <= 2; rep++) {
+        nn_ctx_reset(ctx);
+        nn_tensor *y = nn_add(ctx, x, x);
+        assert_int_equal(nn_backward_with(ctx, y, g), NN_OK);
+        for (int i = 0; i < 8; i++) assert_float_equal(nn_f32(x->grad)[i], 2.0f * i * rep, 0);
+    }
+    assert_int_equal(nn_tensor_zero_grad(x), NN_OK);
+    for (int i = 0; i < 8; i++) assert_float_equal(nn_f32(x->grad)[i], 0.0f, 0);
+    nn_tensor_free(x);
+    nn_ctx_free(ctx);
+}
+
+static void test_steady_state_allocates_nothing(void **state)
+{
+    (void)state;
+    nn_ctx *ctx = nn_ctx_new();
+    nn_tensor *x = leaf(6, 300000); /* outgrows the first 1 MiB chunk */
+    float *g = calloc(300000, sizeof *g);
+    size_t after_first = 0;
+    for (int step = 0; step < 5; step++) {
+        nn_ctx_reset(ctx);
+        nn_tensor *y = nn_relu(ctx, nn_add(ctx, nn_relu(ctx, x), x));
+        assert_int_equal(nn_backward_with(ctx, y, g), NN_OK);
+        if (step == 1) after_first = nn_ctx_system_allocs(ctx);
+    }
+    assert_true(after_first > 0);
+    assert_int_equal(nn_ctx_system_allocs(ctx), after_first);
+    /* three op outputs and their three gradients */
+    assert_true(nn_ctx_peak_bytes(ctx, NN_CPU) >= 6 * 300000 * sizeof(float));
+    free(g);
+    nn_tensor_free(x);
+    nn_ctx_free(ctx);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    nn_ctx *ctx = nn_ctx_new();
+    nn_tensor *x = leaf(7, 4);
+    nn_tensor *y = nn_relu(ctx, x);
+    assert_int_equal(nn_backward(ctx, y), NN_E_SHAPE); /* not a scalar */
+    assert_non_null(strstr(nn_errmsg(), "one value"));
+    assert_int_equal(nn_backward(ctx, NULL), NN_E_ARG);
+    /* a failing op poisons the context; later ops return NULL */
+    nn_tensor *z = tu_rand(8, -1, 1, 1, (int[]){5});
+    assert_null(nn_add(ctx, x, z));
+    assert_int_equal(nn_ctx_status(ctx), NN_E_SHAPE);
+    assert_non_null(strstr(nn_ctx_errmsg(ctx), "add: shapes 4 and 5 differ"));
+    assert_null(nn_relu(ctx, x));
+    assert_null(nn_relu(ctx, NULL));
+    assert_int_equal(nn_backward(ctx, y), NN_E_SHAPE);
+    nn_ctx_reset(ctx);
+    assert_int_equal(nn_ctx_status(ctx), NN_OK);
+    assert_null(nn_relu(ctx, NULL));
+    assert_int_equal(nn_ctx_status(ctx), NN_E_ARG);
+    nn_tensor_free(z);
+    nn_tensor_free(x);
+    nn_ctx_free(ctx);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fan_out_accumulates),
+        cmocka_unit_test(test_long_chain),
+        cmocka_unit_test(test_no_grad_mode),
+        cmocka_unit_test(test_zeroing_and_accumulation_across_calls),
+        cmocka_unit_test(test_steady_state_allocates_nothing),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
