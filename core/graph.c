@@ -160,6 +160,8 @@ nn_tensor *nn_op_fail_status(nn_ctx *ctx, nn_status s)
     return NULL;
 }
 
+nn_tensor *nn_ctx_fail(nn_ctx *ctx, nn_status s) { return nn_op_fail_status(ctx, s); }
+
 nn_tensor *nn_op_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...)
 {
     char buf[1024];

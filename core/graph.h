@@ -50,6 +50,11 @@ nn_rng *nn_ctx_rng(nn_ctx *ctx);
 nn_status nn_ctx_status(const nn_ctx *ctx);
 const char *nn_ctx_errmsg(const nn_ctx *ctx);
 
+/* Records status s with the thread's current message (nn_errmsg) as the
+ * context's error unless one is already there; returns NULL. For code that
+ * composes ops (models) and finds a problem of its own. */
+nn_tensor *nn_ctx_fail(nn_ctx *ctx, nn_status s);
+
 /* Bytes the arena of `dev` holds now, and the most it ever handed out in a step. */
 size_t nn_ctx_arena_bytes(const nn_ctx *ctx, nn_device dev);
 size_t nn_ctx_peak_bytes(const nn_ctx *ctx, nn_device dev);

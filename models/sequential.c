@@ -1,0 +1,306 @@
+/* Sequential networks: layer list, shape inference, parameter init, forward
+ * and summary. Shapes per image are (C, H, W). */
+#include "sequential.h"
+
+#include <math.h>
+#include <string.h>
+
+static const char *const init_names[] = {"paper", "he"};
+
+const char *nn_init_name(nn_init_kind k) { return init_names[k]; }
+
+nn_status nn_init_parse(const char *s, nn_init_kind *out)
+{
+    for (int i = 0; i < 2; i++)
+        if (strcmp(s, init_names[i]) == 0) {
+            *out = (nn_init_kind)i;
+            return NN_OK;
+        }
+    return nn_error(NN_E_ARG, "unknown initialization '%s' (expected paper or he)", s);
+}
+
+void nn_seq_init(nn_seq *s, int in_c, int in_h, int in_w)
+{
+    memset(s, 0, sizeof *s);
+    s->in_c = in_c;
+    s->in_h = in_h;
+    s->in_w = in_w;
+}
+
+static nn_layer *add(nn_seq *s, nn_layer_kind kind, const char *name)
+{
+    if (s->status != NN_OK) return NULL;
+    if (s->n == NN_SEQ_MAX_LAYERS || strlen(name) >= sizeof s->l[0].name) {
+        s->status = nn_error(NN_E_ARG, "sequential: too many layers or name '%s' too long", name);
+        return NULL;
+    }
+    nn_layer *l = &s->l[s->n++];
+    memset(l, 0, sizeof *l);
+    l->kind = kind;
+    memcpy(l->name, name, strlen(name) + 1);
+    return l;
+}
+
+void nn_seq_conv(nn_seq *s, const char *name, int out, int k, int stride, int pad, int groups, float bias_init)
+{
+    nn_layer *l = add(s, NN_L_CONV, name);
+    if (!l) return;
+    l->out = out;
+    l->k = k;
+    l->stride = stride;
+    l->pad = pad;
+    l->groups = groups;
+    l->bias_init = bias_init;
+}
+
+void nn_seq_relu(nn_seq *s, const char *name) { add(s, NN_L_RELU, name); }
+
+void nn_seq_lrn(nn_seq *s, const char *name, nn_lrn_params p)
+{
+    nn_layer *l = add(s, NN_L_LRN, name);
+    if (l) l->lrn = p;
+}
+
+void nn_seq_maxpool(nn_seq *s, const char *name, int k, int stride)
+{
+    nn_layer *l = add(s, NN_L_MAXPOOL, name);
+    if (!l) return;
+    l->k = k;
+    l->stride = stride;
+}
+
+void nn_seq_dropout(nn_seq *s, const char *name, float p)
+{
+    nn_layer *l = add(s, NN_L_DROPOUT, name);
+    if (l) l->p = p;
+}
+
+void nn_seq_flatten(nn_seq *s, const char *name) { add(s, NN_L_FLATTEN, name); }
+
+void nn_seq_linear(nn_seq *s, const char *name, int out, float bias_init)
+{
+    nn_layer *l = add(s, NN_L_LINEAR, name);
+    if (!l) return;
+    l->out = out;
+    l->bias_init = bias_init;
+}
+
+static const char *kind_name(nn_layer_kind k)
+{
+    static const char *const n[] = {"conv", "relu", "lrn", "maxpool", "dropout", "flatten", "linear"};
+    return n[k];
+}
+
+nn_status nn_seq_infer(nn_seq *s)
+{
+    if (s->status != NN_OK) return s->status;
+    int c = s->in_c, h = s->in_h, w = s->in_w;
+    if (c < 1 || h < 1 || w < 1)
+        return nn_error(NN_E_SHAPE, "model: input %dx%dx%d is not a valid image size", c, h, w);
+    bool flat = false;
+    for (int i = 0; i < s->n; i++) {
+        nn_layer *l = &s->l[i];
+        l->in_shape[0] = c; l->in_shape[1] = h; l->in_shape[2] = w;
+        l->params = l->macs = 0;
+        switch (l->kind) {
+        case NN_L_CONV: {
+            if (flat) return nn_error(NN_E_SHAPE, "model: %s (conv) comes after flatten", l->name);
+            int g = l->groups ? l->groups : 1;
+            if (c % g || l->out % g)
+                return nn_error(NN_E_SHAPE, "model: %s (conv, groups %d): %d input and %d output channels must divide by the groups",
+                                l->name, g, c, l->out);
+            int oh = (h + 2 * l->pad - l->k) / l->stride + 1, ow = (w + 2 * l->pad - l->k) / l->stride + 1;
+            if (h + 2 * l->pad < l->k || w + 2 * l->pad < l->k)
+                return nn_error(NN_E_SHAPE, "model: %s (conv %dx%d): input %dx%dx%d is smaller than the kernel (input size too small)",
+                                l->name, l->k, l->k, c, h, w);
+            l->params = (long long)l->out * (c / g) * l->k * l->k + l->out;
+            l->macs = (long long)l->out * (c / g) * l->k * l->k * oh * ow;
+            c = l->out; h = oh; w = ow;
+            break;
+        }
+        case NN_L_MAXPOOL:
+            if (h < l->k || w < l->k)
+                return nn_error(NN_E_SHAPE, "model: %s (maxpool %dx%d/%d): input %dx%dx%d is smaller than the window (input size too small)",
+                                l->name, l->k, l->k, l->stride, c, h, w);
+            h = (h - l->k) / l->stride + 1;
+            w = (w - l->k) / l->stride + 1;
+            break;
+        case NN_L_FLATTEN:
+            c = c * h * w; h = w = 1;
+            flat = true;
+            break;
+        case NN_L_LINEAR:
+            if (!flat) return nn_error(NN_E_SHAPE, "model: %s (linear) needs a flatten before it", l->name);
+            l->params = (long long)l->out * c + l->out;
+            l->macs = (long long)l->out * c;
+            c = l->out;
+            break;
+        case NN_L_RELU: case NN_L_LRN: case NN_L_DROPOUT:
+            break;
+        }
+        l->out_shape[0] = c; l->out_shape[1] = h; l->out_shape[2] = w;
+    }
+    return NN_OK;
+}
+
+static nn_status new_param(nn_seq *s, nn_layer *l, nn_tensor **t, const char *suffix, int ndim,
+                           const int *shape, nn_device dev)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s.%s", l->name, suffix);
+    NN_TRY(nn_tensor_new(t, NN_F32, dev, ndim, shape));
+    NN_TRY(nn_tensor_require_grad(*t));
+    return nn_params_add(&s->params, name, *t, ndim == 1);
+}
+
+nn_status nn_seq_build(nn_seq *s, nn_device dev, nn_init_kind init, nn_rng *rng)
+{
+    NN_TRY(nn_seq_infer(s));
+    for (int i = 0; i < s->n; i++) {
+        nn_layer *l = &s->l[i];
+        int fan_in, wshape[4], nw;
+        if (l->kind == NN_L_CONV) {
+            int g = l->groups ? l->groups : 1;
+            fan_in = l->in_shape[0] / g * l->k * l->k;
+            wshape[0] = l->out; wshape[1] = l->in_shape[0] / g; wshape[2] = wshape[3] = l->k;
+            nw = 4;
+        } else if (l->kind == NN_L_LINEAR) {
+            fan_in = l->in_shape[0];
+            wshape[0] = l->out; wshape[1] = l->in_shape[0];
+            nw = 2;
+        } else {
+            continue;
+        }
+        nn_status st = new_param(s, l, &l->w, "weight", nw, wshape, dev);
+        if (st == NN_OK) st = new_param(s, l, &l->b, "bias", 1, &l->out, dev);
+        if (st != NN_OK) {
+            nn_seq_free(s);
+            return st;
+        }
+        float std = init == NN_INIT_PAPER ? 0.01f : sqrtf(2.0f / (float)fan_in);
+        NN_TRY(nn_tensor_normal(l->w, rng, 0.0f, std));
+        NN_TRY(nn_tensor_fill(l->b, init == NN_INIT_PAPER ? l->bias_init : 0.0f));
+    }
+    return NN_OK;
+}
+
+void nn_seq_free(nn_seq *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        nn_tensor_free(s->l[i].w);
+        nn_tensor_free(s->l[i].b);
+        s->l[i].w = s->l[i].b = NULL;
+    }
+    nn_params_clear(&s->params);
+}
+
+nn_tensor *nn_seq_forward(nn_ctx *ctx, nn_seq *s, nn_tensor *x)
+{
+    if (!x) return NULL;
+    if (x->ndim != 4 || x->shape[1] != s->in_c || x->shape[2] != s->in_h || x->shape[3] != s->in_w) {
+        char b[64];
+        nn_error(NN_E_SHAPE, "model: input %s does not match the model's Nx%dx%dx%d",
+                 nn_shape_str(x, b, sizeof b), s->in_c, s->in_h, s->in_w);
+        return nn_ctx_fail(ctx, NN_E_SHAPE);
+    }
+    nn_tensor *h = x;
+    for (int i = 0; i < s->n && h; i++) {
+        nn_layer *l = &s->l[i];
+        switch (l->kind) {
+        case NN_L_CONV:
+            h = nn_conv2d(ctx, h, l->w, l->b,
+                          (nn_conv2d_params){l->stride, l->stride, l->pad, l->pad, l->groups});
+            break;
+        case NN_L_RELU: h = nn_relu(ctx, h); break;
+        case NN_L_LRN: h = nn_lrn(ctx, h, l->lrn); break;
+        case NN_L_MAXPOOL: h = nn_maxpool2d(ctx, h, (nn_pool_params){l->k, l->k, l->stride, l->stride, 0, 0}); break;
+        case NN_L_DROPOUT: h = nn_dropout(ctx, h, l->p); break;
+        case NN_L_FLATTEN: h = nn_flatten(ctx, h); break;
+        case NN_L_LINEAR: h = nn_linear(ctx, h, l->w, l->b); break;
+        }
+    }
+    return h;
+}
+
+long long nn_seq_params(const nn_seq *s)
+{
+    long long n = 0;
+    for (int i = 0; i < s->n; i++) n += s->l[i].params;
+    return n;
+}
+
+long long nn_seq_macs(const nn_seq *s)
+{
+    long long n = 0;
+    for (int i = 0; i < s->n; i++) n += s->l[i].macs;
+    return n;
+}
+
+/* 62378344 -> "62,378,344" */
+static const char *commas(long long v, char *buf)
+{
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%lld", v), k = 0;
+    for (int i = 0; i < n; i++) {
+        buf[k++] = tmp[i];
+        if ((n - i - 1) % 3 == 0 && i != n - 1) buf[k++] = ',';
+    }
+    buf[k] = '\0';
+    return buf;
+}
+
+void nn_seq_print_summary(const nn_seq *s, FILE *f)
+{
+    char a[32], b[32], shape[48];
+    bool flat = false;
+    fprintf(f, "%-14s %-22s %-16s %14s %16s\n", "layer", "op", "output", "params", "MACs");
+    for (int i = 0; i < s->n; i++) {
+        const nn_layer *l = &s->l[i];
+        char op[48];
+        switch (l->kind) {
+        case NN_L_CONV:
+            snprintf(op, sizeof op, "conv %dx%d/%d p%d%s", l->k, l->k, l->stride, l->pad,
+                     l->groups > 1 ? (l->groups == 2 ? " g2" : " g") : "");
+            break;
+        case NN_L_MAXPOOL: snprintf(op, sizeof op, "maxpool %dx%d/%d", l->k, l->k, l->stride); break;
+        case NN_L_LRN: snprintf(op, sizeof op, "lrn n%d", l->lrn.size); break;
+        case NN_L_DROPOUT: snprintf(op, sizeof op, "dropout %.2g", (double)l->p); break;
+        default: snprintf(op, sizeof op, "%s", kind_name(l->kind)); break;
+        }
+        if (l->kind == NN_L_FLATTEN) flat = true;
+        if (flat)
+            snprintf(shape, sizeof shape, "%d", l->out_shape[0]);
+        else
+            snprintf(shape, sizeof shape, "%dx%dx%d", l->out_shape[0], l->out_shape[1], l->out_shape[2]);
+        fprintf(f, "%-14s %-22s %-16s %14s %16s\n", l->name, op, shape, l->params ? commas(l->params, a) : "",
+                l->macs ? commas(l->macs, b) : "");
+    }
+    fprintf(f, "total: %s parameters, %s multiply-adds per image (%.3f G MAC, %.2f GFLOP forward)\n",
+            commas(nn_seq_params(s), a), commas(nn_seq_macs(s), b), (double)nn_seq_macs(s) / 1e9,
+            2.0 * (double)nn_seq_macs(s) / 1e9);
+}
+
+static nn_status move(nn_seq *s, nn_tensor **slot, nn_device dev)
+{
+    nn_tensor *t = NULL;
+    NN_TRY(nn_tensor_to(&t, *slot, dev));
+    nn_status st = nn_tensor_require_grad(t);
+    if (st != NN_OK) {
+        nn_tensor_free(t);
+        return st;
+    }
+    for (int i = 0; i < s->params.n; i++)
+        if (s->params.p[i].t == *slot) s->params.p[i].t = t;
+    nn_tensor_free(*slot);
+    *slot = t;
+    return NN_OK;
+}
+
+nn_status nn_seq_to(nn_seq *s, nn_device dev)
+{
+    for (int i = 0; i < s->n; i++) {
+        if (s->l[i].w && s->l[i].w->device != dev) NN_TRY(move(s, &s->l[i].w, dev));
+        if (s->l[i].b && s->l[i].b->device != dev) NN_TRY(move(s, &s->l[i].b, dev));
+    }
+    return NN_OK;
+}

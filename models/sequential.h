@@ -1,0 +1,79 @@
+/* A sequential network: a list of layers run in order, like PyTorch's
+ * nn.Sequential. Parameters get PyTorch-style names ("stage1.0.weight") so
+ * checkpoints load in the Python ecosystem. The same list drives the forward
+ * pass and `convnet summary` (shapes, parameters, multiply-adds), so the two
+ * cannot disagree.
+ *
+ * Build with nn_seq_init + nn_seq_* layer calls, then nn_seq_build, which
+ * infers every shape from the input size (an error names the layer that does
+ * not fit) and allocates and initializes the parameters. */
+#ifndef NN_SEQUENTIAL_H
+#define NN_SEQUENTIAL_H
+
+#include <stdio.h>
+
+#include "../core/graph.h"
+#include "../core/params.h"
+#include "../ops/ops.h"
+
+#define NN_SEQ_MAX_LAYERS 40
+
+typedef enum nn_layer_kind {
+    NN_L_CONV, NN_L_RELU, NN_L_LRN, NN_L_MAXPOOL, NN_L_DROPOUT, NN_L_FLATTEN, NN_L_LINEAR
+} nn_layer_kind;
+
+/* Weight initialization: the paper's N(0, 0.01^2) with the per-layer bias
+ * constants, or He (N(0, 2/fan_in), biases 0), which trains from scratch much
+ * faster without the paper's schedule. */
+typedef enum nn_init_kind { NN_INIT_PAPER = 0, NN_INIT_HE } nn_init_kind;
+nn_status nn_init_parse(const char *s, nn_init_kind *out); /* "paper", "he" */
+const char *nn_init_name(nn_init_kind k);
+
+typedef struct nn_layer {
+    nn_layer_kind kind;
+    char name[32];          /* "stage1.0": its parameters are name.weight, name.bias */
+    int out;                /* conv channels / linear features */
+    int k, stride, pad, groups;
+    nn_lrn_params lrn;
+    float p;                /* dropout */
+    float bias_init;        /* the paper's bias constant (0 or 1) */
+    /* inferred by nn_seq_build */
+    int in_shape[3], out_shape[3]; /* (C, H, W) per image; linear: (F, 1, 1) */
+    long long params, macs;        /* per image */
+    nn_tensor *w, *b;
+} nn_layer;
+
+typedef struct nn_seq {
+    int in_c, in_h, in_w;
+    nn_layer l[NN_SEQ_MAX_LAYERS];
+    int n;
+    nn_params params;
+    nn_status status;       /* first error while adding layers */
+} nn_seq;
+
+void nn_seq_init(nn_seq *s, int in_c, int in_h, int in_w);
+void nn_seq_conv(nn_seq *s, const char *name, int out, int k, int stride, int pad, int groups, float bias_init);
+void nn_seq_relu(nn_seq *s, const char *name);
+void nn_seq_lrn(nn_seq *s, const char *name, nn_lrn_params p);
+void nn_seq_maxpool(nn_seq *s, const char *name, int k, int stride);
+void nn_seq_dropout(nn_seq *s, const char *name, float p);
+void nn_seq_flatten(nn_seq *s, const char *name);
+void nn_seq_linear(nn_seq *s, const char *name, int out, float bias_init);
+
+/* Infers shapes, allocates parameters on dev and initializes them from rng. */
+nn_status nn_seq_build(nn_seq *s, nn_device dev, nn_init_kind init, nn_rng *rng);
+/* Shapes and counts only (no allocation): for summaries of any size. */
+nn_status nn_seq_infer(nn_seq *s);
+void nn_seq_free(nn_seq *s);
+
+/* x (N, in_c, in_h, in_w) -> the last layer's output. */
+nn_tensor *nn_seq_forward(nn_ctx *ctx, nn_seq *s, nn_tensor *x);
+
+long long nn_seq_params(const nn_seq *s);
+long long nn_seq_macs(const nn_seq *s);
+void nn_seq_print_summary(const nn_seq *s, FILE *f);
+
+/* Moves every parameter (and its grad) to dev, in place. */
+nn_status nn_seq_to(nn_seq *s, nn_device dev);
+
+#endif
