@@ -1,2 +1,47 @@
-/* placeholder main */
-int main(void) { return 0; }
+/* convnet: the command-line program. Each subcommand lives in tools/cmd_*.c
+ * and parses its own options (tools/cli.h). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "config.h"
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *about;
+} command;
+
+static const command commands[] = {
+    {"train", cmd_train, "train a model (AlexNet on Fashion-MNIST by default)"},
+    {"eval", cmd_eval, "test accuracy, per-class accuracy and confusion matrix of a checkpoint"},
+    {"predict", cmd_predict, "logits of a checkpoint for an input tensor in a safetensors file"},
+    {"filters", cmd_filters, "the first layer's learned kernels as a PNG picture"},
+    {"gradcheck", cmd_gradcheck, "check every op's gradients against central differences"},
+    {"summary", cmd_summary, "layers, output shapes, parameters and multiply-adds of a model"},
+};
+#define NCOMMANDS ((int)(sizeof commands / sizeof commands[0]))
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: convnet COMMAND [OPTIONS]   (convnet COMMAND --help for its options)\n\ncommands:\n");
+    for (int i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].about);
+    fprintf(f, "\nbuilt with the CUDA backend: %s\n", NN_HAVE_CUDA ? "yes" : "no");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "convnet: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
