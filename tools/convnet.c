@@ -1,7 +1,9 @@
 /* convnet: the command-line program. Each subcommand lives in tools/cmd_*.c
  * and parses its own options (tools/cli.h). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "config.h"
@@ -29,8 +31,22 @@ static void usage(FILE *f)
     fprintf(f, "\nbuilt with the CUDA backend: %s\n", NN_HAVE_CUDA ? "yes" : "no");
 }
 
+/* libgomp reads OMP_WAIT_POLICY once, when it is loaded. Its default spins
+ * idle threads for a while after each parallel region; on a 2-core machine
+ * that steals the cores from OpenBLAS and the data loader (measured: 45 vs
+ * 162 images/s training). So unless the user chose a policy, set "passive"
+ * and re-execute once. */
+static void ensure_passive_omp(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY")) return;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv);
+    /* if re-executing fails, carry on with the default policy */
+}
+
 int main(int argc, char **argv)
 {
+    ensure_passive_omp(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
