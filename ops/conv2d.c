@@ -1,32 +1,366 @@
-/* TEMPORARY stubs so the tree links while this file is written. */
-#include "cpu_kernels.h"
+/* conv2d: y = conv(x, w) + b over NCHW images with stride, zero padding and
+ * groups. x (N,C,H,W), w (O,C/G,KH,KW), b (O) or NULL -> y (N,O,OH,OW).
+ * The CPU kernels lower each group of a chunk of images to one cblas_sgemm
+ * through im2col (forward, dW) and col2im (dX). */
+#include <cblas.h>
+#include <limits.h>
+#include <string.h>
 
+#include "../core/op.h"
+#include "cpu_kernels.h"
+#include "ops.h"
+
+/* Several images share one GEMM so that its N = images * OH * OW is wide
+ * enough for OpenBLAS to split among its threads even on 13x13 maps (AlexNet's
+ * late layers: one image gives N = 169), while the column buffer stays bounded. */
+#define CONV_TARGET_COLS 4096
+#define CONV_MAX_COL_BYTES ((size_t)64 << 20)
+/* Below this many floats moved, starting an OpenMP team costs more than it saves. */
+#define CONV_OMP_MIN 32768
+
+/* How the kernels cut the work; a pure function of the geometry, so the
+ * workspace size and the kernels always agree. */
+typedef struct conv_plan {
+    int cg, og;      /* input and output channels per group */
+    int k;           /* GEMM depth: cg * kh * kw */
+    size_t hw, ohw;  /* input and output plane sizes */
+    int chunk;       /* images per GEMM */
+    bool direct;     /* 1x1, stride 1, no padding, one image per GEMM: x is its own column matrix */
+} conv_plan;
+
+static conv_plan conv_plan_make(const nn_conv2d_geom *g)
+{
+    conv_plan P;
+    P.cg = g->c / g->groups;
+    P.og = g->oc / g->groups;
+    P.k = P.cg * g->kh * g->kw;
+    P.hw = (size_t)g->h * (size_t)g->w;
+    P.ohw = (size_t)g->oh * (size_t)g->ow;
+    size_t chunk = (CONV_TARGET_COLS + P.ohw - 1) / P.ohw;
+    size_t fit = CONV_MAX_COL_BYTES / ((size_t)P.k * P.ohw * sizeof(float));
+    if (chunk > fit) chunk = fit;
+    if (chunk > (size_t)g->n) chunk = (size_t)g->n;
+    if (chunk < 1) chunk = 1;
+    P.chunk = (int)chunk;
+    P.direct = P.chunk == 1 && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 &&
+               g->pw == 0;
+    return P;
+}
+
+/* Forward and backward need the same: the column matrix (im2col of x; in
+ * backward reused for dcol once dW is done) and, with several images per GEMM,
+ * one group's (og, images*ohw) matrix: y before scattering, or gathered dy. */
 size_t nn_cpu_conv2d_workspace(const nn_conv2d_geom *g)
 {
-    (void)g;
-    return 0;
+    conv_plan P = conv_plan_make(g);
+    size_t cols = (size_t)P.chunk * P.ohw;
+    size_t floats = P.direct ? 0 : (size_t)P.k * cols;
+    if (P.chunk > 1) floats += (size_t)P.og * cols;
+    return floats * sizeof(float);
 }
 
-nn_status nn_cpu_conv2d_forward(const nn_conv2d_geom *g, const float *x, const float *w,                                 const float *b, float *y, void *ws)
+/* The outputs i in [*i0, *i1) of n_out whose input index i*s + off lies in [0, len). */
+static void valid_range(int n_out, int s, int off, int len, int *i0, int *i1)
 {
-    (void)g;
-    (void)x;
-    (void)w;
-    (void)b;
-    (void)y;
-    (void)ws;
-    return nn_error(NN_E_UNSUPPORTED, "nn_cpu_conv2d_forward: not implemented yet");
+    int a = off < 0 ? (-off + s - 1) / s : 0;
+    int b = len - 1 - off < 0 ? 0 : (len - 1 - off) / s + 1;
+    if (a > n_out) a = n_out;
+    if (b > n_out) b = n_out;
+    if (b < a) b = a;
+    *i0 = a;
+    *i1 = b;
 }
 
-nn_status nn_cpu_conv2d_backward(const nn_conv2d_geom *g, const float *x, const float *w,                                  const float *dy, float *dx, float *dw, float *db, void *ws)
+/* col[(c*kh + p)*kw + q][b*ohw + i*ow + j] = x_b[c][i*sh + p - ph][j*sw + q - pw], 0 in the
+ * padding, for nb images from x (already at the group's first channel). */
+static void im2col(const nn_conv2d_geom *g, const conv_plan *P, const float *x, int nb, float *col)
 {
-    (void)g;
-    (void)x;
-    (void)w;
-    (void)dy;
-    (void)dx;
-    (void)dw;
-    (void)db;
-    (void)ws;
-    return nn_error(NN_E_UNSUPPORTED, "nn_cpu_conv2d_backward: not implemented yet");
+    const size_t ld = (size_t)nb * P->ohw, xs = (size_t)g->c * P->hw;
+    const int cg = P->cg, ow = g->ow;
+#pragma omp parallel for collapse(2) if ((size_t)P->k * ld > CONV_OMP_MIN)
+    for (int b = 0; b < nb; b++) {
+        for (int c = 0; c < cg; c++) {
+            const float *xc = x + (size_t)b * xs + (size_t)c * P->hw;
+            for (int p = 0; p < g->kh; p++) {
+                int i0, i1;
+                valid_range(g->oh, g->sh, p - g->ph, g->h, &i0, &i1);
+                for (int q = 0; q < g->kw; q++) {
+                    int j0, j1, off = q - g->pw;
+                    valid_range(ow, g->sw, off, g->w, &j0, &j1);
+                    float *d = col + ((size_t)(c * g->kh + p) * g->kw + q) * ld + (size_t)b * P->ohw;
+                    memset(d, 0, (size_t)i0 * ow * sizeof(float));
+                    for (int i = i0; i < i1; i++) {
+                        float *dr = d + (size_t)i * ow;
+                        const float *xr = xc + (size_t)(i * g->sh + p - g->ph) * g->w;
+                        for (int j = 0; j < j0; j++) dr[j] = 0.0f;
+                        if (g->sw == 1) {
+                            memcpy(dr + j0, xr + j0 + off, (size_t)(j1 - j0) * sizeof(float));
+                        } else {
+                            for (int j = j0; j < j1; j++) dr[j] = xr[j * g->sw + off];
+                        }
+                        for (int j = j1; j < ow; j++) dr[j] = 0.0f;
+                    }
+                    memset(d + (size_t)i1 * ow, 0, (size_t)(g->oh - i1) * ow * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
+/* The adjoint of im2col: dx_b[c][...] += col entries, padding dropped. Each
+ * (image, channel) plane belongs to one thread, so the += never races. */
+static void col2im_add(const nn_conv2d_geom *g, const conv_plan *P, const float *col, int nb, float *dx)
+{
+    const size_t ld = (size_t)nb * P->ohw, xs = (size_t)g->c * P->hw;
+    const int cg = P->cg, ow = g->ow;
+#pragma omp parallel for collapse(2) if ((size_t)P->k * ld > CONV_OMP_MIN)
+    for (int b = 0; b < nb; b++) {
+        for (int c = 0; c < cg; c++) {
+            float *xc = dx + (size_t)b * xs + (size_t)c * P->hw;
+            for (int p = 0; p < g->kh; p++) {
+                int i0, i1;
+                valid_range(g->oh, g->sh, p - g->ph, g->h, &i0, &i1);
+                for (int q = 0; q < g->kw; q++) {
+                    int j0, j1, off = q - g->pw;
+                    valid_range(ow, g->sw, off, g->w, &j0, &j1);
+                    const float *d =
+                        col + ((size_t)(c * g->kh + p) * g->kw + q) * ld + (size_t)b * P->ohw;
+                    for (int i = i0; i < i1; i++) {
+                        const float *dr = d + (size_t)i * ow;
+                        float *xr = xc + (size_t)(i * g->sh + p - g->ph) * g->w;
+                        if (g->sw == 1) {
+                            float *xo = xr + j0 + off;
+                            const float *dd = dr + j0;
+#pragma omp simd
+                            for (int j = 0; j < j1 - j0; j++) xo[j] += dd[j];
+                        } else {
+                            for (int j = j0; j < j1; j++) xr[j * g->sw + off] += dr[j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Copies nb images' planes of one group (images ys floats apart) to or from
+ * the GEMM's (og, nb*ohw) matrix; src_is_mat says which side src is. */
+static void move_planes(const conv_plan *P, int nb, size_t ys, const float *src, float *dst,
+                        bool src_is_mat)
+{
+    const size_t ld = (size_t)nb * P->ohw, bytes = P->ohw * sizeof(float);
+    const int og = P->og;
+#pragma omp parallel for collapse(2) if ((size_t)og * ld > CONV_OMP_MIN)
+    for (int b = 0; b < nb; b++) {
+        for (int o = 0; o < og; o++) {
+            size_t img = (size_t)b * ys + (size_t)o * P->ohw, mat = (size_t)o * ld + (size_t)b * P->ohw;
+            memcpy(dst + (src_is_mat ? img : mat), src + (src_is_mat ? mat : img), bytes);
+        }
+    }
+}
+
+nn_status nn_cpu_conv2d_forward(const nn_conv2d_geom *g, const float *x, const float *w,
+                                const float *b, float *y, void *ws)
+{
+    const conv_plan P = conv_plan_make(g);
+    float *col = ws;
+    float *tmp = P.chunk > 1 ? (float *)ws + (size_t)P.k * P.chunk * P.ohw : NULL;
+    const size_t xs = (size_t)g->c * P.hw, ys = (size_t)g->oc * P.ohw;
+    for (int n0 = 0; n0 < g->n; n0 += P.chunk) {
+        const int nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
+        const int ncol = nb * (int)P.ohw;
+        for (int grp = 0; grp < g->groups; grp++) {
+            const float *xg = x + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw;
+            const float *wg = w + (size_t)grp * P.og * P.k;
+            float *yg = y + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw;
+            const float *B = xg;
+            int ldb = (int)P.hw;
+            if (!P.direct) {
+                im2col(g, &P, xg, nb, col);
+                B = col;
+                ldb = ncol;
+            }
+            if (P.chunk == 1) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P.og, ncol, P.k, 1.0f, wg,
+                            P.k, B, ldb, 0.0f, yg, (int)P.ohw);
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P.og, ncol, P.k, 1.0f, wg,
+                            P.k, B, ldb, 0.0f, tmp, ncol);
+                move_planes(&P, nb, ys, tmp, yg, true);
+            }
+        }
+    }
+    if (b) {
+        const int n = g->n, oc = g->oc;
+        const size_t ohw = P.ohw;
+#pragma omp parallel for collapse(2) if ((size_t)n * ys > CONV_OMP_MIN)
+        for (int i = 0; i < n; i++) {
+            for (int o = 0; o < oc; o++) {
+                float *p = y + ((size_t)i * oc + o) * ohw;
+                const float bo = b[o];
+#pragma omp simd
+                for (size_t k = 0; k < ohw; k++) p[k] += bo;
+            }
+        }
+    }
+    return NN_OK;
+}
+
+nn_status nn_cpu_conv2d_backward(const nn_conv2d_geom *g, const float *x, const float *w,
+                                 const float *dy, float *dx, float *dw, float *db, void *ws)
+{
+    const conv_plan P = conv_plan_make(g);
+    const size_t xs = (size_t)g->c * P.hw, ys = (size_t)g->oc * P.ohw;
+    if (db) {
+        const int n = g->n, oc = g->oc;
+        const size_t ohw = P.ohw;
+#pragma omp parallel for if ((size_t)n * ys > CONV_OMP_MIN)
+        for (int o = 0; o < oc; o++) {
+            double s = 0.0; /* N*OH*OW terms: a float total would drift */
+            for (int i = 0; i < n; i++) {
+                const float *p = dy + ((size_t)i * oc + o) * ohw;
+                float t = 0.0f;
+#pragma omp simd reduction(+ : t)
+                for (size_t k = 0; k < ohw; k++) t += p[k];
+                s += t;
+            }
+            db[o] += (float)s;
+        }
+    }
+    if (!dx && !dw) return NN_OK;
+
+    float *col = ws;
+    float *tmp = P.chunk > 1 ? (float *)ws + (size_t)P.k * P.chunk * P.ohw : NULL;
+    for (int n0 = 0; n0 < g->n; n0 += P.chunk) {
+        const int nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
+        const int ncol = nb * (int)P.ohw;
+        for (int grp = 0; grp < g->groups; grp++) {
+            const size_t xoff = (size_t)n0 * xs + (size_t)grp * P.cg * P.hw;
+            const float *wg = w + (size_t)grp * P.og * P.k;
+            const float *dyg = dy + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw;
+            int lddy = (int)P.ohw;
+            if (P.chunk > 1) {
+                move_planes(&P, nb, ys, dyg, tmp, false);
+                dyg = tmp;
+                lddy = ncol;
+            }
+            if (dw) { /* dW_g += dY_g col^T */
+                const float *B = x + xoff;
+                int ldb = (int)P.hw;
+                if (!P.direct) {
+                    im2col(g, &P, x + xoff, nb, col);
+                    B = col;
+                    ldb = ncol;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, P.og, P.k, ncol, 1.0f, dyg,
+                            lddy, B, ldb, 1.0f, dw + (size_t)grp * P.og * P.k, P.k);
+            }
+            if (dx) { /* dcol = W_g^T dY_g, then col2im; col is free again after dW */
+                if (P.direct) {
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P.k, ncol, P.og, 1.0f, wg,
+                                P.k, dyg, lddy, 1.0f, dx + xoff, (int)P.hw);
+                } else {
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P.k, ncol, P.og, 1.0f, wg,
+                                P.k, dyg, lddy, 0.0f, col, ncol);
+                    col2im_add(g, &P, col, nb, dx + xoff);
+                }
+            }
+        }
+    }
+    return NN_OK;
+}
+
+/* ---- graph wiring ---- */
+
+static nn_status conv2d_backward(nn_ctx *ctx, nn_node *nd)
+{
+    float *dx = nn_op_grad_in(nd, 0), *dw = nn_op_grad_in(nd, 1);
+    float *db = nd->nin > 2 ? nn_op_grad_in(nd, 2) : NULL;
+    if (!dx && !dw && !db) return NN_OK;
+    const nn_conv2d_geom *g = nd->saved;
+    const nn_device dev = nd->out->device;
+    const nn_backend *be = nn_backend_get(dev);
+    size_t bytes = be->conv2d_workspace(g);
+    void *ws = NULL;
+    if (bytes && !(ws = nn_op_dev(ctx, dev, bytes))) return nn_ctx_status(ctx);
+    return be->conv2d_backward(g, nn_f32(nd->in[0]), nn_f32(nd->in[1]), nn_f32(nd->out->grad), dx,
+                               dw, db, ws);
+}
+
+static const nn_op_def conv2d_def = {"conv2d", conv2d_backward};
+
+nn_tensor *nn_conv2d(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, nn_conv2d_params p)
+{
+    nn_tensor *in[3] = {x, w, b};
+    if (nn_op_skip(ctx, 2, in)) return NULL;
+    char sx[64], sw[64], sb[64];
+    nn_shape_str(x, sx, sizeof sx);
+    nn_shape_str(w, sw, sizeof sw);
+    if (x->dtype != NN_F32 || w->dtype != NN_F32 || (b && b->dtype != NN_F32))
+        return nn_op_fail(ctx, NN_E_ARG, "conv2d: input, weight and bias must be float32");
+    if (x->ndim != 4)
+        return nn_op_fail(ctx, NN_E_SHAPE, "conv2d: input %s must be 4-D (N, C, H, W)", sx);
+    if (w->ndim != 4)
+        return nn_op_fail(ctx, NN_E_SHAPE, "conv2d: weight %s must be 4-D (O, C/groups, KH, KW)", sw);
+
+    const int sh = p.stride_h ? p.stride_h : 1, sws = p.stride_w ? p.stride_w : 1;
+    const int groups = p.groups ? p.groups : 1;
+    if (sh < 1 || sws < 1)
+        return nn_op_fail(ctx, NN_E_ARG, "conv2d: stride %dx%d must be >= 1 (0 means 1)", p.stride_h,
+                          p.stride_w);
+    if (p.pad_h < 0 || p.pad_w < 0)
+        return nn_op_fail(ctx, NN_E_ARG, "conv2d: padding %dx%d must be >= 0", p.pad_h, p.pad_w);
+    if (groups < 1)
+        return nn_op_fail(ctx, NN_E_ARG, "conv2d: groups %d must be >= 1 (0 means 1)", p.groups);
+
+    const int C = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int O = w->shape[0], KH = w->shape[2], KW = w->shape[3];
+    if (O % groups)
+        return nn_op_fail(ctx, NN_E_SHAPE, "conv2d: weight %s has %d output channels, not divisible "
+                          "by groups %d", sw, O, groups);
+    if (C % groups)
+        return nn_op_fail(ctx, NN_E_SHAPE, "conv2d: input %s has %d channels, not divisible by "
+                          "groups %d", sx, C, groups);
+    if ((long long)w->shape[1] * groups != C)
+        return nn_op_fail(ctx, NN_E_SHAPE, "conv2d: input %s has %d channels but weight %s expects "
+                          "%d x groups %d", sx, C, sw, w->shape[1], groups);
+    if (b && (b->ndim != 1 || b->shape[0] != O))
+        return nn_op_fail(ctx, NN_E_SHAPE, "conv2d: bias %s must be 1-D of length %d (the weight "
+                          "%s's output channels)", nn_shape_str(b, sb, sizeof sb), O, sw);
+    const long long eh = (long long)H + 2LL * p.pad_h - KH, ew = (long long)W + 2LL * p.pad_w - KW;
+    if (eh < 0 || ew < 0)
+        return nn_op_fail(ctx, NN_E_SHAPE, "conv2d: kernel %dx%d (weight %s) does not fit input %s "
+                          "padded by %dx%d", KH, KW, sw, sx, p.pad_h, p.pad_w);
+    const long long OH = eh / sh + 1, OW = ew / sws + 1;
+    if (OH * OW * (long long)x->shape[0] > INT_MAX || (long long)w->shape[1] * KH * KW > INT_MAX)
+        return nn_op_fail(ctx, NN_E_SHAPE, "conv2d: input %s with weight %s is too large for one "
+                          "GEMM (int dimensions)", sx, sw);
+    if (!nn_op_same_device(ctx, "conv2d", 3, in)) return NULL;
+    const nn_backend *be = nn_op_backend(ctx, "conv2d", x->device);
+    if (!be) return NULL;
+
+    nn_conv2d_geom g = {
+        .n = x->shape[0], .c = C, .h = H, .w = W, .oc = O, .kh = KH, .kw = KW,
+        .sh = sh, .sw = sws, .ph = p.pad_h, .pw = p.pad_w, .groups = groups,
+        .oh = (int)OH, .ow = (int)OW,
+    };
+    const int yshape[4] = {g.n, O, g.oh, g.ow};
+    nn_tensor *y = nn_op_tensor(ctx, NN_F32, x->device, 4, yshape);
+    if (!y) return NULL;
+    size_t bytes = be->conv2d_workspace(&g);
+    void *ws = NULL;
+    if (bytes && !(ws = nn_op_dev(ctx, x->device, bytes))) return NULL;
+    nn_status s = be->conv2d_forward(&g, nn_f32(x), nn_f32(w), b ? nn_f32(b) : NULL, nn_f32(y), ws);
+    if (s != NN_OK) return nn_op_fail_status(ctx, s);
+
+    const int nin = b ? 3 : 2;
+    if (nn_op_wants_grad(ctx, nin, in)) {
+        nn_node *nd = nn_op_record(ctx, &conv2d_def, y, nin, in);
+        if (!nd) return NULL;
+        nn_conv2d_geom *saved = nn_op_host(ctx, sizeof *saved);
+        if (!saved) return NULL;
+        *saved = g;
+        nd->saved = saved;
+    }
+    return y;
 }

@@ -1,24 +1,106 @@
-/* TEMPORARY stubs so the tree links while this file is written. */
-#include "cpu_kernels.h"
+/* linear (fully connected): y = x w^T + b with x (N, I), w (O, I) as in
+ * PyTorch, b (O) or NULL -> y (N, O). Images are flattened first (nn_flatten).
+ * The CPU kernels are one cblas_sgemm per product. */
+#include <cblas.h>
 
-nn_status nn_cpu_linear_forward(const nn_linear_geom *g, const float *x, const float *w,                                 const float *b, float *y)
+#include "../core/op.h"
+#include "cpu_kernels.h"
+#include "ops.h"
+
+/* Below this many floats, an OpenMP team costs more than it saves. */
+#define LINEAR_OMP_MIN 32768
+
+nn_status nn_cpu_linear_forward(const nn_linear_geom *g, const float *x, const float *w,
+                                const float *b, float *y)
 {
-    (void)g;
-    (void)x;
-    (void)w;
-    (void)b;
-    (void)y;
-    return nn_error(NN_E_UNSUPPORTED, "nn_cpu_linear_forward: not implemented yet");
+    const int n = g->n, out = g->out;
+    if (b) { /* y starts as the bias, and the GEMM adds x w^T onto it */
+#pragma omp parallel for if ((size_t)n * out > LINEAR_OMP_MIN)
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < out; o++) y[(size_t)i * out + o] = b[o];
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, g->in, 1.0f, x, g->in, w, g->in,
+                b ? 1.0f : 0.0f, y, out);
+    return NN_OK;
 }
 
-nn_status nn_cpu_linear_backward(const nn_linear_geom *g, const float *x, const float *w,                                  const float *dy, float *dx, float *dw, float *db)
+nn_status nn_cpu_linear_backward(const nn_linear_geom *g, const float *x, const float *w,
+                                 const float *dy, float *dx, float *dw, float *db)
 {
-    (void)g;
-    (void)x;
-    (void)w;
-    (void)dy;
-    (void)dx;
-    (void)dw;
-    (void)db;
-    return nn_error(NN_E_UNSUPPORTED, "nn_cpu_linear_backward: not implemented yet");
+    const int n = g->n, in = g->in, out = g->out;
+    if (dx) /* dx (N, I) += dy (N, O) w (O, I) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, w, in, 1.0f,
+                    dx, in);
+    if (dw) /* dw (O, I) += dy^T (O, N) x (N, I) */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in, 1.0f,
+                    dw, in);
+    if (db) {
+#pragma omp parallel for if ((size_t)n * out > LINEAR_OMP_MIN)
+        for (int o = 0; o < out; o++) {
+            double s = 0.0; /* a batch of thousands of terms: a float total would drift */
+            for (int i = 0; i < n; i++) s += dy[(size_t)i * out + o];
+            db[o] += (float)s;
+        }
+    }
+    return NN_OK;
+}
+
+/* ---- graph wiring ---- */
+
+static nn_status linear_backward(nn_ctx *ctx, nn_node *nd)
+{
+    (void)ctx;
+    float *dx = nn_op_grad_in(nd, 0), *dw = nn_op_grad_in(nd, 1);
+    float *db = nd->nin > 2 ? nn_op_grad_in(nd, 2) : NULL;
+    if (!dx && !dw && !db) return NN_OK;
+    const nn_linear_geom *g = nd->saved;
+    const nn_backend *be = nn_backend_get(nd->out->device);
+    return be->linear_backward(g, nn_f32(nd->in[0]), nn_f32(nd->in[1]), nn_f32(nd->out->grad), dx,
+                               dw, db);
+}
+
+static const nn_op_def linear_def = {"linear", linear_backward};
+
+nn_tensor *nn_linear(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b)
+{
+    nn_tensor *in[3] = {x, w, b};
+    if (nn_op_skip(ctx, 2, in)) return NULL;
+    char sx[64], sw[64], sb[64];
+    nn_shape_str(x, sx, sizeof sx);
+    nn_shape_str(w, sw, sizeof sw);
+    if (x->dtype != NN_F32 || w->dtype != NN_F32 || (b && b->dtype != NN_F32))
+        return nn_op_fail(ctx, NN_E_ARG, "linear: input, weight and bias must be float32");
+    if (x->ndim != 2)
+        return nn_op_fail(ctx, NN_E_SHAPE, "linear: input %s must be 2-D (N, I); flatten images "
+                          "first with nn_flatten", sx);
+    if (w->ndim != 2)
+        return nn_op_fail(ctx, NN_E_SHAPE, "linear: weight %s must be 2-D (O, I)", sw);
+    const int nb = x->shape[0], ni = x->shape[1], no = w->shape[0]; /* not I: <complex.h> via cblas.h */
+    if (w->shape[1] != ni)
+        return nn_op_fail(ctx, NN_E_SHAPE, "linear: input %s has %d features but weight %s expects %d",
+                          sx, ni, sw, w->shape[1]);
+    if (b && (b->ndim != 1 || b->shape[0] != no))
+        return nn_op_fail(ctx, NN_E_SHAPE, "linear: bias %s must be 1-D of length %d (the weight "
+                          "%s's outputs)", nn_shape_str(b, sb, sizeof sb), no, sw);
+    if (!nn_op_same_device(ctx, "linear", 3, in)) return NULL;
+    const nn_backend *be = nn_op_backend(ctx, "linear", x->device);
+    if (!be) return NULL;
+
+    nn_linear_geom g = {.n = nb, .in = ni, .out = no};
+    const int yshape[2] = {nb, no};
+    nn_tensor *y = nn_op_tensor(ctx, NN_F32, x->device, 2, yshape);
+    if (!y) return NULL;
+    nn_status s = be->linear_forward(&g, nn_f32(x), nn_f32(w), b ? nn_f32(b) : NULL, nn_f32(y));
+    if (s != NN_OK) return nn_op_fail_status(ctx, s);
+
+    const int nin = b ? 3 : 2;
+    if (nn_op_wants_grad(ctx, nin, in)) {
+        nn_node *nd = nn_op_record(ctx, &linear_def, y, nin, in);
+        if (!nd) return NULL;
+        nn_linear_geom *saved = nn_op_host(ctx, sizeof *saved);
+        if (!saved) return NULL;
+        *saved = g;
+        nd->saved = saved;
+    }
+    return y;
 }
