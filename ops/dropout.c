@@ -1,24 +1,94 @@
-/* TEMPORARY stubs so the tree links while this file is written. */
+/* dropout: inverted dropout over any float32 shape. Training, 0 < p < 1:
+ * keep[i] = nn_dropout_keep(seed, offset, i, p) from the context's generator
+ * (core/philox.h, the same bits on every device), y = keep ? x / (1 - p) : 0,
+ * and the uint8 mask is kept for backward. Eval mode or p = 0: the identity
+ * (a view sharing x's data, gradient passed through). p = 1: zeros, zero
+ * gradient. The generator advances by numel only in training with 0 < p < 1,
+ * so evaluating (or p in {0, 1}) never shifts the masks later steps draw. */
+#include "../core/op.h"
+#include "../core/philox.h"
 #include "cpu_kernels.h"
+#include "ops.h"
 
-nn_status nn_cpu_dropout_forward(size_t n, const float *x, float *y, uint8_t *mask, float p,                                  uint64_t seed, uint64_t offset)
+/* Philox is ~40 integer multiplies per element: threads pay off early. */
+#define DROPOUT_PAR_MIN 8192
+
+nn_status nn_cpu_dropout_forward(size_t n, const float *x, float *y, uint8_t *mask, float p,
+                                 uint64_t seed, uint64_t offset)
 {
-    (void)n;
-    (void)x;
-    (void)y;
-    (void)mask;
-    (void)p;
-    (void)seed;
-    (void)offset;
-    return nn_error(NN_E_UNSUPPORTED, "nn_cpu_dropout_forward: not implemented yet");
+    /* x / q, not x * (1/q): the documented formula, bit for bit. At p = 1
+     * nothing is kept (uniform draws are < 1), so q = 0 is never divided by. */
+    const float q = 1.0f - p;
+#pragma omp parallel for schedule(static) if (n > DROPOUT_PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t keep = (uint8_t)nn_dropout_keep(seed, offset, i, p);
+        mask[i] = keep;
+        y[i] = keep ? x[i] / q : 0.0f;
+    }
+    return NN_OK;
 }
 
 nn_status nn_cpu_dropout_backward(size_t n, const uint8_t *mask, float p, const float *dy, float *dx)
 {
-    (void)n;
-    (void)mask;
-    (void)p;
-    (void)dy;
-    (void)dx;
-    return nn_error(NN_E_UNSUPPORTED, "nn_cpu_dropout_backward: not implemented yet");
+    if (!dx) return NN_OK;
+    const float q = 1.0f - p;
+#pragma omp parallel for simd if (n > 65536)
+    for (size_t i = 0; i < n; i++) dx[i] += mask[i] ? dy[i] / q : 0.0f;
+    return NN_OK;
+}
+
+typedef struct dropout_saved {
+    float p;
+    uint8_t *mask; /* numel bytes on the tensor's device; NULL when p = 1 */
+} dropout_saved;
+
+static nn_status dropout_backward(nn_ctx *ctx, nn_node *nd)
+{
+    (void)ctx;
+    float *dx = nn_op_grad_in(nd, 0);
+    if (!dx) return NN_OK;
+    const dropout_saved *sv = nd->saved;
+    if (!sv->mask) return NN_OK; /* p = 1: y is constant, its gradient adds 0 */
+    const nn_backend *be = nn_backend_get(nd->out->device);
+    return be->dropout_backward(nd->out->numel, sv->mask, sv->p, nn_f32(nd->out->grad), dx);
+}
+
+static const nn_op_def dropout_def = {"dropout", dropout_backward};
+
+nn_tensor *nn_dropout(nn_ctx *ctx, nn_tensor *x, float p)
+{
+    if (nn_op_skip(ctx, 1, &x)) return NULL;
+    if (x->dtype != NN_F32) return nn_op_fail(ctx, NN_E_ARG, "dropout: input must be float32");
+    if (!(p >= 0.0f && p <= 1.0f))
+        return nn_op_fail(ctx, NN_E_ARG, "dropout: p = %g must be in [0, 1]", (double)p);
+    /* identity: a same-shape view keeps the output wired to x for autograd */
+    if (!nn_ctx_training(ctx) || p == 0.0f) return nn_reshape(ctx, x, x->ndim, x->shape);
+
+    const nn_backend *be = nn_op_backend(ctx, "dropout", x->device);
+    if (!be) return NULL;
+    nn_tensor *y = nn_op_tensor(ctx, NN_F32, x->device, x->ndim, x->shape);
+    if (!y) return NULL;
+    uint8_t *mask = NULL;
+    nn_status s;
+    if (p == 1.0f) {
+        s = be->memset0(y->data, nn_tensor_bytes(y));
+    } else {
+        mask = nn_op_dev(ctx, x->device, x->numel);
+        if (!mask) return NULL;
+        nn_rng *r = nn_ctx_rng(ctx);
+        uint64_t off = nn_rng_take(r, x->numel);
+        s = be->dropout_forward(x->numel, nn_f32(x), nn_f32(y), mask, p, r->seed, off);
+    }
+    if (s != NN_OK) return nn_op_fail_status(ctx, s);
+
+    if (nn_op_wants_grad(ctx, 1, &x)) {
+        dropout_saved *sv = nn_op_host(ctx, sizeof *sv);
+        if (!sv) return NULL;
+        sv->p = p;
+        sv->mask = mask;
+        nn_node *nd = nn_op_record(ctx, &dropout_def, y, 1, &x);
+        if (!nd) return NULL;
+        nd->saved = sv;
+    }
+    return y;
 }

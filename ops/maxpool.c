@@ -1,20 +1,159 @@
-/* TEMPORARY stubs so the tree links while this file is written. */
+/* maxpool2d: max over KHxKW windows of (N, C, H, W) float32 -> (N, C, OH, OW),
+ * OH = (H + 2ph - KH)/sh + 1. Padding counts as -inf (it never wins), and
+ * pad <= kernel/2 so every window holds at least one real element. The
+ * argmax (index h*W + w within the (n, c) plane) is kept for backward.
+ * Ties: the first maximum in row-major window order wins (strict > scan).
+ * A window of all -inf picks its first in-bounds element. NaN propagates: the
+ * first NaN in the window is the output and takes the gradient. */
+#include <limits.h>
+#include <math.h>
+
+#include "../core/op.h"
 #include "cpu_kernels.h"
+#include "ops.h"
+
+#define POOL_PAR_MIN 16384 /* output elements below which threads do not pay */
+
+/* The shape rules the kernels rely on (the op enforces them with messages; the
+ * kernel re-checks because the backend table is callable directly). */
+static bool pool_geom_ok(const nn_pool_geom *g)
+{
+    return g->kh >= 1 && g->kw >= 1 && g->sh >= 1 && g->sw >= 1 && g->ph >= 0 && g->pw >= 0 &&
+           g->ph <= g->kh / 2 && g->pw <= g->kw / 2 && (long long)g->h + 2LL * g->ph >= g->kh &&
+           (long long)g->w + 2LL * g->pw >= g->kw &&
+           g->oh == ((long long)g->h + 2LL * g->ph - g->kh) / g->sh + 1 &&
+           g->ow == ((long long)g->w + 2LL * g->pw - g->kw) / g->sw + 1 &&
+           (long long)g->h * g->w <= INT32_MAX;
+}
 
 nn_status nn_cpu_maxpool_forward(const nn_pool_geom *g, const float *x, float *y, int32_t *argmax)
 {
-    (void)g;
-    (void)x;
-    (void)y;
-    (void)argmax;
-    return nn_error(NN_E_UNSUPPORTED, "nn_cpu_maxpool_forward: not implemented yet");
+    if (!pool_geom_ok(g)) return nn_error(NN_E_ARG, "maxpool2d: inconsistent pooling geometry");
+    const int H = g->h, W = g->w, OH = g->oh, OW = g->ow;
+    const long long planes = (long long)g->n * g->c;
+    const size_t in_plane = (size_t)H * W, out_plane = (size_t)OH * OW;
+
+#pragma omp parallel for schedule(static) if ((size_t)planes * out_plane > POOL_PAR_MIN)
+    for (long long pl = 0; pl < planes; pl++) {
+        const float *xp = x + (size_t)pl * in_plane;
+        float *yp = y + (size_t)pl * out_plane;
+        int32_t *ap = argmax + (size_t)pl * out_plane;
+        for (int i = 0; i < OH; i++) {
+            const int h0 = i * g->sh - g->ph;
+            const int hs = h0 > 0 ? h0 : 0, he = h0 + g->kh < H ? h0 + g->kh : H;
+            for (int j = 0; j < OW; j++) {
+                const int w0 = j * g->sw - g->pw;
+                const int ws = w0 > 0 ? w0 : 0, we = w0 + g->kw < W ? w0 + g->kw : W;
+                int32_t bi = hs * W + ws;
+                float best = xp[bi];
+                for (int h = hs; h < he; h++) {
+                    for (int w = ws; w < we; w++) {
+                        const float v = xp[h * W + w];
+                        /* strict >: the first maximum keeps it; a NaN replaces
+                         * any number once and then stays */
+                        if (v > best || (isnan(v) && !isnan(best))) {
+                            best = v;
+                            bi = h * W + w;
+                        }
+                    }
+                }
+                yp[(size_t)i * OW + j] = best;
+                ap[(size_t)i * OW + j] = bi;
+            }
+        }
+    }
+    return NN_OK;
 }
 
-nn_status nn_cpu_maxpool_backward(const nn_pool_geom *g, const int32_t *argmax, const float *dy,                                   float *dx)
+/* dx[argmax] += dy; overlapping windows that share a maximum add up. One
+ * thread per (n, c) plane, so the scatter has no races and a fixed order. */
+nn_status nn_cpu_maxpool_backward(const nn_pool_geom *g, const int32_t *argmax, const float *dy,
+                                  float *dx)
 {
-    (void)g;
-    (void)argmax;
-    (void)dy;
-    (void)dx;
-    return nn_error(NN_E_UNSUPPORTED, "nn_cpu_maxpool_backward: not implemented yet");
+    if (!dx) return NN_OK;
+    const long long planes = (long long)g->n * g->c;
+    const size_t in_plane = (size_t)g->h * g->w, out_plane = (size_t)g->oh * g->ow;
+
+#pragma omp parallel for schedule(static) if ((size_t)planes * out_plane > POOL_PAR_MIN)
+    for (long long pl = 0; pl < planes; pl++) {
+        const int32_t *ap = argmax + (size_t)pl * out_plane;
+        const float *dyp = dy + (size_t)pl * out_plane;
+        float *dxp = dx + (size_t)pl * in_plane;
+        for (size_t o = 0; o < out_plane; o++) dxp[ap[o]] += dyp[o];
+    }
+    return NN_OK;
+}
+
+typedef struct pool_saved {
+    nn_pool_geom g;
+    int32_t *argmax; /* (N, C, OH, OW) on the tensor's device */
+} pool_saved;
+
+static nn_status maxpool_backward(nn_ctx *ctx, nn_node *nd)
+{
+    (void)ctx;
+    float *dx = nn_op_grad_in(nd, 0);
+    if (!dx) return NN_OK;
+    const pool_saved *sv = nd->saved;
+    const nn_backend *be = nn_backend_get(nd->out->device);
+    return be->maxpool_backward(&sv->g, sv->argmax, nn_f32(nd->out->grad), dx);
+}
+
+static const nn_op_def maxpool_def = {"maxpool2d", maxpool_backward};
+
+nn_tensor *nn_maxpool2d(nn_ctx *ctx, nn_tensor *x, nn_pool_params p)
+{
+    if (nn_op_skip(ctx, 1, &x)) return NULL;
+    char xs[64];
+    if (x->dtype != NN_F32) return nn_op_fail(ctx, NN_E_ARG, "maxpool2d: input must be float32");
+    if (x->ndim != 4)
+        return nn_op_fail(ctx, NN_E_SHAPE, "maxpool2d: input must be 4-D (N, C, H, W), got %s",
+                          nn_shape_str(x, xs, sizeof xs));
+    if (p.kernel_h < 1 || p.kernel_w < 1)
+        return nn_op_fail(ctx, NN_E_ARG, "maxpool2d: kernel %dx%d must be at least 1x1", p.kernel_h,
+                          p.kernel_w);
+    int sh = p.stride_h ? p.stride_h : p.kernel_h, sw = p.stride_w ? p.stride_w : p.kernel_w;
+    if (sh < 0 || sw < 0)
+        return nn_op_fail(ctx, NN_E_ARG, "maxpool2d: stride %dx%d must be positive (0 = kernel)",
+                          p.stride_h, p.stride_w);
+    if (p.pad_h < 0 || p.pad_w < 0 || p.pad_h > p.kernel_h / 2 || p.pad_w > p.kernel_w / 2)
+        return nn_op_fail(ctx, NN_E_ARG,
+                          "maxpool2d: padding %dx%d must be between 0 and half the kernel %dx%d",
+                          p.pad_h, p.pad_w, p.kernel_h, p.kernel_w);
+    const int H = x->shape[2], W = x->shape[3];
+    if ((long long)H * W > INT32_MAX)
+        return nn_op_fail(ctx, NN_E_SHAPE, "maxpool2d: a %dx%d plane is too large for int32 indices",
+                          H, W);
+    /* in long long: kernel and padding are user values and may be huge */
+    const long long eh = (long long)H + 2LL * p.pad_h, ew = (long long)W + 2LL * p.pad_w;
+    if (eh < p.kernel_h || ew < p.kernel_w)
+        return nn_op_fail(ctx, NN_E_SHAPE,
+                          "maxpool2d: kernel %dx%d is larger than the padded input %s (pad %dx%d)",
+                          p.kernel_h, p.kernel_w, nn_shape_str(x, xs, sizeof xs), p.pad_h, p.pad_w);
+    const nn_backend *be = nn_op_backend(ctx, "maxpool2d", x->device);
+    if (!be) return NULL;
+
+    nn_pool_geom g = {
+        .n = x->shape[0], .c = x->shape[1], .h = H, .w = W,
+        .kh = p.kernel_h, .kw = p.kernel_w, .sh = sh, .sw = sw, .ph = p.pad_h, .pw = p.pad_w,
+        .oh = (int)((eh - p.kernel_h) / sh + 1), .ow = (int)((ew - p.kernel_w) / sw + 1),
+    };
+    int oshape[4] = {g.n, g.c, g.oh, g.ow};
+    nn_tensor *y = nn_op_tensor(ctx, NN_F32, x->device, 4, oshape);
+    if (!y) return NULL;
+    int32_t *argmax = nn_op_dev(ctx, x->device, y->numel * sizeof(int32_t));
+    if (!argmax) return NULL;
+    nn_status s = be->maxpool_forward(&g, nn_f32(x), nn_f32(y), argmax);
+    if (s != NN_OK) return nn_op_fail_status(ctx, s);
+
+    if (nn_op_wants_grad(ctx, 1, &x)) {
+        pool_saved *sv = nn_op_host(ctx, sizeof *sv);
+        if (!sv) return NULL;
+        sv->g = g;
+        sv->argmax = argmax;
+        nn_node *nd = nn_op_record(ctx, &maxpool_def, y, 1, &x);
+        if (!nd) return NULL;
+        nd->saved = sv;
+    }
+    return y;
 }

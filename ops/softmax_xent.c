@@ -1,24 +1,128 @@
-/* TEMPORARY stubs so the tree links while this file is written. */
-#include "cpu_kernels.h"
+/* softmax_xent: mean softmax cross-entropy of (N, K) float32 logits against
+ * (N) int32 labels -> a (1) float32 loss. Per row, with m = max(logits):
+ *   lse = m + log(sum_c exp(x_c - m)),  loss_i = lse - x[label_i]
+ * (stable for any finite logits: every exponent is <= 0). The probabilities
+ * are kept for backward: dx += dloss * (probs - onehot) / N. */
+#include <math.h>
 
-nn_status nn_cpu_xent_forward(int n, int classes, const float *logits, const int32_t *labels,                               float *probs, float *loss)
+#include "../core/op.h"
+#include "cpu_kernels.h"
+#include "ops.h"
+
+#define XENT_PAR_MIN 65536 /* logits below which threads do not pay */
+#define XENT_BLOCKS 64
+
+nn_status nn_cpu_xent_forward(int n, int classes, const float *logits, const int32_t *labels,
+                              float *probs, float *loss)
 {
-    (void)n;
-    (void)classes;
-    (void)logits;
-    (void)labels;
-    (void)probs;
-    (void)loss;
-    return nn_error(NN_E_UNSUPPORTED, "nn_cpu_xent_forward: not implemented yet");
+    /* labels first, so a bad batch leaves no half-written output behind */
+    for (int i = 0; i < n; i++) {
+        if (labels[i] < 0 || labels[i] >= classes)
+            return nn_error(NN_E_RANGE, "softmax_xent: label %d of sample %d is outside [0, %d)",
+                            (int)labels[i], i, classes);
+    }
+    /* Rows go in XENT_BLOCKS fixed blocks whose partial sums are added in
+     * block order, so the loss is the same for any thread count. */
+    const size_t K = (size_t)classes;
+    const int nb = n < XENT_BLOCKS ? n : XENT_BLOCKS;
+    double part[XENT_BLOCKS];
+#pragma omp parallel for schedule(static) if ((size_t)n * K > XENT_PAR_MIN)
+    for (int b = 0; b < nb; b++) {
+        const int i0 = (int)((long long)n * b / nb), i1 = (int)((long long)n * (b + 1) / nb);
+        double acc = 0.0;
+        for (int i = i0; i < i1; i++) {
+            const float *x = logits + (size_t)i * K;
+            float *pr = probs + (size_t)i * K;
+            float m = x[0];
+            for (size_t c = 1; c < K; c++) m = x[c] > m ? x[c] : m;
+            double sum = 0.0;
+            for (size_t c = 0; c < K; c++) {
+                pr[c] = expf(x[c] - m);
+                sum += pr[c];
+            }
+            const float inv = (float)(1.0 / sum);
+            for (size_t c = 0; c < K; c++) pr[c] *= inv;
+            /* from the logits, not -log(probs[label]), which underflows to
+             * log(0) once the label's logit is ~100 below the max */
+            acc += log(sum) - ((double)x[labels[i]] - (double)m);
+        }
+        part[b] = acc;
+    }
+    double total = 0.0;
+    for (int b = 0; b < nb; b++) total += part[b];
+    *loss = n > 0 ? (float)(total / n) : 0.0f;
+    return NN_OK;
 }
 
-nn_status nn_cpu_xent_backward(int n, int classes, const float *probs, const int32_t *labels,                                const float *dloss, float *dx)
+nn_status nn_cpu_xent_backward(int n, int classes, const float *probs, const int32_t *labels,
+                               const float *dloss, float *dx)
 {
-    (void)n;
-    (void)classes;
-    (void)probs;
-    (void)labels;
-    (void)dloss;
-    (void)dx;
-    return nn_error(NN_E_UNSUPPORTED, "nn_cpu_xent_backward: not implemented yet");
+    if (!dx) return NN_OK;
+    const size_t K = (size_t)classes;
+    const float s = dloss[0] / (float)n;
+#pragma omp parallel for schedule(static) if ((size_t)n * K > XENT_PAR_MIN)
+    for (int i = 0; i < n; i++) {
+        const float *pr = probs + (size_t)i * K;
+        float *d = dx + (size_t)i * K;
+        const size_t lb = (size_t)labels[i];
+        /* one rounding for p - 1 at the label (exact there for p >= 0.5) */
+        for (size_t c = 0; c < K; c++) d[c] += s * (pr[c] - (c == lb ? 1.0f : 0.0f));
+    }
+    return NN_OK;
+}
+
+typedef struct xent_saved {
+    int n, classes;
+    float *probs;          /* (N, K) on the tensor's device */
+    const int32_t *labels; /* the labels tensor's data: it must outlive backward */
+} xent_saved;
+
+static nn_status xent_backward(nn_ctx *ctx, nn_node *nd)
+{
+    (void)ctx;
+    float *dx = nn_op_grad_in(nd, 0);
+    if (!dx) return NN_OK;
+    const xent_saved *sv = nd->saved;
+    const nn_backend *be = nn_backend_get(nd->out->device);
+    return be->xent_backward(sv->n, sv->classes, sv->probs, sv->labels, nn_f32(nd->out->grad), dx);
+}
+
+static const nn_op_def xent_def = {"softmax_xent", xent_backward};
+
+nn_tensor *nn_softmax_xent(nn_ctx *ctx, nn_tensor *logits, nn_tensor *labels)
+{
+    nn_tensor *in[2] = {logits, labels};
+    if (nn_op_skip(ctx, 2, in)) return NULL;
+    char ls[64], bs[64];
+    if (logits->dtype != NN_F32) return nn_op_fail(ctx, NN_E_ARG, "softmax_xent: logits must be float32");
+    if (labels->dtype != NN_I32) return nn_op_fail(ctx, NN_E_ARG, "softmax_xent: labels must be int32");
+    if (logits->ndim != 2)
+        return nn_op_fail(ctx, NN_E_SHAPE, "softmax_xent: logits must be 2-D (N, K), got %s",
+                          nn_shape_str(logits, ls, sizeof ls));
+    if (labels->ndim != 1 || labels->shape[0] != logits->shape[0])
+        return nn_op_fail(ctx, NN_E_SHAPE, "softmax_xent: labels %s do not match logits %s (need (N))",
+                          nn_shape_str(labels, bs, sizeof bs), nn_shape_str(logits, ls, sizeof ls));
+    if (!nn_op_same_device(ctx, "softmax_xent", 2, in)) return NULL;
+    const nn_backend *be = nn_op_backend(ctx, "softmax_xent", logits->device);
+    if (!be) return NULL;
+
+    const int n = logits->shape[0], k = logits->shape[1];
+    const int one = 1;
+    nn_tensor *loss = nn_op_tensor(ctx, NN_F32, logits->device, 1, &one);
+    if (!loss) return NULL;
+    float *probs = nn_op_dev(ctx, logits->device, logits->numel * sizeof(float));
+    if (!probs) return NULL;
+    nn_status s = be->xent_forward(n, k, nn_f32(logits), nn_i32(labels), probs, nn_f32(loss));
+    if (s != NN_OK) return nn_op_fail_status(ctx, s);
+
+    /* only the logits are differentiable; labels ride along in `saved` */
+    if (nn_op_wants_grad(ctx, 1, &logits)) {
+        xent_saved *sv = nn_op_host(ctx, sizeof *sv);
+        if (!sv) return NULL;
+        *sv = (xent_saved){n, k, probs, nn_i32(labels)};
+        nn_node *nd = nn_op_record(ctx, &xent_def, loss, 1, &logits);
+        if (!nd) return NULL;
+        nd->saved = sv;
+    }
+    return loss;
 }
