@@ -36,6 +36,8 @@ struct nn_ctx {
     nn_status status;
     char msg[1024];
     size_t system_allocs;
+    void *scratch[NN_NDEVICES];   /* one reusable buffer per device (nn_op_scratch) */
+    size_t scratch_cap[NN_NDEVICES];
 };
 
 static void *arena_alloc(nn_ctx *ctx, nn_arena *a, size_t bytes)
@@ -103,7 +105,10 @@ nn_ctx *nn_ctx_new(void)
 void nn_ctx_free(nn_ctx *ctx)
 {
     if (!ctx) return;
-    for (int d = 0; d < NN_NDEVICES; d++) arena_release(&ctx->arena[d]);
+    for (int d = 0; d < NN_NDEVICES; d++) {
+        arena_release(&ctx->arena[d]);
+        if (ctx->scratch[d]) nn_backend_get((nn_device)d)->free(ctx->scratch[d]);
+    }
     free(ctx->tape);
     free(ctx);
 }
@@ -173,12 +178,12 @@ nn_tensor *nn_op_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...)
     return nn_op_fail_status(ctx, s);
 }
 
-bool nn_op_skip(nn_ctx *ctx, int n, nn_tensor *const *in)
+bool nn_op_skip(nn_ctx *ctx, const char *op, int n, nn_tensor *const *in)
 {
     if (ctx->status != NN_OK) return true;
     for (int i = 0; i < n; i++) {
         if (!in[i]) {
-            nn_op_fail(ctx, NN_E_ARG, "op given a NULL tensor (input %d)", i);
+            nn_op_fail(ctx, NN_E_ARG, "%s: input %d is NULL", op, i);
             return true;
         }
     }
@@ -221,6 +226,30 @@ void *nn_op_dev(nn_ctx *ctx, nn_device dev, size_t bytes)
             nn_op_fail_status(ctx, NN_E_DEVICE);
     }
     return p;
+}
+
+void *nn_op_scratch(nn_ctx *ctx, nn_device dev, size_t bytes)
+{
+    if (bytes == 0) bytes = 1;
+    if (bytes > ctx->scratch_cap[dev]) {
+        const nn_backend *be = nn_backend_need(dev, "scratch");
+        if (!be) {
+            nn_op_fail_status(ctx, NN_E_DEVICE);
+            return NULL;
+        }
+        if (ctx->scratch[dev]) be->free(ctx->scratch[dev]);
+        ctx->scratch[dev] = NULL;
+        ctx->scratch_cap[dev] = 0;
+        void *p = NULL;
+        if (be->alloc(&p, bytes) != NN_OK) {
+            nn_op_fail(ctx, NN_E_NOMEM, "out of %s memory (scratch, %zu bytes)", nn_device_name(dev), bytes);
+            return NULL;
+        }
+        ctx->system_allocs++;
+        ctx->scratch[dev] = p;
+        ctx->scratch_cap[dev] = bytes;
+    }
+    return ctx->scratch[dev];
 }
 
 nn_tensor *nn_op_tensor(nn_ctx *ctx, nn_dtype dt, nn_device dev, int ndim, const int *shape)

@@ -29,7 +29,7 @@ struct nn_node {
 
 /* Returns true if the context already failed or any of the n inputs is NULL
  * (then the op must return NULL at once). */
-bool nn_op_skip(nn_ctx *ctx, int n, nn_tensor *const *in);
+bool nn_op_skip(nn_ctx *ctx, const char *op, int n, nn_tensor *const *in);
 /* Records a failure on the context (keeps the first) and returns NULL. */
 nn_tensor *nn_op_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -39,8 +39,8 @@ nn_tensor *nn_op_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...)
 /* Same, for a status whose message is already set (from a kernel). */
 nn_tensor *nn_op_fail_status(nn_ctx *ctx, nn_status s);
 
-/* Checks that all inputs are on one device and of the expected dtypes;
- * records an error naming the op and returns false otherwise. */
+/* Checks that all inputs are on one device; records an error naming the op
+ * and returns false otherwise. */
 bool nn_op_same_device(nn_ctx *ctx, const char *op, int n, nn_tensor *const *in);
 /* The backend for a device, or NULL after recording an error. */
 const nn_backend *nn_op_backend(nn_ctx *ctx, const char *op, nn_device dev);
@@ -50,6 +50,11 @@ nn_tensor *nn_op_tensor(nn_ctx *ctx, nn_dtype dt, nn_device dev, int ndim, const
 /* Raw arena memory: on the host (for saved structs) or on a device. */
 void *nn_op_host(nn_ctx *ctx, size_t bytes);
 void *nn_op_dev(nn_ctx *ctx, nn_device dev, size_t bytes);
+/* Temporary memory for the duration of ONE kernel call (im2col columns and
+ * the like): one buffer per device per context, reused by every op and kept
+ * across resets, so workspaces do not pile up in the arena. Invalid after the
+ * next nn_op_scratch call. */
+void *nn_op_scratch(nn_ctx *ctx, nn_device dev, size_t bytes);
 
 /* Whether an op over these inputs should be recorded (grad mode on and some
  * input requires grad). */

@@ -20,8 +20,11 @@ const char *nn_shape_str(const nn_tensor *t, char *buf, size_t n)
 {
     size_t k = 0;
     buf[0] = '\0';
-    for (int i = 0; i < t->ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, i ? "x%d" : "%d", t->shape[i]);
+    for (int i = 0; i < t->ndim && k < n; i++) {
+        int w = snprintf(buf + k, n - k, i ? "x%d" : "%d", t->shape[i]);
+        if (w < 0 || (size_t)w >= n - k) break; /* truncated: buf is terminated */
+        k += (size_t)w;
+    }
     return buf;
 }
 

@@ -180,7 +180,11 @@ static nn_status read_config(const nn_st_file *f, nn_model_config *cfg, nn_train
         snprintf(key, sizeof key, "model.%s", nn_model_meta_keys[k]);
         NN_TRY(get(f, key, &v));
         nn_status s = nn_model_meta_set(cfg, nn_model_meta_keys[k], v);
-        if (s != NN_OK) return nn_error(s, "%s: %s", nn_st_path(f), nn_errmsg());
+        if (s != NN_OK) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", nn_errmsg()); /* nn_error writes the same buffer */
+            return nn_error(s, "%s: %s", nn_st_path(f), msg);
+        }
     }
     if (st) NN_TRY(read_state(f, st));
     return NN_OK;

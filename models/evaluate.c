@@ -21,9 +21,11 @@ nn_status nn_evaluate(nn_seq *seq, nn_device dev, nn_loader *ld, int classes, in
     float *logits = NULL;
     nn_tensor *x = NULL, *y = NULL;
     nn_status s = ctx ? NN_OK : nn_error(NN_E_NOMEM, "evaluate: out of memory");
-    if (s == NN_OK) s = nn_loader_start(ld, 0, 0);
-    nn_ctx_set_grad(ctx, false);
-    nn_ctx_set_training(ctx, false);
+    if (s == NN_OK) {
+        s = nn_loader_start(ld, 0, 0);
+        nn_ctx_set_grad(ctx, false);
+        nn_ctx_set_training(ctx, false);
+    }
     int total = nn_loader_batches(ld);
     for (int b = 0; s == NN_OK; b++) {
         const float *hx;

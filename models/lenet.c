@@ -13,6 +13,7 @@ nn_model_config nn_lenet_config(void)
     c.classes = 10;
     c.groups = 1;
     c.width = 1.0f;
+    c.fc = 84; /* informational: LeNet's widths are fixed */
     c.init = NN_INIT_HE;
     return c;
 }

@@ -275,9 +275,13 @@ void nn_seq_print_summary(const nn_seq *s, FILE *f)
         fprintf(f, "%-14s %-22s %-16s %14s %16s\n", l->name, op, shape, l->params ? commas(l->params, a) : "",
                 l->macs ? commas(l->macs, b) : "");
     }
-    fprintf(f, "total: %s parameters, %s multiply-adds per image (%.3f G MAC, %.2f GFLOP forward)\n",
-            commas(nn_seq_params(s), a), commas(nn_seq_macs(s), b), (double)nn_seq_macs(s) / 1e9,
-            2.0 * (double)nn_seq_macs(s) / 1e9);
+    double macs = (double)nn_seq_macs(s);
+    if (macs >= 1e8)
+        fprintf(f, "total: %s parameters, %s multiply-adds per image (%.3f G MAC, %.2f GFLOP forward)\n",
+                commas(nn_seq_params(s), a), commas(nn_seq_macs(s), b), macs / 1e9, 2.0 * macs / 1e9);
+    else
+        fprintf(f, "total: %s parameters, %s multiply-adds per image (%.3f M MAC, %.2f MFLOP forward)\n",
+                commas(nn_seq_params(s), a), commas(nn_seq_macs(s), b), macs / 1e6, 2.0 * macs / 1e6);
 }
 
 static nn_status move(nn_seq *s, nn_tensor **slot, nn_device dev)

@@ -20,7 +20,7 @@ static const nn_op_def add_def = {"add", add_backward};
 nn_tensor *nn_add(nn_ctx *ctx, nn_tensor *a, nn_tensor *b)
 {
     nn_tensor *in[2] = {a, b};
-    if (nn_op_skip(ctx, 2, in) || !nn_op_same_device(ctx, "add", 2, in)) return NULL;
+    if (nn_op_skip(ctx, "add", 2, in) || !nn_op_same_device(ctx, "add", 2, in)) return NULL;
     char as[64], bs[64];
     if (a->dtype != NN_F32 || b->dtype != NN_F32)
         return nn_op_fail(ctx, NN_E_ARG, "add: inputs must be float32");

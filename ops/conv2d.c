@@ -282,7 +282,7 @@ static nn_status conv2d_backward(nn_ctx *ctx, nn_node *nd)
     const nn_backend *be = nn_backend_get(dev);
     size_t bytes = be->conv2d_workspace(g);
     void *ws = NULL;
-    if (bytes && !(ws = nn_op_dev(ctx, dev, bytes))) return nn_ctx_status(ctx);
+    if (bytes && !(ws = nn_op_scratch(ctx, dev, bytes))) return nn_ctx_status(ctx);
     return be->conv2d_backward(g, nn_f32(nd->in[0]), nn_f32(nd->in[1]), nn_f32(nd->out->grad), dx,
                                dw, db, ws);
 }
@@ -292,7 +292,7 @@ static const nn_op_def conv2d_def = {"conv2d", conv2d_backward};
 nn_tensor *nn_conv2d(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, nn_conv2d_params p)
 {
     nn_tensor *in[3] = {x, w, b};
-    if (nn_op_skip(ctx, 2, in)) return NULL;
+    if (nn_op_skip(ctx, "conv2d", 2, in)) return NULL;
     char sx[64], sw[64], sb[64];
     nn_shape_str(x, sx, sizeof sx);
     nn_shape_str(w, sw, sizeof sw);
@@ -349,7 +349,7 @@ nn_tensor *nn_conv2d(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, nn_c
     if (!y) return NULL;
     size_t bytes = be->conv2d_workspace(&g);
     void *ws = NULL;
-    if (bytes && !(ws = nn_op_dev(ctx, x->device, bytes))) return NULL;
+    if (bytes && !(ws = nn_op_scratch(ctx, x->device, bytes))) return NULL;
     nn_status s = be->conv2d_forward(&g, nn_f32(x), nn_f32(w), b ? nn_f32(b) : NULL, nn_f32(y), ws);
     if (s != NN_OK) return nn_op_fail_status(ctx, s);
 

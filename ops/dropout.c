@@ -57,7 +57,7 @@ static const nn_op_def dropout_def = {"dropout", dropout_backward};
 
 nn_tensor *nn_dropout(nn_ctx *ctx, nn_tensor *x, float p)
 {
-    if (nn_op_skip(ctx, 1, &x)) return NULL;
+    if (nn_op_skip(ctx, "dropout", 1, &x)) return NULL;
     if (x->dtype != NN_F32) return nn_op_fail(ctx, NN_E_ARG, "dropout: input must be float32");
     if (!(p >= 0.0f && p <= 1.0f))
         return nn_op_fail(ctx, NN_E_ARG, "dropout: p = %g must be in [0, 1]", (double)p);

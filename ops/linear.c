@@ -64,7 +64,7 @@ static const nn_op_def linear_def = {"linear", linear_backward};
 nn_tensor *nn_linear(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b)
 {
     nn_tensor *in[3] = {x, w, b};
-    if (nn_op_skip(ctx, 2, in)) return NULL;
+    if (nn_op_skip(ctx, "linear", 2, in)) return NULL;
     char sx[64], sw[64], sb[64];
     nn_shape_str(x, sx, sizeof sx);
     nn_shape_str(w, sw, sizeof sw);

@@ -175,7 +175,7 @@ static const nn_op_def lrn_def = {"lrn", lrn_backward};
 
 nn_tensor *nn_lrn(nn_ctx *ctx, nn_tensor *x, nn_lrn_params p)
 {
-    if (nn_op_skip(ctx, 1, &x)) return NULL;
+    if (nn_op_skip(ctx, "lrn", 1, &x)) return NULL;
     char xs[64];
     if (x->dtype != NN_F32) return nn_op_fail(ctx, NN_E_ARG, "lrn: input must be float32");
     if (x->ndim != 4)

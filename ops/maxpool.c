@@ -103,7 +103,7 @@ static const nn_op_def maxpool_def = {"maxpool2d", maxpool_backward};
 
 nn_tensor *nn_maxpool2d(nn_ctx *ctx, nn_tensor *x, nn_pool_params p)
 {
-    if (nn_op_skip(ctx, 1, &x)) return NULL;
+    if (nn_op_skip(ctx, "maxpool2d", 1, &x)) return NULL;
     char xs[64];
     if (x->dtype != NN_F32) return nn_op_fail(ctx, NN_E_ARG, "maxpool2d: input must be float32");
     if (x->ndim != 4)

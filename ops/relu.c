@@ -31,7 +31,7 @@ static const nn_op_def relu_def = {"relu", relu_backward};
 
 nn_tensor *nn_relu(nn_ctx *ctx, nn_tensor *x)
 {
-    if (nn_op_skip(ctx, 1, &x)) return NULL;
+    if (nn_op_skip(ctx, "relu", 1, &x)) return NULL;
     if (x->dtype != NN_F32) return nn_op_fail(ctx, NN_E_ARG, "relu: input must be float32");
     const nn_backend *be = nn_op_backend(ctx, "relu", x->device);
     if (!be) return NULL;

@@ -18,7 +18,7 @@ static const nn_op_def reshape_def = {"reshape", reshape_backward};
 
 nn_tensor *nn_reshape(nn_ctx *ctx, nn_tensor *x, int ndim, const int *shape)
 {
-    if (nn_op_skip(ctx, 1, &x)) return NULL;
+    if (nn_op_skip(ctx, "reshape", 1, &x)) return NULL;
     char xs[64];
     if (ndim < 1 || ndim > NN_MAX_DIMS)
         return nn_op_fail(ctx, NN_E_SHAPE, "reshape: %d dimensions (1 to %d supported)", ndim, NN_MAX_DIMS);
@@ -61,7 +61,7 @@ nn_tensor *nn_reshape(nn_ctx *ctx, nn_tensor *x, int ndim, const int *shape)
 
 nn_tensor *nn_flatten(nn_ctx *ctx, nn_tensor *x)
 {
-    if (nn_op_skip(ctx, 1, &x)) return NULL;
+    if (nn_op_skip(ctx, "flatten", 1, &x)) return NULL;
     int shape[2] = {x->shape[0], -1};
     return nn_reshape(ctx, x, 2, shape);
 }

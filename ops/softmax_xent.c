@@ -92,7 +92,7 @@ static const nn_op_def xent_def = {"softmax_xent", xent_backward};
 nn_tensor *nn_softmax_xent(nn_ctx *ctx, nn_tensor *logits, nn_tensor *labels)
 {
     nn_tensor *in[2] = {logits, labels};
-    if (nn_op_skip(ctx, 2, in)) return NULL;
+    if (nn_op_skip(ctx, "softmax_xent", 2, in)) return NULL;
     char ls[64], bs[64];
     if (logits->dtype != NN_F32) return nn_op_fail(ctx, NN_E_ARG, "softmax_xent: logits must be float32");
     if (labels->dtype != NN_I32) return nn_op_fail(ctx, NN_E_ARG, "softmax_xent: labels must be int32");
