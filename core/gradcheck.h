@@ -5,9 +5,10 @@
  * analytic gradient of every input that requires grad through nn_backward, and
  * compares each element with the central difference
  *     n = (L(x + eps) - L(x - eps)) / (2 eps)      (L summed in double)
- * passing when |a - n| <= threshold * max(|a|, |n|, 1). A point where the two
- * one-sided differences disagree by more than the threshold straddles a kink
- * (relu at 0, a maxpool near-tie) and is skipped, and counted. */
+ * passing when |a - n| <= threshold * max(|a|, |n|, 1). Where the two
+ * one-sided differences disagree by more than the threshold, the step is
+ * halved: smooth curvature halves the disagreement, a kink (relu at 0, a
+ * maxpool near-tie) does not, and such a point is skipped and counted. */
 #ifndef NN_GRADCHECK_H
 #define NN_GRADCHECK_H
 
