@@ -152,18 +152,19 @@ const nn_params *nn_optim_state(const nn_optim *o) { return &o->state; }
 
 /* ---- schedules ---- */
 
-static const char *const sched_names[] = {"const", "step", "plateau"};
+#define NSCHED 4
+static const char *const sched_names[NSCHED] = {"const", "step", "plateau", "cosine"};
 
 const char *nn_sched_kind_name(nn_sched_kind k) { return sched_names[k]; }
 
 nn_status nn_sched_parse_kind(const char *s, nn_sched_kind *out)
 {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < NSCHED; i++)
         if (strcmp(s, sched_names[i]) == 0) {
             *out = (nn_sched_kind)i;
             return NN_OK;
         }
-    return nn_error(NN_E_ARG, "unknown schedule '%s' (expected const, step or plateau)", s);
+    return nn_error(NN_E_ARG, "unknown schedule '%s' (expected const, step, plateau or cosine)", s);
 }
 
 nn_schedule nn_schedule_make(nn_sched_kind kind, float base_lr)
@@ -183,7 +184,7 @@ nn_schedule nn_schedule_make(nn_sched_kind kind, float base_lr)
 float nn_schedule_epoch_end(nn_schedule *s, int epoch, float val_acc)
 {
     switch (s->kind) {
-    case NN_SCHED_CONST: break;
+    case NN_SCHED_CONST: case NN_SCHED_COSINE: return s->lr;
     case NN_SCHED_STEP:
         if (s->step_epochs > 0 && epoch % s->step_epochs == 0) s->lr *= s->gamma;
         break;
@@ -198,5 +199,14 @@ float nn_schedule_epoch_end(nn_schedule *s, int epoch, float val_acc)
         break;
     }
     if (s->lr < s->min_lr) s->lr = s->min_lr;
+    return s->lr;
+}
+
+float nn_schedule_step(nn_schedule *s, int64_t t, int64_t total)
+{
+    if (s->kind == NN_SCHED_COSINE && total > 0) {
+        double f = t >= total ? 1.0 : (double)t / (double)total;
+        s->lr = (float)(s->min_lr + (s->base_lr - s->min_lr) * 0.5 * (1.0 + cos(3.14159265358979323846 * f)));
+    }
     return s->lr;
 }

@@ -48,8 +48,12 @@ void nn_optim_set_steps(nn_optim *o, int64_t t);
  * ".m"; the named list does not own the tensors. */
 const nn_params *nn_optim_state(const nn_optim *o);
 
-/* Learning-rate schedules, advanced once per epoch. */
-typedef enum nn_sched_kind { NN_SCHED_CONST = 0, NN_SCHED_STEP, NN_SCHED_PLATEAU } nn_sched_kind;
+/* Learning-rate schedules. const, step and plateau (the paper's: divide by
+ * 10 when validation accuracy stops improving) move once per epoch; cosine
+ * moves every step, from base_lr down to min_lr at the last step:
+ *     lr(t) = min_lr + (base_lr - min_lr) (1 + cos(pi t / T)) / 2
+ * which suits short runs where a plateau never shows. */
+typedef enum nn_sched_kind { NN_SCHED_CONST = 0, NN_SCHED_STEP, NN_SCHED_PLATEAU, NN_SCHED_COSINE } nn_sched_kind;
 
 typedef struct nn_schedule {
     nn_sched_kind kind;
@@ -65,10 +69,13 @@ typedef struct nn_schedule {
 } nn_schedule;
 
 nn_schedule nn_schedule_make(nn_sched_kind kind, float base_lr);
-nn_status nn_sched_parse_kind(const char *s, nn_sched_kind *out); /* const, step, plateau */
+nn_status nn_sched_parse_kind(const char *s, nn_sched_kind *out); /* const, step, plateau, cosine */
 const char *nn_sched_kind_name(nn_sched_kind k);
 /* Called after epoch `epoch` (1-based) with its validation accuracy; returns
  * the learning rate for the next epoch. */
 float nn_schedule_epoch_end(nn_schedule *s, int epoch, float val_acc);
+/* Called before optimizer step t (0-based) of total_steps; returns the rate
+ * for that step (changes only for cosine). */
+float nn_schedule_step(nn_schedule *s, int64_t t, int64_t total_steps);
 
 #endif

@@ -69,7 +69,7 @@ int cmd_train(int argc, char **argv)
 {
     train_opts o = {
         .model = "alexnet", .device = NULL, .data = NULL, .ckdir = "runs/train", .resume = NULL,
-        .optim = "sgd", .schedule = "plateau", .init = "he",
+        .optim = "sgd", .schedule = "cosine", .init = "he",
         .size = DEF_SIZE, .epochs = DEF_EPOCHS, .batch = DEF_BATCH, .threads = 0, .groups = 1, .fc = DEF_FC,
         .width = DEF_WIDTH, .lr = DEF_LR, .momentum = NN_SGD_MOMENTUM, .wd = NN_SGD_WEIGHT_DECAY, .dropout = 0.5f,
         .seed = 1,
@@ -85,7 +85,7 @@ int cmd_train(int argc, char **argv)
         {"epochs", CLI_INT, &o.epochs, "E", "epochs (default 4)"},
         {"batch", CLI_INT, &o.batch, "B", "batch size (default 64)"},
         {"lr", CLI_FLOAT, &o.lr, "LR", "learning rate (default 0.01)"},
-        {"schedule", CLI_STR, &o.schedule, "KIND", "const, step (/10 every 30 epochs) or plateau (default: /10 when test accuracy stops improving)"},
+        {"schedule", CLI_STR, &o.schedule, "KIND", "const, step (/10 every 30 epochs), plateau (/10 when test accuracy stops improving) or cosine (default: to 0 over the run)"},
         {"optim", CLI_STR, &o.optim, "KIND", "sgd (default, the paper's rule), adam or adamw"},
         {"momentum", CLI_FLOAT, &o.momentum, "M", "SGD momentum (default 0.9)"},
         {"wd", CLI_FLOAT, &o.wd, "WD", "weight decay (default 5e-4)"},
@@ -271,6 +271,7 @@ int cmd_train(int argc, char **argv)
             int n;
             if (nn_loader_next(tl, &hx, &hy, &n) != NN_OK) goto fail;
             if (n == 0) break;
+            nn_optim_set_lr(opt, nn_schedule_step(&st.sched, st.step, (int64_t)st.epochs * nb));
             if (nn_tensor_write(xb, hx) != NN_OK || nn_tensor_write(yb, hy) != NN_OK) goto fail;
             nn_ctx_reset(ctx);
             nn_ctx_set_training(ctx, true);
@@ -323,9 +324,10 @@ int cmd_train(int argc, char **argv)
                 char bar[32];
                 for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
                 bar[w] = '\0';
-                fprintf(stderr, "%sepoch %d/%d [%s] %d/%d  %.0f img/s  loss %.4f  acc %.2f%%  elapsed %s  ETA %s%s",
+                fprintf(stderr, "%sepoch %d/%d [%s] %d/%d  %.0f img/s  loss %.4f  acc %.2f%%  lr %.3g  elapsed %s  ETA %s%s",
                         tty ? "\r" : "", st.epoch + 1, st.epochs, bar, st.batch, nb, rate,
-                        seen ? loss_sum / seen : 0.0, seen ? 100.0 * correct / seen : 0.0, el_s, eta_s, tty ? "  " : "\n");
+                        seen ? loss_sum / seen : 0.0, seen ? 100.0 * correct / seen : 0.0, (double)st.sched.lr, el_s,
+                        eta_s, tty ? "  " : "\n");
                 fflush(stderr);
             }
             if (g_signal) {
