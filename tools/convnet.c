@@ -21,6 +21,7 @@ static const command commands[] = {
     {"filters", cmd_filters, "the first layer's learned kernels as a PNG picture"},
     {"gradcheck", cmd_gradcheck, "check every op's gradients against central differences"},
     {"summary", cmd_summary, "layers, output shapes, parameters and multiply-adds of a model"},
+    {"bench", cmd_bench, "time every op and the whole AlexNet step, CPU vs GPU (vs PyTorch)"},
 };
 #define NCOMMANDS ((int)(sizeof commands / sizeof commands[0]))
 

@@ -1,0 +1,982 @@
+/* convnet bench: times every op of AlexNet (forward and backward, at the
+ * model's own layer shapes: x (N, C, H, W) as the layer sees it) and the whole
+ * training step and inference, on every backend built. Validation first (each
+ * kernel runs once and is spot-checked against a float64 reference), then
+ * warm-up, then the median of repeats. The model phases run in a child process
+ * (this program re-executed) so that its peak resident memory is the step's
+ * alone. Output: a terminal table, optionally JSON and an SVG chart. */
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/backend.h"
+#include "models/model.h"
+#include "ops/ops.h"
+#include "optim/optim.h"
+#include "tools/cli.h"
+
+#define MAX_OPS 40
+#define MAX_REPEATS 1000
+/* SGEMM sizes for the machine's reference rate: large enough to reach the
+ * library's steady rate, small enough to take well under a second. */
+#define GEMM_N_CPU 2048
+#define GEMM_N_GPU 8192
+/* Spot checks: sampled outputs against a float64 reference. The tolerance is
+ * relative to the sum of |terms|: float32 accumulation over up to ~10^4 terms
+ * in a blocked GEMM stays well inside 1e-4 of it. */
+#define CHECK_SAMPLES 64
+#define CHECK_TOL 1e-4
+
+typedef struct bench_opts {
+    const char *device, *json, *svg, *phase;
+    int batch, threads, repeats, size;
+    bool ops_only, model_only;
+} bench_opts;
+
+typedef enum op_kind { K_CONV, K_RELU, K_LRN, K_POOL, K_DROPOUT, K_LINEAR, K_XENT } op_kind;
+static const char *const kind_names[] = {"conv2d", "relu", "lrn", "maxpool", "dropout", "linear",
+                                         "softmax_xent"};
+
+typedef struct op_result {
+    char layer[32], shape[48];
+    op_kind kind;
+    double fwd_s, bwd_s;       /* medians */
+    double fwd_flop, bwd_flop; /* counted (GEMM ops) */
+    double fwd_bytes, bwd_bytes;
+    double check_err;          /* worst relative error of the spot check */
+} op_result;
+
+typedef struct phase_result {
+    bool ran;
+    double median_s, min_s, max_s, loss;
+    double rss_mb, dev_peak_mb;
+} phase_result;
+
+typedef struct dev_result {
+    nn_device dev;
+    double gemm_gflops;
+    int gemm_n;
+    op_result ops[MAX_OPS];
+    int nops;
+    phase_result train, infer;
+} dev_result;
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Peak resident set of this process in MiB (VmHWM). */
+static double vm_hwm_mb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0;
+    if (f) {
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "VmHWM:", 6) == 0) kb = atof(line + 6);
+        fclose(f);
+    }
+    if (kb == 0) {
+        struct rusage ru;
+        if (getrusage(RUSAGE_SELF, &ru) == 0) kb = (double)ru.ru_maxrss;
+    }
+    return kb / 1024.0;
+}
+
+static void cpu_name(char *buf, size_t n)
+{
+    snprintf(buf, n, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) == 0) {
+            char *p = strchr(line, ':');
+            if (p) {
+                p += 1 + (p[1] == ' ');
+                p[strcspn(p, "\n")] = '\0';
+                snprintf(buf, n, "%s", p);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+/* ---- the machine's SGEMM rate ---- */
+
+static double measure_gemm(const nn_backend *be, int n, int repeats)
+{
+    size_t bytes = (size_t)n * n * sizeof(float);
+    float *a = NULL, *b = NULL, *c = NULL;
+    double rate = 0;
+    if (be->alloc((void **)&a, bytes) || be->alloc((void **)&b, bytes) || be->alloc((void **)&c, bytes))
+        goto out;
+    be->rng_uniform(a, (size_t)n * n, 1, 0, -1, 1);
+    be->rng_uniform(b, (size_t)n * n, 2, 0, -1, 1);
+    double t[MAX_REPEATS];
+    int r = repeats < 3 ? 3 : repeats;
+    if (r > MAX_REPEATS) r = MAX_REPEATS;
+    nn_linear_geom g = {n, n, n};
+    for (int i = -1; i < r; i++) {
+        be->sync();
+        double t0 = now_s();
+        if (be->device == NN_CPU)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        else
+            be->linear_forward(&g, a, b, NULL, c); /* the GPU backend's GEMM */
+        be->sync();
+        if (i >= 0) t[i] = now_s() - t0;
+    }
+    rate = 2.0 * n * (double)n * n / median(t, r) / 1e9;
+out:
+    if (a) be->free(a);
+    if (b) be->free(b);
+    if (c) be->free(c);
+    return rate;
+}
+
+/* ---- one op at one layer's shape ---- */
+
+typedef struct op_case {
+    op_kind kind;
+    const nn_backend *be;
+    nn_conv2d_geom cg;
+    nn_lrn_geom lg;
+    nn_pool_geom pg;
+    nn_linear_geom fg;
+    size_t nx, ny, nw, nb;     /* element counts */
+    float p;                   /* dropout */
+    int classes;
+    bool need_dx;
+    float *x, *y, *dy, *dx, *w, *dw, *b, *db, *scale, *probs, *loss, *one;
+    int32_t *argmax, *labels;
+    uint8_t *mask;
+    void *ws;
+    size_t ws_bytes;
+} op_case;
+
+static nn_status case_alloc(op_case *c, void **p, size_t bytes)
+{
+    if (!bytes) return NN_OK;
+    return c->be->alloc(p, bytes);
+}
+
+static void case_free(op_case *c)
+{
+    void *all[] = {c->x, c->y, c->dy, c->dx, c->w, c->dw, c->b, c->db, c->scale, c->probs,
+                   c->loss, c->one, c->argmax, c->labels, c->mask, c->ws};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i]) c->be->free(all[i]);
+}
+
+static nn_status case_setup(op_case *c, uint64_t seed)
+{
+    const nn_backend *be = c->be;
+    size_t f = sizeof(float);
+    NN_TRY(case_alloc(c, (void **)&c->x, c->nx * f));
+    NN_TRY(case_alloc(c, (void **)&c->y, c->ny * f));
+    NN_TRY(case_alloc(c, (void **)&c->dy, c->ny * f));
+    NN_TRY(case_alloc(c, (void **)&c->dx, c->nx * f));
+    NN_TRY(case_alloc(c, (void **)&c->w, c->nw * f));
+    NN_TRY(case_alloc(c, (void **)&c->dw, c->nw * f));
+    NN_TRY(case_alloc(c, (void **)&c->b, c->nb * f));
+    NN_TRY(case_alloc(c, (void **)&c->db, c->nb * f));
+    NN_TRY(be->rng_uniform(c->x, c->nx, seed, 0, c->kind == K_RELU ? -1.0f : 0.0f, 1.0f));
+    NN_TRY(be->rng_uniform(c->dy, c->ny, seed, 1u << 30, -1.0f, 1.0f));
+    NN_TRY(be->memset0(c->dx, c->nx * f));
+    if (c->nw) {
+        float fan = c->kind == K_CONV ? (float)(c->cg.c / c->cg.groups * c->cg.kh * c->cg.kw) : (float)c->fg.in;
+        float a = 1.0f / sqrtf(fan);
+        NN_TRY(be->rng_uniform(c->w, c->nw, seed, 2u << 30, -a, a));
+        NN_TRY(be->rng_uniform(c->b, c->nb, seed, 3u << 30, -a, a));
+        NN_TRY(be->memset0(c->dw, c->nw * f));
+        NN_TRY(be->memset0(c->db, c->nb * f));
+    }
+    if (c->kind == K_CONV) {
+        c->ws_bytes = be->conv2d_workspace(&c->cg);
+        NN_TRY(case_alloc(c, &c->ws, c->ws_bytes));
+    } else if (c->kind == K_LRN) {
+        NN_TRY(case_alloc(c, (void **)&c->scale, c->nx * f));
+    } else if (c->kind == K_POOL) {
+        NN_TRY(case_alloc(c, (void **)&c->argmax, c->ny * sizeof(int32_t)));
+    } else if (c->kind == K_DROPOUT) {
+        NN_TRY(case_alloc(c, (void **)&c->mask, c->nx));
+    } else if (c->kind == K_XENT) {
+        int n = (int)(c->nx / (size_t)c->classes);
+        int32_t *hl = malloc((size_t)n * sizeof *hl);
+        if (!hl) return nn_error(NN_E_NOMEM, "bench: out of memory");
+        nn_rng r = nn_rng_make(seed);
+        for (int i = 0; i < n; i++) hl[i] = (int32_t)nn_rng_below(&r, (uint32_t)c->classes);
+        const float one = 1.0f;
+        nn_status s = case_alloc(c, (void **)&c->labels, (size_t)n * sizeof(int32_t));
+        if (!s) s = case_alloc(c, (void **)&c->probs, c->nx * f);
+        if (!s) s = case_alloc(c, (void **)&c->loss, f);
+        if (!s) s = case_alloc(c, (void **)&c->one, f);
+        if (!s) s = be->copy(c->labels, be->device, hl, NN_CPU, (size_t)n * sizeof(int32_t));
+        if (!s) s = be->copy(c->one, be->device, &one, NN_CPU, f);
+        free(hl);
+        NN_TRY(s);
+    }
+    return NN_OK;
+}
+
+static nn_status case_run(op_case *c, bool backward)
+{
+    const nn_backend *be = c->be;
+    float *dx = c->need_dx ? c->dx : NULL;
+    switch (c->kind) {
+    case K_CONV:
+        return backward ? be->conv2d_backward(&c->cg, c->x, c->w, c->dy, dx, c->dw, c->db, c->ws)
+                        : be->conv2d_forward(&c->cg, c->x, c->w, c->b, c->y, c->ws);
+    case K_RELU:
+        return backward ? be->relu_backward(c->nx, c->y, c->dy, dx) : be->relu_forward(c->nx, c->x, c->y);
+    case K_LRN:
+        return backward ? be->lrn_backward(&c->lg, c->x, c->y, c->scale, c->dy, dx)
+                        : be->lrn_forward(&c->lg, c->x, c->y, c->scale);
+    case K_POOL:
+        return backward ? be->maxpool_backward(&c->pg, c->argmax, c->dy, dx)
+                        : be->maxpool_forward(&c->pg, c->x, c->y, c->argmax);
+    case K_DROPOUT:
+        return backward ? be->dropout_backward(c->nx, c->mask, c->p, c->dy, dx)
+                        : be->dropout_forward(c->nx, c->x, c->y, c->mask, c->p, 7, 0);
+    case K_LINEAR:
+        return backward ? be->linear_backward(&c->fg, c->x, c->w, c->dy, dx, c->dw, c->db)
+                        : be->linear_forward(&c->fg, c->x, c->w, c->b, c->y);
+    case K_XENT: {
+        int n = (int)(c->nx / (size_t)c->classes);
+        return backward ? be->xent_backward(n, c->classes, c->probs, c->labels, c->one, dx)
+                        : be->xent_forward(n, c->classes, c->x, c->labels, c->probs, c->loss);
+    }
+    }
+    return NN_OK;
+}
+
+/* Copies n elements of a device buffer to a new host buffer (NULL on failure). */
+static void *to_host(const nn_backend *be, const void *p, size_t bytes)
+{
+    void *h = malloc(bytes ? bytes : 1);
+    if (h && bytes && be->copy(h, NN_CPU, p, be->device, bytes) != NN_OK) {
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* Samples CHECK_SAMPLES outputs and compares them with a float64 reference;
+ * returns the worst |y - ref| / (sum |terms| + tiny), or INFINITY when a
+ * value is not finite or the copies fail. */
+static double case_check(op_case *c)
+{
+    const nn_backend *be = c->be;
+    size_t f = sizeof(float);
+    size_t bad = 0;
+    if (be->count_nonfinite(c->kind == K_XENT ? 1 : c->ny, c->kind == K_XENT ? c->loss : c->y, &bad) || bad)
+        return INFINITY;
+    if (c->need_dx && (be->count_nonfinite(c->nx, c->dx, &bad) || bad)) return INFINITY;
+    if (c->nw && (be->count_nonfinite(c->nw, c->dw, &bad) || bad)) return INFINITY;
+    float *x = to_host(be, c->x, c->nx * f);
+    float *y = c->kind == K_XENT ? to_host(be, c->loss, f) : to_host(be, c->y, c->ny * f);
+    float *w = c->nw ? to_host(be, c->w, c->nw * f) : NULL;
+    float *b = c->nb ? to_host(be, c->b, c->nb * f) : NULL;
+    int32_t *lab = c->kind == K_XENT ? to_host(be, c->labels, c->nx / (size_t)c->classes * 4) : NULL;
+    double worst = 0;
+    if (!x || !y || (c->nw && (!w || !b)) || (c->kind == K_XENT && !lab)) {
+        worst = INFINITY;
+        goto out;
+    }
+    nn_rng r = nn_rng_make(99);
+    for (int smp = 0; smp < CHECK_SAMPLES; smp++) {
+        size_t o = (size_t)nn_rng_below(&r, (uint32_t)(c->ny < UINT32_MAX ? c->ny : UINT32_MAX));
+        double ref = 0, mag = 1e-30, got = y[o];
+        switch (c->kind) {
+        case K_CONV: {
+            const nn_conv2d_geom *g = &c->cg;
+            size_t ohw = (size_t)g->oh * g->ow;
+            int n = (int)(o / ((size_t)g->oc * ohw)), oc = (int)(o / ohw % (size_t)g->oc);
+            int i = (int)(o % ohw / (size_t)g->ow), j = (int)(o % (size_t)g->ow);
+            int cg = g->c / g->groups, grp = oc / (g->oc / g->groups);
+            ref = b[oc];
+            mag += fabs(ref);
+            for (int ci = 0; ci < cg; ci++)
+                for (int p = 0; p < g->kh; p++)
+                    for (int q = 0; q < g->kw; q++) {
+                        int h = i * g->sh + p - g->ph, ww = j * g->sw + q - g->pw;
+                        if (h < 0 || h >= g->h || ww < 0 || ww >= g->w) continue;
+                        double t = (double)w[(((size_t)oc * cg + ci) * g->kh + p) * g->kw + q] *
+                                   x[(((size_t)n * g->c + grp * cg + ci) * g->h + h) * g->w + ww];
+                        ref += t;
+                        mag += fabs(t);
+                    }
+            break;
+        }
+        case K_LINEAR: {
+            size_t n = o / (size_t)c->fg.out, k = o % (size_t)c->fg.out;
+            ref = b[k];
+            mag += fabs(ref);
+            for (int i = 0; i < c->fg.in; i++) {
+                double t = (double)x[n * (size_t)c->fg.in + i] * w[k * (size_t)c->fg.in + i];
+                ref += t;
+                mag += fabs(t);
+            }
+            break;
+        }
+        case K_RELU:
+            ref = x[o] > 0 ? x[o] : 0;
+            mag += fabs(x[o]);
+            break;
+        case K_DROPOUT: /* kept or dropped: either 0 or x / (1 - p) */
+            ref = got == 0.0 ? 0.0 : x[o] / (1.0 - c->p);
+            mag += fabs(ref);
+            break;
+        case K_LRN: {
+            const nn_lrn_geom *g = &c->lg;
+            size_t hw = (size_t)g->h * g->w;
+            int ch = (int)(o / hw % (size_t)g->c);
+            size_t base = o - (size_t)ch * hw;
+            double sum = 0;
+            for (int j = ch - g->size / 2; j <= ch + g->size / 2; j++)
+                if (j >= 0 && j < g->c) sum += (double)x[base + (size_t)j * hw] * x[base + (size_t)j * hw];
+            ref = x[o] * pow(g->k + g->alpha * sum, -g->beta);
+            mag += fabs(ref);
+            break;
+        }
+        case K_POOL: {
+            const nn_pool_geom *g = &c->pg;
+            size_t ohw = (size_t)g->oh * g->ow;
+            size_t plane = o / ohw;
+            int i = (int)(o % ohw / (size_t)g->ow), j = (int)(o % (size_t)g->ow);
+            ref = -INFINITY;
+            for (int p = 0; p < g->kh; p++)
+                for (int q = 0; q < g->kw; q++) {
+                    int h = i * g->sh + p - g->ph, ww = j * g->sw + q - g->pw;
+                    if (h >= 0 && h < g->h && ww >= 0 && ww < g->w) {
+                        double v = x[(plane * g->h + h) * g->w + ww];
+                        if (v > ref) ref = v;
+                    }
+                }
+            mag += fabs(ref);
+            break;
+        }
+        case K_XENT: {
+            int n = (int)(c->nx / (size_t)c->classes);
+            double total = 0;
+            for (int i = 0; i < n; i++) {
+                const float *row = x + (size_t)i * c->classes;
+                double m = row[0], s = 0;
+                for (int k = 1; k < c->classes; k++) m = row[k] > m ? row[k] : m;
+                for (int k = 0; k < c->classes; k++) s += exp(row[k] - m);
+                total += m + log(s) - row[lab[i]];
+            }
+            ref = total / n;
+            got = y[0];
+            mag += fabs(ref);
+            smp = CHECK_SAMPLES; /* one value */
+            break;
+        }
+        }
+        double e = fabs(got - ref) / mag;
+        if (!(e <= worst)) worst = e; /* NaN-safe */
+    }
+out:
+    free(x);
+    free(y);
+    free(w);
+    free(b);
+    free(lab);
+    return worst;
+}
+
+/* Times forward and backward: the validation run, one warm-up, then the
+ * median of `repeats`. */
+static nn_status time_case(op_case *c, int repeats, op_result *res)
+{
+    const nn_backend *be = c->be;
+    NN_TRY(case_run(c, false));
+    NN_TRY(case_run(c, true));
+    NN_TRY(be->sync());
+    res->check_err = case_check(c);
+    if (!(res->check_err <= CHECK_TOL))
+        return nn_error(NN_E_RANGE, "bench: %s %s on %s fails validation (relative error %.3g > %g)",
+                        res->layer, kind_names[c->kind], be->name, res->check_err, CHECK_TOL);
+    double tf[MAX_REPEATS], tb[MAX_REPEATS];
+    for (int i = -1; i < repeats; i++) {
+        double t0 = now_s();
+        NN_TRY(case_run(c, false));
+        NN_TRY(be->sync());
+        double t1 = now_s();
+        NN_TRY(case_run(c, true));
+        NN_TRY(be->sync());
+        double t2 = now_s();
+        if (i >= 0) {
+            tf[i] = t1 - t0;
+            tb[i] = t2 - t1;
+        }
+    }
+    res->fwd_s = median(tf, repeats);
+    res->bwd_s = median(tb, repeats);
+    return NN_OK;
+}
+
+/* Every layer of the model at batch n, then the loss. */
+static nn_status bench_ops(const bench_opts *o, const nn_seq *s, dev_result *dr)
+{
+    const nn_backend *be = nn_backend_get(dr->dev);
+    const int n = o->batch;
+    dr->nops = 0;
+    bool first = true; /* the first layer needs no input gradient */
+    for (int i = 0; i <= s->n && dr->nops < MAX_OPS; i++) {
+        op_case c;
+        memset(&c, 0, sizeof c);
+        c.be = be;
+        c.need_dx = !first;
+        op_result *res = &dr->ops[dr->nops];
+        memset(res, 0, sizeof *res);
+        const nn_layer *l = i < s->n ? &s->l[i] : NULL;
+        const int *in = l ? l->in_shape : NULL, *out = l ? l->out_shape : NULL;
+        if (l) {
+            c.nx = (size_t)n * in[0] * in[1] * in[2];
+            c.ny = (size_t)n * out[0] * out[1] * out[2];
+            snprintf(res->layer, sizeof res->layer, "%s", l->name);
+        }
+        if (!l) {
+            const nn_layer *last = &s->l[s->n - 1];
+            c.kind = K_XENT;
+            c.classes = last->out_shape[0];
+            c.nx = (size_t)n * c.classes;
+            c.ny = 1;
+            c.need_dx = true;
+            snprintf(res->layer, sizeof res->layer, "loss");
+            snprintf(res->shape, sizeof res->shape, "%dx%d", n, c.classes);
+            res->fwd_bytes = 8.0 * (double)c.nx;
+            res->bwd_bytes = 12.0 * (double)c.nx;
+        } else if (l->kind == NN_L_FLATTEN) {
+            continue;
+        } else if (l->kind == NN_L_CONV) {
+            c.kind = K_CONV;
+            int g = l->groups ? l->groups : 1;
+            c.cg = (nn_conv2d_geom){n, in[0], in[1], in[2], out[0], l->k, l->k, l->stride, l->stride,
+                                    l->pad, l->pad, g, out[1], out[2]};
+            c.nw = (size_t)out[0] * (in[0] / g) * l->k * l->k;
+            c.nb = (size_t)out[0];
+            double macs = (double)c.ny * (in[0] / g) * l->k * l->k;
+            res->fwd_flop = 2 * macs;
+            res->bwd_flop = (c.need_dx ? 4 : 2) * macs;
+        } else if (l->kind == NN_L_LINEAR) {
+            c.kind = K_LINEAR;
+            int fin = in[0] * in[1] * in[2];
+            c.fg = (nn_linear_geom){n, fin, out[0]};
+            c.nw = (size_t)out[0] * fin;
+            c.nb = (size_t)out[0];
+            double macs = (double)n * fin * out[0];
+            res->fwd_flop = 2 * macs;
+            res->bwd_flop = (c.need_dx ? 4 : 2) * macs;
+        } else if (l->kind == NN_L_RELU) {
+            c.kind = K_RELU;
+            res->fwd_bytes = 8.0 * (double)c.nx;
+            res->bwd_bytes = 16.0 * (double)c.nx;
+        } else if (l->kind == NN_L_LRN) {
+            c.kind = K_LRN;
+            c.lg = (nn_lrn_geom){n, in[0], in[1], in[2], l->lrn.size, l->lrn.alpha, l->lrn.beta, l->lrn.k};
+            res->fwd_bytes = 12.0 * (double)c.nx;
+            res->bwd_bytes = 24.0 * (double)c.nx;
+        } else if (l->kind == NN_L_MAXPOOL) {
+            c.kind = K_POOL;
+            c.pg = (nn_pool_geom){n, in[0], in[1], in[2], l->k, l->k, l->stride, l->stride, 0, 0, out[1], out[2]};
+            res->fwd_bytes = 4.0 * (double)c.nx + 8.0 * (double)c.ny;
+            res->bwd_bytes = 8.0 * (double)c.nx + 8.0 * (double)c.ny;
+        } else if (l->kind == NN_L_DROPOUT) {
+            c.kind = K_DROPOUT;
+            c.p = l->p;
+            res->fwd_bytes = 9.0 * (double)c.nx;
+            res->bwd_bytes = 13.0 * (double)c.nx;
+        }
+        res->kind = c.kind;
+        if (l) snprintf(res->shape, sizeof res->shape, "%dx%dx%dx%d", n, in[0], in[1], in[2]);
+        nn_status st = case_setup(&c, 1000 + (uint64_t)i);
+        if (st == NN_OK) st = time_case(&c, o->repeats, res);
+        case_free(&c);
+        if (st != NN_OK) return st;
+        first = false;
+        dr->nops++;
+    }
+    return NN_OK;
+}
+
+/* ---- the whole model (run in a child process) ---- */
+
+static nn_status model_phase(const bench_opts *o, nn_device dev, bool train, phase_result *pr)
+{
+    nn_model_config cfg = nn_alexnet_config();
+    cfg.in_size = o->size;
+    nn_rng rng = nn_rng_make(1);
+    nn_seq seq = {0};
+    nn_optim *opt = NULL;
+    nn_ctx *ctx = NULL;
+    nn_tensor *x = NULL, *yl = NULL;
+    const nn_backend *be = nn_backend_get(dev);
+    nn_status st = nn_model_build(&seq, &cfg, dev, &rng);
+    if (st) return st;
+    nn_optim_config oc = nn_optim_paper_sgd();
+    int xs[4] = {o->batch, cfg.in_channels, cfg.in_size, cfg.in_size};
+    int32_t *labels = malloc((size_t)o->batch * sizeof *labels);
+    double t[MAX_REPEATS];
+    if (!labels) {
+        st = nn_error(NN_E_NOMEM, "bench: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < o->batch; i++) labels[i] = (int32_t)nn_rng_below(&rng, (uint32_t)cfg.classes);
+    if ((st = nn_optim_new(&opt, &oc, &seq.params)) || (st = nn_tensor_new(&x, NN_F32, dev, 4, xs)) ||
+        (st = nn_tensor_uniform(x, &rng, -1.0f, 1.0f)) ||
+        (st = nn_tensor_from(&yl, NN_I32, dev, 1, &o->batch, labels)))
+        goto out;
+    if (!(ctx = nn_ctx_new())) {
+        st = nn_error(NN_E_NOMEM, "bench: out of memory");
+        goto out;
+    }
+    nn_ctx_set_grad(ctx, train);
+    /* two unmeasured steps: the first grows the arenas, the second is warm */
+    for (int i = -2; i < o->repeats; i++) {
+        double t0 = now_s();
+        nn_ctx_reset(ctx);
+        nn_ctx_set_training(ctx, train);
+        nn_tensor *out = nn_seq_forward(ctx, &seq, x);
+        if (train) {
+            nn_tensor *loss = nn_softmax_xent(ctx, out, yl);
+            if (!loss || (st = nn_backward(ctx, loss)) || (st = nn_optim_step(opt)) ||
+                (st = nn_params_zero_grad(&seq.params)))
+                goto ctx_err;
+            if (i == -2) {
+                float lv = NAN;
+                if ((st = nn_tensor_read(loss, &lv))) goto out;
+                pr->loss = lv;
+                if (!isfinite(lv)) {
+                    st = nn_error(NN_E_NONFINITE, "bench: the first training step's loss is %g", (double)lv);
+                    goto out;
+                }
+            }
+        } else if (!out) {
+            goto ctx_err;
+        }
+        if ((st = be->sync())) goto out;
+        if (i >= 0) t[i] = now_s() - t0;
+    }
+    pr->ran = true;
+    pr->min_s = pr->max_s = t[0];
+    for (int i = 0; i < o->repeats; i++) {
+        pr->min_s = t[i] < pr->min_s ? t[i] : pr->min_s;
+        pr->max_s = t[i] > pr->max_s ? t[i] : pr->max_s;
+    }
+    pr->median_s = median(t, o->repeats);
+    pr->rss_mb = vm_hwm_mb();
+    pr->dev_peak_mb = dev == NN_CPU ? 0 : (double)be->peak_bytes() / (1024.0 * 1024.0);
+    goto out;
+ctx_err:
+    if (nn_ctx_status(ctx)) st = nn_error(nn_ctx_status(ctx), "%s", nn_ctx_errmsg(ctx));
+    if (!st) st = nn_error(NN_E_ARG, "bench: the model step failed");
+out:
+    free(labels);
+    nn_ctx_free(ctx);
+    nn_tensor_free(x);
+    nn_tensor_free(yl);
+    nn_optim_free(opt);
+    nn_seq_free(&seq);
+    return st;
+}
+
+/* Re-executes this program for one model phase and reads its result line. */
+static nn_status spawn_phase(const bench_opts *o, nn_device dev, bool train, phase_result *pr)
+{
+    char b[16], th[16], r[16], sz[16];
+    snprintf(b, sizeof b, "%d", o->batch);
+    snprintf(th, sizeof th, "%d", o->threads);
+    snprintf(r, sizeof r, "%d", o->repeats);
+    snprintf(sz, sizeof sz, "%d", o->size);
+    char *argv[] = {"convnet", "bench", "--phase", train ? "train" : "infer", "--device",
+                    (char *)nn_device_name(dev), "--batch", b, "--threads", th, "--repeats", r,
+                    "--size", sz, NULL};
+    int fd[2];
+    if (pipe(fd) != 0) return nn_error(NN_E_IO, "bench: pipe failed");
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) return nn_error(NN_E_IO, "bench: fork failed");
+    if (pid == 0) {
+        dup2(fd[1], STDOUT_FILENO);
+        close(fd[0]);
+        close(fd[1]);
+        execv("/proc/self/exe", argv);
+        _exit(127);
+    }
+    close(fd[1]);
+    char buf[1024] = "";
+    size_t got = 0;
+    ssize_t k;
+    while (got + 1 < sizeof buf && (k = read(fd[0], buf + got, sizeof buf - 1 - got)) > 0) got += (size_t)k;
+    buf[got] = '\0';
+    close(fd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    const char *line = strstr(buf, "BENCH_PHASE ");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !line)
+        return nn_error(NN_E_ARG, "bench: the %s %s phase failed (its message is above)",
+                        nn_device_name(dev), train ? "training" : "inference");
+    if (sscanf(line, "BENCH_PHASE median=%lf min=%lf max=%lf loss=%lf rss_mb=%lf dev_peak_mb=%lf",
+               &pr->median_s, &pr->min_s, &pr->max_s, &pr->loss, &pr->rss_mb, &pr->dev_peak_mb) != 6)
+        return nn_error(NN_E_ARG, "bench: unreadable phase result '%s'", line);
+    pr->ran = true;
+    return NN_OK;
+}
+
+/* ---- output ---- */
+
+static double model_flop(const nn_seq *s, int batch, bool train)
+{
+    double f = 0;
+    bool first = true;
+    for (int i = 0; i < s->n; i++) {
+        const nn_layer *l = &s->l[i];
+        if (l->kind != NN_L_CONV && l->kind != NN_L_LINEAR) continue;
+        f += 2.0 * (double)l->macs * batch * (train ? (first ? 2 : 3) : 1);
+        first = false;
+    }
+    return f;
+}
+
+static void print_ops(const dev_result *dr, int repeats)
+{
+    printf("\n%s: per op at AlexNet's shapes (median of %d, ms; GEMM ops: GFLOP/s and share of SGEMM;"
+           " others: GB/s moved)\n",
+           nn_device_name(dr->dev), repeats);
+    printf("  %-14s %-12s %-16s %9s %9s %10s %10s %7s %7s\n", "layer", "op", "input", "fwd ms", "bwd ms",
+           "fwd rate", "bwd rate", "fwd %", "bwd %");
+    double tf = 0, tb = 0;
+    for (int i = 0; i < dr->nops; i++) {
+        const op_result *r = &dr->ops[i];
+        tf += r->fwd_s;
+        tb += r->bwd_s;
+        if (r->fwd_flop > 0) {
+            double gf = r->fwd_flop / r->fwd_s / 1e9, gb = r->bwd_flop / r->bwd_s / 1e9;
+            printf("  %-14s %-12s %-16s %9.2f %9.2f %6.1f GF/s %6.1f GF/s %6.0f%% %6.0f%%\n", r->layer,
+                   kind_names[r->kind], r->shape, 1e3 * r->fwd_s, 1e3 * r->bwd_s, gf, gb,
+                   100 * gf / dr->gemm_gflops, 100 * gb / dr->gemm_gflops);
+        } else {
+            printf("  %-14s %-12s %-16s %9.2f %9.2f %6.1f GB/s %6.1f GB/s\n", r->layer, kind_names[r->kind],
+                   r->shape, 1e3 * r->fwd_s, 1e3 * r->bwd_s, r->fwd_bytes / r->fwd_s / 1e9,
+                   r->bwd_bytes / r->bwd_s / 1e9);
+        }
+    }
+    printf("  %-14s %-12s %-16s %9.2f %9.2f   (sum of the ops: %.1f ms)\n", "total", "", "", 1e3 * tf,
+           1e3 * tb, 1e3 * (tf + tb));
+}
+
+static void print_model(const dev_result *drs, int nd, const nn_seq *s, const bench_opts *o)
+{
+    double ftrain = model_flop(s, o->batch, true), finfer = model_flop(s, o->batch, false);
+    printf("\nAlexNet 3x%dx%d, batch %d (median of %d steps)\n", o->size, o->size, o->batch, o->repeats);
+    printf("  %-34s", "");
+    for (int d = 0; d < nd; d++) printf(" %16s", nn_device_name(drs[d].dev));
+    printf("\n");
+#define ROW(label, fmt, expr)                                                                     \
+    do {                                                                                          \
+        printf("  %-34s", label);                                                                 \
+        for (int d = 0; d < nd; d++) {                                                            \
+            const dev_result *dr = &drs[d];                                                       \
+            (void)dr;                                                                             \
+            printf(" %16" fmt, expr);                                                             \
+        }                                                                                         \
+        printf("\n");                                                                             \
+    } while (0)
+    ROW("training step (ms)", ".1f", 1e3 * dr->train.median_s);
+    ROW("training images/s", ".2f", o->batch / dr->train.median_s);
+    ROW("training GFLOP/s", ".1f", ftrain / dr->train.median_s / 1e9);
+    ROW("training share of SGEMM (%)", ".1f", 100 * ftrain / dr->train.median_s / 1e9 / dr->gemm_gflops);
+    ROW("inference (ms)", ".1f", 1e3 * dr->infer.median_s);
+    ROW("inference images/s", ".2f", o->batch / dr->infer.median_s);
+    ROW("inference GFLOP/s", ".1f", finfer / dr->infer.median_s / 1e9);
+    ROW("inference share of SGEMM (%)", ".1f", 100 * finfer / dr->infer.median_s / 1e9 / dr->gemm_gflops);
+    ROW("first loss (ln classes = 6.91)", ".4f", dr->train.loss);
+    ROW("peak resident, training (MiB)", ".0f", dr->train.rss_mb);
+    ROW("peak resident, inference (MiB)", ".0f", dr->infer.rss_mb);
+    ROW("device allocator peak, train (MiB)", ".0f", dr->train.dev_peak_mb);
+    ROW("device allocator peak, infer (MiB)", ".0f", dr->infer.dev_peak_mb);
+#undef ROW
+}
+
+static cJSON *phase_json(const phase_result *p, int batch, double flop, double gemm)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "median_s", p->median_s);
+    cJSON_AddNumberToObject(j, "min_s", p->min_s);
+    cJSON_AddNumberToObject(j, "max_s", p->max_s);
+    cJSON_AddNumberToObject(j, "images_per_s", batch / p->median_s);
+    cJSON_AddNumberToObject(j, "gflops", flop / p->median_s / 1e9);
+    cJSON_AddNumberToObject(j, "sgemm_share", flop / p->median_s / 1e9 / gemm);
+    cJSON_AddNumberToObject(j, "flop", flop);
+    cJSON_AddNumberToObject(j, "first_loss", p->loss);
+    cJSON_AddNumberToObject(j, "peak_rss_mb", p->rss_mb);
+    cJSON_AddNumberToObject(j, "device_peak_mb", p->dev_peak_mb);
+    return j;
+}
+
+static nn_status write_json(const char *path, const dev_result *drs, int nd, const nn_seq *s,
+                            const bench_opts *o)
+{
+    char cpu[256];
+    cpu_name(cpu, sizeof cpu);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *m = cJSON_AddObjectToObject(root, "machine");
+    cJSON_AddStringToObject(m, "cpu", cpu);
+    cJSON_AddNumberToObject(m, "cores", (double)sysconf(_SC_NPROCESSORS_ONLN));
+    cJSON_AddStringToObject(m, "openblas", openblas_get_config());
+    cJSON *cfg = cJSON_AddObjectToObject(root, "config");
+    cJSON_AddStringToObject(cfg, "model", "alexnet");
+    cJSON_AddNumberToObject(cfg, "size", o->size);
+    cJSON_AddNumberToObject(cfg, "batch", o->batch);
+    cJSON_AddNumberToObject(cfg, "threads", o->threads);
+    cJSON_AddNumberToObject(cfg, "repeats", o->repeats);
+    cJSON *devs = cJSON_AddObjectToObject(root, "devices");
+    for (int d = 0; d < nd; d++) {
+        const dev_result *dr = &drs[d];
+        cJSON *j = cJSON_AddObjectToObject(devs, nn_device_name(dr->dev));
+        cJSON_AddNumberToObject(j, "sgemm_gflops", dr->gemm_gflops);
+        cJSON_AddNumberToObject(j, "sgemm_n", dr->gemm_n);
+        cJSON *ops = cJSON_AddArrayToObject(j, "ops");
+        for (int i = 0; i < dr->nops; i++) {
+            const op_result *r = &dr->ops[i];
+            cJSON *q = cJSON_CreateObject();
+            cJSON_AddStringToObject(q, "layer", r->layer);
+            cJSON_AddStringToObject(q, "op", kind_names[r->kind]);
+            cJSON_AddStringToObject(q, "input", r->shape);
+            cJSON_AddNumberToObject(q, "forward_s", r->fwd_s);
+            cJSON_AddNumberToObject(q, "backward_s", r->bwd_s);
+            cJSON_AddNumberToObject(q, "check_rel_err", r->check_err);
+            if (r->fwd_flop > 0) {
+                cJSON_AddNumberToObject(q, "forward_gflops", r->fwd_flop / r->fwd_s / 1e9);
+                cJSON_AddNumberToObject(q, "backward_gflops", r->bwd_flop / r->bwd_s / 1e9);
+                cJSON_AddNumberToObject(q, "forward_sgemm_share", r->fwd_flop / r->fwd_s / 1e9 / dr->gemm_gflops);
+                cJSON_AddNumberToObject(q, "backward_sgemm_share", r->bwd_flop / r->bwd_s / 1e9 / dr->gemm_gflops);
+            } else {
+                cJSON_AddNumberToObject(q, "forward_gbps", r->fwd_bytes / r->fwd_s / 1e9);
+                cJSON_AddNumberToObject(q, "backward_gbps", r->bwd_bytes / r->bwd_s / 1e9);
+            }
+            cJSON_AddItemToArray(ops, q);
+        }
+        if (dr->train.ran)
+            cJSON_AddItemToObject(j, "train", phase_json(&dr->train, o->batch, model_flop(s, o->batch, true), dr->gemm_gflops));
+        if (dr->infer.ran)
+            cJSON_AddItemToObject(j, "inference", phase_json(&dr->infer, o->batch, model_flop(s, o->batch, false), dr->gemm_gflops));
+    }
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text) return nn_error(NN_E_NOMEM, "bench: out of memory writing JSON");
+    FILE *f = fopen(path, "w");
+    nn_status st = NN_OK;
+    if (!f || fputs(text, f) < 0 || fputc('\n', f) == EOF) st = nn_error(NN_E_IO, "bench: cannot write %s", path);
+    if (f && fclose(f) != 0 && !st) st = nn_error(NN_E_IO, "bench: cannot write %s", path);
+    free(text);
+    return st;
+}
+
+/* A horizontal bar chart: forward + backward time per layer, one bar per device. */
+static nn_status write_svg(const char *path, const dev_result *drs, int nd, const bench_opts *o)
+{
+    static const char *const colors[] = {"#4472c4", "#ed7d31"};
+    static const char *const light[] = {"#9db5e3", "#f6be98"};
+    if (nd < 1 || drs[0].nops < 1) return nn_error(NN_E_ARG, "bench: no op timings to chart (--model-only?)");
+    const int nops = drs[0].nops, bar = 12, gap = 8, left = 190, width = 640, top = 60;
+    double tmax = 0;
+    for (int d = 0; d < nd; d++)
+        for (int i = 0; i < drs[d].nops; i++) {
+            double t = drs[d].ops[i].fwd_s + drs[d].ops[i].bwd_s;
+            tmax = t > tmax ? t : tmax;
+        }
+    if (!(tmax > 0)) tmax = 1;
+    const int rowh = nd * bar + gap, height = top + nops * rowh + 40;
+    FILE *f = fopen(path, "w");
+    if (!f) return nn_error(NN_E_IO, "bench: cannot write %s", path);
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"11\">\n",
+            left + width + 120, height);
+    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    fprintf(f, "<text x=\"10\" y=\"20\" font-size=\"14\">AlexNet 3x%dx%d, batch %d: time per layer, forward (dark) + backward (light), ms (median of %d)</text>\n",
+            o->size, o->size, o->batch, o->repeats);
+    for (int d = 0; d < nd; d++)
+        fprintf(f, "<rect x=\"%d\" y=\"32\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%d\" y=\"42\">%s</text>\n",
+                10 + d * 90, colors[d % 2], 26 + d * 90, nn_device_name(drs[d].dev));
+    for (int i = 0; i < nops; i++) {
+        int y0 = top + i * rowh;
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s %s</text>\n", left - 6, y0 + nd * bar / 2 + 4,
+                drs[0].ops[i].layer, kind_names[drs[0].ops[i].kind]);
+        for (int d = 0; d < nd; d++) {
+            if (i >= drs[d].nops) continue;
+            const op_result *r = &drs[d].ops[i];
+            double wf = width * r->fwd_s / tmax, wb = width * r->bwd_s / tmax;
+            int y = y0 + d * bar;
+            fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"/>\n", left, y, wf, bar - 1,
+                    colors[d % 2]);
+            fprintf(f, "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"/>\n", left + wf, y, wb,
+                    bar - 1, light[d % 2]);
+            fprintf(f, "<text x=\"%.1f\" y=\"%d\">%.2f</text>\n", left + wf + wb + 4, y + bar - 2,
+                    1e3 * (r->fwd_s + r->bwd_s));
+        }
+    }
+    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", left, top - 4, left,
+            top + nops * rowh);
+    fprintf(f, "</svg>\n");
+    if (fclose(f) != 0) return nn_error(NN_E_IO, "bench: cannot write %s", path);
+    return NN_OK;
+}
+
+static const char USAGE[] = "[--device cpu|cuda|all] [--batch B] [--threads T] [--repeats R] [--size S] "
+                            "[--json FILE] [--svg FILE] [--ops-only|--model-only]";
+static const char ABOUT[] =
+    "Times every op of AlexNet (forward and backward, at the model's layer shapes) and the whole\n"
+    "training step (forward, backward, SGD update) and inference, on each backend built.\n"
+    "Each kernel is validated against a float64 reference first; times are medians of R\n"
+    "repeats after warm-up. Rates: GFLOP/s from counted FLOPs (conv/linear: 2 x MACs forward,\n"
+    "twice that backward) and their share of the SGEMM rate measured here first. Peak memory:\n"
+    "the resident set of a child process running only that phase (CPU), the allocator's\n"
+    "high-water mark (GPU).";
+
+int cmd_bench(int argc, char **argv)
+{
+    bench_opts o = {.device = "all", .batch = 64, .threads = 0, .repeats = 5, .size = 224};
+    const cli_opt opts[] = {
+        {"device", CLI_STR, &o.device, "DEV", "cpu, cuda or all (default: every backend built)"},
+        {"batch", CLI_INT, &o.batch, "B", "batch size (default 64)"},
+        {"threads", CLI_INT, &o.threads, "T", "CPU threads (default: all cores)"},
+        {"repeats", CLI_INT, &o.repeats, "R", "timed repeats after warm-up; the median is reported (default 5)"},
+        {"size", CLI_INT, &o.size, "S", "input size S x S (default 224)"},
+        {"json", CLI_STR, &o.json, "FILE", "write every number to FILE as JSON"},
+        {"svg", CLI_STR, &o.svg, "FILE", "write a chart of the time per layer to FILE"},
+        {"ops-only", CLI_BOOL, &o.ops_only, NULL, "time the ops only"},
+        {"model-only", CLI_BOOL, &o.model_only, NULL, "time the whole model only"},
+        {"phase", CLI_STR, &o.phase, "train|infer", "internal: run one model phase and print its result line"},
+    };
+    int r = cli_parse("bench", USAGE, ABOUT, opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
+    if (r == CLI_HELP) return 0;
+    if (r != CLI_OK) return r;
+    if (o.batch < 1 || o.batch > 65536) return cli_fail("bench", "--batch must be between 1 and 65536");
+    if (o.threads < 0 || o.threads > 1024) return cli_fail("bench", "--threads must be between 1 and 1024");
+    if (o.repeats < 1 || o.repeats > MAX_REPEATS) return cli_fail("bench", "--repeats must be between 1 and %d", MAX_REPEATS);
+    if (o.size < 63 || o.size > 4096) return cli_fail("bench", "--size must be between 63 and 4096");
+    if (o.ops_only && o.model_only) return cli_fail("bench", "--ops-only and --model-only exclude each other");
+    if (o.threads == 0) o.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (o.threads < 1) o.threads = 1;
+    openblas_set_num_threads(o.threads);
+    omp_set_num_threads(o.threads);
+
+    nn_device devs[NN_NDEVICES];
+    int nd = 0;
+    if (strcmp(o.device, "all") == 0) {
+        devs[nd++] = NN_CPU;
+        if (nn_device_available(NN_CUDA)) devs[nd++] = NN_CUDA;
+    } else {
+        if (nn_device_parse(o.device, &devs[0]) != NN_OK) return cli_fail("bench", "%s", nn_errmsg());
+        nd = 1;
+        if (!nn_backend_need(devs[0], "bench") || !nn_device_available(devs[0])) {
+            fprintf(stderr, "convnet bench: the %s backend is not available here (%s)\n", o.device, nn_errmsg());
+            return 1;
+        }
+    }
+
+    if (o.phase) { /* the child: one phase, one result line */
+        bool train = strcmp(o.phase, "train") == 0;
+        if (!train && strcmp(o.phase, "infer") != 0) return cli_fail("bench", "--phase expects train or infer");
+        phase_result pr = {0};
+        if (model_phase(&o, devs[0], train, &pr) != NN_OK) {
+            fprintf(stderr, "convnet bench: %s\n", nn_errmsg());
+            return 1;
+        }
+        printf("BENCH_PHASE median=%.9g min=%.9g max=%.9g loss=%.9g rss_mb=%.3f dev_peak_mb=%.3f\n", pr.median_s,
+               pr.min_s, pr.max_s, pr.loss, pr.rss_mb, pr.dev_peak_mb);
+        return 0;
+    }
+
+    nn_model_config cfg = nn_alexnet_config();
+    cfg.in_size = o.size;
+    nn_seq seq;
+    if (nn_model_build(&seq, &cfg, NN_CPU, NULL) != NN_OK) return cli_fail("bench", "%s", nn_errmsg());
+
+    char cpu[256];
+    cpu_name(cpu, sizeof cpu);
+    printf("machine: %s, %ld cores; %d threads; %s\n", cpu, sysconf(_SC_NPROCESSORS_ONLN), o.threads,
+           openblas_get_config());
+    printf("AlexNet 3x%dx%d -> %d, batch %d, fp32; %.3f G MAC/image forward\n", o.size, o.size, cfg.classes, o.batch,
+           (double)nn_seq_macs(&seq) / 1e9);
+    fflush(stdout);
+
+    dev_result *drs = calloc((size_t)nd, sizeof *drs);
+    if (!drs) return 1;
+    int rc = 1;
+    for (int d = 0; d < nd; d++) {
+        dev_result *dr = &drs[d];
+        dr->dev = devs[d];
+        dr->gemm_n = devs[d] == NN_CPU ? GEMM_N_CPU : GEMM_N_GPU;
+        dr->gemm_gflops = measure_gemm(nn_backend_get(devs[d]), dr->gemm_n, 3);
+        printf("%s: SGEMM %dx%dx%d: %.1f GFLOP/s\n", nn_device_name(devs[d]), dr->gemm_n, dr->gemm_n, dr->gemm_n,
+               dr->gemm_gflops);
+        fflush(stdout);
+        if (!(dr->gemm_gflops > 0)) {
+            fprintf(stderr, "convnet bench: could not measure SGEMM on %s: %s\n", nn_device_name(devs[d]), nn_errmsg());
+            goto out;
+        }
+        if (!o.model_only) {
+            if (bench_ops(&o, &seq, dr) != NN_OK) {
+                fprintf(stderr, "convnet bench: %s\n", nn_errmsg());
+                goto out;
+            }
+            print_ops(dr, o.repeats);
+            fflush(stdout);
+        }
+        if (!o.ops_only) {
+            if (spawn_phase(&o, devs[d], true, &dr->train) != NN_OK ||
+                spawn_phase(&o, devs[d], false, &dr->infer) != NN_OK) {
+                fprintf(stderr, "convnet bench: %s\n", nn_errmsg());
+                goto out;
+            }
+        }
+    }
+    if (!o.ops_only) print_model(drs, nd, &seq, &o);
+    if (o.json) {
+        if (write_json(o.json, drs, nd, &seq, &o) != NN_OK) {
+            fprintf(stderr, "convnet bench: %s\n", nn_errmsg());
+            goto out;
+        }
+        printf("\nJSON written to %s\n", o.json);
+    }
+    if (o.svg && !o.model_only) {
+        if (write_svg(o.svg, drs, nd, &o) != NN_OK) {
+            fprintf(stderr, "convnet bench: %s\n", nn_errmsg());
+            goto out;
+        }
+        printf("chart written to %s\n", o.svg);
+    }
+    rc = 0;
+out:
+    free(drs);
+    return rc;
+}
