@@ -865,16 +865,21 @@ void nn_imgf_apply(const uint8_t *img, int S, int C, const nn_imgf_aug *a, const
         for (int c = 0; c < 3; c++)
             for (int i = 0; i < 3; i++) shift[c] += 255.0f * st->eigvec[3 * c + i] * a->alpha[i] * st->eigval[i];
     if (!st || (mode == NN_IMGF_MEAN_PIXEL && !st->mean_image)) mode = NN_IMGF_MEAN_NONE;
-    for (int c = 0; c < 3; c++) {
-        float *o = out + (size_t)c * C * C;
-        float cm = mode == NN_IMGF_MEAN_CHANNEL ? st->mean[c] : 0.0f;
-        for (int i = 0; i < C; i++) {
-            size_t row = (size_t)(a->y + i) * S;
-            for (int j = 0; j < C; j++) {
-                size_t p = (row + (size_t)(a->x + (a->flip ? C - 1 - j : j))) * 3 + (size_t)c;
-                float m = mode == NN_IMGF_MEAN_PIXEL ? st->mean_image[p] : cm;
-                o[(size_t)i * C + j] = ((float)img[p] + shift[c] - m) * scale[c];
-            }
+    /* per channel: out = (p + add[c] - mean_pixel) * scale[c] */
+    float add[3];
+    for (int c = 0; c < 3; c++) add[c] = shift[c] - (mode == NN_IMGF_MEAN_CHANNEL ? st->mean[c] : 0.0f);
+    size_t CC = (size_t)C * C;
+    for (int i = 0; i < C; i++) {
+        size_t off = ((size_t)(a->y + i) * S + (size_t)a->x) * 3;
+        const uint8_t *src = img + off;
+        const float *mp = mode == NN_IMGF_MEAN_PIXEL ? st->mean_image + off : NULL;
+        float *o0 = out + (size_t)i * C, *o1 = o0 + CC, *o2 = o1 + CC;
+        for (int j = 0; j < C; j++) {
+            int q = 3 * (a->flip ? C - 1 - j : j);
+            float m0 = mp ? mp[q] : 0.0f, m1 = mp ? mp[q + 1] : 0.0f, m2 = mp ? mp[q + 2] : 0.0f;
+            o0[j] = ((float)src[q] + add[0] - m0) * scale[0];
+            o1[j] = ((float)src[q + 1] + add[1] - m1) * scale[1];
+            o2[j] = ((float)src[q + 2] + add[2] - m2) * scale[2];
         }
     }
 }
