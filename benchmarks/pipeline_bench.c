@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -23,6 +24,16 @@ static double now(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* CPU seconds of every thread of the process: what the pipeline costs
+ * whatever else shares the machine. */
+static double cpu_time(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+           1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
 static int cmp_d(const void *a, const void *b)
@@ -125,9 +136,10 @@ int main(int argc, char **argv)
     double mean = s / ((double)m * per);
     printf("validated: batch %d x 3 x %d x %d, mean %.3f, std %.3f (normalized)\n", m, NN_IMGF_CROP, NN_IMGF_CROP,
            mean, sqrt(s2 / ((double)m * per) - mean * mean));
-    double *rate = malloc((size_t)epochs * sizeof *rate);
+    double *rate = malloc((size_t)epochs * sizeof *rate), cpu = 0;
+    long long total = 0;
     for (int e = 0; e < epochs; e++) {
-        double t = now();
+        double t = now(), c0 = cpu_time();
         int got = 0;
         nn_imgf_loader_start(l, e + 1, 0);
         for (;;) {
@@ -136,11 +148,16 @@ int main(int argc, char **argv)
             got += m;
         }
         rate[e] = got / (now() - t);
-        printf("epoch %d: %d images, %.0f images/s\n", e + 1, got, rate[e]);
+        double c = cpu_time() - c0;
+        cpu += c;
+        total += got;
+        printf("epoch %d: %d images, %.0f images/s, %.2f ms CPU per image\n", e + 1, got, rate[e], 1e3 * c / got);
     }
     qsort(rate, (size_t)epochs, sizeof *rate, cmp_d);
     printf("pipeline: median %.0f images/s with %d worker threads (batch %d, 256 -> 224, flips, lighting)\n",
            rate[epochs / 2], threads, batch);
+    printf("CPU cost: %.2f ms per image over all threads: %.0f images/s per fully available core\n",
+           1e3 * cpu / (double)total, (double)total / cpu);
     free(rate);
     nn_imgf_loader_free(l);
     nn_imgf_free(ds);
