@@ -57,6 +57,8 @@ static nn_status fill_writer(nn_st_writer *w, const nn_model_config *cfg, const 
         NN_TRY(meta_f(w, "train.std", st->std));
         NN_TRY(meta_u(w, "train.batch_size", (uint64_t)st->batch_size));
         NN_TRY(meta_u(w, "train.epochs", (uint64_t)st->epochs));
+        NN_TRY(meta_u(w, "train.limit", (uint64_t)st->limit));
+        NN_TRY(meta_u(w, "train.augment", st->augment));
         NN_TRY(meta_f(w, "train.best_acc", st->best_acc));
         NN_TRY(nn_st_writer_meta(w, "optim.kind", nn_optim_kind_name(st->optim.kind)));
         NN_TRY(meta_f(w, "optim.lr", st->optim.lr));
@@ -146,6 +148,9 @@ static nn_status read_state(const nn_st_file *f, nn_train_state *st)
     NN_TRY(get_f(f, "train.std", &st->std));
     NN_TRY(get_i(f, "train.batch_size", &st->batch_size));
     NN_TRY(get_i(f, "train.epochs", &st->epochs));
+    NN_TRY(get_i(f, "train.limit", &st->limit));
+    NN_TRY(get_u(f, "train.augment", &u));
+    st->augment = u != 0;
     NN_TRY(get_f(f, "train.best_acc", &st->best_acc));
     NN_TRY(get(f, "optim.kind", &v));
     NN_TRY(nn_optim_parse_kind(v, &st->optim.kind));

@@ -22,6 +22,8 @@ typedef struct nn_train_state {
     nn_schedule sched;
     nn_optim_config optim;
     int batch_size, epochs;
+    int limit;           /* training images used (0: all): the data order depends on it */
+    bool augment;
     float best_acc;
 } nn_train_state;
 

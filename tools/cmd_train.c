@@ -31,7 +31,7 @@
 
 typedef struct train_opts {
     const char *model, *device, *data, *ckdir, *resume, *optim, *schedule, *init;
-    int size, epochs, batch, threads, groups, fc, limit, test_limit;
+    int size, epochs, batch, threads, groups, fc, limit, test_limit, stop_after;
     float width, lr, momentum, wd, dropout;
     uint64_t seed;
     bool no_augment, decay_bias, skip_nonfinite, quiet;
@@ -63,7 +63,9 @@ static const char about[] =
     "With no options: AlexNet's architecture at half width (--width 0.5, --fc 1024) on 64x64\n"
     "inputs, 4 epochs, He init, SGD with momentum: about 15 minutes on a 2-core CPU.\n"
     "The full model of the paper: --size 224 --width 1 --fc 4096 (--init paper for its init).\n"
-    "A checkpoint is written to DIR/last.safetensors every epoch and on Ctrl-C; --resume continues it.";
+    "A checkpoint is written to DIR/last.safetensors every epoch and on Ctrl-C; --resume continues it\n"
+    "exactly, taking the model, data, optimizer and schedule settings from the checkpoint (only --epochs,\n"
+    "to extend the run, --device, --threads, --checkpoint-dir, --stop-after and --quiet apply).";
 
 int cmd_train(int argc, char **argv)
 {
@@ -100,6 +102,7 @@ int cmd_train(int argc, char **argv)
         {"limit", CLI_INT, &o.limit, "N", "use only the first N training images"},
         {"test-limit", CLI_INT, &o.test_limit, "N", "use only the first N test images"},
         {"skip-nonfinite", CLI_BOOL, &o.skip_nonfinite, NULL, "skip a batch whose loss or gradient is not finite instead of stopping"},
+        {"stop-after", CLI_INT, &o.stop_after, "N", "stop after N optimizer steps of this run, saving a checkpoint to resume from"},
         {"quiet", CLI_BOOL, &o.quiet, NULL, "no progress bar"},
     };
     int r = cli_parse("train", "[OPTIONS]", about, opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
@@ -108,7 +111,8 @@ int cmd_train(int argc, char **argv)
     if (o.batch < 1 || o.batch > 65536) return cli_fail("train", "--batch must be between 1 and 65536");
     if (!(o.lr > 0)) return cli_fail("train", "--lr must be positive");
     if (o.threads < 0 || o.threads > 1024) return cli_fail("train", "--threads must be between 1 and 1024");
-    if (o.limit < 0 || o.test_limit < 0) return cli_fail("train", "--limit and --test-limit must be positive");
+    if (o.limit < 0 || o.test_limit < 0 || o.stop_after < 0)
+        return cli_fail("train", "--limit, --test-limit and --stop-after must be positive");
 
     /* ---- configuration: flags, or the checkpoint being resumed ---- */
     nn_model_config cfg = strcmp(o.model, "lenet") == 0 ? nn_lenet_config() : nn_alexnet_config();
@@ -154,6 +158,8 @@ int cmd_train(int argc, char **argv)
         st.seed = o.seed;
         st.dropout_rng = nn_rng_make(o.seed ^ 0xD809u);
         st.batch_size = o.batch;
+        st.limit = o.limit;
+        st.augment = !o.no_augment;
         st.epochs = o.epochs;
         st.best_acc = 0;
     }
@@ -185,7 +191,7 @@ int cmd_train(int argc, char **argv)
                 nn_errmsg());
         goto out;
     }
-    if (o.limit && o.limit < train.n) train.n = o.limit;
+    if (st.limit && st.limit < train.n) train.n = st.limit;
     if (o.test_limit && o.test_limit < test.n) test.n = o.test_limit;
     if (cfg.in_channels != train.c) {
         fprintf(stderr, "convnet train: the model takes %d input channels but the data has %d\n", cfg.in_channels, train.c);
@@ -202,7 +208,7 @@ int cmd_train(int argc, char **argv)
         nn_optim_set_lr(opt, st.sched.lr);
     }
 
-    nn_loader_config lc = {.batch = st.batch_size, .size = cfg.in_size, .shuffle = true, .augment = !o.no_augment,
+    nn_loader_config lc = {.batch = st.batch_size, .size = cfg.in_size, .shuffle = true, .augment = st.augment,
                            .drop_last = true, .mean = st.mean, .std = st.std, .seed = st.seed};
     if (nn_loader_new(&tl, &train, &lc) != NN_OK) goto fail;
     lc.shuffle = lc.augment = lc.drop_last = false;
@@ -226,7 +232,7 @@ int cmd_train(int argc, char **argv)
     if (strcmp(cfg.arch, "alexnet") == 0 && (cfg.in_size != 224 || cfg.width != 1.0f || cfg.fc != 4096))
         printf("  (the paper-size AlexNet: convnet train --size 224 --width 1 --fc 4096)\n");
     printf("data: %d training, %d test images, normalized with mean %.4f std %.4f%s\n", train.n, test.n,
-           (double)st.mean, (double)st.std, !o.no_augment ? "; random shifts and flips" : "");
+           (double)st.mean, (double)st.std, st.augment ? "; random shifts and flips" : "");
     printf("training: %s, lr %g, %s schedule, batch %d, %d epochs, seed %llu, on %s with %d threads\n",
            nn_optim_kind_name(st.optim.kind), (double)st.sched.lr, nn_sched_kind_name(st.sched.kind), st.batch_size,
            st.epochs, (unsigned long long)st.seed, nn_device_name(dev), threads);
@@ -260,6 +266,7 @@ int cmd_train(int argc, char **argv)
     bool tty = isatty(STDERR_FILENO) && !o.quiet;
     double t_start = now();
     long long skipped = 0;
+    int64_t first_step = st.step;
 
     for (; st.epoch < st.epochs; st.epoch++, st.batch = 0) {
         if (nn_loader_start(tl, st.epoch, st.batch) != NN_OK) goto fail;
@@ -330,6 +337,14 @@ int cmd_train(int argc, char **argv)
                         eta_s, tty ? "  " : "\n");
                 fflush(stderr);
             }
+            if (o.stop_after && st.step - first_step >= o.stop_after && st.batch < nb) {
+                if (tty) fputc('\n', stderr);
+                if (nn_checkpoint_save(last_path, &cfg, &seq, opt, &st) != NN_OK) goto fail;
+                printf("stopped after %d steps as asked (epoch %d, batch %d); checkpoint saved to %s\n", o.stop_after,
+                       st.epoch + 1, st.batch, last_path);
+                rc = 0;
+                goto out;
+            }
             if (g_signal) {
                 if (tty) fputc('\n', stderr);
                 if (nn_checkpoint_save(last_path, &cfg, &seq, opt, &st) != NN_OK) goto fail;
@@ -360,6 +375,12 @@ int cmd_train(int argc, char **argv)
         if (s == NN_OK && best) s = nn_checkpoint_save(best_path, &cfg, &seq, opt, &st);
         st.epoch--;
         if (s != NN_OK) goto fail;
+        if (o.stop_after && st.step - first_step >= o.stop_after && st.epoch + 1 < st.epochs) {
+            printf("stopped after %d steps as asked (end of epoch %d); checkpoint saved to %s\n", o.stop_after,
+                   st.epoch + 1, last_path);
+            rc = 0;
+            goto out;
+        }
     }
     {
         char el_s[16];
