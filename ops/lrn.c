@@ -155,20 +155,46 @@ nn_status nn_cpu_lrn_backward(const nn_lrn_geom *g, const float *x, const float 
     return NN_OK;
 }
 
-typedef struct lrn_saved {
-    nn_lrn_geom g;
-    float *scale; /* (N, C, H, W) on the tensor's device */
-} lrn_saved;
+/* The scale (k + alpha * window sum) is as large as x: keeping it for
+ * backward would cost a whole activation per LRN (122 MB in AlexNet at batch
+ * 64). It lives in the context's scratch instead, a few images at a time, and
+ * backward recomputes it by running the forward kernel again on the same
+ * images (which rewrites y with the same values): one extra cheap pass for
+ * every backend, and the scratch stays small. */
+#define LRN_SCRATCH_FLOATS ((size_t)2 << 20)
+
+/* Images per kernel call so that their scale fits LRN_SCRATCH_FLOATS (at least one). */
+static int lrn_chunk(const nn_lrn_geom *g)
+{
+    size_t per = (size_t)g->c * (size_t)g->h * (size_t)g->w;
+    size_t nb = per ? LRN_SCRATCH_FLOATS / per : (size_t)g->n;
+    if (nb < 1) nb = 1;
+    if (nb > (size_t)g->n) nb = (size_t)g->n;
+    return (int)nb;
+}
 
 static nn_status lrn_backward(nn_ctx *ctx, nn_node *nd)
 {
-    (void)ctx;
     float *dx = nn_op_grad_in(nd, 0);
     if (!dx) return NN_OK;
-    const lrn_saved *sv = nd->saved;
-    const nn_backend *be = nn_backend_get(nd->out->device);
-    return be->lrn_backward(&sv->g, nn_f32(nd->in[0]), nn_f32(nd->out), sv->scale,
-                            nn_f32(nd->out->grad), dx);
+    const nn_lrn_geom *g = nd->saved;
+    const nn_device dev = nd->out->device;
+    const nn_backend *be = nn_backend_get(dev);
+    const size_t per = (size_t)g->c * (size_t)g->h * (size_t)g->w;
+    const int chunk = lrn_chunk(g);
+    if (per == 0) return NN_OK;
+    float *scale = nn_op_scratch(ctx, dev, (size_t)chunk * per * sizeof(float));
+    if (!scale) return nn_ctx_status(ctx);
+    const float *x = nn_f32(nd->in[0]), *dy = nn_f32(nd->out->grad);
+    float *y = nn_f32(nd->out);
+    for (int n0 = 0; n0 < g->n; n0 += chunk) {
+        nn_lrn_geom gc = *g;
+        gc.n = g->n - n0 < chunk ? g->n - n0 : chunk;
+        const size_t off = (size_t)n0 * per;
+        NN_TRY(be->lrn_forward(&gc, x + off, y + off, scale));
+        NN_TRY(be->lrn_backward(&gc, x + off, y + off, scale, dy + off, dx + off));
+    }
+    return NN_OK;
 }
 
 static const nn_op_def lrn_def = {"lrn", lrn_backward};
@@ -194,16 +220,21 @@ nn_tensor *nn_lrn(nn_ctx *ctx, nn_tensor *x, nn_lrn_params p)
     nn_lrn_geom g = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], p.size, p.alpha, p.beta, p.k};
     nn_tensor *y = nn_op_tensor(ctx, NN_F32, x->device, 4, x->shape);
     if (!y) return NULL;
-    float *scale = nn_op_dev(ctx, x->device, x->numel * sizeof(float));
-    if (!scale) return NULL;
-    nn_status s = be->lrn_forward(&g, nn_f32(x), nn_f32(y), scale);
-    if (s != NN_OK) return nn_op_fail_status(ctx, s);
+    const size_t per = (size_t)g.c * (size_t)g.h * (size_t)g.w;
+    const int chunk = lrn_chunk(&g);
+    float *scale = per ? nn_op_scratch(ctx, x->device, (size_t)chunk * per * sizeof(float)) : NULL;
+    if (per && !scale) return NULL;
+    for (int n0 = 0; per && n0 < g.n; n0 += chunk) {
+        nn_lrn_geom gc = g;
+        gc.n = g.n - n0 < chunk ? g.n - n0 : chunk;
+        nn_status s = be->lrn_forward(&gc, nn_f32(x) + (size_t)n0 * per, nn_f32(y) + (size_t)n0 * per, scale);
+        if (s != NN_OK) return nn_op_fail_status(ctx, s);
+    }
 
     if (nn_op_wants_grad(ctx, 1, &x)) {
-        lrn_saved *sv = nn_op_host(ctx, sizeof *sv);
+        nn_lrn_geom *sv = nn_op_host(ctx, sizeof *sv);
         if (!sv) return NULL;
-        sv->g = g;
-        sv->scale = scale;
+        *sv = g;
         nn_node *nd = nn_op_record(ctx, &lrn_def, y, 1, &x);
         if (!nd) return NULL;
         nd->saved = sv;
