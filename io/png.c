@@ -3,6 +3,8 @@
  * (never in locals modified after setjmp) and turns the jump into a status. */
 #include "io/png.h"
 
+#include "io/atomic.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -60,27 +62,20 @@ static nn_status write_fp(png_ctx *c, int w, int h, int color, int channels, con
     return NN_OK;
 }
 
-/* fsync of the directory holding path, so the rename itself is durable. */
-static nn_status sync_dir(const char *path)
+typedef struct png_job {
+    png_ctx *c;
+    int w, h, color, channels;
+    const uint8_t *px;
+} png_job;
+
+static nn_status write_png_file(FILE *fp, const char *path, void *user)
 {
-    const char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == path) snprintf(dir, sizeof dir, "/");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0)
-        return nn_error(NN_E_IO, "%s: cannot open directory %s to sync: %s", path, dir, strerror(errno));
-    int r = fsync(fd);
-    int err = errno;
-    close(fd);
-    if (r != 0 && err != EINVAL && err != ENOTSUP)
-        return nn_error(NN_E_IO, "%s: fsync of directory %s failed: %s", path, dir, strerror(err));
-    return NN_OK;
+    (void)path;
+    png_job *j = user;
+    j->c->fp = fp;
+    return write_fp(j->c, j->w, j->h, j->color, j->channels, j->px);
 }
 
-/* Same protocol as nn_st_write: temp file, flush, fsync, rename, directory fsync;
- * on failure the temp file is removed and path untouched. */
 static nn_status write_atomic(const char *path, int w, int h, int color, int channels,
                               const uint8_t *px)
 {
@@ -88,33 +83,11 @@ static nn_status write_atomic(const char *path, int w, int h, int color, int cha
         return nn_error(NN_E_ARG, "png: write: NULL path or pixels");
     if (w < 1 || h < 1 || w > NN_PNG_MAX_SIDE || h > NN_PNG_MAX_SIDE)
         return nn_error(NN_E_ARG, "%s: PNG size %dx%d (1 to %d per side)", path, w, h, NN_PNG_MAX_SIDE);
-    size_t tn = strlen(path) + 32;
-    char *tmp = malloc(tn);
     png_ctx *c = calloc(1, sizeof *c);
-    if (!tmp || !c) {
-        free(tmp);
-        free(c);
-        return nn_error(NN_E_NOMEM, "%s: out of memory", path);
-    }
-    snprintf(tmp, tn, "%s.tmp.%ld", path, (long)getpid());
+    if (!c) return nn_error(NN_E_NOMEM, "%s: out of memory", path);
     c->path = path;
-    nn_status s = NN_OK;
-    c->fp = fopen(tmp, "wb");
-    if (!c->fp) s = nn_error(NN_E_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-    if (c->fp) {
-        s = write_fp(c, w, h, color, channels, px);
-        if (s == NN_OK && fflush(c->fp) != 0)
-            s = nn_error(NN_E_IO, "%s: write failed (flush): %s", path, strerror(errno));
-        if (s == NN_OK && fsync(fileno(c->fp)) != 0)
-            s = nn_error(NN_E_IO, "%s: fsync failed: %s", path, strerror(errno));
-        if (fclose(c->fp) != 0 && s == NN_OK)
-            s = nn_error(NN_E_IO, "%s: close failed: %s", path, strerror(errno));
-        if (s == NN_OK && rename(tmp, path) != 0)
-            s = nn_error(NN_E_IO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
-        if (s != NN_OK) unlink(tmp);
-        else s = sync_dir(path);
-    }
-    free(tmp);
+    png_job j = {c, w, h, color, channels, px};
+    nn_status s = nn_write_atomic(path, write_png_file, &j);
     free(c);
     return s;
 }

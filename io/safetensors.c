@@ -3,6 +3,8 @@
  * copied as they are (little-endian hosts only). */
 #include "safetensors.h"
 
+#include "atomic.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -338,8 +340,9 @@ static nn_status write_all(FILE *fp, const void *p, size_t n, const char *path, 
     return NN_OK;
 }
 
-static nn_status write_body(FILE *fp, const st_body *b, const char *path)
+static nn_status write_body(FILE *fp, const char *path, void *user)
 {
+    const st_body *b = user;
     uint8_t len[8];
     uint64_t n = b->header_len;
     for (int i = 0; i < 8; i++) len[i] = (uint8_t)(n >> (8 * i));
@@ -349,25 +352,6 @@ static nn_status write_body(FILE *fp, const st_body *b, const char *path)
         const st_wentry *e = &b->w->e[b->order[j]];
         NN_TRY(write_all(fp, e->data, e->nbytes, path, e->name));
     }
-    return NN_OK;
-}
-
-/* fsync of the directory holding path, so the rename itself is durable. */
-static nn_status sync_dir(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == path) snprintf(dir, sizeof dir, "/");
-    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return nn_error(NN_E_IO, "%s: cannot open directory %s to sync: %s", path, dir, strerror(errno));
-    int r = fsync(fd);
-    int err = errno;
-    close(fd);
-    /* some file systems cannot sync directories; the rename is done either way */
-    if (r != 0 && err != EINVAL && err != ENOTSUP)
-        return nn_error(NN_E_IO, "%s: fsync of directory %s failed: %s", path, dir, strerror(err));
     return NN_OK;
 }
 
@@ -384,29 +368,7 @@ nn_status nn_st_write(const nn_st_writer *w, const char *path)
     nn_status s = build_header(w, order, path, &header, &b.header_len);
     b.header = header;
 
-    size_t tn = strlen(path) + 32;
-    char *tmp = s == NN_OK ? malloc(tn) : NULL;
-    if (s == NN_OK && !tmp) s = nn_error(NN_E_NOMEM, "%s: out of memory", path);
-    FILE *fp = NULL;
-    if (s == NN_OK) {
-        snprintf(tmp, tn, "%s.tmp.%ld", path, (long)getpid());
-        fp = fopen(tmp, "wb");
-        if (!fp) s = nn_error(NN_E_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-    }
-    if (fp) {
-        s = write_body(fp, &b, path);
-        if (s == NN_OK && fflush(fp) != 0)
-            s = nn_error(NN_E_IO, "%s: write failed (flush): %s", path, strerror(errno));
-        if (s == NN_OK && fsync(fileno(fp)) != 0)
-            s = nn_error(NN_E_IO, "%s: fsync failed: %s", path, strerror(errno));
-        if (fclose(fp) != 0 && s == NN_OK)
-            s = nn_error(NN_E_IO, "%s: close failed: %s", path, strerror(errno));
-        if (s == NN_OK && rename(tmp, path) != 0)
-            s = nn_error(NN_E_IO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
-        if (s != NN_OK) unlink(tmp);
-        else s = sync_dir(path);
-    }
-    free(tmp);
+    if (s == NN_OK) s = nn_write_atomic(path, write_body, &b);
     free(header);
     free(order);
     return s;
