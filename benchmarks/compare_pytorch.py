@@ -92,7 +92,7 @@ def worker(phase, batch, threads, size, repeats):
             opt.step()
             t = (time.perf_counter_ns() - t0) * 1e-9
             if i == -2:
-                loss0 = float(loss)
+                loss0 = float(loss.detach())
             if i >= 0:
                 times.append(t)
     else:

@@ -1,31 +1,46 @@
 /* conv2d: y = conv(x, w) + b over NCHW images with stride, zero padding and
  * groups. x (N,C,H,W), w (O,C/G,KH,KW), b (O) or NULL -> y (N,O,OH,OW).
  * The CPU kernels lower each group of a chunk of images to one cblas_sgemm
- * through im2col (forward, dW) and col2im (dX). */
+ * through im2col (forward, dW) and col2im (dX), one chunk per OpenMP worker
+ * when the batch has at least as many images as the machine has cores. */
 #include <cblas.h>
 #include <limits.h>
+#include <omp.h>
 #include <string.h>
 
 #include "../core/op.h"
 #include "cpu_kernels.h"
 #include "ops.h"
 
-/* Several images share one GEMM so that its N = images * OH * OW is wide
- * enough for OpenBLAS to split among its threads even on 13x13 maps (AlexNet's
- * late layers: one image gives N = 169), while the column buffer stays bounded. */
-#define CONV_TARGET_COLS 4096
+/* Two ways to cut a batch, chosen from the geometry alone:
+ *  - by worker (the training case, batch >= cores): each OpenMP thread takes
+ *    whole images and runs its own single-threaded GEMMs (OpenBLAS runs
+ *    single-threaded inside a parallel region) on its own column buffer, so
+ *    threads never wait on each other inside a GEMM, the output needs no
+ *    reshuffle when one image fills a GEMM, and dW is summed per thread and
+ *    reduced once;
+ *  - whole batch (few images): several images share one GEMM so that its
+ *    N = images * OH * OW is wide enough for OpenBLAS to split among its
+ *    threads even on 13x13 maps (AlexNet's late layers: one image gives N = 169). */
+#define CONV_TARGET_COLS 4096    /* whole batch: GEMM width */
+#define CONV_WORKER_COLS 640     /* by worker: GEMM width (13x13 maps: 4 images per GEMM) */
 #define CONV_MAX_COL_BYTES ((size_t)64 << 20)
+#define CONV_MAX_WORKERS 64
 /* Below this many floats moved, starting an OpenMP team costs more than it saves. */
 #define CONV_OMP_MIN 32768
 
-/* How the kernels cut the work; a pure function of the geometry, so the
- * workspace size and the kernels always agree. */
+/* How the kernels cut the work; a pure function of the geometry (and of the
+ * machine's core count, fixed for the process), so the workspace size and the
+ * kernels always agree. */
 typedef struct conv_plan {
     int cg, og;      /* input and output channels per group */
     int k;           /* GEMM depth: cg * kh * kw */
     size_t hw, ohw;  /* input and output plane sizes */
+    int workers;     /* > 1: cut by worker, each with its own buffers; 1: whole batch */
     int chunk;       /* images per GEMM */
     bool direct;     /* 1x1, stride 1, no padding, one image per GEMM: x is its own column matrix */
+    size_t col, tmp; /* floats per worker: column matrix, (og, chunk*ohw) GEMM output */
+    size_t dw;       /* floats per extra worker: its private dW */
 } conv_plan;
 
 static conv_plan conv_plan_make(const nn_conv2d_geom *g)
@@ -36,27 +51,31 @@ static conv_plan conv_plan_make(const nn_conv2d_geom *g)
     P.k = P.cg * g->kh * g->kw;
     P.hw = (size_t)g->h * (size_t)g->w;
     P.ohw = (size_t)g->oh * (size_t)g->ow;
-    size_t chunk = (CONV_TARGET_COLS + P.ohw - 1) / P.ohw;
-    size_t fit = CONV_MAX_COL_BYTES / ((size_t)P.k * P.ohw * sizeof(float));
+    int cores = omp_get_num_procs();
+    cores = cores < 1 ? 1 : cores > CONV_MAX_WORKERS ? CONV_MAX_WORKERS : cores;
+    P.workers = cores > 1 && g->n >= cores ? cores : 1;
+    size_t target = P.workers > 1 ? CONV_WORKER_COLS : CONV_TARGET_COLS;
+    size_t chunk = P.ohw ? (target + P.ohw - 1) / P.ohw : 1;
+    size_t per = (size_t)P.k * P.ohw * sizeof(float);
+    size_t fit = per ? CONV_MAX_COL_BYTES / P.workers / per : chunk;
+    size_t share = ((size_t)g->n + P.workers - 1) / P.workers; /* keep every worker busy */
     if (chunk > fit) chunk = fit;
-    if (chunk > (size_t)g->n) chunk = (size_t)g->n;
+    if (chunk > share) chunk = share;
     if (chunk < 1) chunk = 1;
     P.chunk = (int)chunk;
     P.direct = P.chunk == 1 && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 &&
                g->pw == 0;
+    size_t cols = (size_t)P.chunk * P.ohw;
+    P.col = P.direct ? 0 : (size_t)P.k * cols;
+    P.tmp = P.chunk > 1 ? (size_t)P.og * cols : 0;
+    P.dw = P.workers > 1 ? (size_t)g->oc * P.k : 0;
     return P;
 }
 
-/* Forward and backward need the same: the column matrix (im2col of x; in
- * backward reused for dcol once dW is done) and, with several images per GEMM,
- * one group's (og, images*ohw) matrix: y before scattering, or gathered dy. */
 size_t nn_cpu_conv2d_workspace(const nn_conv2d_geom *g)
 {
     conv_plan P = conv_plan_make(g);
-    size_t cols = (size_t)P.chunk * P.ohw;
-    size_t floats = P.direct ? 0 : (size_t)P.k * cols;
-    if (P.chunk > 1) floats += (size_t)P.og * cols;
-    return floats * sizeof(float);
+    return ((P.col + P.tmp) * P.workers + P.dw * (P.workers - 1)) * sizeof(float);
 }
 
 /* The outputs i in [*i0, *i1) of n_out whose input index i*s + off lies in [0, len). */
@@ -72,12 +91,13 @@ static void valid_range(int n_out, int s, int off, int len, int *i0, int *i1)
 }
 
 /* col[(c*kh + p)*kw + q][b*ohw + i*ow + j] = x_b[c][i*sh + p - ph][j*sw + q - pw], 0 in the
- * padding, for nb images from x (already at the group's first channel). */
-static void im2col(const nn_conv2d_geom *g, const conv_plan *P, const float *x, int nb, float *col)
+ * padding, for nb images from x (already at the group's first channel). par: may
+ * start threads (false inside a worker). */
+static void im2col(const nn_conv2d_geom *g, const conv_plan *P, const float *x, int nb, float *col, bool par)
 {
     const size_t ld = (size_t)nb * P->ohw, xs = (size_t)g->c * P->hw;
     const int cg = P->cg, ow = g->ow;
-#pragma omp parallel for collapse(2) if ((size_t)P->k * ld > CONV_OMP_MIN)
+#pragma omp parallel for collapse(2) if (par && (size_t)P->k * ld > CONV_OMP_MIN)
     for (int b = 0; b < nb; b++) {
         for (int c = 0; c < cg; c++) {
             const float *xc = x + (size_t)b * xs + (size_t)c * P->hw;
@@ -109,11 +129,12 @@ static void im2col(const nn_conv2d_geom *g, const conv_plan *P, const float *x, 
 
 /* The adjoint of im2col: dx_b[c][...] += col entries, padding dropped. Each
  * (image, channel) plane belongs to one thread, so the += never races. */
-static void col2im_add(const nn_conv2d_geom *g, const conv_plan *P, const float *col, int nb, float *dx)
+static void col2im_add(const nn_conv2d_geom *g, const conv_plan *P, const float *col, int nb, float *dx,
+                       bool par)
 {
     const size_t ld = (size_t)nb * P->ohw, xs = (size_t)g->c * P->hw;
     const int cg = P->cg, ow = g->ow;
-#pragma omp parallel for collapse(2) if ((size_t)P->k * ld > CONV_OMP_MIN)
+#pragma omp parallel for collapse(2) if (par && (size_t)P->k * ld > CONV_OMP_MIN)
     for (int b = 0; b < nb; b++) {
         for (int c = 0; c < cg; c++) {
             float *xc = dx + (size_t)b * xs + (size_t)c * P->hw;
@@ -144,73 +165,147 @@ static void col2im_add(const nn_conv2d_geom *g, const conv_plan *P, const float 
 }
 
 /* Copies nb images' planes of one group (images ys floats apart) to or from
- * the GEMM's (og, nb*ohw) matrix; src_is_mat says which side src is. */
+ * the GEMM's (og, nb*ohw) matrix; src_is_mat says which side src is. With
+ * bias (to the images only), adds bias[o] on the way. */
 static void move_planes(const conv_plan *P, int nb, size_t ys, const float *src, float *dst,
-                        bool src_is_mat)
+                        bool src_is_mat, const float *bias, bool par)
 {
-    const size_t ld = (size_t)nb * P->ohw, bytes = P->ohw * sizeof(float);
+    const size_t ld = (size_t)nb * P->ohw, ohw = P->ohw;
     const int og = P->og;
-#pragma omp parallel for collapse(2) if ((size_t)og * ld > CONV_OMP_MIN)
+#pragma omp parallel for collapse(2) if (par && (size_t)og * ld > CONV_OMP_MIN)
     for (int b = 0; b < nb; b++) {
         for (int o = 0; o < og; o++) {
-            size_t img = (size_t)b * ys + (size_t)o * P->ohw, mat = (size_t)o * ld + (size_t)b * P->ohw;
-            memcpy(dst + (src_is_mat ? img : mat), src + (src_is_mat ? mat : img), bytes);
+            size_t img = (size_t)b * ys + (size_t)o * ohw, mat = (size_t)o * ld + (size_t)b * ohw;
+            float *d = dst + (src_is_mat ? img : mat);
+            const float *sp = src + (src_is_mat ? mat : img);
+            if (bias) {
+                const float bo = bias[o];
+#pragma omp simd
+                for (size_t k = 0; k < ohw; k++) d[k] = sp[k] + bo;
+            } else {
+                memcpy(d, sp, ohw * sizeof(float));
+            }
         }
     }
+}
+
+/* y[n,o] += b[o] for nb images (y at the first image). */
+static void add_bias(const nn_conv2d_geom *g, const conv_plan *P, int nb, const float *b, float *y, bool par)
+{
+    const int oc = g->oc;
+    const size_t ohw = P->ohw;
+#pragma omp parallel for collapse(2) if (par && (size_t)nb * oc * ohw > CONV_OMP_MIN)
+    for (int i = 0; i < nb; i++) {
+        for (int o = 0; o < oc; o++) {
+            float *p = y + ((size_t)i * oc + o) * ohw;
+            const float bo = b[o];
+#pragma omp simd
+            for (size_t k = 0; k < ohw; k++) p[k] += bo;
+        }
+    }
+}
+
+/* Forward of images n0 .. n0+nb-1 with one worker's buffers. */
+static void conv_fwd_chunk(const nn_conv2d_geom *g, const conv_plan *P, const float *x, const float *w,
+                           const float *b, float *y, int n0, int nb, float *col, float *tmp, bool par)
+{
+    const size_t xs = (size_t)g->c * P->hw, ys = (size_t)g->oc * P->ohw;
+    const int ncol = nb * (int)P->ohw;
+    for (int grp = 0; grp < g->groups; grp++) {
+        const float *xg = x + (size_t)n0 * xs + (size_t)grp * P->cg * P->hw;
+        const float *wg = w + (size_t)grp * P->og * P->k;
+        float *yg = y + (size_t)n0 * ys + (size_t)grp * P->og * P->ohw;
+        const float *B = xg;
+        int ldb = (int)P->hw;
+        if (!P->direct) {
+            im2col(g, P, xg, nb, col, par);
+            B = col;
+            ldb = ncol;
+        }
+        if (nb == 1) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P->og, ncol, P->k, 1.0f, wg, P->k, B, ldb,
+                        0.0f, yg, (int)P->ohw);
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P->og, ncol, P->k, 1.0f, wg, P->k, B, ldb,
+                        0.0f, tmp, ncol);
+            move_planes(P, nb, ys, tmp, yg, true, b ? b + (size_t)grp * P->og : NULL, par);
+        }
+    }
+    if (b && nb == 1) add_bias(g, P, nb, b, y + (size_t)n0 * ys, par);
 }
 
 nn_status nn_cpu_conv2d_forward(const nn_conv2d_geom *g, const float *x, const float *w,
                                 const float *b, float *y, void *ws)
 {
     const conv_plan P = conv_plan_make(g);
-    float *col = ws;
-    float *tmp = P.chunk > 1 ? (float *)ws + (size_t)P.k * P.chunk * P.ohw : NULL;
-    const size_t xs = (size_t)g->c * P.hw, ys = (size_t)g->oc * P.ohw;
-    for (int n0 = 0; n0 < g->n; n0 += P.chunk) {
-        const int nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
-        const int ncol = nb * (int)P.ohw;
-        for (int grp = 0; grp < g->groups; grp++) {
-            const float *xg = x + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw;
-            const float *wg = w + (size_t)grp * P.og * P.k;
-            float *yg = y + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw;
-            const float *B = xg;
-            int ldb = (int)P.hw;
-            if (!P.direct) {
-                im2col(g, &P, xg, nb, col);
-                B = col;
-                ldb = ncol;
-            }
-            if (P.chunk == 1) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P.og, ncol, P.k, 1.0f, wg,
-                            P.k, B, ldb, 0.0f, yg, (int)P.ohw);
-            } else {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P.og, ncol, P.k, 1.0f, wg,
-                            P.k, B, ldb, 0.0f, tmp, ncol);
-                move_planes(&P, nb, ys, tmp, yg, true);
+    const int nchunks = (g->n + P.chunk - 1) / P.chunk;
+    if (P.workers > 1) {
+        const int nt = omp_get_max_threads() < P.workers ? omp_get_max_threads() : P.workers;
+#pragma omp parallel num_threads(nt)
+        {
+            float *col = (float *)ws + (size_t)omp_get_thread_num() * (P.col + P.tmp);
+#pragma omp for schedule(static)
+            for (int c = 0; c < nchunks; c++) {
+                const int n0 = c * P.chunk, nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
+                conv_fwd_chunk(g, &P, x, w, b, y, n0, nb, col, col + P.col, false);
             }
         }
-    }
-    if (b) {
-        const int n = g->n, oc = g->oc;
-        const size_t ohw = P.ohw;
-#pragma omp parallel for collapse(2) if ((size_t)n * ys > CONV_OMP_MIN)
-        for (int i = 0; i < n; i++) {
-            for (int o = 0; o < oc; o++) {
-                float *p = y + ((size_t)i * oc + o) * ohw;
-                const float bo = b[o];
-#pragma omp simd
-                for (size_t k = 0; k < ohw; k++) p[k] += bo;
-            }
+    } else {
+        for (int c = 0; c < nchunks; c++) {
+            const int n0 = c * P.chunk, nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
+            conv_fwd_chunk(g, &P, x, w, b, y, n0, nb, (float *)ws, (float *)ws + P.col, true);
         }
     }
     return NN_OK;
+}
+
+/* Backward of images n0 .. n0+nb-1 with one worker's buffers: dw (this
+ * worker's accumulator) += dY col^T, and dx of these images += col2im(W^T dY). */
+static void conv_bwd_chunk(const nn_conv2d_geom *g, const conv_plan *P, const float *x, const float *w,
+                           const float *dy, float *dx, float *dw, int n0, int nb, float *col, float *tmp,
+                           bool par)
+{
+    const size_t xs = (size_t)g->c * P->hw, ys = (size_t)g->oc * P->ohw;
+    const int ncol = nb * (int)P->ohw;
+    for (int grp = 0; grp < g->groups; grp++) {
+        const size_t xoff = (size_t)n0 * xs + (size_t)grp * P->cg * P->hw;
+        const float *wg = w + (size_t)grp * P->og * P->k;
+        const float *dyg = dy + (size_t)n0 * ys + (size_t)grp * P->og * P->ohw;
+        int lddy = (int)P->ohw;
+        if (nb > 1) {
+            move_planes(P, nb, ys, dyg, tmp, false, NULL, par);
+            dyg = tmp;
+            lddy = ncol;
+        }
+        if (dw) { /* dW_g += dY_g col^T */
+            const float *B = x + xoff;
+            int ldb = (int)P->hw;
+            if (!P->direct) {
+                im2col(g, P, x + xoff, nb, col, par);
+                B = col;
+                ldb = ncol;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, P->og, P->k, ncol, 1.0f, dyg, lddy, B, ldb,
+                        1.0f, dw + (size_t)grp * P->og * P->k, P->k);
+        }
+        if (dx) { /* dcol = W_g^T dY_g, then col2im; col is free again after dW */
+            if (P->direct) {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P->k, ncol, P->og, 1.0f, wg, P->k, dyg,
+                            lddy, 1.0f, dx + xoff, (int)P->hw);
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P->k, ncol, P->og, 1.0f, wg, P->k, dyg,
+                            lddy, 0.0f, col, ncol);
+                col2im_add(g, P, col, nb, dx + xoff, par);
+            }
+        }
+    }
 }
 
 nn_status nn_cpu_conv2d_backward(const nn_conv2d_geom *g, const float *x, const float *w,
                                  const float *dy, float *dx, float *dw, float *db, void *ws)
 {
     const conv_plan P = conv_plan_make(g);
-    const size_t xs = (size_t)g->c * P.hw, ys = (size_t)g->oc * P.ohw;
+    const size_t ys = (size_t)g->oc * P.ohw;
     if (db) {
         const int n = g->n, oc = g->oc;
         const size_t ohw = P.ohw;
@@ -229,42 +324,38 @@ nn_status nn_cpu_conv2d_backward(const nn_conv2d_geom *g, const float *x, const 
     }
     if (!dx && !dw) return NN_OK;
 
-    float *col = ws;
-    float *tmp = P.chunk > 1 ? (float *)ws + (size_t)P.k * P.chunk * P.ohw : NULL;
-    for (int n0 = 0; n0 < g->n; n0 += P.chunk) {
-        const int nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
-        const int ncol = nb * (int)P.ohw;
-        for (int grp = 0; grp < g->groups; grp++) {
-            const size_t xoff = (size_t)n0 * xs + (size_t)grp * P.cg * P.hw;
-            const float *wg = w + (size_t)grp * P.og * P.k;
-            const float *dyg = dy + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw;
-            int lddy = (int)P.ohw;
-            if (P.chunk > 1) {
-                move_planes(&P, nb, ys, dyg, tmp, false);
-                dyg = tmp;
-                lddy = ncol;
+    const int nchunks = (g->n + P.chunk - 1) / P.chunk;
+    if (P.workers > 1) {
+        const int nt = omp_get_max_threads() < P.workers ? omp_get_max_threads() : P.workers;
+        /* worker 0 accumulates straight into dw; the others into their own
+         * zeroed copies, added to dw once at the end (in worker order: the
+         * result depends only on the thread count) */
+        float *priv = (float *)ws + (size_t)P.workers * (P.col + P.tmp);
+        const size_t nw = P.dw;
+#pragma omp parallel num_threads(nt)
+        {
+            const int t = omp_get_thread_num();
+            float *col = (float *)ws + (size_t)t * (P.col + P.tmp);
+            float *mydw = dw && t > 0 ? priv + (size_t)(t - 1) * nw : dw;
+            if (dw && t > 0) memset(mydw, 0, nw * sizeof(float));
+#pragma omp for schedule(static)
+            for (int c = 0; c < nchunks; c++) {
+                const int n0 = c * P.chunk, nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
+                conv_bwd_chunk(g, &P, x, w, dy, dx, mydw, n0, nb, col, col + P.col, false);
             }
-            if (dw) { /* dW_g += dY_g col^T */
-                const float *B = x + xoff;
-                int ldb = (int)P.hw;
-                if (!P.direct) {
-                    im2col(g, &P, x + xoff, nb, col);
-                    B = col;
-                    ldb = ncol;
-                }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, P.og, P.k, ncol, 1.0f, dyg,
-                            lddy, B, ldb, 1.0f, dw + (size_t)grp * P.og * P.k, P.k);
-            }
-            if (dx) { /* dcol = W_g^T dY_g, then col2im; col is free again after dW */
-                if (P.direct) {
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P.k, ncol, P.og, 1.0f, wg,
-                                P.k, dyg, lddy, 1.0f, dx + xoff, (int)P.hw);
-                } else {
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P.k, ncol, P.og, 1.0f, wg,
-                                P.k, dyg, lddy, 0.0f, col, ncol);
-                    col2im_add(g, &P, col, nb, dx + xoff);
+            if (dw && nt > 1) {
+#pragma omp for schedule(static)
+                for (size_t i = 0; i < nw; i++) {
+                    float s = 0.0f;
+                    for (int u = 1; u < nt; u++) s += priv[(size_t)(u - 1) * nw + i];
+                    dw[i] += s;
                 }
             }
+        }
+    } else {
+        for (int c = 0; c < nchunks; c++) {
+            const int n0 = c * P.chunk, nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
+            conv_bwd_chunk(g, &P, x, w, dy, dx, dw, n0, nb, (float *)ws, (float *)ws + P.col, true);
         }
     }
     return NN_OK;
