@@ -17,6 +17,7 @@
 #include <stdio.h>
 
 #include "core/status.h"
+#include "core/tensor.h"
 #include "io/png.h"
 
 /* The paper's sizes. */
@@ -182,5 +183,15 @@ long long nn_imgf_loader_failures(const nn_imgf_loader *l);
  * added to. */
 void nn_imgf_score(const float *logits, int n, int views, int classes, const int32_t *labels, long long *top1,
                    long long *top5, double *nll, int *confusion);
+
+/* Runs every batch of the loader's epoch 0 through seq on dev in inference
+ * mode (no graph, dropout off) and fills res (top-1/top-5 correct counts, mean
+ * -log of the view-averaged probability); confusion as in nn_imgf_score.
+ * progress, if not NULL, is called after each batch. (Lives here rather than
+ * in models/evaluate.c only to keep this pipeline in files of its own.) */
+struct nn_seq;
+struct nn_eval_result;
+nn_status nn_imgf_evaluate(struct nn_seq *seq, nn_device dev, nn_imgf_loader *ld, int classes, int *confusion,
+                           struct nn_eval_result *res, void (*progress)(int done, int total, void *user), void *user);
 
 #endif

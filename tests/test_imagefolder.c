@@ -16,6 +16,7 @@
 #include "io/imagefolder.h"
 #include "io/jpeg.h"
 #include "io/png.h"
+#include "models/evaluate.h"
 #include "models/sequential.h"
 #include "optim/optim.h"
 
@@ -674,35 +675,17 @@ static void test_training_learns(void **state)
     nn_ctx_set_training(ctx, false);
     nn_imgf_loader *ls[2] = {vl, tc};
     for (int t = 0; t < 2; t++) {
-        long long top1 = 0, top5 = 0;
-        double nll = 0;
-        int seen = 0, views = nn_imgf_loader_views(ls[t]);
+        nn_eval_result res;
         int conf[NCLS * NCLS] = {0};
-        assert_int_equal(nn_imgf_loader_start(ls[t], 0, 0), NN_OK);
-        for (;;) {
-            const float *x;
-            const int32_t *y;
-            int n;
-            assert_int_equal(nn_imgf_loader_next(ls[t], &x, &y, &n), NN_OK);
-            if (!n) break;
-            int s4[4] = {n * views, 3, C_TEST, C_TEST};
-            nn_tensor *xt = NULL;
-            assert_int_equal(nn_tensor_from(&xt, NN_F32, NN_CPU, 4, s4, x), NN_OK);
-            nn_ctx_reset(ctx);
-            nn_tensor *out = nn_seq_forward(ctx, &seq, xt);
-            assert_non_null(out);
-            float *lg = malloc((size_t)n * views * NCLS * sizeof *lg);
-            assert_non_null(lg);
-            assert_int_equal(nn_tensor_read(out, lg), NN_OK);
-            nn_imgf_score(lg, n, views, NCLS, y, &top1, &top5, &nll, conf);
-            free(lg);
-            nn_tensor_free(xt);
-            seen += n;
-        }
-        assert_int_equal(seen, NCLS * NVAL);
-        assert_int_equal(top5, seen); /* 4 classes */
-        double acc = (double)top1 / seen;
-        printf("val %s: top-1 %.3f, mean nll %.3f\n", t ? "10-crop" : "center", acc, nll / seen);
+        assert_int_equal(nn_imgf_evaluate(&seq, NN_CPU, ls[t], NCLS, conf, &res, NULL, NULL), NN_OK);
+        assert_int_equal(res.n, NCLS * NVAL);
+        assert_int_equal(res.top5, res.n); /* 4 classes */
+        int diag = 0, all = 0;
+        for (int k = 0; k < NCLS * NCLS; k++) all += conf[k], diag += k % (NCLS + 1) == 0 ? conf[k] : 0;
+        assert_int_equal(all, res.n);
+        assert_int_equal(diag, res.top1);
+        double acc = (double)res.top1 / res.n;
+        printf("val %s: top-1 %.3f, mean nll %.3f\n", t ? "10-crop" : "center", acc, res.loss);
         assert_true(acc >= 0.85); /* chance: 0.25 */
     }
     nn_tensor_free(xb);
