@@ -301,3 +301,13 @@ nn_status nn_loader_next(nn_loader *l, const float **x, const int32_t **y, int *
     pthread_mutex_unlock(&l->mu);
     return NN_OK;
 }
+
+static nn_status src_start(void *l, int epoch, int first) { return nn_loader_start(l, epoch, first); }
+
+static nn_status src_next(void *l, const float **x, const int32_t **y, int *n) { return nn_loader_next(l, x, y, n); }
+
+nn_batch_source nn_loader_source(nn_loader *l)
+{
+    nn_batch_source s = {l, 1, l->nbatches, src_start, src_next};
+    return s;
+}

@@ -53,6 +53,19 @@ nn_status nn_loader_start(nn_loader *l, int epoch, int first);
  * next call; *n == 0 at the end of the epoch. */
 nn_status nn_loader_next(nn_loader *l, const float **x, const int32_t **y, int *n);
 
+/* Any loader seen through one interface (Fashion-MNIST's, the image
+ * folders'), so training and evaluation need not know which: x holds
+ * n * views images (views > 1 for multi-crop evaluation), y n labels. */
+typedef struct nn_batch_source {
+    void *impl;
+    int views;
+    int batches;
+    nn_status (*start)(void *impl, int epoch, int first);
+    nn_status (*next)(void *impl, const float **x, const int32_t **y, int *n);
+} nn_batch_source;
+
+nn_batch_source nn_loader_source(nn_loader *l);
+
 /* Bilinear resize of one channel (half-pixel centers, as PyTorch's
  * align_corners=False), bytes in, floats in [0, 255] out. */
 void nn_resize_bilinear(const uint8_t *src, int sh, int sw, float *dst, int dh, int dw);

@@ -18,7 +18,6 @@
 #include "core/philox.h"
 #include "core/rng.h"
 #include "io/jpeg.h"
-#include "models/evaluate.h"
 
 #define CACHE_MAGIC "CNVIMGF1"
 #define AUG_KEY 0x1A6EF01Dull
@@ -1140,82 +1139,15 @@ nn_status nn_imgf_loader_next(nn_imgf_loader *l, const float **x, const int32_t 
 
 /* ---- scoring --------------------------------------------------------------- */
 
-void nn_imgf_score(const float *logits, int n, int views, int classes, const int32_t *labels, long long *top1,
-                   long long *top5, double *nll, int *confusion)
+static nn_status src_start(void *l, int epoch, int first) { return nn_imgf_loader_start(l, epoch, first); }
+
+static nn_status src_next(void *l, const float **x, const int32_t **y, int *n)
 {
-    double *p = malloc((size_t)classes * sizeof *p);
-    if (!p) return;
-    for (int i = 0; i < n; i++) {
-        for (int k = 0; k < classes; k++) p[k] = 0;
-        for (int v = 0; v < views; v++) {
-            const float *z = logits + ((size_t)i * views + v) * classes;
-            double mx = z[0], sum = 0;
-            for (int k = 1; k < classes; k++) mx = z[k] > mx ? z[k] : mx;
-            for (int k = 0; k < classes; k++) sum += exp((double)z[k] - mx);
-            for (int k = 0; k < classes; k++) p[k] += exp((double)z[k] - mx) / sum / views;
-        }
-        int lab = labels[i], rank = 0, pred = 0;
-        for (int k = 0; k < classes; k++) {
-            if (p[k] > p[lab] || (p[k] == p[lab] && k < lab)) rank++;
-            if (p[k] > p[pred]) pred = k;
-        }
-        if (top1) *top1 += rank == 0;
-        if (top5) *top5 += rank < 5;
-        if (nll) *nll += -log(p[lab] > 1e-300 ? p[lab] : 1e-300);
-        if (confusion) confusion[lab * classes + pred]++;
-    }
-    free(p);
+    return nn_imgf_loader_next(l, x, y, n);
 }
 
-nn_status nn_imgf_evaluate(nn_seq *seq, nn_device dev, nn_imgf_loader *ld, int classes, int *confusion,
-                           nn_eval_result *res, void (*progress)(int, int, void *), void *user)
+nn_batch_source nn_imgf_loader_source(nn_imgf_loader *l)
 {
-    memset(res, 0, sizeof *res);
-    nn_ctx *ctx = nn_ctx_new();
-    if (!ctx) return nn_error(NN_E_NOMEM, "evaluate: out of memory");
-    nn_ctx_set_grad(ctx, false);
-    nn_ctx_set_training(ctx, false);
-    int views = nn_imgf_loader_views(ld), total = nn_imgf_loader_batches(ld);
-    long long top1 = 0, top5 = 0;
-    double nll = 0;
-    float *logits = NULL;
-    nn_tensor *x = NULL;
-    nn_status s = nn_imgf_loader_start(ld, 0, 0);
-    for (int b = 0; s == NN_OK; b++) {
-        const float *hx;
-        const int32_t *hy;
-        int n;
-        if ((s = nn_imgf_loader_next(ld, &hx, &hy, &n)) != NN_OK || n == 0) break;
-        int xs[4] = {n * views, seq->in_c, seq->in_h, seq->in_w};
-        nn_tensor_free(x);
-        x = NULL;
-        if ((s = nn_tensor_from(&x, NN_F32, dev, 4, xs, hx)) != NN_OK) break;
-        nn_ctx_reset(ctx);
-        nn_tensor *out = nn_seq_forward(ctx, seq, x);
-        if (!out) {
-            s = nn_error(nn_ctx_status(ctx), "%s", nn_ctx_errmsg(ctx));
-            break;
-        }
-        if (out->ndim != 2 || out->shape[1] != classes) {
-            s = nn_error(NN_E_SHAPE, "evaluate: the model's output is not (N, %d)", classes);
-            break;
-        }
-        float *l2 = realloc(logits, (size_t)n * views * classes * sizeof *logits);
-        if (!l2) {
-            s = nn_error(NN_E_NOMEM, "evaluate: out of memory");
-            break;
-        }
-        logits = l2;
-        if ((s = nn_tensor_read(out, logits)) != NN_OK) break;
-        nn_imgf_score(logits, n, views, classes, hy, &top1, &top5, &nll, confusion);
-        res->n += n;
-        if (progress) progress(b + 1, total, user);
-    }
-    res->top1 = (int)top1;
-    res->top5 = (int)top5;
-    res->loss = res->n ? nll / res->n : 0;
-    free(logits);
-    nn_tensor_free(x);
-    nn_ctx_free(ctx);
+    nn_batch_source s = {l, nn_imgf_loader_views(l), nn_imgf_loader_batches(l), src_start, src_next};
     return s;
 }

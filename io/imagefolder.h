@@ -18,6 +18,7 @@
 
 #include "core/status.h"
 #include "core/tensor.h"
+#include "io/dataset.h"
 #include "io/png.h"
 
 /* The paper's sizes. */
@@ -176,22 +177,8 @@ long long nn_imgf_loader_failures(const nn_imgf_loader *l);
 
 /* ---- scoring ---- */
 
-/* Top-k bookkeeping for multi-view evaluation: logits (n * views, classes),
- * image-major. For each image the softmax is averaged over its views; adds
- * to *top1 / *top5 (correct counts) and *nll (sum of -log mean-probability of
- * the label); confusion (classes x classes, row: true class), if not NULL, is
- * added to. */
-void nn_imgf_score(const float *logits, int n, int views, int classes, const int32_t *labels, long long *top1,
-                   long long *top5, double *nll, int *confusion);
-
-/* Runs every batch of the loader's epoch 0 through seq on dev in inference
- * mode (no graph, dropout off) and fills res (top-1/top-5 correct counts, mean
- * -log of the view-averaged probability); confusion as in nn_imgf_score.
- * progress, if not NULL, is called after each batch. (Lives here rather than
- * in models/evaluate.c only to keep this pipeline in files of its own.) */
-struct nn_seq;
-struct nn_eval_result;
-nn_status nn_imgf_evaluate(struct nn_seq *seq, nn_device dev, nn_imgf_loader *ld, int classes, int *confusion,
-                           struct nn_eval_result *res, void (*progress)(int done, int total, void *user), void *user);
+/* The loader as a generic batch source (io/dataset.h), for training and for
+ * nn_evaluate (models/evaluate.h), which averages the softmax over the views. */
+nn_batch_source nn_imgf_loader_source(nn_imgf_loader *l);
 
 #endif

@@ -677,7 +677,8 @@ static void test_training_learns(void **state)
     for (int t = 0; t < 2; t++) {
         nn_eval_result res;
         int conf[NCLS * NCLS] = {0};
-        assert_int_equal(nn_imgf_evaluate(&seq, NN_CPU, ls[t], NCLS, conf, &res, NULL, NULL), NN_OK);
+        nn_batch_source src = nn_imgf_loader_source(ls[t]);
+        assert_int_equal(nn_evaluate(&seq, NN_CPU, &src, NCLS, conf, &res, NULL, NULL), NN_OK);
         assert_int_equal(res.n, NCLS * NVAL);
         assert_int_equal(res.top5, res.n); /* 4 classes */
         int diag = 0, all = 0;
@@ -700,7 +701,7 @@ static void test_training_learns(void **state)
     nn_imgf_free(tr);
 }
 
-/* nn_imgf_score on hand-made logits: the softmax is averaged over views. */
+/* nn_score on hand-made logits: the softmax is averaged over views. */
 static void test_score(void **state)
 {
     (void)state;
@@ -711,7 +712,7 @@ static void test_score(void **state)
     long long t1 = 0, t5 = 0;
     double nll = 0;
     int conf[9] = {0};
-    nn_imgf_score(&lg[0][0], 2, 2, 3, lab, &t1, &t5, &nll, conf);
+    nn_score(&lg[0][0], 2, 2, 3, lab, &t1, &t5, &nll, conf);
     assert_int_equal(t1, 1);
     assert_int_equal(t5, 2);
     assert_int_equal(conf[1 * 3 + 0], 1);

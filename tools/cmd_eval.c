@@ -158,7 +158,8 @@ int cmd_eval(int argc, char **argv)
     fflush(stdout);
     nn_eval_result res;
     /* progress only where someone watches: not in logs and test output */
-    if (nn_evaluate(&seq, dev, ld, ds.classes, conf, &res, isatty(2) ? progress : NULL, NULL) != NN_OK) {
+    nn_batch_source src = nn_loader_source(ld);
+    if (nn_evaluate(&seq, dev, &src, ds.classes, conf, &res, isatty(2) ? progress : NULL, NULL) != NN_OK) {
         if (isatty(2)) fprintf(stderr, "\n");
         lib_fail("eval");
         goto done;

@@ -358,7 +358,8 @@ int cmd_train(int argc, char **argv)
         if (tty) fputc('\n', stderr);
         double train_time = now() - t0;
         nn_eval_result ev;
-        if (nn_evaluate(&seq, dev, vl, cfg.classes, NULL, &ev, NULL, NULL) != NN_OK) goto fail;
+        nn_batch_source vs = nn_loader_source(vl);
+        if (nn_evaluate(&seq, dev, &vs, cfg.classes, NULL, &ev, NULL, NULL) != NN_OK) goto fail;
         float acc = ev.n ? (float)ev.top1 / (float)ev.n : 0.0f;
         float old_lr = st.sched.lr;
         nn_optim_set_lr(opt, nn_schedule_epoch_end(&st.sched, st.epoch + 1, acc));
