@@ -35,10 +35,14 @@ static const char *fz_write_temp(const uint8_t *data, size_t size)
 }
 
 /* Every failure must come back as a status with a message naming the file
- * (STYLE.md rule 3): anything else is a finding, reported as a crash. */
+ * (STYLE.md rule 3): anything else is a finding, reported as a crash.
+ * CONVNET_FUZZ_NO_MSG_CHECK=1 turns the message check off, to fuzz past a
+ * known message bug until it is fixed. */
 static void fz_check_error(nn_status s, const char *path, const char *what)
 {
-    if (s == NN_OK) return;
+    static int skip = -1;
+    if (skip < 0) skip = getenv("CONVNET_FUZZ_NO_MSG_CHECK") != NULL;
+    if (s == NN_OK || skip) return;
     const char *msg = nn_errmsg();
     if (!msg || !*msg) {
         fprintf(stderr, "fuzz: %s failed with status %d (%s) but left no message\n", what, (int)s,
