@@ -59,6 +59,7 @@ static nn_status fill_writer(nn_st_writer *w, const nn_model_config *cfg, const 
         NN_TRY(meta_u(w, "train.epochs", (uint64_t)st->epochs));
         NN_TRY(meta_u(w, "train.limit", (uint64_t)st->limit));
         NN_TRY(meta_u(w, "train.augment", st->augment));
+        NN_TRY(nn_st_writer_meta(w, "data.classes", st->classes));
         NN_TRY(meta_f(w, "train.best_acc", st->best_acc));
         NN_TRY(nn_st_writer_meta(w, "optim.kind", nn_optim_kind_name(st->optim.kind)));
         NN_TRY(meta_f(w, "optim.lr", st->optim.lr));
@@ -151,6 +152,10 @@ static nn_status read_state(const nn_st_file *f, nn_train_state *st)
     NN_TRY(get_i(f, "train.limit", &st->limit));
     NN_TRY(get_u(f, "train.augment", &u));
     st->augment = u != 0;
+    NN_TRY(get(f, "data.classes", &v));
+    if (strlen(v) >= sizeof st->classes)
+        return nn_error(NN_E_FORMAT, "%s: checkpoint metadata data.classes is too long", nn_st_path(f));
+    strcpy(st->classes, v);
     NN_TRY(get_f(f, "train.best_acc", &st->best_acc));
     NN_TRY(get(f, "optim.kind", &v));
     NN_TRY(nn_optim_parse_kind(v, &st->optim.kind));

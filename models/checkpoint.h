@@ -24,6 +24,7 @@ typedef struct nn_train_state {
     int batch_size, epochs;
     int limit;           /* training images used (0: all): the data order depends on it */
     bool augment;
+    char classes[16384]; /* class names, newline-separated ("" if unknown) */
     float best_acc;
 } nn_train_state;
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "io/dataset.h"
+#include "io/png.h"
 #include "io/safetensors.h"
 #include "testutil.h"
 
@@ -166,6 +167,59 @@ static void test_corrupt_checkpoint(void **state)
     assert_int_not_equal(access(bad, F_OK), 0);
 }
 
+/* An image folder of two colour classes (PNG, odd sizes), plus a broken file. */
+static void make_folder(const char *root)
+{
+    const char *split[2] = {"train", "val"}, *cls[2] = {"blue", "red"};
+    char p[1024];
+    for (int s = 0; s < 2; s++)
+        for (int c = 0; c < 2; c++) {
+            snprintf(p, sizeof p, "mkdir -p %s/%s/%s", root, split[s], cls[c]);
+            assert_int_equal(system(p), 0);
+            for (int i = 0; i < (s ? 8 : 32); i++) {
+                int w = 40 + 3 * i, h = 30 + 2 * (i % 5);
+                uint8_t *px = malloc((size_t)w * h * 3);
+                nn_rng r = nn_rng_make((uint64_t)(s * 1000 + c * 100 + i));
+                for (int k = 0; k < w * h; k++) {
+                    int noise = (int)nn_rng_below(&r, 60);
+                    px[3 * k + 0] = (uint8_t)(c ? 150 + noise : noise);
+                    px[3 * k + 1] = (uint8_t)(60 + noise);
+                    px[3 * k + 2] = (uint8_t)(c ? noise : 150 + noise);
+                }
+                snprintf(p, sizeof p, "%s/%s/%s/%03d.png", root, split[s], cls[c], i);
+                assert_int_equal(nn_png_write_rgb(p, w, h, px), NN_OK);
+                free(px);
+            }
+        }
+    snprintf(p, sizeof p, "echo 'not a picture' > %s/train/red/broken.png", root);
+    assert_int_equal(system(p), 0);
+}
+
+static void test_image_folder_train_and_ten_crop(void **state)
+{
+    (void)state;
+    char out[16384], dir[512];
+    snprintf(dir, sizeof dir, "%s/folder", g_tmp);
+    make_folder(dir);
+    int rc = run(out, sizeof out,
+                 "%s train --data %s --size 64 --width 0.125 --fc 32 --batch 16 --epochs 3 --quiet --threads 2 "
+                 "--checkpoint-dir %s/fck",
+                 g_bin, dir, g_tmp);
+    if (rc) fail_msg("train on a folder failed (%d):\n%s", rc, out);
+    assert_non_null(strstr(out, "2 classes"));
+    assert_non_null(strstr(out, "broken.png")); /* reported by name, skipped */
+    rc = run(out, sizeof out, "%s eval --checkpoint %s/fck/last.safetensors --data %s --ten-crop", g_bin, g_tmp, dir);
+    if (rc) fail_msg("eval --ten-crop failed (%d):\n%s", rc, out);
+    assert_non_null(strstr(out, "10 views"));
+    assert_non_null(strstr(out, "red"));
+    const char *p = strstr(out, "top-1 accuracy: ");
+    assert_non_null(p);
+    double acc = atof(p + 16);
+    if (acc < 0.9) fail_msg("two colour classes, 10-crop top-1 %.3f:\n%s", acc, out);
+    /* --ten-crop on Fashion-MNIST is a usage error */
+    assert_int_equal(run(out, sizeof out, "%s eval --checkpoint %s/fck/last.safetensors --ten-crop", g_bin, g_tmp), 2);
+}
+
 static void test_bad_flags(void **state)
 {
     (void)state;
@@ -188,6 +242,7 @@ int main(void)
         cmocka_unit_test(test_lenet_learns),
         cmocka_unit_test(test_resume_is_exact),
         cmocka_unit_test(test_corrupt_checkpoint),
+        cmocka_unit_test(test_image_folder_train_and_ten_crop),
         cmocka_unit_test(test_bad_flags),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "data.h"
 #include "core/backend.h"
 #include "io/dataset.h"
 #include "io/png.h"
@@ -65,24 +66,27 @@ static void progress(int done, int total, void *user)
     if (done == total) fprintf(stderr, "\n");
 }
 
-static void print_report(const nn_dataset *ds, const nn_eval_result *res, const int *conf)
+static void print_report(const cli_data *d, const nn_eval_result *res, const int *conf)
 {
-    int K = ds->classes;
-    printf("top-1 accuracy: %.4f (%d/%d)\n", (double)res->top1 / res->n, res->top1, res->n);
-    printf("top-5 accuracy: %.4f (%d/%d)\n", (double)res->top5 / res->n, res->top5, res->n);
+    int K = d->classes;
+    printf("top-1 accuracy: %.4f (%d/%d), error %.4f\n", (double)res->top1 / res->n, res->top1, res->n,
+           1.0 - (double)res->top1 / res->n);
+    printf("top-5 accuracy: %.4f (%d/%d), error %.4f\n", (double)res->top5 / res->n, res->top5, res->n,
+           1.0 - (double)res->top5 / res->n);
     printf("mean cross-entropy: %.4f\n\nper-class accuracy:\n", res->loss);
     for (int t = 0; t < K; t++) {
         int n = 0;
         for (int p = 0; p < K; p++) n += conf[t * K + p];
-        printf("  %d %-12s %.4f (%d/%d)\n", t, ds->class_names[t], n ? (double)conf[t * K + t] / n : 0.0,
+        printf("  %d %-12s %.4f (%d/%d)\n", t, d->class_names[t], n ? (double)conf[t * K + t] / n : 0.0,
                conf[t * K + t], n);
     }
+    if (K > 40) return; /* a matrix that wide helps nobody on a terminal */
     printf("\nconfusion matrix (rows: true class, columns: predicted class, numbered as the rows):\n");
     printf("  %-14s", "");
     for (int p = 0; p < K; p++) printf(" %5d", p);
     printf("\n");
     for (int t = 0; t < K; t++) {
-        printf("  %d %-12s", t, ds->class_names[t]);
+        printf("  %d %-12s", t, d->class_names[t]);
         for (int p = 0; p < K; p++) printf(" %5d", conf[t * K + p]);
         printf("\n");
     }
@@ -92,86 +96,89 @@ int cmd_eval(int argc, char **argv)
 {
     const char *ckpt = NULL, *data = NULL, *device = "cpu";
     int batch = 128;
+    bool ten_crop = false;
     const cli_opt opts[] = {
         {"checkpoint", CLI_STR, &ckpt, "FILE", "the checkpoint to evaluate (required)"},
-        {"data", CLI_STR, &data, "DIR", "Fashion-MNIST folder (default " NN_FMNIST_DEFAULT_DIR ")"},
+        {"data", CLI_STR, &data, "DIR", "Fashion-MNIST folder (default " NN_FMNIST_DEFAULT_DIR "), or an image folder with train/ and val/"},
+        {"ten-crop", CLI_BOOL, &ten_crop, NULL, "image folders: average the softmax over the paper's 10 views"},
         {"device", CLI_STR, &device, "D", "cpu (default) or cuda"},
         {"batch", CLI_INT, &batch, "B", "images per forward pass (default 128)"},
     };
-    int r = cli_parse("eval", "--checkpoint FILE [--data DIR] [--device D] [--batch B]",
+    int r = cli_parse("eval", "--checkpoint FILE [--data DIR] [--ten-crop] [--device D] [--batch B]",
                       "Evaluates a checkpoint on the Fashion-MNIST test set (10,000 images, resized to\n"
                       "the model's input size and normalized with the checkpoint's training mean and\n"
-                      "std): top-1 and top-5 accuracy, per-class accuracy and the confusion matrix.",
+                      "std), or on DIR/val of an image folder (short side resized, center crop, the\n"
+                      "training set's mean image; --ten-crop: four corners, center and their reflections,\n"
+                      "softmax averaged): top-1 and top-5 accuracy and error, per-class accuracy and the\n"
+                      "confusion matrix.",
                       opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
     if (r == CLI_HELP) return 0;
     if (r != CLI_OK) return r;
     if (!ckpt) return cli_fail("eval", "--checkpoint is required");
     if (batch < 1 || batch > 65536) return cli_fail("eval", "--batch must be in [1, 65536], got %d", batch);
+    if (ten_crop && !cli_data_is_folder(data))
+        return cli_fail("eval", "--ten-crop needs an image folder (--data DIR with DIR/train and DIR/val)");
     nn_device dev;
     if ((r = parse_device("eval", device, &dev)) != CLI_OK) return r;
 
     nn_model_config cfg;
-    nn_train_state st;
+    static nn_train_state st;
     bool have_stats = nn_checkpoint_read_config(ckpt, &cfg, &st) == NN_OK;
     if (!have_stats && nn_checkpoint_read_config(ckpt, &cfg, NULL) != NN_OK) return lib_fail("eval");
 
-    nn_dataset ds;
-    if (nn_fmnist_load(data, false, &ds) != NN_OK) return lib_fail("eval");
+    cli_data d;
+    cli_data_opts dopt = {.dir = data, .batch = batch, .eval_batch = batch, .size = cfg.in_size,
+                          .ten_crop = ten_crop, .mean = have_stats ? st.mean : 0, .std = have_stats ? st.std : 0,
+                          .classes = have_stats && st.classes[0] ? st.classes : NULL};
+    if (cli_data_open(&d, &dopt) != NN_OK) return lib_fail("eval");
     int status = 1;
-    nn_seq seq;
-    nn_loader *ld = NULL;
+    nn_seq seq = {0};
     int *conf = NULL;
-    if (cfg.in_channels != ds.c) {
+    if (cfg.in_channels != d.channels) {
         fprintf(stderr, "convnet eval: %s: the model takes %d input channels, the data set has %d\n", ckpt,
-                cfg.in_channels, ds.c);
-        goto done_ds;
+                cfg.in_channels, d.channels);
+        goto done;
     }
-    if (cfg.classes != ds.classes) {
+    if (cfg.classes != d.classes) {
         fprintf(stderr, "convnet eval: %s: the model has %d classes, the data set %d\n", ckpt, cfg.classes,
-                ds.classes);
-        goto done_ds;
+                d.classes);
+        goto done;
     }
-    if (!have_stats) {
-        nn_dataset_stats(&ds, &st.mean, &st.std);
-        fprintf(stderr, "convnet eval: %s holds no training state: normalizing with the test set's own mean %.4f "
-                        "and std %.4f\n", ckpt, (double)st.mean, (double)st.std);
-    }
+    if (!have_stats && !d.folder)
+        fprintf(stderr, "convnet eval: %s holds no training state: normalizing with the training set's mean %.4f "
+                        "and std %.4f\n", ckpt, (double)d.mean, (double)d.std);
     if (load_model(ckpt, dev, &cfg, &seq) != NN_OK) {
         lib_fail("eval");
-        goto done_ds;
+        goto done;
     }
-    nn_loader_config lc = {.batch = batch, .size = cfg.in_size, .mean = st.mean, .std = st.std};
-    conf = calloc((size_t)ds.classes * ds.classes, sizeof *conf);
+    conf = calloc((size_t)d.classes * d.classes, sizeof *conf);
     if (!conf) {
         nn_error(NN_E_NOMEM, "out of memory");
         lib_fail("eval");
         goto done;
     }
-    if (nn_loader_new(&ld, &ds, &lc) != NN_OK) {
-        lib_fail("eval");
-        goto done;
-    }
     printf("checkpoint: %s (%s, input %dx%dx%d, %d classes)\n", ckpt, cfg.arch, cfg.in_channels, cfg.in_size,
            cfg.in_size, cfg.classes);
-    printf("test set: %d images from %s, normalized with mean %.4f std %.4f, on %s\n", ds.n,
-           data ? data : NN_FMNIST_DEFAULT_DIR, (double)st.mean, (double)st.std, nn_device_name(dev));
+    if (d.folder)
+        printf("validation set: %d images from %s/val, %s, on %s\n", d.ntest, data,
+               ten_crop ? "10 views each (corners, center, reflections)" : "center crops", nn_device_name(dev));
+    else
+        printf("test set: %d images from %s, normalized with mean %.4f std %.4f, on %s\n", d.ntest,
+               data ? data : NN_FMNIST_DEFAULT_DIR, (double)d.mean, (double)d.std, nn_device_name(dev));
     fflush(stdout);
     nn_eval_result res;
     /* progress only where someone watches: not in logs and test output */
-    nn_batch_source src = nn_loader_source(ld);
-    if (nn_evaluate(&seq, dev, &src, ds.classes, conf, &res, isatty(2) ? progress : NULL, NULL) != NN_OK) {
+    if (nn_evaluate(&seq, dev, &d.test_src, d.classes, conf, &res, isatty(2) ? progress : NULL, NULL) != NN_OK) {
         if (isatty(2)) fprintf(stderr, "\n");
         lib_fail("eval");
         goto done;
     }
-    print_report(&ds, &res, conf);
+    print_report(&d, &res, conf);
     status = 0;
 done:
-    nn_loader_free(ld);
     free(conf);
     nn_seq_free(&seq);
-done_ds:
-    nn_dataset_free(&ds);
+    cli_data_close(&d);
     return status;
 }
 

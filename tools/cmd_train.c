@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "data.h"
 #include "core/backend.h"
 #include "io/dataset.h"
 #include "models/checkpoint.h"
@@ -178,26 +179,38 @@ int cmd_train(int argc, char **argv)
     omp_set_num_threads(threads);
 
     /* ---- data ---- */
-    nn_dataset train = {0}, test = {0};
     int rc = 1;
     nn_seq seq = {0};
     nn_optim *opt = NULL;
-    nn_loader *tl = NULL, *vl = NULL;
     nn_ctx *ctx = NULL;
     nn_tensor *xb = NULL, *yb = NULL;
     float *logits = NULL;
-    if (nn_fmnist_load(o.data, true, &train) != NN_OK || nn_fmnist_load(o.data, false, &test) != NN_OK) {
-        fprintf(stderr, "convnet train: %s\n(install the data with 'apt-get install dataset-fashion-mnist' or pass --data DIR)\n",
-                nn_errmsg());
-        goto out;
+    cli_data data;
+    cli_data_opts dopt = {.dir = o.data, .train = true, .batch = st.batch_size, .eval_batch = 256,
+                          .size = cfg.in_size, .augment = st.augment, .seed = st.seed, .limit = st.limit,
+                          .test_limit = o.test_limit, .mean = st.mean, .std = o.resume ? st.std : 0,
+                          .classes = o.resume && st.classes[0] ? st.classes : NULL};
+    if (cli_data_open(&data, &dopt) != NN_OK) {
+        fprintf(stderr, "convnet train: %s\n", nn_errmsg());
+        if (!o.data)
+            fprintf(stderr, "(install the data with 'apt-get install dataset-fashion-mnist' or pass --data DIR)\n");
+        return 1;
     }
-    if (st.limit && st.limit < train.n) train.n = st.limit;
-    if (o.test_limit && o.test_limit < test.n) test.n = o.test_limit;
-    if (cfg.in_channels != train.c) {
-        fprintf(stderr, "convnet train: the model takes %d input channels but the data has %d\n", cfg.in_channels, train.c);
-        goto out;
+    if (!o.resume) {
+        st.mean = data.mean;
+        st.std = data.std;
+        snprintf(st.classes, sizeof st.classes, "%s", data.classes_joined);
+        if (data.folder) { /* the model follows the data: RGB, its classes */
+            cfg.in_channels = data.channels;
+            cfg.classes = data.classes;
+        }
     }
-    if (!o.resume) nn_dataset_stats(&train, &st.mean, &st.std);
+    if (cfg.in_channels != data.channels || cfg.classes != data.classes) {
+        fprintf(stderr, "convnet train: the model takes %d channels and %d classes, the data has %d and %d\n",
+                cfg.in_channels, cfg.classes, data.channels, data.classes);
+        cli_data_close(&data);
+        return 1;
+    }
 
     /* ---- model and optimizer ---- */
     nn_rng init_rng = nn_rng_make(st.seed);
@@ -208,13 +221,7 @@ int cmd_train(int argc, char **argv)
         nn_optim_set_lr(opt, st.sched.lr);
     }
 
-    nn_loader_config lc = {.batch = st.batch_size, .size = cfg.in_size, .shuffle = true, .augment = st.augment,
-                           .drop_last = true, .mean = st.mean, .std = st.std, .seed = st.seed};
-    if (nn_loader_new(&tl, &train, &lc) != NN_OK) goto fail;
-    lc.shuffle = lc.augment = lc.drop_last = false;
-    lc.batch = 256;
-    if (nn_loader_new(&vl, &test, &lc) != NN_OK) goto fail;
-    int nb = nn_loader_batches(tl);
+    int nb = data.train_src.batches;
     if (st.batch >= nb) st.batch = nb; /* a checkpoint from a run with a larger limit */
     int xs[4] = {st.batch_size, cfg.in_channels, cfg.in_size, cfg.in_size}, ys[1] = {st.batch_size};
     if (nn_tensor_new(&xb, NN_F32, dev, 4, xs) != NN_OK || nn_tensor_new(&yb, NN_I32, dev, 1, ys) != NN_OK) goto fail;
@@ -231,8 +238,12 @@ int cmd_train(int argc, char **argv)
            nn_init_name(cfg.init), nn_seq_params(&seq), (double)nn_seq_macs(&seq) / 1e6);
     if (strcmp(cfg.arch, "alexnet") == 0 && (cfg.in_size != 224 || cfg.width != 1.0f || cfg.fc != 4096))
         printf("  (the paper-size AlexNet: convnet train --size 224 --width 1 --fc 4096)\n");
-    printf("data: %d training, %d test images, normalized with mean %.4f std %.4f%s\n", train.n, test.n,
-           (double)st.mean, (double)st.std, st.augment ? "; random shifts and flips" : "");
+    if (data.folder)
+        printf("data: %s: %d training, %d validation images, %d classes; %s\n", o.data, data.ntrain, data.ntest,
+               data.classes, st.augment ? "random crops, flips and PCA lighting" : "center crops");
+    else
+        printf("data: %d training, %d test images, normalized with mean %.4f std %.4f%s\n", data.ntrain, data.ntest,
+               (double)st.mean, (double)st.std, st.augment ? "; random shifts and flips" : "");
     printf("training: %s, lr %g, %s schedule, batch %d, %d epochs, seed %llu, on %s with %d threads\n",
            nn_optim_kind_name(st.optim.kind), (double)st.sched.lr, nn_sched_kind_name(st.sched.kind), st.batch_size,
            st.epochs, (unsigned long long)st.seed, nn_device_name(dev), threads);
@@ -269,14 +280,14 @@ int cmd_train(int argc, char **argv)
     int64_t first_step = st.step;
 
     for (; st.epoch < st.epochs; st.epoch++, st.batch = 0) {
-        if (nn_loader_start(tl, st.epoch, st.batch) != NN_OK) goto fail;
+        if (data.train_src.start(data.train_src.impl, st.epoch, st.batch) != NN_OK) goto fail;
         double t0 = now(), last_print = 0, loss_sum = 0;
         int seen = 0, correct = 0, first = st.batch;
         for (;;) {
             const float *hx;
             const int32_t *hy;
             int n;
-            if (nn_loader_next(tl, &hx, &hy, &n) != NN_OK) goto fail;
+            if (data.train_src.next(data.train_src.impl, &hx, &hy, &n) != NN_OK) goto fail;
             if (n == 0) break;
             nn_optim_set_lr(opt, nn_schedule_step(&st.sched, st.step, (int64_t)st.epochs * nb));
             if (nn_tensor_write(xb, hx) != NN_OK || nn_tensor_write(yb, hy) != NN_OK) goto fail;
@@ -358,8 +369,7 @@ int cmd_train(int argc, char **argv)
         if (tty) fputc('\n', stderr);
         double train_time = now() - t0;
         nn_eval_result ev;
-        nn_batch_source vs = nn_loader_source(vl);
-        if (nn_evaluate(&seq, dev, &vs, cfg.classes, NULL, &ev, NULL, NULL) != NN_OK) goto fail;
+        if (nn_evaluate(&seq, dev, &data.test_src, cfg.classes, NULL, &ev, NULL, NULL) != NN_OK) goto fail;
         float acc = ev.n ? (float)ev.top1 / (float)ev.n : 0.0f;
         float old_lr = st.sched.lr;
         nn_optim_set_lr(opt, nn_schedule_epoch_end(&st.sched, st.epoch + 1, acc));
@@ -400,11 +410,8 @@ out:
     nn_tensor_free(xb);
     nn_tensor_free(yb);
     nn_ctx_free(ctx);
-    nn_loader_free(tl);
-    nn_loader_free(vl);
     nn_optim_free(opt);
     nn_seq_free(&seq);
-    nn_dataset_free(&train);
-    nn_dataset_free(&test);
+    cli_data_close(&data);
     return rc;
 }
