@@ -13,6 +13,7 @@
 #include "ops.h"
 
 #define POOL_PAR_MIN 16384 /* output elements below which threads do not pay */
+#define POOL_ROW 64         /* outputs of a row handled together on the stack */
 
 /* The shape rules the kernels rely on (the op enforces them with messages; the
  * kernel re-checks because the backend table is callable directly). */
@@ -26,12 +27,54 @@ static bool pool_geom_ok(const nn_pool_geom *g)
            (long long)g->h * g->w <= INT32_MAX;
 }
 
+/* One output row of a plane whose windows lie wholly inside (no padding
+ * reaches them): the window positions are visited in the same row-major
+ * order as the general loop, each as a branchless pass over the row's
+ * outputs, so the compiler can keep best/index in registers and vectorize. */
+static void pool_row_inside(const nn_pool_geom *g, const float *xp, int i, float *yr, int32_t *ar)
+{
+    const int W = g->w, OW = g->ow, sw = g->sw, h0 = i * g->sh - g->ph;
+    float best[POOL_ROW];
+    int32_t bi[POOL_ROW];
+    for (int j0 = 0; j0 < OW; j0 += POOL_ROW) {
+        const int len = OW - j0 < POOL_ROW ? OW - j0 : POOL_ROW;
+        const int w0 = j0 * sw - g->pw;
+        for (int j = 0; j < len; j++) {
+            best[j] = xp[h0 * W + w0 + j * sw];
+            bi[j] = h0 * W + w0 + j * sw;
+        }
+        for (int p = 0; p < g->kh; p++) {
+            for (int q = p == 0; q < g->kw; q++) {
+                const int base = (h0 + p) * W + w0 + q;
+                const float *r = xp + base;
+                for (int j = 0; j < len; j++) {
+                    const float v = r[j * sw], bj = best[j];
+                    /* strict >: the first maximum keeps it; a NaN replaces
+                     * any number once and then stays */
+                    const bool take = v > bj || (v != v && bj == bj);
+                    best[j] = take ? v : bj;
+                    bi[j] = take ? base + j * sw : bi[j];
+                }
+            }
+        }
+        for (int j = 0; j < len; j++) {
+            yr[j0 + j] = best[j];
+            ar[j0 + j] = bi[j];
+        }
+    }
+}
+
 nn_status nn_cpu_maxpool_forward(const nn_pool_geom *g, const float *x, float *y, int32_t *argmax)
 {
     if (!pool_geom_ok(g)) return nn_error(NN_E_ARG, "maxpool2d: inconsistent pooling geometry");
     const int H = g->h, W = g->w, OH = g->oh, OW = g->ow;
     const long long planes = (long long)g->n * g->c;
     const size_t in_plane = (size_t)H * W, out_plane = (size_t)OH * OW;
+    /* outputs j in [jin0, jin1) and rows in [iin0, iin1) have windows wholly inside */
+    const int jin0 = (g->pw + g->sw - 1) / g->sw, iin0 = (g->ph + g->sh - 1) / g->sh;
+    const int jin1 = W - g->kw + g->pw < 0 ? 0 : (W - g->kw + g->pw) / g->sw + 1;
+    const int iin1 = H - g->kh + g->ph < 0 ? 0 : (H - g->kh + g->ph) / g->sh + 1;
+    const bool all_cols_inside = jin0 == 0 && jin1 >= OW;
 
 #pragma omp parallel for schedule(static) if ((size_t)planes * out_plane > POOL_PAR_MIN)
     for (long long pl = 0; pl < planes; pl++) {
@@ -39,6 +82,10 @@ nn_status nn_cpu_maxpool_forward(const nn_pool_geom *g, const float *x, float *y
         float *yp = y + (size_t)pl * out_plane;
         int32_t *ap = argmax + (size_t)pl * out_plane;
         for (int i = 0; i < OH; i++) {
+            if (all_cols_inside && i >= iin0 && i < iin1) {
+                pool_row_inside(g, xp, i, yp + (size_t)i * OW, ap + (size_t)i * OW);
+                continue;
+            }
             const int h0 = i * g->sh - g->ph;
             const int hs = h0 > 0 ? h0 : 0, he = h0 + g->kh < H ? h0 + g->kh : H;
             for (int j = 0; j < OW; j++) {
@@ -49,8 +96,6 @@ nn_status nn_cpu_maxpool_forward(const nn_pool_geom *g, const float *x, float *y
                 for (int h = hs; h < he; h++) {
                     for (int w = ws; w < we; w++) {
                         const float v = xp[h * W + w];
-                        /* strict >: the first maximum keeps it; a NaN replaces
-                         * any number once and then stays */
                         if (v > best || (isnan(v) && !isnan(best))) {
                             best = v;
                             bi = h * W + w;
