@@ -83,17 +83,23 @@ static pid_t spawn(const char *log, char *const *args)
     return pid;
 }
 
-/* The whole log, malloc'd ("" if absent). */
+/* The whole log ("" if absent), valid until the next call: failures jump
+ * out of the test (cmocka longjmps), so the buffer is kept here, not freed
+ * by callers. */
+static char *g_out;
+
 static char *slurp(const char *path)
 {
+    free(g_out);
+    char *buf = g_out = calloc(1, 1);
+    assert_non_null(buf);
     FILE *f = fopen(path, "rb");
-    char *buf = calloc(1, 1);
     if (!f) return buf;
     size_t len = 0;
     char chunk[4096];
     size_t got;
     while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
-        buf = realloc(buf, len + got + 1);
+        buf = g_out = realloc(buf, len + got + 1);
         assert_non_null(buf);
         memcpy(buf + len, chunk, got);
         len += got;
@@ -111,7 +117,7 @@ static int wait_exit(pid_t pid, int *sig)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-/* Runs to the end; asserts the exit status; returns the log. */
+/* Runs to the end; asserts the exit status; returns the log (as slurp). */
 static char *run_to_end(const char *dir, int want, char *const *args)
 {
     char log[4200];
@@ -194,6 +200,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    free(g_out);
+    g_out = NULL;
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     return system(cmd) == 0 ? 0 : -1;
@@ -274,7 +282,7 @@ static void test_kill9_leaves_a_loadable_checkpoint(void **state)
                   trials, startup_ms, saves_cut, prev_epoch);
     /* the survivors: eval and a resumed run both work */
     char *ev[] = {"eval", "--checkpoint", last, "--batch", "256", NULL};
-    free(run_to_end(dir, 0, ev));
+    run_to_end(dir, 0, ev);
     char *more[] = {"train", "--resume", dir, "--epochs", "1", "--limit", "64", "--test-limit", "32",
                     "--threads", "1", "--quiet", "--checkpoint-dir", dir, NULL};
     /* --epochs below the checkpoint's keeps its 1000: stop it with SIGTERM
@@ -287,7 +295,6 @@ static void test_kill9_leaves_a_loadable_checkpoint(void **state)
     int sig, rc = wait_exit(pid, &sig);
     char *out = slurp(log);
     if (rc != 128 + SIGTERM) fail_msg("resumed run: exit %d (signal %d) after SIGTERM:\n%s", rc, sig, out);
-    free(out);
     nn_train_state st = load_checkpoint(last);
     assert_true(st.epoch >= prev_epoch);
 }
@@ -322,7 +329,6 @@ static void wait_for_training(const char *log, pid_t pid)
     for (int i = 0; i < 3000; i++) {
         char *out = slurp(log);
         bool up = strstr(out, "training:") != NULL;
-        free(out);
         if (up) return;
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) fail_msg("the run ended before training started");
@@ -368,7 +374,6 @@ static void check_signal(int sig, const char *name, long delay_ms, const char *r
     const char *at = strstr(out, want);
     if (!at) fail_msg("%s: no '%s' in the output:\n%s", name, want, out);
     long long step = atoll(at + strlen(want));
-    free(out);
     /* the checkpoint holds exactly the steps reported */
     nn_train_state st = load_checkpoint(last);
     if (st.step != step || step < 1 || step >= SIG_STEPS)
@@ -376,7 +381,7 @@ static void check_signal(int sig, const char *name, long delay_ms, const char *r
                  (long long)st.step, SIG_STEPS);
     /* resume to the end: the same bits as the run never interrupted */
     sig_args(a, dir, true);
-    free(run_to_end(dir, 0, a));
+    run_to_end(dir, 0, a);
     st = load_checkpoint(last);
     assert_int_equal(st.step, SIG_STEPS);
     assert_same_tensors(ref_last, last);
@@ -390,7 +395,7 @@ static void test_signals_save_and_resume(void **state)
     make_dir(ref, sizeof ref, "uninterrupted");
     snprintf(ref_last, sizeof ref_last, "%s/last.safetensors", ref);
     sig_args(a, ref, false);
-    free(run_to_end(ref, 0, a));
+    run_to_end(ref, 0, a);
     assert_int_equal(load_checkpoint(ref_last).step, SIG_STEPS);
     /* mid-epoch 1, and later (possibly in epoch 2 or at the epoch-1 save) */
     check_signal(SIGINT, "sigint", 60, ref_last);
@@ -415,7 +420,6 @@ static void test_nonfinite_stops_or_skips(void **state)
     /* and the layer: a parameter name of LeNet */
     if (!strstr(out, "features.") && !strstr(out, "classifier."))
         fail_msg("the message does not name the layer:\n%s", out);
-    free(out);
     char last[4300];
     snprintf(last, sizeof last, "%s/last.safetensors", dir);
     assert_false(exists(last)); /* nothing saved from a broken run */
@@ -424,7 +428,6 @@ static void test_nonfinite_stops_or_skips(void **state)
                          "--skip-nonfinite", "--checkpoint-dir", dir, NULL};
     out = run_to_end(dir, 0, skip_args);
     if (!strstr(out, "skipping batch")) fail_msg("--skip-nonfinite skipped nothing:\n%s", out);
-    free(out);
 }
 
 int main(void)
