@@ -41,6 +41,9 @@ typedef struct conv_plan {
     bool direct;     /* 1x1, stride 1, no padding, one image per GEMM: x is its own column matrix */
     size_t col, tmp; /* floats per worker: column matrix, (og, chunk*ohw) GEMM output */
     size_t dw;       /* floats per extra worker: its private dW */
+    bool wino;       /* 3x3, stride 1, pad 1, by worker: forward and dX by Winograd F(2x2, 3x3) */
+    size_t wu;       /* floats of the transformed weights (shared) */
+    size_t wv;       /* floats per worker: transformed inputs and products */
 } conv_plan;
 
 static conv_plan conv_plan_make(const nn_conv2d_geom *g)
@@ -69,13 +72,23 @@ static conv_plan conv_plan_make(const nn_conv2d_geom *g)
     P.col = P.direct ? 0 : (size_t)P.k * cols;
     P.tmp = P.chunk > 1 ? (size_t)P.og * cols : 0;
     P.dw = P.workers > 1 ? (size_t)g->oc * P.k : 0;
+    P.wino = P.workers > 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->ph == 1 &&
+             g->pw == 1;
+    if (P.wino) {
+        size_t tiles = (size_t)P.chunk * ((g->h + 1) / 2) * ((g->w + 1) / 2);
+        size_t cmax = P.cg > P.og ? P.cg : P.og;
+        P.wu = 16 * (size_t)g->groups * P.og * P.cg;
+        P.wv = 16 * (size_t)2 * cmax * tiles; /* V (16, cin, tiles) and M (16, cout, tiles) */
+    } else {
+        P.wu = P.wv = 0;
+    }
     return P;
 }
 
 size_t nn_cpu_conv2d_workspace(const nn_conv2d_geom *g)
 {
     conv_plan P = conv_plan_make(g);
-    return ((P.col + P.tmp) * P.workers + P.dw * (P.workers - 1)) * sizeof(float);
+    return ((P.col + P.tmp + P.wv) * P.workers + P.dw * (P.workers - 1) + P.wu) * sizeof(float);
 }
 
 /* The outputs i in [*i0, *i1) of n_out whose input index i*s + off lies in [0, len). */
@@ -205,6 +218,116 @@ static void add_bias(const nn_conv2d_geom *g, const conv_plan *P, int nb, const 
     }
 }
 
+/* ---- Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 layers (Lavin & Gray 2016) ----
+ * Each 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A of its 4x4 input tile d:
+ * 16 products per tile and channel pair instead of 36, done as 16 GEMMs
+ * (cout, cin) x (cin, tiles). The transforms only add and halve, so the error
+ * stays at float rounding of the sums, like the direct product. */
+
+/* U[xi][o][c] = (G w[o][c] G^T)[xi] for one group; w (og, cg, 3, 3) as stored,
+ * or with flip, the dX kernel: U[xi][c][o] from w[o][c] rotated 180 degrees. */
+static void wino_weights(const float *w, int og, int cg, bool flip, float *U)
+{
+    const int rows = flip ? cg : og, cols = flip ? og : cg;
+#pragma omp parallel for collapse(2) if ((size_t)og * cg > 4096)
+    for (int o = 0; o < og; o++) {
+        for (int c = 0; c < cg; c++) {
+            const float *k = w + ((size_t)o * cg + c) * 9;
+            float f[9], t[4][3], u[4][4];
+            for (int i = 0; i < 9; i++) f[i] = flip ? k[8 - i] : k[i];
+            for (int j = 0; j < 3; j++) { /* G f: rows */
+                t[0][j] = f[j];
+                t[1][j] = 0.5f * (f[j] + f[3 + j] + f[6 + j]);
+                t[2][j] = 0.5f * (f[j] - f[3 + j] + f[6 + j]);
+                t[3][j] = f[6 + j];
+            }
+            for (int i = 0; i < 4; i++) { /* (G f) G^T: columns */
+                u[i][0] = t[i][0];
+                u[i][1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                u[i][2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                u[i][3] = t[i][2];
+            }
+            const size_t r = flip ? (size_t)c : (size_t)o, q = flip ? (size_t)o : (size_t)c;
+            for (int xi = 0; xi < 16; xi++) U[((size_t)xi * rows + r) * cols + q] = u[xi / 4][xi % 4];
+        }
+    }
+}
+
+/* out[n][o] (=, or += with acc) sum_c corr3x3(in[n][c], kernel of U) (+ bias[o]),
+ * same H x W, padding 1, for nb images: in at its first channel with images
+ * in_img floats apart, out likewise. U (16, co, ci); V, M: one worker's buffers. */
+static void wino_conv(const float *in, size_t in_img, int ci, int H, int W, int nb, const float *U, int co,
+                      float *out, size_t out_img, const float *bias, bool acc, float *V, float *M)
+{
+    const int th = (H + 1) / 2, tw = (W + 1) / 2, tpi = th * tw, nt = nb * tpi;
+    const size_t hw = (size_t)H * W;
+    for (int b = 0; b < nb; b++) {
+        for (int c = 0; c < ci; c++) {
+            const float *x = in + (size_t)b * in_img + (size_t)c * hw;
+            for (int ty = 0; ty < th; ty++) {
+                for (int tx = 0; tx < tw; tx++) {
+                    const int h0 = 2 * ty - 1, w0 = 2 * tx - 1;
+                    float d[4][4], t[4][4];
+                    if (h0 >= 0 && w0 >= 0 && h0 + 3 < H && w0 + 3 < W) {
+                        for (int i = 0; i < 4; i++)
+                            for (int j = 0; j < 4; j++) d[i][j] = x[(size_t)(h0 + i) * W + w0 + j];
+                    } else {
+                        for (int i = 0; i < 4; i++)
+                            for (int j = 0; j < 4; j++) {
+                                const int h = h0 + i, ww = w0 + j;
+                                d[i][j] = h >= 0 && h < H && ww >= 0 && ww < W ? x[(size_t)h * W + ww] : 0.0f;
+                            }
+                    }
+                    for (int j = 0; j < 4; j++) { /* B^T d */
+                        t[0][j] = d[0][j] - d[2][j];
+                        t[1][j] = d[1][j] + d[2][j];
+                        t[2][j] = d[2][j] - d[1][j];
+                        t[3][j] = d[1][j] - d[3][j];
+                    }
+                    const size_t p = (size_t)b * tpi + (size_t)ty * tw + tx;
+                    float *v = V + (size_t)c * nt + p;
+                    const size_t xs = (size_t)ci * nt;
+                    for (int i = 0; i < 4; i++) { /* (B^T d) B */
+                        v[(size_t)(4 * i + 0) * xs] = t[i][0] - t[i][2];
+                        v[(size_t)(4 * i + 1) * xs] = t[i][1] + t[i][2];
+                        v[(size_t)(4 * i + 2) * xs] = t[i][2] - t[i][1];
+                        v[(size_t)(4 * i + 3) * xs] = t[i][1] - t[i][3];
+                    }
+                }
+            }
+        }
+    }
+    for (int xi = 0; xi < 16; xi++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, co, nt, ci, 1.0f, U + (size_t)xi * co * ci, ci,
+                    V + (size_t)xi * ci * nt, nt, 0.0f, M + (size_t)xi * co * nt, nt);
+    const size_t ms = (size_t)co * nt;
+    for (int b = 0; b < nb; b++) {
+        for (int o = 0; o < co; o++) {
+            float *y = out + (size_t)b * out_img + (size_t)o * hw;
+            const float bo = bias ? bias[o] : 0.0f;
+            for (int ty = 0; ty < th; ty++) {
+                for (int tx = 0; tx < tw; tx++) {
+                    const float *m = M + (size_t)o * nt + (size_t)b * tpi + (size_t)ty * tw + tx;
+                    float t[2][4], r[2][2];
+                    for (int j = 0; j < 4; j++) { /* A^T m */
+                        t[0][j] = m[(size_t)j * ms] + m[(size_t)(4 + j) * ms] + m[(size_t)(8 + j) * ms];
+                        t[1][j] = m[(size_t)(4 + j) * ms] - m[(size_t)(8 + j) * ms] - m[(size_t)(12 + j) * ms];
+                    }
+                    for (int i = 0; i < 2; i++) { /* (A^T m) A */
+                        r[i][0] = t[i][0] + t[i][1] + t[i][2];
+                        r[i][1] = t[i][1] - t[i][2] - t[i][3];
+                    }
+                    for (int i = 0; i < 2 && 2 * ty + i < H; i++)
+                        for (int j = 0; j < 2 && 2 * tx + j < W; j++) {
+                            float *yp = y + (size_t)(2 * ty + i) * W + 2 * tx + j;
+                            *yp = acc ? *yp + r[i][j] : r[i][j] + bo;
+                        }
+                }
+            }
+        }
+    }
+}
+
 /* Forward of images n0 .. n0+nb-1 with one worker's buffers. */
 static void conv_fwd_chunk(const nn_conv2d_geom *g, const conv_plan *P, const float *x, const float *w,
                            const float *b, float *y, int n0, int nb, float *col, float *tmp, bool par)
@@ -239,15 +362,30 @@ nn_status nn_cpu_conv2d_forward(const nn_conv2d_geom *g, const float *x, const f
 {
     const conv_plan P = conv_plan_make(g);
     const int nchunks = (g->n + P.chunk - 1) / P.chunk;
+    float *U = (float *)ws + (size_t)P.workers * (P.col + P.tmp + P.wv);
+    if (P.wino) {
+        for (int grp = 0; grp < g->groups; grp++)
+            wino_weights(w + (size_t)grp * P.og * P.k, P.og, P.cg, false, U + (size_t)grp * 16 * P.og * P.cg);
+    }
     if (P.workers > 1) {
         const int nt = omp_get_max_threads() < P.workers ? omp_get_max_threads() : P.workers;
+        const size_t xs = (size_t)g->c * P.hw, ys = (size_t)g->oc * P.ohw;
 #pragma omp parallel num_threads(nt)
         {
-            float *col = (float *)ws + (size_t)omp_get_thread_num() * (P.col + P.tmp);
+            float *col = (float *)ws + (size_t)omp_get_thread_num() * (P.col + P.tmp + P.wv);
 #pragma omp for schedule(static)
             for (int c = 0; c < nchunks; c++) {
                 const int n0 = c * P.chunk, nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
-                conv_fwd_chunk(g, &P, x, w, b, y, n0, nb, col, col + P.col, false);
+                if (!P.wino) {
+                    conv_fwd_chunk(g, &P, x, w, b, y, n0, nb, col, col + P.col, false);
+                    continue;
+                }
+                float *V = col + P.col + P.tmp, *M = V + P.wv / 2;
+                for (int grp = 0; grp < g->groups; grp++)
+                    wino_conv(x + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw, xs, P.cg, g->h, g->w, nb,
+                              U + (size_t)grp * 16 * P.og * P.cg, P.og,
+                              y + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw, ys,
+                              b ? b + (size_t)grp * P.og : NULL, false, V, M);
             }
         }
     } else {
@@ -330,18 +468,29 @@ nn_status nn_cpu_conv2d_backward(const nn_conv2d_geom *g, const float *x, const 
         /* worker 0 accumulates straight into dw; the others into their own
          * zeroed copies, added to dw once at the end (in worker order: the
          * result depends only on the thread count) */
-        float *priv = (float *)ws + (size_t)P.workers * (P.col + P.tmp);
-        const size_t nw = P.dw;
+        float *priv = (float *)ws + (size_t)P.workers * (P.col + P.tmp + P.wv);
+        float *U = priv + (size_t)(P.workers - 1) * P.dw;
+        const size_t nw = P.dw, xs = (size_t)g->c * P.hw;
+        if (P.wino && dx) {
+            for (int grp = 0; grp < g->groups; grp++)
+                wino_weights(w + (size_t)grp * P.og * P.k, P.og, P.cg, true, U + (size_t)grp * 16 * P.og * P.cg);
+        }
 #pragma omp parallel num_threads(nt)
         {
             const int t = omp_get_thread_num();
-            float *col = (float *)ws + (size_t)t * (P.col + P.tmp);
+            float *col = (float *)ws + (size_t)t * (P.col + P.tmp + P.wv);
             float *mydw = dw && t > 0 ? priv + (size_t)(t - 1) * nw : dw;
             if (dw && t > 0) memset(mydw, 0, nw * sizeof(float));
 #pragma omp for schedule(static)
             for (int c = 0; c < nchunks; c++) {
                 const int n0 = c * P.chunk, nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
-                conv_bwd_chunk(g, &P, x, w, dy, dx, mydw, n0, nb, col, col + P.col, false);
+                conv_bwd_chunk(g, &P, x, w, dy, P.wino ? NULL : dx, mydw, n0, nb, col, col + P.col, false);
+                if (!P.wino || !dx) continue;
+                float *V = col + P.col + P.tmp, *M = V + P.wv / 2;
+                for (int grp = 0; grp < g->groups; grp++)
+                    wino_conv(dy + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw, ys, P.og, g->h, g->w, nb,
+                              U + (size_t)grp * 16 * P.og * P.cg, P.cg,
+                              dx + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw, xs, NULL, true, V, M);
             }
             if (dw && nt > 1) {
 #pragma omp for schedule(static)
