@@ -6,7 +6,6 @@
  * (this program re-executed) so that its peak resident memory is the step's
  * alone. Output: a terminal table, optionally JSON and an SVG chart. */
 #include <cblas.h>
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -22,8 +21,8 @@
 #include "ops/ops.h"
 #include "optim/optim.h"
 #include "tools/cli.h"
+#include "bench.h"
 
-#define MAX_OPS 40
 #define MAX_REPEATS 1000
 /* SGEMM sizes for the machine's reference rate: large enough to reach the
  * library's steady rate, small enough to take well under a second. */
@@ -34,40 +33,6 @@
  * in a blocked GEMM stays well inside 1e-4 of it. */
 #define CHECK_SAMPLES 64
 #define CHECK_TOL 1e-4
-
-typedef struct bench_opts {
-    const char *device, *json, *svg, *phase;
-    int batch, threads, repeats, size;
-    bool ops_only, model_only;
-} bench_opts;
-
-typedef enum op_kind { K_CONV, K_RELU, K_LRN, K_POOL, K_DROPOUT, K_LINEAR, K_XENT } op_kind;
-static const char *const kind_names[] = {"conv2d", "relu", "lrn", "maxpool", "dropout", "linear",
-                                         "softmax_xent"};
-
-typedef struct op_result {
-    char layer[32], shape[48];
-    op_kind kind;
-    double fwd_s, bwd_s;       /* medians */
-    double fwd_flop, bwd_flop; /* counted (GEMM ops) */
-    double fwd_bytes, bwd_bytes;
-    double check_err;          /* worst relative error of the spot check */
-} op_result;
-
-typedef struct phase_result {
-    bool ran;
-    double median_s, min_s, max_s, loss;
-    double rss_mb, dev_peak_mb;
-} phase_result;
-
-typedef struct dev_result {
-    nn_device dev;
-    double gemm_gflops;
-    int gemm_n;
-    op_result ops[MAX_OPS];
-    int nops;
-    phase_result train, infer;
-} dev_result;
 
 static double now_s(void)
 {
@@ -105,27 +70,6 @@ static double vm_hwm_mb(void)
     }
     return kb / 1024.0;
 }
-
-static void cpu_name(char *buf, size_t n)
-{
-    snprintf(buf, n, "unknown CPU");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "model name", 10) == 0) {
-            char *p = strchr(line, ':');
-            if (p) {
-                p += 1 + (p[1] == ' ');
-                p[strcspn(p, "\n")] = '\0';
-                snprintf(buf, n, "%s", p);
-            }
-            break;
-        }
-    }
-    fclose(f);
-}
-
 /* ---- the machine's SGEMM rate ---- */
 
 static double measure_gemm(const nn_backend *be, int n, int repeats)
@@ -421,7 +365,7 @@ static nn_status time_case(op_case *c, int repeats, op_result *res)
     res->check_err = case_check(c);
     if (!(res->check_err <= CHECK_TOL))
         return nn_error(NN_E_RANGE, "bench: %s %s on %s fails validation (relative error %.3g > %g)",
-                        res->layer, kind_names[c->kind], be->name, res->check_err, CHECK_TOL);
+                        res->layer, bench_kind_names[c->kind], be->name, res->check_err, CHECK_TOL);
     double tf[MAX_REPEATS], tb[MAX_REPEATS];
     for (int i = -1; i < repeats; i++) {
         double t0 = now_s();
@@ -650,206 +594,6 @@ static nn_status spawn_phase(const bench_opts *o, nn_device dev, bool train, pha
     pr->ran = true;
     return NN_OK;
 }
-
-/* ---- output ---- */
-
-static double model_flop(const nn_seq *s, int batch, bool train)
-{
-    double f = 0;
-    bool first = true;
-    for (int i = 0; i < s->n; i++) {
-        const nn_layer *l = &s->l[i];
-        if (l->kind != NN_L_CONV && l->kind != NN_L_LINEAR) continue;
-        f += 2.0 * (double)l->macs * batch * (train ? (first ? 2 : 3) : 1);
-        first = false;
-    }
-    return f;
-}
-
-static void print_ops(const dev_result *dr, int repeats)
-{
-    printf("\n%s: per op at AlexNet's shapes (median of %d, ms; GEMM ops: GFLOP/s and share of SGEMM;"
-           " others: GB/s moved)\n",
-           nn_device_name(dr->dev), repeats);
-    printf("  %-14s %-12s %-16s %9s %9s %10s %10s %7s %7s\n", "layer", "op", "input", "fwd ms", "bwd ms",
-           "fwd rate", "bwd rate", "fwd %", "bwd %");
-    double tf = 0, tb = 0;
-    for (int i = 0; i < dr->nops; i++) {
-        const op_result *r = &dr->ops[i];
-        tf += r->fwd_s;
-        tb += r->bwd_s;
-        if (r->fwd_flop > 0) {
-            double gf = r->fwd_flop / r->fwd_s / 1e9, gb = r->bwd_flop / r->bwd_s / 1e9;
-            printf("  %-14s %-12s %-16s %9.2f %9.2f %6.1f GF/s %6.1f GF/s %6.0f%% %6.0f%%\n", r->layer,
-                   kind_names[r->kind], r->shape, 1e3 * r->fwd_s, 1e3 * r->bwd_s, gf, gb,
-                   100 * gf / dr->gemm_gflops, 100 * gb / dr->gemm_gflops);
-        } else {
-            printf("  %-14s %-12s %-16s %9.2f %9.2f %6.1f GB/s %6.1f GB/s\n", r->layer, kind_names[r->kind],
-                   r->shape, 1e3 * r->fwd_s, 1e3 * r->bwd_s, r->fwd_bytes / r->fwd_s / 1e9,
-                   r->bwd_bytes / r->bwd_s / 1e9);
-        }
-    }
-    printf("  %-14s %-12s %-16s %9.2f %9.2f   (sum of the ops: %.1f ms)\n", "total", "", "", 1e3 * tf,
-           1e3 * tb, 1e3 * (tf + tb));
-}
-
-static void print_model(const dev_result *drs, int nd, const nn_seq *s, const bench_opts *o)
-{
-    double ftrain = model_flop(s, o->batch, true), finfer = model_flop(s, o->batch, false);
-    printf("\nAlexNet 3x%dx%d, batch %d (median of %d steps)\n", o->size, o->size, o->batch, o->repeats);
-    printf("  %-34s", "");
-    for (int d = 0; d < nd; d++) printf(" %16s", nn_device_name(drs[d].dev));
-    printf("\n");
-#define ROW(label, fmt, expr)                                                                     \
-    do {                                                                                          \
-        printf("  %-34s", label);                                                                 \
-        for (int d = 0; d < nd; d++) {                                                            \
-            const dev_result *dr = &drs[d];                                                       \
-            (void)dr;                                                                             \
-            printf(" %16" fmt, expr);                                                             \
-        }                                                                                         \
-        printf("\n");                                                                             \
-    } while (0)
-    ROW("training step (ms)", ".1f", 1e3 * dr->train.median_s);
-    ROW("training images/s", ".2f", o->batch / dr->train.median_s);
-    ROW("training GFLOP/s", ".1f", ftrain / dr->train.median_s / 1e9);
-    ROW("training share of SGEMM (%)", ".1f", 100 * ftrain / dr->train.median_s / 1e9 / dr->gemm_gflops);
-    ROW("inference (ms)", ".1f", 1e3 * dr->infer.median_s);
-    ROW("inference images/s", ".2f", o->batch / dr->infer.median_s);
-    ROW("inference GFLOP/s", ".1f", finfer / dr->infer.median_s / 1e9);
-    ROW("inference share of SGEMM (%)", ".1f", 100 * finfer / dr->infer.median_s / 1e9 / dr->gemm_gflops);
-    ROW("first loss (ln classes = 6.91)", ".4f", dr->train.loss);
-    ROW("peak resident, training (MiB)", ".0f", dr->train.rss_mb);
-    ROW("peak resident, inference (MiB)", ".0f", dr->infer.rss_mb);
-    ROW("device allocator peak, train (MiB)", ".0f", dr->train.dev_peak_mb);
-    ROW("device allocator peak, infer (MiB)", ".0f", dr->infer.dev_peak_mb);
-#undef ROW
-}
-
-static cJSON *phase_json(const phase_result *p, int batch, double flop, double gemm)
-{
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddNumberToObject(j, "median_s", p->median_s);
-    cJSON_AddNumberToObject(j, "min_s", p->min_s);
-    cJSON_AddNumberToObject(j, "max_s", p->max_s);
-    cJSON_AddNumberToObject(j, "images_per_s", batch / p->median_s);
-    cJSON_AddNumberToObject(j, "gflops", flop / p->median_s / 1e9);
-    cJSON_AddNumberToObject(j, "sgemm_share", flop / p->median_s / 1e9 / gemm);
-    cJSON_AddNumberToObject(j, "flop", flop);
-    cJSON_AddNumberToObject(j, "first_loss", p->loss);
-    cJSON_AddNumberToObject(j, "peak_rss_mb", p->rss_mb);
-    cJSON_AddNumberToObject(j, "device_peak_mb", p->dev_peak_mb);
-    return j;
-}
-
-static nn_status write_json(const char *path, const dev_result *drs, int nd, const nn_seq *s,
-                            const bench_opts *o)
-{
-    char cpu[256];
-    cpu_name(cpu, sizeof cpu);
-    cJSON *root = cJSON_CreateObject();
-    cJSON *m = cJSON_AddObjectToObject(root, "machine");
-    cJSON_AddStringToObject(m, "cpu", cpu);
-    cJSON_AddNumberToObject(m, "cores", (double)sysconf(_SC_NPROCESSORS_ONLN));
-    cJSON_AddStringToObject(m, "openblas", openblas_get_config());
-    cJSON *cfg = cJSON_AddObjectToObject(root, "config");
-    cJSON_AddStringToObject(cfg, "model", "alexnet");
-    cJSON_AddNumberToObject(cfg, "size", o->size);
-    cJSON_AddNumberToObject(cfg, "batch", o->batch);
-    cJSON_AddNumberToObject(cfg, "threads", o->threads);
-    cJSON_AddNumberToObject(cfg, "repeats", o->repeats);
-    cJSON *devs = cJSON_AddObjectToObject(root, "devices");
-    for (int d = 0; d < nd; d++) {
-        const dev_result *dr = &drs[d];
-        cJSON *j = cJSON_AddObjectToObject(devs, nn_device_name(dr->dev));
-        cJSON_AddNumberToObject(j, "sgemm_gflops", dr->gemm_gflops);
-        cJSON_AddNumberToObject(j, "sgemm_n", dr->gemm_n);
-        cJSON *ops = cJSON_AddArrayToObject(j, "ops");
-        for (int i = 0; i < dr->nops; i++) {
-            const op_result *r = &dr->ops[i];
-            cJSON *q = cJSON_CreateObject();
-            cJSON_AddStringToObject(q, "layer", r->layer);
-            cJSON_AddStringToObject(q, "op", kind_names[r->kind]);
-            cJSON_AddStringToObject(q, "input", r->shape);
-            cJSON_AddNumberToObject(q, "forward_s", r->fwd_s);
-            cJSON_AddNumberToObject(q, "backward_s", r->bwd_s);
-            cJSON_AddNumberToObject(q, "check_rel_err", r->check_err);
-            if (r->fwd_flop > 0) {
-                cJSON_AddNumberToObject(q, "forward_gflops", r->fwd_flop / r->fwd_s / 1e9);
-                cJSON_AddNumberToObject(q, "backward_gflops", r->bwd_flop / r->bwd_s / 1e9);
-                cJSON_AddNumberToObject(q, "forward_sgemm_share", r->fwd_flop / r->fwd_s / 1e9 / dr->gemm_gflops);
-                cJSON_AddNumberToObject(q, "backward_sgemm_share", r->bwd_flop / r->bwd_s / 1e9 / dr->gemm_gflops);
-            } else {
-                cJSON_AddNumberToObject(q, "forward_gbps", r->fwd_bytes / r->fwd_s / 1e9);
-                cJSON_AddNumberToObject(q, "backward_gbps", r->bwd_bytes / r->bwd_s / 1e9);
-            }
-            cJSON_AddItemToArray(ops, q);
-        }
-        if (dr->train.ran)
-            cJSON_AddItemToObject(j, "train", phase_json(&dr->train, o->batch, model_flop(s, o->batch, true), dr->gemm_gflops));
-        if (dr->infer.ran)
-            cJSON_AddItemToObject(j, "inference", phase_json(&dr->infer, o->batch, model_flop(s, o->batch, false), dr->gemm_gflops));
-    }
-    char *text = cJSON_Print(root);
-    cJSON_Delete(root);
-    if (!text) return nn_error(NN_E_NOMEM, "bench: out of memory writing JSON");
-    FILE *f = fopen(path, "w");
-    nn_status st = NN_OK;
-    if (!f || fputs(text, f) < 0 || fputc('\n', f) == EOF) st = nn_error(NN_E_IO, "bench: cannot write %s", path);
-    if (f && fclose(f) != 0 && !st) st = nn_error(NN_E_IO, "bench: cannot write %s", path);
-    free(text);
-    return st;
-}
-
-/* A horizontal bar chart: forward + backward time per layer, one bar per device. */
-static nn_status write_svg(const char *path, const dev_result *drs, int nd, const bench_opts *o)
-{
-    static const char *const colors[] = {"#4472c4", "#ed7d31"};
-    static const char *const light[] = {"#9db5e3", "#f6be98"};
-    if (nd < 1 || drs[0].nops < 1) return nn_error(NN_E_ARG, "bench: no op timings to chart (--model-only?)");
-    const int nops = drs[0].nops, bar = 12, gap = 8, left = 190, width = 640, top = 60;
-    double tmax = 0;
-    for (int d = 0; d < nd; d++)
-        for (int i = 0; i < drs[d].nops; i++) {
-            double t = drs[d].ops[i].fwd_s + drs[d].ops[i].bwd_s;
-            tmax = t > tmax ? t : tmax;
-        }
-    if (!(tmax > 0)) tmax = 1;
-    const int rowh = nd * bar + gap, height = top + nops * rowh + 40;
-    FILE *f = fopen(path, "w");
-    if (!f) return nn_error(NN_E_IO, "bench: cannot write %s", path);
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"11\">\n",
-            left + width + 120, height);
-    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    fprintf(f, "<text x=\"10\" y=\"20\" font-size=\"14\">AlexNet 3x%dx%d, batch %d: time per layer, forward (dark) + backward (light), ms (median of %d)</text>\n",
-            o->size, o->size, o->batch, o->repeats);
-    for (int d = 0; d < nd; d++)
-        fprintf(f, "<rect x=\"%d\" y=\"32\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%d\" y=\"42\">%s</text>\n",
-                10 + d * 90, colors[d % 2], 26 + d * 90, nn_device_name(drs[d].dev));
-    for (int i = 0; i < nops; i++) {
-        int y0 = top + i * rowh;
-        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s %s</text>\n", left - 6, y0 + nd * bar / 2 + 4,
-                drs[0].ops[i].layer, kind_names[drs[0].ops[i].kind]);
-        for (int d = 0; d < nd; d++) {
-            if (i >= drs[d].nops) continue;
-            const op_result *r = &drs[d].ops[i];
-            double wf = width * r->fwd_s / tmax, wb = width * r->bwd_s / tmax;
-            int y = y0 + d * bar;
-            fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"/>\n", left, y, wf, bar - 1,
-                    colors[d % 2]);
-            fprintf(f, "<rect x=\"%.1f\" y=\"%d\" width=\"%.1f\" height=\"%d\" fill=\"%s\"/>\n", left + wf, y, wb,
-                    bar - 1, light[d % 2]);
-            fprintf(f, "<text x=\"%.1f\" y=\"%d\">%.2f</text>\n", left + wf + wb + 4, y + bar - 2,
-                    1e3 * (r->fwd_s + r->bwd_s));
-        }
-    }
-    fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", left, top - 4, left,
-            top + nops * rowh);
-    fprintf(f, "</svg>\n");
-    if (fclose(f) != 0) return nn_error(NN_E_IO, "bench: cannot write %s", path);
-    return NN_OK;
-}
-
 static const char USAGE[] = "[--device cpu|cuda|all] [--batch B] [--threads T] [--repeats R] [--size S] "
                             "[--json FILE] [--svg FILE] [--ops-only|--model-only]";
 static const char ABOUT[] =
@@ -922,7 +666,7 @@ int cmd_bench(int argc, char **argv)
     if (nn_model_build(&seq, &cfg, NN_CPU, NULL) != NN_OK) return cli_fail("bench", "%s", nn_errmsg());
 
     char cpu[256];
-    cpu_name(cpu, sizeof cpu);
+    bench_cpu_name(cpu, sizeof cpu);
     printf("machine: %s, %ld cores; %d threads; %s\n", cpu, sysconf(_SC_NPROCESSORS_ONLN), o.threads,
            openblas_get_config());
     printf("AlexNet 3x%dx%d -> %d, batch %d, fp32; %.3f G MAC/image forward\n", o.size, o.size, cfg.classes, o.batch,
@@ -949,7 +693,7 @@ int cmd_bench(int argc, char **argv)
                 fprintf(stderr, "convnet bench: %s\n", nn_errmsg());
                 goto out;
             }
-            print_ops(dr, o.repeats);
+            bench_print_ops(dr, o.repeats);
             fflush(stdout);
         }
         if (!o.ops_only) {
@@ -960,16 +704,16 @@ int cmd_bench(int argc, char **argv)
             }
         }
     }
-    if (!o.ops_only) print_model(drs, nd, &seq, &o);
+    if (!o.ops_only) bench_print_model(drs, nd, &seq, &o);
     if (o.json) {
-        if (write_json(o.json, drs, nd, &seq, &o) != NN_OK) {
+        if (bench_write_json(o.json, drs, nd, &seq, &o) != NN_OK) {
             fprintf(stderr, "convnet bench: %s\n", nn_errmsg());
             goto out;
         }
         printf("\nJSON written to %s\n", o.json);
     }
     if (o.svg && !o.model_only) {
-        if (write_svg(o.svg, drs, nd, &o) != NN_OK) {
+        if (bench_write_svg(o.svg, drs, nd, &o) != NN_OK) {
             fprintf(stderr, "convnet bench: %s\n", nn_errmsg());
             goto out;
         }
