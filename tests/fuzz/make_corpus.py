@@ -107,7 +107,8 @@ META = {
     "model.groups": "1", "model.width": "0.02", "model.fc": "4", "model.dropout": "0.5", "model.init": "he",
     "optim.steps": "8", "train.epoch": "1", "train.batch": "0", "train.step": "8", "train.seed": "1",
     "train.dropout_seed": "55304", "train.dropout_offset": "0", "train.mean": "0.29", "train.std": "0.35",
-    "train.batch_size": "32", "train.epochs": "1", "train.best_acc": "0.38", "optim.kind": "sgd",
+    "train.batch_size": "32", "train.epochs": "1", "train.limit": "64", "train.augment": "1",
+    "data.classes": "a\nb", "train.best_acc": "0.38", "optim.kind": "sgd",
     "optim.lr": "0.01", "optim.momentum": "0.9", "optim.weight_decay": "0.0005", "optim.decay_bias": "0",
     "sched.kind": "const", "sched.base_lr": "0.01", "sched.lr": "0.01", "sched.step_epochs": "30",
     "sched.gamma": "0.1", "sched.patience": "2", "sched.min_lr": "1e-05", "sched.best": "-1",
@@ -128,6 +129,7 @@ for prefix in ("", "optim."):
 put("safetensors", "ckpt_alexnet_tiny", st(tens, META))
 put("safetensors", "ckpt_meta_only_lenet", st([], dict(META, **{"model.arch": "lenet", "model.in_size": "28",
                                                                  "model.classes": "10", "model.fc": "84",
+                                                                 "data.classes": "\n".join("0123456789"),
                                                                  "model.width": "1", "model.dropout": "0"})))
 put("safetensors", "ckpt_bad_values", st([], dict(META, **{"model.in_size": "-3", "train.epoch": "x"})))
 
@@ -163,3 +165,18 @@ put("png", "bad_crc.png", bytes(bad_crc))
 put("png", "huge_dims.png", png(1 << 20, 1 << 20, 8, 0, [b"\x00"]))
 put("png", "zero_width.png", png(0, 1, 8, 0, [b""]))
 put("png", "not_png.png", b"GIF89a\x01\x00\x01\x00")
+
+
+# ---- reproducers (tests/fuzz/crashes/<target>-<what>) ------------------------
+def crash(name, data):
+    d = os.path.join(os.path.dirname(ROOT), "crashes")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+# checkpoint metadata with an unknown optimizer / schedule: the error must name the file
+crash("safetensors-ckpt-optim-kind-message-no-path", st(tens, dict(META, **{"optim.kind": "sgg"})))
+crash("safetensors-ckpt-sched-kind-message-no-path", st(tens, dict(META, **{"sched.kind": "bogus"})))
+# a 16384 x 16384 RGB interlaced header over 100 bytes of pixels: 805 MB allocated up front
+crash("png-forged-interlaced-805MB.png", png(16384, 16384, 8, 2, [bytes(100)], interlace=1))
