@@ -301,9 +301,10 @@ static void test_kill9_leaves_a_loadable_checkpoint(void **state)
 
 /* ---- SIGINT / SIGTERM and resume equivalence ------------------------------ */
 
-/* 2 epochs of 16 steps; threads 1 so the arithmetic repeats exactly. */
+/* 2 epochs of 32 steps (~1 s of training, so the signals below land inside
+ * it); threads 1 so the arithmetic repeats exactly. */
 #define SIG_EPOCHS "2"
-#define SIG_STEPS 32
+#define SIG_STEPS 64
 
 static void sig_args(char **a, const char *dir, bool resume)
 {
@@ -316,7 +317,7 @@ static void sig_args(char **a, const char *dir, bool resume)
         a[n++] = "--model";
         a[n++] = "lenet";
     }
-    const char *rest[] = {"--epochs", SIG_EPOCHS, "--limit", "512", "--test-limit", "64", "--batch", "32",
+    const char *rest[] = {"--epochs", SIG_EPOCHS, "--limit", "1024", "--test-limit", "64", "--batch", "32",
                           "--threads", "1", "--checkpoint-dir", dir, NULL};
     for (int i = 0; rest[i]; i++) a[n++] = (char *)rest[i];
     a[n] = NULL;
