@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""PyTorch's time for the project's AlexNet (shared/ALEXNET.md: the single-tower
+model, LRN with PyTorch's alpha = 5 * 1e-4 so it equals the paper's formula),
+the reference the CUDA backend is compared with. fp32 throughout: TF32 is off
+unless --tf32. Times training steps (forward, loss, backward, SGD with the
+paper's momentum and weight decay) and inference with CUDA events after a
+warm-up, on random data already on the GPU. Prints one JSON line."""
+import argparse
+import json
+import sys
+
+import torch
+from torch import nn
+
+PAPER_PARAMS = 62_378_344  # at 3x224x224 -> 1000 classes (ALEXNET.md)
+
+
+def alexnet(classes: int = 1000, groups: int = 1) -> nn.Module:
+    """Stage names as in ALEXNET.md: stage1.0 ... stage5.0, classifier.2/.5/.7."""
+
+    def lrn():
+        return nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
+
+    m = nn.Module()
+    m.stage1 = nn.Sequential(nn.Conv2d(3, 96, 11, stride=4, padding=2), nn.ReLU(), lrn(),
+                             nn.MaxPool2d(3, 2))
+    m.stage2 = nn.Sequential(nn.Conv2d(96, 256, 5, padding=2, groups=groups), nn.ReLU(), lrn(),
+                             nn.MaxPool2d(3, 2))
+    m.stage3 = nn.Sequential(nn.Conv2d(256, 384, 3, padding=1), nn.ReLU())
+    m.stage4 = nn.Sequential(nn.Conv2d(384, 384, 3, padding=1, groups=groups), nn.ReLU())
+    m.stage5 = nn.Sequential(nn.Conv2d(384, 256, 3, padding=1, groups=groups), nn.ReLU(),
+                             nn.MaxPool2d(3, 2))
+    m.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(),
+                                 nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(),
+                                 nn.Linear(4096, classes))
+    seq = nn.Sequential()
+    for name in ("stage1", "stage2", "stage3", "stage4", "stage5", "classifier"):
+        seq.add_module(name, getattr(m, name))
+    return seq
+
+
+def timed(fn, steps: int) -> float:
+    """Milliseconds per call of fn, by CUDA events around `steps` calls."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(steps):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / steps
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--groups", type=int, default=1, help="2: the paper's two-GPU grouping")
+    ap.add_argument("--tf32", action="store_true", help="allow TF32 (not fp32-exact)")
+    ap.add_argument("--no-cudnn-benchmark", action="store_true")
+    a = ap.parse_args()
+    if not torch.cuda.is_available():
+        print(json.dumps({"error": "no CUDA device"}))
+        return 1
+
+    torch.backends.cuda.matmul.allow_tf32 = a.tf32
+    torch.backends.cudnn.allow_tf32 = a.tf32
+    torch.backends.cudnn.benchmark = not a.no_cudnn_benchmark
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    model = alexnet(a.classes, a.groups).to(dev)
+    params = sum(p.numel() for p in model.parameters())
+    if a.classes == 1000 and a.groups == 1 and params != PAPER_PARAMS:
+        print(json.dumps({"error": f"{params} parameters, expected {PAPER_PARAMS}"}))
+        return 1
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    x = torch.randn(a.batch, 3, 224, 224, device=dev)
+    y = torch.randint(0, a.classes, (a.batch,), device=dev)
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+
+    model.train()
+    for _ in range(a.warmup):
+        train_step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    train_ms = timed(train_step, a.steps)
+    train_peak = torch.cuda.max_memory_allocated()
+
+    model.eval()
+    with torch.no_grad():
+        for _ in range(a.warmup):
+            model(x)
+        torch.cuda.synchronize()
+        infer_ms = timed(lambda: model(x), a.steps)
+
+    print(json.dumps({
+        "model": "alexnet",
+        "framework": "pytorch",
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name(0),
+        "batch": a.batch,
+        "groups": a.groups,
+        "precision": "tf32" if a.tf32 else "fp32",
+        "params": params,
+        "steps": a.steps,
+        "train_ms_per_step": round(train_ms, 3),
+        "train_images_per_s": round(a.batch * 1000.0 / train_ms, 1),
+        "train_peak_bytes": train_peak,
+        "infer_ms_per_batch": round(infer_ms, 3),
+        "infer_images_per_s": round(a.batch * 1000.0 / infer_ms, 1),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+/* conv2d on the GPU: im2col + our SGEMM, a chunk of samples at a time.
+ * x (N, C, H, W), w (OC, C/G, KH, KW), b (OC), y (N, OC, OH, OW).
+ *
+ * The column buffer of a chunk of cn samples is (C*KH*KW, cn*PP): row (c, i, j)
+ * matches the weight layout, column (sample, p) with p = oy*OW + ox and
+ * PP = OH*OW rounded up to 4 (the pad columns hold zeros), so every sample
+ * starts 16-byte aligned and the GEMM can use float4 loads.
+ *   forward: y[n, g] = w[g] col[g, n] for every (sample, group) in one launch,
+ *            on top of the bias broadcast (beta = 1);
+ *   dw[g]   += dyp[g] col[g]^T  (one GEMM per group over all cn*PP columns,
+ *              dyp = dy of the chunk laid out (OC, cn*PP) like col);
+ *   dx      += col2im(w[g]^T dyp[g]), gathered per input element (no atomics);
+ *   db      += sums of dy over (n, p), one block per channel. */
+#include "common.cuh"
+
+/* The workspace holds col and dyp for as many samples as fit in this budget
+ * (at least one): large enough for long GEMMs, small enough that the arena,
+ * which takes one per conv forward and backward, stays modest. */
+#define CONV_WS_BUDGET ((size_t)64 << 20)
+
+typedef struct conv_plan {
+    int cg, ocg, kg, kc, p, pp; /* channels and outputs per group, GEMM K per group, all rows, OH*OW, padded */
+    int chunk;                   /* samples per pass */
+} conv_plan;
+
+static conv_plan plan_of(const nn_conv2d_geom *g)
+{
+    conv_plan q;
+    q.cg = g->c / g->groups;
+    q.ocg = g->oc / g->groups;
+    q.kg = q.cg * g->kh * g->kw;
+    q.kc = g->c * g->kh * g->kw;
+    q.p = g->oh * g->ow;
+    q.pp = (q.p + 3) / 4 * 4;
+    size_t per = (size_t)(q.kc + g->oc) * q.pp * sizeof(float);
+    size_t c = per ? CONV_WS_BUDGET / per : 1;
+    if (c < 1) c = 1;
+    if (c > (size_t)g->n) c = (size_t)g->n;
+    q.chunk = (int)c;
+    return q;
+}
+
+extern "C" size_t nn_cuda_conv2d_workspace(const nn_conv2d_geom *g)
+{
+    conv_plan q = plan_of(g);
+    return (size_t)q.chunk * (q.kc + g->oc) * q.pp * sizeof(float);
+}
+
+/* col[(c, i, j), s * pp + p] = x[n0 + s, c, oy*sh - ph + i, ox*sw - pw + j], 0 outside */
+static __global__ void im2col_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ x,
+                                     float *__restrict__ col)
+{
+    const long long ld = (long long)cn * pp;
+    const long long total = (long long)g.c * g.kh * g.kw * ld;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)gridDim.x * blockDim.x) {
+        const long long row = t / ld;
+        const int colx = (int)(t % ld);
+        const int s = colx / pp, p = colx % pp;
+        float v = 0.0f;
+        if (p < g.oh * g.ow) {
+            const int j = (int)(row % g.kw), i = (int)((row / g.kw) % g.kh), c = (int)(row / ((long long)g.kw * g.kh));
+            const int oy = p / g.ow, ox = p % g.ow;
+            const int yy = oy * g.sh - g.ph + i, xx = ox * g.sw - g.pw + j;
+            if (yy >= 0 && yy < g.h && xx >= 0 && xx < g.w)
+                v = __ldg(x + (((long long)s * g.c + c) * g.h + yy) * g.w + xx);
+        }
+        col[t] = v;
+    }
+}
+
+/* dx[s, c, yy, xx] += sum over the (i, j, oy, ox) that read it of col[(c, i, j), s * pp + oy*OW + ox] */
+static __global__ void col2im_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ col,
+                                     float *__restrict__ dx)
+{
+    const long long ld = (long long)cn * pp;
+    const long long total = (long long)cn * g.c * g.h * g.w;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)gridDim.x * blockDim.x) {
+        const int xx = (int)(t % g.w), yy = (int)((t / g.w) % g.h);
+        const int c = (int)((t / ((long long)g.w * g.h)) % g.c), s = (int)(t / ((long long)g.w * g.h * g.c));
+        float sum = 0.0f;
+        for (int i = 0; i < g.kh; i++) {
+            const int ty = yy + g.ph - i;
+            if (ty < 0 || ty % g.sh) continue;
+            const int oy = ty / g.sh;
+            if (oy >= g.oh) continue;
+            for (int j = 0; j < g.kw; j++) {
+                const int tx = xx + g.pw - j;
+                if (tx < 0 || tx % g.sw) continue;
+                const int ox = tx / g.sw;
+                if (ox >= g.ow) continue;
+                sum += col[(((long long)c * g.kh + i) * g.kw + j) * ld + (long long)s * pp + oy * g.ow + ox];
+            }
+        }
+        dx[t] += sum;
+    }
+}
+
+/* y[n, o, p] = b[o] */
+static __global__ void bias_fill_kernel(long long total, int oc, int p, const float *__restrict__ b,
+                                        float *__restrict__ y)
+{
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)gridDim.x * blockDim.x)
+        y[t] = __ldg(b + (t / p) % oc);
+}
+
+/* dyp[o, s * pp + p] = dy[n0 + s, o, p], 0 in the pad columns */
+static __global__ void gather_dy_kernel(int oc, int p, int pp, int cn, const float *__restrict__ dy,
+                                        float *__restrict__ dyp)
+{
+    const long long ld = (long long)cn * pp, total = (long long)oc * ld;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)gridDim.x * blockDim.x) {
+        const int o = (int)(t / ld), colx = (int)(t % ld), s = colx / pp, q = colx % pp;
+        dyp[t] = q < p ? __ldg(dy + ((long long)s * oc + o) * p + q) : 0.0f;
+    }
+}
+
+/* db[o] += sum over n, p of dy[n, o, p]: one block per channel, a fixed-order tree */
+static __global__ void bias_grad_kernel(int n, int oc, int p, const float *__restrict__ dy, float *db)
+{
+    __shared__ float part[NN_CUDA_THREADS];
+    const int o = blockIdx.x;
+    float s = 0.0f;
+    for (long long t = threadIdx.x; t < (long long)n * p; t += blockDim.x) {
+        const long long k = t / p, q = t % p;
+        s += __ldg(dy + (k * oc + o) * p + q);
+    }
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int h = blockDim.x / 2; h > 0; h >>= 1) {
+        if ((int)threadIdx.x < h) part[threadIdx.x] += part[threadIdx.x + h];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) db[o] += part[0];
+}
+
+/* ---- launchers (the stream last, as everywhere in cuda/) ---- */
+
+static unsigned blocks_for(long long n)
+{
+    return nn_cuda_blocks((size_t)n);
+}
+
+static void im2col_cuda(const nn_conv2d_geom *g, int pp, int cn, const float *x, float *col, cudaStream_t s)
+{
+    const long long total = (long long)g->c * g->kh * g->kw * cn * pp;
+    im2col_kernel<<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, x, col);
+}
+
+static void col2im_cuda(const nn_conv2d_geom *g, int pp, int cn, const float *col, float *dx, cudaStream_t s)
+{
+    const long long total = (long long)cn * g->c * g->h * g->w;
+    col2im_kernel<<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, col, dx);
+}
+
+static void bias_fill_cuda(const nn_conv2d_geom *g, int p, const float *b, float *y, cudaStream_t s)
+{
+    const long long total = (long long)g->n * g->oc * p;
+    bias_fill_kernel<<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(total, g->oc, p, b, y);
+}
+
+static void gather_dy_cuda(int oc, int p, int pp, int cn, const float *dy, float *dyp, cudaStream_t s)
+{
+    gather_dy_kernel<<<blocks_for((long long)oc * cn * pp), NN_CUDA_THREADS, 0, s>>>(oc, p, pp, cn, dy, dyp);
+}
+
+static void bias_grad_cuda(int n, int oc, int p, const float *dy, float *db, cudaStream_t s)
+{
+    bias_grad_kernel<<<oc, NN_CUDA_THREADS, 0, s>>>(n, oc, p, dy, db);
+}
+
+static nn_status check_geom(const nn_conv2d_geom *g, const void *ws, const char *who)
+{
+    if (g->groups < 1 || g->c % g->groups || g->oc % g->groups || g->sh < 1 || g->sw < 1)
+        return nn_error(NN_E_ARG, "cuda %s: bad geometry (groups %d, channels %d -> %d, stride %dx%d)",
+                        who, g->groups, g->c, g->oc, g->sh, g->sw);
+    if (!ws) return nn_error(NN_E_ARG, "cuda %s: no workspace", who);
+    return NN_OK;
+}
+
+extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float *x, const float *w,
+                                            const float *b, float *y, void *ws)
+{
+    NN_TRY(check_geom(g, ws, "conv2d_forward"));
+    NN_CUDA_STREAM(s);
+    const conv_plan q = plan_of(g);
+    float *col = (float *)ws;
+    if (b) {
+        bias_fill_cuda(g, q.p, b, y, s);
+        NN_CUDA_LAUNCHED("conv2d bias");
+    }
+    for (int n0 = 0; n0 < g->n; n0 += q.chunk) {
+        const int cn = g->n - n0 < q.chunk ? g->n - n0 : q.chunk;
+        const long long ld = (long long)cn * q.pp;
+        im2col_cuda(g, q.pp, cn, x + (long long)n0 * g->c * g->h * g->w, col, s);
+        NN_CUDA_LAUNCHED("conv2d im2col");
+        /* product (sample s, group gi): y[n0+s, gi*ocg.., :] = w[gi] (ocg, kg) x col[gi rows, s cols] */
+        nn_gemm_batch bt = {cn * g->groups, g->groups,
+                            0, (long long)q.ocg * q.kg,
+                            q.pp, (long long)q.kg * ld,
+                            (long long)g->oc * q.p, (long long)q.ocg * q.p};
+        NN_TRY(nn_cuda_sgemm(s, false, false, q.ocg, q.p, q.kg, 1.0f, w, q.kg, col, (int)ld,
+                             b ? 1.0f : 0.0f, y + (long long)n0 * g->oc * q.p, q.p, &bt));
+    }
+    return NN_OK;
+}
+
+extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const float *x, const float *w,
+                                             const float *dy, float *dx, float *dw, float *db, void *ws)
+{
+    if (!dx && !dw && !db) return NN_OK;
+    NN_TRY(check_geom(g, ws, "conv2d_backward"));
+    NN_CUDA_STREAM(s);
+    const conv_plan q = plan_of(g);
+    if (db) {
+        bias_grad_cuda(g->n, g->oc, q.p, dy, db, s);
+        NN_CUDA_LAUNCHED("conv2d bias gradient");
+    }
+    if (!dx && !dw) return NN_OK;
+    float *col = (float *)ws;
+    float *dyp = col + (size_t)q.chunk * q.kc * q.pp;
+    for (int n0 = 0; n0 < g->n; n0 += q.chunk) {
+        const int cn = g->n - n0 < q.chunk ? g->n - n0 : q.chunk;
+        const long long ld = (long long)cn * q.pp;
+        const int ldi = (int)ld;
+        gather_dy_cuda(g->oc, q.p, q.pp, cn, dy + (long long)n0 * g->oc * q.p, dyp, s);
+        NN_CUDA_LAUNCHED("conv2d gather dy");
+        if (dw) {
+            im2col_cuda(g, q.pp, cn, x + (long long)n0 * g->c * g->h * g->w, col, s);
+            NN_CUDA_LAUNCHED("conv2d im2col");
+            /* dw[gi] (ocg, kg) += dyp[gi] (ocg, ld) x col[gi]^T (ld, kg) */
+            nn_gemm_batch bt = {g->groups, 1, (long long)q.ocg * ld, 0, (long long)q.kg * ld, 0,
+                                (long long)q.ocg * q.kg, 0};
+            NN_TRY(nn_cuda_sgemm(s, false, true, q.ocg, q.kg, ldi, 1.0f, dyp, ldi, col, ldi, 1.0f, dw,
+                                 q.kg, &bt));
+        }
+        if (dx) {
+            /* dcol[gi] (kg, ld) = w[gi]^T (kg, ocg) x dyp[gi] (ocg, ld), into col (the dw GEMM
+             * above has read it: same stream) */
+            nn_gemm_batch bt = {g->groups, 1, (long long)q.ocg * q.kg, 0, (long long)q.ocg * ld, 0,
+                                (long long)q.kg * ld, 0};
+            NN_TRY(nn_cuda_sgemm(s, true, false, q.kg, ldi, q.ocg, 1.0f, w, q.kg, dyp, ldi, 0.0f, col,
+                                 ldi, &bt));
+            col2im_cuda(g, q.pp, cn, col, dx + (long long)n0 * g->c * g->h * g->w, s);
+            NN_CUDA_LAUNCHED("conv2d col2im");
+        }
+    }
+    return NN_OK;
+}
