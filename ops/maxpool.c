@@ -14,6 +14,7 @@
 
 #define POOL_PAR_MIN 16384 /* output elements below which threads do not pay */
 #define POOL_ROW 64         /* outputs of a row handled together on the stack */
+#define POOL_PLANE_MAX 4096 /* row maxima of a plane (H x OW) kept on the stack */
 
 /* The shape rules the kernels rely on (the op enforces them with messages; the
  * kernel re-checks because the backend table is callable directly). */
@@ -64,6 +65,57 @@ static void pool_row_inside(const nn_pool_geom *g, const float *xp, int i, float
     }
 }
 
+/* A whole plane without padding: first each input row's maxima over the kw
+ * columns of every window (first maximum in column order), then for each
+ * output the maximum of those over the kh rows (first in row order). That is
+ * the same winner as the row-major scan (the earliest row holding the
+ * maximum, and in it the earliest column; NaN likewise), with rows shared
+ * by overlapping windows reduced once, and the second pass contiguous. */
+static void pool_plane_inside(const nn_pool_geom *g, const float *xp, float *yp, int32_t *ap)
+{
+    const int W = g->w, OW = g->ow, sw = g->sw;
+    float hb[POOL_PLANE_MAX];
+    int32_t hi[POOL_PLANE_MAX];
+    const int hrows = (g->oh - 1) * g->sh + g->kh;
+    for (int h = 0; h < hrows; h++) {
+        const float *r = xp + (size_t)h * W;
+        float *b = hb + (size_t)h * OW;
+        int32_t *bi = hi + (size_t)h * OW;
+        for (int j = 0; j < OW; j++) {
+            b[j] = r[j * sw];
+            bi[j] = h * W + j * sw;
+        }
+        for (int q = 1; q < g->kw; q++) {
+            for (int j = 0; j < OW; j++) {
+                const float v = r[j * sw + q], bj = b[j];
+                const bool take = v > bj || (v != v && bj == bj);
+                b[j] = take ? v : bj;
+                bi[j] = take ? h * W + j * sw + q : bi[j];
+            }
+        }
+    }
+    for (int i = 0; i < g->oh; i++) {
+        float *y = yp + (size_t)i * OW;
+        int32_t *a = ap + (size_t)i * OW;
+        const float *b0 = hb + (size_t)i * g->sh * OW;
+        const int32_t *i0 = hi + (size_t)i * g->sh * OW;
+        for (int j = 0; j < OW; j++) {
+            y[j] = b0[j];
+            a[j] = i0[j];
+        }
+        for (int p = 1; p < g->kh; p++) {
+            const float *b = b0 + (size_t)p * OW;
+            const int32_t *bi = i0 + (size_t)p * OW;
+            for (int j = 0; j < OW; j++) {
+                const float v = b[j], bj = y[j];
+                const bool take = v > bj || (v != v && bj == bj);
+                y[j] = take ? v : bj;
+                a[j] = take ? bi[j] : a[j];
+            }
+        }
+    }
+}
+
 nn_status nn_cpu_maxpool_forward(const nn_pool_geom *g, const float *x, float *y, int32_t *argmax)
 {
     if (!pool_geom_ok(g)) return nn_error(NN_E_ARG, "maxpool2d: inconsistent pooling geometry");
@@ -75,12 +127,17 @@ nn_status nn_cpu_maxpool_forward(const nn_pool_geom *g, const float *x, float *y
     const int jin1 = W - g->kw + g->pw < 0 ? 0 : (W - g->kw + g->pw) / g->sw + 1;
     const int iin1 = H - g->kh + g->ph < 0 ? 0 : (H - g->kh + g->ph) / g->sh + 1;
     const bool all_cols_inside = jin0 == 0 && jin1 >= OW;
+    const bool plane_inside = g->ph == 0 && g->pw == 0 && (size_t)H * OW <= POOL_PLANE_MAX;
 
 #pragma omp parallel for schedule(static) if ((size_t)planes * out_plane > POOL_PAR_MIN)
     for (long long pl = 0; pl < planes; pl++) {
         const float *xp = x + (size_t)pl * in_plane;
         float *yp = y + (size_t)pl * out_plane;
         int32_t *ap = argmax + (size_t)pl * out_plane;
+        if (plane_inside) {
+            pool_plane_inside(g, xp, yp, ap);
+            continue;
+        }
         for (int i = 0; i < OH; i++) {
             if (all_cols_inside && i >= iin0 && i < iin1) {
                 pool_row_inside(g, xp, i, yp + (size_t)i * OW, ap + (size_t)i * OW);
