@@ -180,6 +180,10 @@ nn_tensor *nn_op_fail(nn_ctx *ctx, nn_status s, const char *fmt, ...)
 
 bool nn_op_skip(nn_ctx *ctx, const char *op, int n, nn_tensor *const *in)
 {
+    if (!ctx) {
+        nn_error(NN_E_ARG, "%s: the context is NULL", op);
+        return true;
+    }
     if (ctx->status != NN_OK) return true;
     for (int i = 0; i < n; i++) {
         if (!in[i]) {

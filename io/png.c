@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <png.h>
@@ -161,7 +162,18 @@ static nn_status read_fp(png_ctx *c, int want, nn_image *out)
     if (png_get_bit_depth(png, info) != 8 || png_get_channels(png, info) != ch ||
         png_get_rowbytes(png, info) != stride)
         png_error(png, "unsupported pixel layout after conversion");
-    /* interlaced passes revisit every row, so they need the whole image at once */
+    /* Interlaced passes revisit every row, so they need the whole image at
+     * once: bound it by what the file can hold (deflate expands at most
+     * ~1032x, and 1-bit gray to 8-bit RGB another 24x), so a forged header
+     * cannot make us allocate. */
+    struct stat sb;
+    if (passes > 1 && fstat(fileno(c->fp), &sb) == 0 &&
+        (double)h * (double)stride > (double)sb.st_size * 1032.0 * 24.0 + 65536.0) {
+        char why[160];
+        snprintf(why, sizeof why, "header claims %ux%u pixels but the file holds only %lld bytes", (unsigned)w,
+                 (unsigned)h, (long long)sb.st_size);
+        png_error(png, why);
+    }
     if (!grow_rows(c, passes > 1 ? h : 1, stride, h)) {
         c->nomem = true;
         png_error(png, "out of memory");

@@ -158,14 +158,18 @@ static nn_status read_state(const nn_st_file *f, nn_train_state *st)
     strcpy(st->classes, v);
     NN_TRY(get_f(f, "train.best_acc", &st->best_acc));
     NN_TRY(get(f, "optim.kind", &v));
-    NN_TRY(nn_optim_parse_kind(v, &st->optim.kind));
+    if (nn_optim_parse_kind(v, &st->optim.kind) != NN_OK)
+        return nn_error(NN_E_FORMAT, "%s: checkpoint metadata optim.kind = '%s' is not sgd, adam or adamw",
+                        nn_st_path(f), v);
     NN_TRY(get_f(f, "optim.lr", &st->optim.lr));
     NN_TRY(get_f(f, "optim.momentum", &st->optim.momentum));
     NN_TRY(get_f(f, "optim.weight_decay", &st->optim.weight_decay));
     NN_TRY(get_u(f, "optim.decay_bias", &u));
     st->optim.decay_bias = u != 0;
     NN_TRY(get(f, "sched.kind", &v));
-    NN_TRY(nn_sched_parse_kind(v, &st->sched.kind));
+    if (nn_sched_parse_kind(v, &st->sched.kind) != NN_OK)
+        return nn_error(NN_E_FORMAT, "%s: checkpoint metadata sched.kind = '%s' is not a known schedule",
+                        nn_st_path(f), v);
     NN_TRY(get_f(f, "sched.base_lr", &st->sched.base_lr));
     NN_TRY(get_f(f, "sched.lr", &st->sched.lr));
     NN_TRY(get_i(f, "sched.step_epochs", &st->sched.step_epochs));

@@ -2,6 +2,8 @@
  * and summary. Shapes per image are (C, H, W). */
 #include "sequential.h"
 
+#include "../core/backend.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -194,6 +196,21 @@ void nn_seq_free(nn_seq *s)
     nn_params_clear(&s->params);
 }
 
+nn_tensor *nn_seq_step(nn_ctx *ctx, const nn_layer *l, nn_tensor *h)
+{
+    switch (l->kind) {
+    case NN_L_CONV:
+        return nn_conv2d(ctx, h, l->w, l->b, (nn_conv2d_params){l->stride, l->stride, l->pad, l->pad, l->groups});
+    case NN_L_RELU: return nn_relu(ctx, h);
+    case NN_L_LRN: return nn_lrn(ctx, h, l->lrn);
+    case NN_L_MAXPOOL: return nn_maxpool2d(ctx, h, (nn_pool_params){l->k, l->k, l->stride, l->stride, 0, 0});
+    case NN_L_DROPOUT: return nn_dropout(ctx, h, l->p);
+    case NN_L_FLATTEN: return nn_flatten(ctx, h);
+    case NN_L_LINEAR: return nn_linear(ctx, h, l->w, l->b);
+    }
+    return NULL;
+}
+
 nn_tensor *nn_seq_forward(nn_ctx *ctx, nn_seq *s, nn_tensor *x)
 {
     if (!x) return NULL;
@@ -204,22 +221,37 @@ nn_tensor *nn_seq_forward(nn_ctx *ctx, nn_seq *s, nn_tensor *x)
         return nn_ctx_fail(ctx, NN_E_SHAPE);
     }
     nn_tensor *h = x;
-    for (int i = 0; i < s->n && h; i++) {
-        nn_layer *l = &s->l[i];
-        switch (l->kind) {
-        case NN_L_CONV:
-            h = nn_conv2d(ctx, h, l->w, l->b,
-                          (nn_conv2d_params){l->stride, l->stride, l->pad, l->pad, l->groups});
-            break;
-        case NN_L_RELU: h = nn_relu(ctx, h); break;
-        case NN_L_LRN: h = nn_lrn(ctx, h, l->lrn); break;
-        case NN_L_MAXPOOL: h = nn_maxpool2d(ctx, h, (nn_pool_params){l->k, l->k, l->stride, l->stride, 0, 0}); break;
-        case NN_L_DROPOUT: h = nn_dropout(ctx, h, l->p); break;
-        case NN_L_FLATTEN: h = nn_flatten(ctx, h); break;
-        case NN_L_LINEAR: h = nn_linear(ctx, h, l->w, l->b); break;
-        }
-    }
+    for (int i = 0; i < s->n && h; i++) h = nn_seq_step(ctx, &s->l[i], h);
     return h;
+}
+
+static bool has_nonfinite(const nn_tensor *t)
+{
+    size_t cnt = 0;
+    const nn_backend *be = nn_backend_get(t->device);
+    return be && be->count_nonfinite(t->numel, nn_f32(t), &cnt) == NN_OK && cnt > 0;
+}
+
+const char *nn_seq_find_nonfinite(nn_seq *s, nn_tensor *x)
+{
+    for (int i = 0; i < s->n; i++)
+        if ((s->l[i].w && has_nonfinite(s->l[i].w)) || (s->l[i].b && has_nonfinite(s->l[i].b))) return s->l[i].name;
+    nn_ctx *ctx = nn_ctx_new();
+    if (!ctx) return NULL;
+    nn_ctx_set_grad(ctx, false);
+    nn_ctx_set_training(ctx, false);
+    const char *bad = NULL;
+    nn_tensor *h = x;
+    for (int i = 0; i < s->n && h && !bad; i++) {
+        nn_seq one = *s; /* the same layers, one at a time */
+        one.n = 1;
+        one.l[0] = s->l[i];
+        one.in_c = h->ndim == 4 ? h->shape[1] : 0;
+        h = nn_seq_step(ctx, &one.l[0], h);
+        if (h && has_nonfinite(h)) bad = s->l[i].name;
+    }
+    nn_ctx_free(ctx);
+    return bad;
 }
 
 long long nn_seq_params(const nn_seq *s)

@@ -66,8 +66,15 @@ nn_status nn_seq_build(nn_seq *s, nn_device dev, nn_init_kind init, nn_rng *rng)
 nn_status nn_seq_infer(nn_seq *s);
 void nn_seq_free(nn_seq *s);
 
+/* One layer applied to h (what the forward pass does for each layer). */
+nn_tensor *nn_seq_step(nn_ctx *ctx, const nn_layer *l, nn_tensor *h);
+
 /* x (N, in_c, in_h, in_w) -> the last layer's output. */
 nn_tensor *nn_seq_forward(nn_ctx *ctx, nn_seq *s, nn_tensor *x);
+
+/* For a run that went non-finite: the first layer whose parameters or whose
+ * output on x (inference mode) hold a NaN or Inf, or NULL when none does. */
+const char *nn_seq_find_nonfinite(nn_seq *s, nn_tensor *x);
 
 long long nn_seq_params(const nn_seq *s);
 long long nn_seq_macs(const nn_seq *s);

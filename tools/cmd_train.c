@@ -2,6 +2,7 @@
  * progress, tests it every epoch, checkpoints every epoch (and on SIGINT /
  * SIGTERM), and resumes exactly from a checkpoint. */
 #include <cblas.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
@@ -57,6 +58,27 @@ static void fmt_time(double s, char *buf, size_t n)
         snprintf(buf, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
     else
         snprintf(buf, n, "%d:%02d", t / 60, t % 60);
+}
+
+/* A run killed while saving leaves "NAME.tmp.PID" behind (the checkpoint it
+ * was replacing is intact): remove those whose process is gone. */
+static void remove_stale_temporaries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *t = strstr(e->d_name, ".safetensors.tmp.");
+        if (!t) continue;
+        char *end;
+        long pid = strtol(t + strlen(".safetensors.tmp."), &end, 10);
+        if (*end || pid <= 0) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* its writer may still be at work */
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
 }
 
 static const char about[] =
@@ -265,6 +287,7 @@ int cmd_train(int argc, char **argv)
             goto fail;
         }
     }
+    remove_stale_temporaries(o.ckdir);
     char last_path[4096], best_path[4096];
     snprintf(last_path, sizeof last_path, "%s/last.safetensors", o.ckdir);
     snprintf(best_path, sizeof best_path, "%s/best.safetensors", o.ckdir);
@@ -310,10 +333,17 @@ int cmd_train(int argc, char **argv)
             }
             if (!isfinite(lv) || bad) {
                 if (!o.skip_nonfinite) {
-                    nn_error(NN_E_NONFINITE, "step %lld (epoch %d, batch %d): %s%s%s is not finite; stopping "
+                    const char *layer = nn_seq_find_nonfinite(&seq, xb);
+                    char what[256];
+                    if (isfinite(lv))
+                        snprintf(what, sizeof what, "the gradient of %s is not finite", bad);
+                    else
+                        snprintf(what, sizeof what, "the loss is not finite (%g; first non-finite layer: %s%s%s)", (double)lv,
+                                 layer ? layer : "none: the loss itself", bad ? "; first non-finite gradient: " : "",
+                                 bad ? bad : "");
+                    nn_error(NN_E_NONFINITE, "step %lld (epoch %d, batch %d): %s; stopping "
                              "(lower --lr, or --skip-nonfinite to skip such batches)",
-                             (long long)st.step + 1, st.epoch + 1, st.batch + 1, isfinite(lv) ? "the gradient of " : "the loss",
-                             isfinite(lv) ? bad : "", isfinite(lv) ? "" : (bad ? " (first bad gradient there)" : ""));
+                             (long long)st.step + 1, st.epoch + 1, st.batch + 1, what);
                     goto fail;
                 }
                 skipped++;
