@@ -32,10 +32,18 @@ build() {
     fi
     local werror=false
     [ "${CI:-}" = "true" ] && werror=true
+    # quiet when all goes well, the whole log when it does not
+    local log
+    log=$(mktemp)
     if [ ! -f build/build.ninja ]; then
-        meson setup build -Dwerror=$werror -Dcuda=auto >/dev/null
+        if ! meson setup build -Dwerror=$werror -Dcuda=auto >"$log" 2>&1; then
+            cat "$log"; rm -f "$log"; echo "== meson setup failed" >&2; exit 1
+        fi
     fi
-    ninja -C build >/dev/null
+    if ! ninja -C build >"$log" 2>&1; then
+        cat "$log"; rm -f "$log"; echo "== build failed" >&2; exit 1
+    fi
+    rm -f "$log"
 }
 
 cmd="${1:-}"
