@@ -15,6 +15,7 @@
  * the innermost loop is contiguous and vectorizes, and the running window sum
  * (one double per position) stays on the stack. */
 #define LRN_TILE 64
+#define LRN_RING 16       /* backward: terms of windows up to 15 channels kept, not recomputed */
 #define LRN_PAR_MIN 16384 /* elements below which threads cost more than they save */
 
 /* s^-beta for a whole row of the tile. beta = 0.75 (the paper's, by far the
@@ -112,6 +113,8 @@ nn_status nn_cpu_lrn_backward(const nn_lrn_geom *g, const float *x, const float 
     const float beta = g->beta;
     const double c2 = 2.0 * g->alpha * g->beta;
     const size_t numel = (size_t)g->n * (size_t)C * hw;
+    /* a window of 2*half+1 channels fits the ring when it has a spare slot */
+    const bool use_ring = 2 * half + 2 <= LRN_RING;
 
 #pragma omp parallel for schedule(static) if (numel > LRN_PAR_MIN)
     for (long long t = 0; t < total; t++) {
@@ -121,28 +124,45 @@ nn_status nn_cpu_lrn_backward(const nn_lrn_geom *g, const float *x, const float 
         const float *xb = x + base, *yb = y + base, *sb = scale + base, *db = dy + base;
         float *dxb = dx + base;
         double acc[LRN_TILE];
+        double ring[LRN_RING][LRN_TILE]; /* the window's terms, by channel mod LRN_RING */
         float pw[LRN_TILE];
         for (int q = 0; q < len; q++) acc[q] = 0.0;
-        /* The term is recomputed when a channel leaves the window, so what is
-         * subtracted is exactly what was added. In double: for large x,
-         * y / scale falls below float's normal range. */
+        /* What is subtracted when a channel leaves the window is exactly what
+         * was added (kept in the ring, or recomputed for very wide windows).
+         * In double: for large x, y / scale falls below float's normal range. */
 #define LRN_TERM(j, q) ((double)db[(size_t)(j) * hw + (q)] * (double)yb[(size_t)(j) * hw + (q)] / \
                         (double)sb[(size_t)(j) * hw + (q)])
         for (int j = 0; j <= half && j < C; j++) {
+            double *r = ring[j % LRN_RING];
 #pragma omp simd
-            for (int q = 0; q < len; q++) acc[q] += LRN_TERM(j, q);
+            for (int q = 0; q < len; q++) {
+                const double t = LRN_TERM(j, q);
+                r[q] = t;
+                acc[q] += t;
+            }
         }
         for (int c = 0; c < C; c++) {
             const size_t off = (size_t)c * hw;
             if (c > 0) {
                 const int in = c + half, out = c - half - 1;
-                if (in < C) {
-#pragma omp simd
-                    for (int q = 0; q < len; q++) acc[q] += LRN_TERM(in, q);
-                }
                 if (out >= 0) {
+                    if (use_ring) {
+                        const double *r = ring[out % LRN_RING];
 #pragma omp simd
-                    for (int q = 0; q < len; q++) acc[q] -= LRN_TERM(out, q);
+                        for (int q = 0; q < len; q++) acc[q] -= r[q];
+                    } else {
+#pragma omp simd
+                        for (int q = 0; q < len; q++) acc[q] -= LRN_TERM(out, q);
+                    }
+                }
+                if (in < C) {
+                    double *r = ring[in % LRN_RING];
+#pragma omp simd
+                    for (int q = 0; q < len; q++) {
+                        const double t = LRN_TERM(in, q);
+                        r[q] = t;
+                        acc[q] += t;
+                    }
                 }
             }
             lrn_pow_row(len, sb + off, beta, pw);
