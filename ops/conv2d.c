@@ -41,7 +41,8 @@ typedef struct conv_plan {
     bool direct;     /* 1x1, stride 1, no padding, one image per GEMM: x is its own column matrix */
     size_t col, tmp; /* floats per worker: column matrix, (og, chunk*ohw) GEMM output */
     size_t dw;       /* floats per extra worker: its private dW */
-    bool wino;       /* 3x3, stride 1, pad 1, by worker: forward and dX by Winograd F(2x2, 3x3) */
+    bool wino;       /* 3x3 pad 1 or 5x5 pad 2, stride 1, by worker: forward and dX by Winograd */
+    int nbk;         /* Winograd: 3x3 blocks of the kernel (1 for 3x3; 4 for 5x5 padded to 6x6) */
     size_t wu;       /* floats of the transformed weights (shared) */
     size_t wv;       /* floats per worker: transformed inputs and products */
 } conv_plan;
@@ -72,13 +73,15 @@ static conv_plan conv_plan_make(const nn_conv2d_geom *g)
     P.col = P.direct ? 0 : (size_t)P.k * cols;
     P.tmp = P.chunk > 1 ? (size_t)P.og * cols : 0;
     P.dw = P.workers > 1 ? (size_t)g->oc * P.k : 0;
-    P.wino = P.workers > 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->ph == 1 &&
-             g->pw == 1;
+    P.wino = P.workers > 1 && g->kh == g->kw && (g->kh == 3 || g->kh == 5) && g->sh == 1 && g->sw == 1 &&
+             g->ph == g->kh / 2 && g->pw == g->kw / 2;
+    P.nbk = g->kh == 5 ? 4 : 1;
     if (P.wino) {
         size_t tiles = (size_t)P.chunk * ((g->h + 1) / 2) * ((g->w + 1) / 2);
         size_t cmax = P.cg > P.og ? P.cg : P.og;
-        P.wu = 16 * (size_t)g->groups * P.og * P.cg;
-        P.wv = 16 * (size_t)2 * cmax * tiles; /* V (16, cin, tiles) and M (16, cout, tiles) */
+        P.wu = 16 * (size_t)g->groups * P.og * P.cg * P.nbk;
+        /* V (16, blocks * cin, tiles) and M (16, cout, tiles) */
+        P.wv = 16 * (size_t)(P.nbk + 1) * cmax * tiles;
     } else {
         P.wu = P.wv = 0;
     }
@@ -221,52 +224,67 @@ static void add_bias(const nn_conv2d_geom *g, const conv_plan *P, int nb, const 
 /* ---- Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 layers (Lavin & Gray 2016) ----
  * Each 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A of its 4x4 input tile d:
  * 16 products per tile and channel pair instead of 36, done as 16 GEMMs
- * (cout, cin) x (cin, tiles). The transforms only add and halve, so the error
+ * (cout, cin) x (cin, tiles). A 5x5 kernel (pad 2), zero-padded to 6x6, is four
+ * 3x3 blocks over shifted input tiles, stacked along cin: 64 products instead
+ * of 100. The transforms only add and halve, so the error
  * stays at float rounding of the sums, like the direct product. */
 
-/* U[xi][o][c] = (G w[o][c] G^T)[xi] for one group; w (og, cg, 3, 3) as stored,
- * or with flip, the dX kernel: U[xi][c][o] from w[o][c] rotated 180 degrees. */
-static void wino_weights(const float *w, int og, int cg, bool flip, float *U)
+/* U[xi][o][blk*cg + c] = (G w_blk[o][c] G^T)[xi] for one group, w (og, cg, K, K)
+ * as stored, K = 3 (one block) or 5 (zero-padded to 6x6: four 3x3 blocks, blk
+ * = 2a + b for rows 3a.., columns 3b..). With flip, the dX kernel: the same
+ * for w[o][c] rotated 180 degrees, as U[xi][c][blk*og + o]. */
+static void wino_weights(const float *w, int og, int cg, int K, bool flip, float *U)
 {
-    const int rows = flip ? cg : og, cols = flip ? og : cg;
+    const int nbk = K == 5 ? 4 : 1;
+    const int rows = flip ? cg : og, cols = (flip ? og : cg) * nbk;
 #pragma omp parallel for collapse(2) if ((size_t)og * cg > 4096)
     for (int o = 0; o < og; o++) {
         for (int c = 0; c < cg; c++) {
-            const float *k = w + ((size_t)o * cg + c) * 9;
-            float f[9], t[4][3], u[4][4];
-            for (int i = 0; i < 9; i++) f[i] = flip ? k[8 - i] : k[i];
-            for (int j = 0; j < 3; j++) { /* G f: rows */
-                t[0][j] = f[j];
-                t[1][j] = 0.5f * (f[j] + f[3 + j] + f[6 + j]);
-                t[2][j] = 0.5f * (f[j] - f[3 + j] + f[6 + j]);
-                t[3][j] = f[6 + j];
+            const float *k = w + ((size_t)o * cg + c) * K * K;
+            for (int blk = 0; blk < nbk; blk++) {
+                float f[9], t[4][3], u[4][4];
+                for (int p = 0; p < 3; p++)
+                    for (int q = 0; q < 3; q++) {
+                        const int kp = 3 * (blk / 2) + p, kq = 3 * (blk % 2) + q;
+                        f[3 * p + q] = kp < K && kq < K ? k[flip ? (K - 1 - kp) * K + (K - 1 - kq) : kp * K + kq] : 0.0f;
+                    }
+                for (int j = 0; j < 3; j++) { /* G f: rows */
+                    t[0][j] = f[j];
+                    t[1][j] = 0.5f * (f[j] + f[3 + j] + f[6 + j]);
+                    t[2][j] = 0.5f * (f[j] - f[3 + j] + f[6 + j]);
+                    t[3][j] = f[6 + j];
+                }
+                for (int i = 0; i < 4; i++) { /* (G f) G^T: columns */
+                    u[i][0] = t[i][0];
+                    u[i][1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                    u[i][2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                    u[i][3] = t[i][2];
+                }
+                const size_t r = flip ? (size_t)c : (size_t)o;
+                const size_t q = (size_t)blk * (flip ? og : cg) + (flip ? (size_t)o : (size_t)c);
+                for (int xi = 0; xi < 16; xi++) U[((size_t)xi * rows + r) * cols + q] = u[xi / 4][xi % 4];
             }
-            for (int i = 0; i < 4; i++) { /* (G f) G^T: columns */
-                u[i][0] = t[i][0];
-                u[i][1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-                u[i][2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-                u[i][3] = t[i][2];
-            }
-            const size_t r = flip ? (size_t)c : (size_t)o, q = flip ? (size_t)o : (size_t)c;
-            for (int xi = 0; xi < 16; xi++) U[((size_t)xi * rows + r) * cols + q] = u[xi / 4][xi % 4];
         }
     }
 }
 
-/* out[n][o] (=, or += with acc) sum_c corr3x3(in[n][c], kernel of U) (+ bias[o]),
- * same H x W, padding 1, for nb images: in at its first channel with images
- * in_img floats apart, out likewise. U (16, co, ci); V, M: one worker's buffers. */
-static void wino_conv(const float *in, size_t in_img, int ci, int H, int W, int nb, const float *U, int co,
-                      float *out, size_t out_img, const float *bias, bool acc, float *V, float *M)
+/* out[n][o] (=, or += with acc) sum_c corr_KxK(in[n][c], kernel of U) (+ bias[o]),
+ * same H x W, padding K/2, for nb images: in at its first channel with images
+ * in_img floats apart, out likewise. U (16, co, nbk * ci) from wino_weights;
+ * V, M: one worker's buffers. */
+static void wino_conv(const float *in, size_t in_img, int ci, int H, int W, int nb, int K, const float *U,
+                      int co, float *out, size_t out_img, const float *bias, bool acc, float *V, float *M)
 {
     const int th = (H + 1) / 2, tw = (W + 1) / 2, tpi = th * tw, nt = nb * tpi;
+    const int nbk = K == 5 ? 4 : 1, pad = K / 2, cie = nbk * ci;
     const size_t hw = (size_t)H * W;
     for (int b = 0; b < nb; b++) {
-        for (int c = 0; c < ci; c++) {
+        for (int cb = 0; cb < cie; cb++) {
+            const int blk = cb / ci, c = cb % ci;
             const float *x = in + (size_t)b * in_img + (size_t)c * hw;
             for (int ty = 0; ty < th; ty++) {
                 for (int tx = 0; tx < tw; tx++) {
-                    const int h0 = 2 * ty - 1, w0 = 2 * tx - 1;
+                    const int h0 = 2 * ty + 3 * (blk / 2) - pad, w0 = 2 * tx + 3 * (blk % 2) - pad;
                     float d[4][4], t[4][4];
                     if (h0 >= 0 && w0 >= 0 && h0 + 3 < H && w0 + 3 < W) {
                         for (int i = 0; i < 4; i++)
@@ -285,8 +303,8 @@ static void wino_conv(const float *in, size_t in_img, int ci, int H, int W, int 
                         t[3][j] = d[1][j] - d[3][j];
                     }
                     const size_t p = (size_t)b * tpi + (size_t)ty * tw + tx;
-                    float *v = V + (size_t)c * nt + p;
-                    const size_t xs = (size_t)ci * nt;
+                    float *v = V + (size_t)cb * nt + p;
+                    const size_t xs = (size_t)cie * nt;
                     for (int i = 0; i < 4; i++) { /* (B^T d) B */
                         v[(size_t)(4 * i + 0) * xs] = t[i][0] - t[i][2];
                         v[(size_t)(4 * i + 1) * xs] = t[i][1] + t[i][2];
@@ -298,8 +316,8 @@ static void wino_conv(const float *in, size_t in_img, int ci, int H, int W, int 
         }
     }
     for (int xi = 0; xi < 16; xi++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, co, nt, ci, 1.0f, U + (size_t)xi * co * ci, ci,
-                    V + (size_t)xi * ci * nt, nt, 0.0f, M + (size_t)xi * co * nt, nt);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, co, nt, cie, 1.0f, U + (size_t)xi * co * cie, cie,
+                    V + (size_t)xi * cie * nt, nt, 0.0f, M + (size_t)xi * co * nt, nt);
     const size_t ms = (size_t)co * nt;
     for (int b = 0; b < nb; b++) {
         for (int o = 0; o < co; o++) {
@@ -365,7 +383,7 @@ nn_status nn_cpu_conv2d_forward(const nn_conv2d_geom *g, const float *x, const f
     float *U = (float *)ws + (size_t)P.workers * (P.col + P.tmp + P.wv);
     if (P.wino) {
         for (int grp = 0; grp < g->groups; grp++)
-            wino_weights(w + (size_t)grp * P.og * P.k, P.og, P.cg, false, U + (size_t)grp * 16 * P.og * P.cg);
+            wino_weights(w + (size_t)grp * P.og * P.k, P.og, P.cg, g->kh, false, U + (size_t)grp * P.wu / g->groups);
     }
     if (P.workers > 1) {
         const int nt = omp_get_max_threads() < P.workers ? omp_get_max_threads() : P.workers;
@@ -380,10 +398,10 @@ nn_status nn_cpu_conv2d_forward(const nn_conv2d_geom *g, const float *x, const f
                     conv_fwd_chunk(g, &P, x, w, b, y, n0, nb, col, col + P.col, false);
                     continue;
                 }
-                float *V = col + P.col + P.tmp, *M = V + P.wv / 2;
+                float *V = col + P.col + P.tmp, *M = V + P.wv / (P.nbk + 1) * P.nbk;
                 for (int grp = 0; grp < g->groups; grp++)
-                    wino_conv(x + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw, xs, P.cg, g->h, g->w, nb,
-                              U + (size_t)grp * 16 * P.og * P.cg, P.og,
+                    wino_conv(x + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw, xs, P.cg, g->h, g->w, nb, g->kh,
+                              U + (size_t)grp * P.wu / g->groups, P.og,
                               y + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw, ys,
                               b ? b + (size_t)grp * P.og : NULL, false, V, M);
             }
@@ -473,7 +491,7 @@ nn_status nn_cpu_conv2d_backward(const nn_conv2d_geom *g, const float *x, const 
         const size_t nw = P.dw, xs = (size_t)g->c * P.hw;
         if (P.wino && dx) {
             for (int grp = 0; grp < g->groups; grp++)
-                wino_weights(w + (size_t)grp * P.og * P.k, P.og, P.cg, true, U + (size_t)grp * 16 * P.og * P.cg);
+                wino_weights(w + (size_t)grp * P.og * P.k, P.og, P.cg, g->kh, true, U + (size_t)grp * P.wu / g->groups);
         }
 #pragma omp parallel num_threads(nt)
         {
@@ -486,10 +504,10 @@ nn_status nn_cpu_conv2d_backward(const nn_conv2d_geom *g, const float *x, const 
                 const int n0 = c * P.chunk, nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
                 conv_bwd_chunk(g, &P, x, w, dy, P.wino ? NULL : dx, mydw, n0, nb, col, col + P.col, false);
                 if (!P.wino || !dx) continue;
-                float *V = col + P.col + P.tmp, *M = V + P.wv / 2;
+                float *V = col + P.col + P.tmp, *M = V + P.wv / (P.nbk + 1) * P.nbk;
                 for (int grp = 0; grp < g->groups; grp++)
-                    wino_conv(dy + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw, ys, P.og, g->h, g->w, nb,
-                              U + (size_t)grp * 16 * P.og * P.cg, P.cg,
+                    wino_conv(dy + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw, ys, P.og, g->h, g->w, nb, g->kh,
+                              U + (size_t)grp * P.wu / g->groups, P.cg,
                               dx + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw, xs, NULL, true, V, M);
             }
             if (dw && nt > 1) {
