@@ -44,8 +44,17 @@ def vm_hwm_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def torch_alexnet(nn, classes=1000):
+def feature_size(size):
+    """Spatial size after stage5 for a size x size input (224 -> 6)."""
+    s = (size + 4 - 11) // 4 + 1  # conv1 11x11 / 4, pad 2
+    for _ in range(3):            # the three 3x3 / 2 max pools (convs 2-5 keep the size)
+        s = (s - 3) // 2 + 1
+    return s
+
+
+def torch_alexnet(nn, size=224, classes=1000):
     """AlexNet, single tower, named like the common PyTorch definition."""
+    f = feature_size(size)
     lrn = lambda: nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_SIZE * LRN_ALPHA, beta=LRN_BETA, k=LRN_K)
     m = nn.Module()
     m.stage1 = nn.Sequential(nn.Conv2d(3, 96, 11, 4, 2), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2))
@@ -53,7 +62,7 @@ def torch_alexnet(nn, classes=1000):
     m.stage3 = nn.Sequential(nn.Conv2d(256, 384, 3, 1, 1), nn.ReLU())
     m.stage4 = nn.Sequential(nn.Conv2d(384, 384, 3, 1, 1), nn.ReLU())
     m.stage5 = nn.Sequential(nn.Conv2d(384, 256, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(3, 2))
-    m.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(),
+    m.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(256 * f * f, 4096), nn.ReLU(),
                                  nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, classes))
     seq = nn.Sequential(m.stage1, m.stage2, m.stage3, m.stage4, m.stage5, m.classifier)
     # the paper's initialization, as convnet's default AlexNet: N(0, 0.01^2), biases 1 in
@@ -66,7 +75,7 @@ def torch_alexnet(nn, classes=1000):
     return seq
 
 
-def worker(phase, batch, threads, size, repeats):
+def worker(phase, batch, threads, size, repeats, device):
     """One phase of PyTorch in this process; prints one JSON line."""
     import torch
     import torch.nn as nn
@@ -77,9 +86,10 @@ def worker(phase, batch, threads, size, repeats):
     except RuntimeError:
         pass
     torch.manual_seed(1)
-    model = torch_alexnet(nn)
-    x = torch.empty(batch, 3, size, size).uniform_(-1, 1)
-    y = torch.randint(0, 1000, (batch,))
+    model = torch_alexnet(nn, size).to(device)
+    x = torch.empty(batch, 3, size, size).uniform_(-1, 1).to(device)
+    y = torch.randint(0, 1000, (batch,)).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     times, loss0 = [], float("nan")
     if phase == "train":
         model.train()
@@ -90,6 +100,7 @@ def worker(phase, batch, threads, size, repeats):
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
+            sync()
             t = (time.perf_counter_ns() - t0) * 1e-9
             if i == -2:
                 loss0 = float(loss.detach())
@@ -101,11 +112,13 @@ def worker(phase, batch, threads, size, repeats):
             for i in range(-2, repeats):
                 t0 = time.perf_counter_ns()
                 model(x)
+                sync()
                 t = (time.perf_counter_ns() - t0) * 1e-9
                 if i >= 0:
                     times.append(t)
     print(json.dumps({"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
                       "loss": loss0, "rss_mb": vm_hwm_mb(), "torch": torch.__version__,
+                      "device_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else 0.0,
                       "mkldnn": bool(torch.backends.mkldnn.is_available()),
                       "threads": torch.get_num_threads()}), flush=True)
 
@@ -125,14 +138,14 @@ def find_convnet(path):
 def run_ours(binary, a):
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "bench.json")
-        cmd = [binary, "bench", "--model-only", "--device", "cpu", "--batch", str(a.batch), "--threads",
+        cmd = [binary, "bench", "--model-only", "--device", a.device, "--batch", str(a.batch), "--threads",
                str(a.threads), "--size", str(a.size), "--repeats", str(a.repeats), "--json", out]
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if r.returncode != 0:
             sys.exit("compare_pytorch.py: %s failed:\n%s%s" % (" ".join(cmd), r.stdout, r.stderr))
         with open(out) as f:
             j = json.load(f)
-    cpu = j["devices"]["cpu"]
+    cpu = j["devices"][a.device]
     return {"train": cpu["train"], "infer": cpu["inference"], "sgemm_gflops": cpu["sgemm_gflops"],
             "machine": j["machine"]}
 
@@ -140,7 +153,7 @@ def run_ours(binary, a):
 def run_torch(phase, a):
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", phase, "--batch", str(a.batch), "--threads",
-           str(a.threads), "--size", str(a.size), "--repeats", str(a.repeats)]
+           str(a.threads), "--size", str(a.size), "--repeats", str(a.repeats), "--device", a.device]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     if r.returncode != 0:
         sys.exit("compare_pytorch.py: the PyTorch %s worker failed:\n%s" % (phase, r.stderr))
@@ -155,11 +168,13 @@ def main():
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=5, help="timed steps per phase and round (median)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of ours and PyTorch's")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cpu (default) or cuda (needs convnet built with CUDA and a CUDA torch)")
     ap.add_argument("--json", help="write the results to this file")
     ap.add_argument("--worker", choices=["train", "infer"], help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
-        worker(a.worker, a.batch, a.threads, a.size, a.repeats)
+        worker(a.worker, a.batch, a.threads, a.size, a.repeats, a.device)
         return
     try:
         import torch
@@ -167,11 +182,13 @@ def main():
         sys.exit("compare_pytorch.py: PyTorch is not installed: `pip install torch` "
                  "(or Debian's `apt-get install python3-torch`)")
     binary = find_convnet(a.convnet)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("compare_pytorch.py: --device cuda but this torch sees no GPU")
     print("convnet: %s\nPyTorch %s (%s), MKLDNN/oneDNN %s" % (
         binary, torch.__version__, os.path.dirname(torch.__file__),
         "on" if torch.backends.mkldnn.is_available() else "off"))
-    print("AlexNet 3x%dx%d, batch %d, fp32, %d threads; %d rounds, median of %d steps per phase and round\n" % (
-        a.size, a.size, a.batch, a.threads, a.rounds, a.repeats))
+    print("AlexNet 3x%dx%d, batch %d, fp32, on %s, %d threads; %d rounds, median of %d steps per phase and round\n" % (
+        a.size, a.size, a.batch, a.device, a.threads, a.rounds, a.repeats))
     rounds = []
     for r in range(a.rounds):
         res = {}
@@ -194,12 +211,16 @@ def main():
     pt_tr, pt_in = a.batch / med("torch", "train", "median_s"), a.batch / med("torch", "infer", "median_s")
     ours_rss_tr, ours_rss_in = med("ours", "train", "peak_rss_mb"), med("ours", "infer", "peak_rss_mb")
     pt_rss_tr, pt_rss_in = med("torch", "train", "rss_mb"), med("torch", "infer", "rss_mb")
+    if a.device == "cuda":  # device memory: our allocator's peak against torch's
+        ours_rss_tr, ours_rss_in = med("ours", "train", "device_peak_mb"), med("ours", "infer", "device_peak_mb")
+        pt_rss_tr, pt_rss_in = med("torch", "train", "device_peak_mb"), med("torch", "infer", "device_peak_mb")
+    mem = "device peak" if a.device == "cuda" else "peak resident"
     rows = [
         ("training images/s", ours_tr, pt_tr, ours_tr / pt_tr, ">= 1.5", ours_tr / pt_tr >= 1.5),
         ("inference images/s", ours_in, pt_in, ours_in / pt_in, ">= 1.5", ours_in / pt_in >= 1.5),
-        ("peak resident, training (MiB)", ours_rss_tr, pt_rss_tr, ours_rss_tr / pt_rss_tr, "<= 0.75",
+        (mem + ", training (MiB)", ours_rss_tr, pt_rss_tr, ours_rss_tr / pt_rss_tr, "<= 0.75",
          ours_rss_tr / pt_rss_tr <= 0.75),
-        ("peak resident, inference (MiB)", ours_rss_in, pt_rss_in, ours_rss_in / pt_rss_in, "", None),
+        (mem + ", inference (MiB)", ours_rss_in, pt_rss_in, ours_rss_in / pt_rss_in, "", None),
     ]
     print("\n%-32s %12s %12s %12s %8s" % ("(median over rounds)", "convnet", "PyTorch " + torch.__version__.split("+")[0],
                                          "ours/PyTorch", "target"))
@@ -211,7 +232,7 @@ def main():
                             rounds[0]["ours"]["train"]["first_loss"], rounds[0]["torch"]["train"]["loss"]))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"torch": torch.__version__, "batch": a.batch, "threads": a.threads, "size": a.size,
+            json.dump({"torch": torch.__version__, "device": a.device, "batch": a.batch, "threads": a.threads, "size": a.size,
                        "rounds": rounds, "summary": {r[0]: {"convnet": r[1], "pytorch": r[2], "ratio": r[3]}
                                                       for r in rows}}, f, indent=1)
         print("JSON written to %s" % a.json)
