@@ -46,51 +46,59 @@ extern "C" size_t nn_cuda_conv2d_workspace(const nn_conv2d_geom *g)
     return (size_t)q.chunk * (q.kc + g->oc) * q.pp * sizeof(float);
 }
 
+/* The index kernels are templated on the index type: a chunk's buffers are
+ * far below 2^31 elements in practice, and 32-bit division is several times
+ * cheaper than 64-bit on the GPU; 64-bit stays for the rare huge sample. */
+
 /* col[(c, i, j), s * pp + p] = x[n0 + s, c, oy*sh - ph + i, ox*sw - pw + j], 0 outside */
+template <typename I>
 static __global__ void im2col_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ x,
                                      float *__restrict__ col)
 {
-    const long long ld = (long long)cn * pp;
-    const long long total = (long long)g.c * g.kh * g.kw * ld;
-    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
-         t += (long long)gridDim.x * blockDim.x) {
-        const long long row = t / ld;
-        const int colx = (int)(t % ld);
-        const int s = colx / pp, p = colx % pp;
+    const I ld = (I)cn * pp;
+    const I total = (I)g.c * g.kh * g.kw * ld;
+    for (I t = blockIdx.x * (I)blockDim.x + threadIdx.x; t < total; t += (I)gridDim.x * blockDim.x) {
+        const I row = t / ld;
+        const int colx = (int)(t - row * ld);
+        const int s = colx / pp, p = colx - s * pp;
         float v = 0.0f;
         if (p < g.oh * g.ow) {
-            const int j = (int)(row % g.kw), i = (int)((row / g.kw) % g.kh), c = (int)(row / ((long long)g.kw * g.kh));
-            const int oy = p / g.ow, ox = p % g.ow;
+            const int r = (int)row, c = r / (g.kh * g.kw), ij = r - c * (g.kh * g.kw);
+            const int i = ij / g.kw, j = ij - i * g.kw;
+            const int oy = p / g.ow, ox = p - oy * g.ow;
             const int yy = oy * g.sh - g.ph + i, xx = ox * g.sw - g.pw + j;
             if (yy >= 0 && yy < g.h && xx >= 0 && xx < g.w)
-                v = __ldg(x + (((long long)s * g.c + c) * g.h + yy) * g.w + xx);
+                v = __ldg(x + (((I)s * g.c + c) * g.h + yy) * g.w + xx);
         }
         col[t] = v;
     }
 }
 
-/* dx[s, c, yy, xx] += sum over the (i, j, oy, ox) that read it of col[(c, i, j), s * pp + oy*OW + ox] */
+/* dx[s, c, yy, xx] += sum over the (oy, ox) whose window holds (yy, xx), in
+ * output order, of col[(c, i, j), s * pp + oy*OW + ox] with i = yy + ph - oy*sh,
+ * j = xx + pw - ox*sw (the outputs in reach are computed, not searched) */
+template <typename I>
 static __global__ void col2im_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ col,
                                      float *__restrict__ dx)
 {
-    const long long ld = (long long)cn * pp;
-    const long long total = (long long)cn * g.c * g.h * g.w;
-    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
-         t += (long long)gridDim.x * blockDim.x) {
-        const int xx = (int)(t % g.w), yy = (int)((t / g.w) % g.h);
-        const int c = (int)((t / ((long long)g.w * g.h)) % g.c), s = (int)(t / ((long long)g.w * g.h * g.c));
+    const I ld = (I)cn * pp;
+    const I total = (I)cn * g.c * g.h * g.w;
+    for (I t = blockIdx.x * (I)blockDim.x + threadIdx.x; t < total; t += (I)gridDim.x * blockDim.x) {
+        const I plane = t / ((I)g.h * g.w);
+        const int idx = (int)(t - plane * ((I)g.h * g.w)), yy = idx / g.w, xx = idx - yy * g.w;
+        const int s = (int)(plane / g.c), c = (int)(plane - (I)s * g.c);
+        const int ty = yy + g.ph, tx = xx + g.pw;
+        const int oy0 = ty - g.kh + 1 > 0 ? (ty - g.kh + g.sh) / g.sh : 0;
+        const int ox0 = tx - g.kw + 1 > 0 ? (tx - g.kw + g.sw) / g.sw : 0;
+        const int oy1 = ty / g.sh < g.oh - 1 ? ty / g.sh : g.oh - 1;
+        const int ox1 = tx / g.sw < g.ow - 1 ? tx / g.sw : g.ow - 1;
+        const float *cs = col + (I)s * pp;
         float sum = 0.0f;
-        for (int i = 0; i < g.kh; i++) {
-            const int ty = yy + g.ph - i;
-            if (ty < 0 || ty % g.sh) continue;
-            const int oy = ty / g.sh;
-            if (oy >= g.oh) continue;
-            for (int j = 0; j < g.kw; j++) {
-                const int tx = xx + g.pw - j;
-                if (tx < 0 || tx % g.sw) continue;
-                const int ox = tx / g.sw;
-                if (ox >= g.ow) continue;
-                sum += col[(((long long)c * g.kh + i) * g.kw + j) * ld + (long long)s * pp + oy * g.ow + ox];
+        for (int oy = oy0; oy <= oy1; oy++) {
+            const int i = ty - oy * g.sh;
+            for (int ox = ox0; ox <= ox1; ox++) {
+                const int j = tx - ox * g.sw;
+                sum += cs[(((I)c * g.kh + i) * g.kw + j) * ld + oy * g.ow + ox];
             }
         }
         dx[t] += sum;
@@ -107,14 +115,14 @@ static __global__ void bias_fill_kernel(long long total, int oc, int p, const fl
 }
 
 /* dyp[o, s * pp + p] = dy[n0 + s, o, p], 0 in the pad columns */
+template <typename I>
 static __global__ void gather_dy_kernel(int oc, int p, int pp, int cn, const float *__restrict__ dy,
                                         float *__restrict__ dyp)
 {
-    const long long ld = (long long)cn * pp, total = (long long)oc * ld;
-    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
-         t += (long long)gridDim.x * blockDim.x) {
-        const int o = (int)(t / ld), colx = (int)(t % ld), s = colx / pp, q = colx % pp;
-        dyp[t] = q < p ? __ldg(dy + ((long long)s * oc + o) * p + q) : 0.0f;
+    const I ld = (I)cn * pp, total = (I)oc * ld;
+    for (I t = blockIdx.x * (I)blockDim.x + threadIdx.x; t < total; t += (I)gridDim.x * blockDim.x) {
+        const int o = (int)(t / ld), colx = (int)(t - (I)o * ld), s = colx / pp, q = colx - s * pp;
+        dyp[t] = q < p ? __ldg(dy + ((I)s * oc + o) * p + q) : 0.0f;
     }
 }
 
@@ -144,16 +152,29 @@ static unsigned blocks_for(long long n)
     return nn_cuda_blocks((size_t)n);
 }
 
+/* 32-bit indices when every index of the launch (and of x, dx, dy for the
+ * chunk) fits with room for the grid stride */
+static bool fits32(long long n)
+{
+    return n < (1LL << 30);
+}
+
 static void im2col_cuda(const nn_conv2d_geom *g, int pp, int cn, const float *x, float *col, cudaStream_t s)
 {
     const long long total = (long long)g->c * g->kh * g->kw * cn * pp;
-    im2col_kernel<<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, x, col);
+    if (fits32(total) && fits32((long long)cn * g->c * g->h * g->w))
+        im2col_kernel<int><<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, x, col);
+    else
+        im2col_kernel<long long><<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, x, col);
 }
 
 static void col2im_cuda(const nn_conv2d_geom *g, int pp, int cn, const float *col, float *dx, cudaStream_t s)
 {
     const long long total = (long long)cn * g->c * g->h * g->w;
-    col2im_kernel<<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, col, dx);
+    if (fits32(total) && fits32((long long)g->c * g->kh * g->kw * cn * pp))
+        col2im_kernel<int><<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, col, dx);
+    else
+        col2im_kernel<long long><<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, col, dx);
 }
 
 static void bias_fill_cuda(const nn_conv2d_geom *g, int p, const float *b, float *y, cudaStream_t s)
@@ -164,7 +185,11 @@ static void bias_fill_cuda(const nn_conv2d_geom *g, int p, const float *b, float
 
 static void gather_dy_cuda(int oc, int p, int pp, int cn, const float *dy, float *dyp, cudaStream_t s)
 {
-    gather_dy_kernel<<<blocks_for((long long)oc * cn * pp), NN_CUDA_THREADS, 0, s>>>(oc, p, pp, cn, dy, dyp);
+    const long long total = (long long)oc * cn * pp;
+    if (fits32(total))
+        gather_dy_kernel<int><<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(oc, p, pp, cn, dy, dyp);
+    else
+        gather_dy_kernel<long long><<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(oc, p, pp, cn, dy, dyp);
 }
 
 static void bias_grad_cuda(int n, int oc, int p, const float *dy, float *db, cudaStream_t s)
