@@ -10,6 +10,8 @@
 #include "config.h"
 #include "core/backend.h"
 #include "core/philox.h"
+#include "models/model.h"
+#include "optim/optim.h"
 #include "testutil.h"
 #if NN_HAVE_CUDA
 #include "cuda/gemm.h"
@@ -833,6 +835,80 @@ static void test_small_network(void **state)
     }
 }
 
+/* Max |a - b| over max |a|, on the host copies of two tensors. */
+static double rel_diff(const nn_tensor *cpu, const nn_tensor *gpu_t)
+{
+    float *a = malloc(cpu->numel * sizeof *a), *b = malloc(cpu->numel * sizeof *b);
+    assert_int_equal(nn_tensor_read(cpu, a), NN_OK);
+    assert_int_equal(nn_tensor_read(gpu_t, b), NN_OK);
+    double d = 0, m = 1e-30;
+    for (size_t i = 0; i < cpu->numel; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        m = fmax(m, fabs((double)a[i]));
+    }
+    free(a);
+    free(b);
+    return d / m;
+}
+
+/* A whole AlexNet training step (LRN, overlapping pools, dropout with the same
+ * masks, the paper's SGD) on the GPU against the CPU, from identical weights. */
+static void test_alexnet_step(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    nn_model_config c = nn_alexnet_config();
+    c.in_size = 67;
+    c.width = 0.25f;
+    c.fc = 64;
+    c.classes = 10;
+    nn_seq sc, sg;
+    nn_rng r1 = nn_rng_make(77), r2 = nn_rng_make(77);
+    assert_int_equal(nn_model_build(&sc, &c, NN_CPU, &r1), NN_OK);
+    assert_int_equal(nn_model_build(&sg, &c, NN_CPU, &r2), NN_OK);
+    assert_int_equal(nn_seq_to(&sg, NN_CUDA), NN_OK);
+    nn_tensor *x = tu_rand4(78, 4, 3, 67, 67), *y = rand_labels(79, 4, 10);
+    nn_tensor *gx = to_gpu(x), *gy = to_gpu(y);
+    nn_optim_config oc = nn_optim_paper_sgd();
+    nn_optim *oc_cpu, *oc_gpu;
+    assert_int_equal(nn_optim_new(&oc_cpu, &oc, &sc.params), NN_OK);
+    assert_int_equal(nn_optim_new(&oc_gpu, &oc, &sg.params), NN_OK);
+    nn_ctx *cc = nn_ctx_new(), *cg = nn_ctx_new();
+    *nn_ctx_rng(cc) = nn_rng_make(80);
+    *nn_ctx_rng(cg) = nn_rng_make(80);
+    for (int step = 0; step < 2; step++) {
+        nn_ctx_reset(cc);
+        nn_ctx_reset(cg);
+        nn_tensor *lc = nn_softmax_xent(cc, nn_seq_forward(cc, &sc, x), y);
+        nn_tensor *lg = nn_softmax_xent(cg, nn_seq_forward(cg, &sg, gx), gy);
+        if (!lc || !lg) fail_msg("%s %s", nn_ctx_errmsg(cc), nn_ctx_errmsg(cg));
+        assert_int_equal(nn_backward(cc, lc), NN_OK);
+        assert_int_equal(nn_backward(cg, lg), NN_OK);
+        double dl = rel_diff(lc, lg);
+        if (dl > GPU_RTOL) fail_msg("step %d: loss differs by %.3g (relative)", step, dl);
+        for (int i = 0; i < sc.params.n; i++) {
+            double d = rel_diff(sc.params.p[i].t->grad, sg.params.p[i].t->grad);
+            /* float32 sums in another order through several layers */
+            if (d > 1e-3) fail_msg("step %d: gradient of %s differs by %.3g", step, sc.params.p[i].name, d);
+        }
+        assert_int_equal(nn_optim_step(oc_cpu), NN_OK);
+        assert_int_equal(nn_optim_step(oc_gpu), NN_OK);
+        assert_int_equal(nn_params_zero_grad(&sc.params), NN_OK);
+        assert_int_equal(nn_params_zero_grad(&sg.params), NN_OK);
+    }
+    assert_int_equal(nn_ctx_rng(cc)->offset, nn_ctx_rng(cg)->offset); /* same dropout draws */
+    nn_ctx_free(cc);
+    nn_ctx_free(cg);
+    nn_optim_free(oc_cpu);
+    nn_optim_free(oc_gpu);
+    nn_seq_free(&sc);
+    nn_seq_free(&sg);
+    nn_tensor_free(x);
+    nn_tensor_free(y);
+    nn_tensor_free(gx);
+    nn_tensor_free(gy);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -852,6 +928,7 @@ int main(void)
         cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_optimizers),
         cmocka_unit_test(test_small_network),
+        cmocka_unit_test(test_alexnet_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
