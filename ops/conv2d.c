@@ -74,7 +74,10 @@ static conv_plan conv_plan_make(const nn_conv2d_geom *g)
     P.tmp = P.chunk > 1 ? (size_t)P.og * cols : 0;
     P.dw = P.workers > 1 ? (size_t)g->oc * P.k : 0;
     P.wino = P.workers > 1 && g->kh == g->kw && (g->kh == 3 || g->kh == 5) && g->sh == 1 && g->sw == 1 &&
-             g->ph == g->kh / 2 && g->pw == g->kw / 2;
+             g->ph == g->kh / 2 && g->pw == g->kw / 2 && g->h >= g->kh && g->w >= g->kw;
+    /* (on maps smaller than the kernel, some weights see only padding: their
+     * exact gradient is 0, and Winograd's cancellation would leave rounding
+     * noise of the other taps' size there) */
     P.nbk = g->kh == 5 ? 4 : 1;
     if (P.wino) {
         size_t tiles = (size_t)P.chunk * ((g->h + 1) / 2) * ((g->w + 1) / 2);
@@ -91,7 +94,8 @@ static conv_plan conv_plan_make(const nn_conv2d_geom *g)
 size_t nn_cpu_conv2d_workspace(const nn_conv2d_geom *g)
 {
     conv_plan P = conv_plan_make(g);
-    return ((P.col + P.tmp + P.wv) * P.workers + P.dw * (P.workers - 1) + P.wu) * sizeof(float);
+    /* Winograd: the shared transformed weights, and a dW accumulator per worker */
+    return ((P.col + P.tmp + P.wv + P.wu) * P.workers + P.dw * (P.workers - 1) + P.wu) * sizeof(float);
 }
 
 /* The outputs i in [*i0, *i1) of n_out whose input index i*s + off lies in [0, len). */
@@ -272,8 +276,9 @@ static void wino_weights(const float *w, int og, int cg, int K, bool flip, float
  * same H x W, padding K/2, for nb images: in at its first channel with images
  * in_img floats apart, out likewise. U (16, co, nbk * ci) from wino_weights;
  * V, M: one worker's buffers. */
-static void wino_conv(const float *in, size_t in_img, int ci, int H, int W, int nb, int K, const float *U,
-                      int co, float *out, size_t out_img, const float *bias, bool acc, float *V, float *M)
+/* V[xi][blk*ci + c][tile] = (B^T d B)[xi] of every 4x4 input tile d (the
+ * forward's, for block blk) of nb images (in at the first channel). */
+static void wino_in(const float *in, size_t in_img, int ci, int H, int W, int nb, int K, float *V)
 {
     const int th = (H + 1) / 2, tw = (W + 1) / 2, tpi = th * tw, nt = nb * tpi;
     const int nbk = K == 5 ? 4 : 1, pad = K / 2, cie = nbk * ci;
@@ -315,6 +320,15 @@ static void wino_conv(const float *in, size_t in_img, int ci, int H, int W, int 
             }
         }
     }
+}
+
+static void wino_conv(const float *in, size_t in_img, int ci, int H, int W, int nb, int K, const float *U,
+                      int co, float *out, size_t out_img, const float *bias, bool acc, float *V, float *M)
+{
+    const int th = (H + 1) / 2, tw = (W + 1) / 2, tpi = th * tw, nt = nb * tpi;
+    const int cie = (K == 5 ? 4 : 1) * ci;
+    const size_t hw = (size_t)H * W;
+    wino_in(in, in_img, ci, H, W, nb, K, V);
     for (int xi = 0; xi < 16; xi++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, co, nt, cie, 1.0f, U + (size_t)xi * co * cie, cie,
                     V + (size_t)xi * cie * nt, nt, 0.0f, M + (size_t)xi * co * nt, nt);
@@ -341,6 +355,85 @@ static void wino_conv(const float *in, size_t in_img, int ci, int H, int W, int 
                             *yp = acc ? *yp + r[i][j] : r[i][j] + bo;
                         }
                 }
+            }
+        }
+    }
+}
+
+/* dW by the transposed algorithm, F(3x3, 2x2): for a 3x3 block, the gradient
+ * is G^T [sum over tiles and images (A dy A^T) . (B^T d B)] G with dy the tile's
+ * 2x2 output gradient and d the forward's input tile; the sum is 16 GEMMs
+ * (cout, tiles) x (tiles, blocks * cin) into Acc[xi][o][blk*ci + c]. */
+static void wino_dw_acc(const float *x, size_t x_img, int ci, const float *dy, size_t dy_img, int co, int H,
+                        int W, int nb, int K, float *Acc, float *V, float *Y)
+{
+    const int th = (H + 1) / 2, tw = (W + 1) / 2, tpi = th * tw, nt = nb * tpi;
+    const int cie = (K == 5 ? 4 : 1) * ci;
+    const size_t hw = (size_t)H * W, ys = (size_t)co * nt;
+    wino_in(x, x_img, ci, H, W, nb, K, V);
+    for (int b = 0; b < nb; b++) {
+        for (int o = 0; o < co; o++) {
+            const float *g = dy + (size_t)b * dy_img + (size_t)o * hw;
+            for (int ty = 0; ty < th; ty++) {
+                for (int tx = 0; tx < tw; tx++) {
+                    float e[2][2], t[4][2];
+                    for (int i = 0; i < 2; i++)
+                        for (int j = 0; j < 2; j++) {
+                            const int h = 2 * ty + i, ww = 2 * tx + j;
+                            e[i][j] = h < H && ww < W ? g[(size_t)h * W + ww] : 0.0f;
+                        }
+                    for (int j = 0; j < 2; j++) { /* A e */
+                        t[0][j] = e[0][j];
+                        t[1][j] = e[0][j] + e[1][j];
+                        t[2][j] = e[0][j] - e[1][j];
+                        t[3][j] = -e[1][j];
+                    }
+                    float *y = Y + (size_t)o * nt + (size_t)b * tpi + (size_t)ty * tw + tx;
+                    for (int i = 0; i < 4; i++) { /* (A e) A^T */
+                        y[(size_t)(4 * i + 0) * ys] = t[i][0];
+                        y[(size_t)(4 * i + 1) * ys] = t[i][0] + t[i][1];
+                        y[(size_t)(4 * i + 2) * ys] = t[i][0] - t[i][1];
+                        y[(size_t)(4 * i + 3) * ys] = -t[i][1];
+                    }
+                }
+            }
+        }
+    }
+    for (int xi = 0; xi < 16; xi++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, co, cie, nt, 1.0f, Y + (size_t)xi * ys, nt,
+                    V + (size_t)xi * cie * nt, nt, 1.0f, Acc + (size_t)xi * co * cie, cie);
+}
+
+/* dw[o][c] (K x K) += G^T Acc[.][o][blk*ci + c] G for each 3x3 block, the
+ * padding rows and columns of a 5x5 kernel dropped. */
+static void wino_dw_out(const float *Acc, int co, int ci, int K, float *dw)
+{
+    const int nbk = K == 5 ? 4 : 1, cie = nbk * ci;
+    const size_t xs = (size_t)co * cie;
+#pragma omp for collapse(2) schedule(static)
+    for (int o = 0; o < co; o++) {
+        for (int c = 0; c < ci; c++) {
+            for (int blk = 0; blk < nbk; blk++) {
+                const float *m = Acc + (size_t)o * cie + (size_t)blk * ci + c;
+                float t[3][4], r[3][3];
+                for (int j = 0; j < 4; j++) { /* G^T m */
+                    const float m0 = m[(size_t)j * xs], m1 = m[(size_t)(4 + j) * xs];
+                    const float m2 = m[(size_t)(8 + j) * xs], m3 = m[(size_t)(12 + j) * xs];
+                    t[0][j] = m0 + 0.5f * (m1 + m2);
+                    t[1][j] = 0.5f * (m1 - m2);
+                    t[2][j] = 0.5f * (m1 + m2) + m3;
+                }
+                for (int i = 0; i < 3; i++) { /* (G^T m) G */
+                    r[i][0] = t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+                    r[i][1] = 0.5f * (t[i][1] - t[i][2]);
+                    r[i][2] = 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+                }
+                float *k = dw + ((size_t)o * ci + c) * K * K;
+                for (int p = 0; p < 3; p++)
+                    for (int q = 0; q < 3; q++) {
+                        const int kp = 3 * (blk / 2) + p, kq = 3 * (blk % 2) + q;
+                        if (kp < K && kq < K) k[kp * K + kq] += r[p][q];
+                    }
             }
         }
     }
@@ -488,29 +581,50 @@ nn_status nn_cpu_conv2d_backward(const nn_conv2d_geom *g, const float *x, const 
          * result depends only on the thread count) */
         float *priv = (float *)ws + (size_t)P.workers * (P.col + P.tmp + P.wv);
         float *U = priv + (size_t)(P.workers - 1) * P.dw;
-        const size_t nw = P.dw, xs = (size_t)g->c * P.hw;
+        float *acc = U + P.wu; /* Winograd: one dW accumulator (P.wu floats) per worker */
+        const size_t nw = P.dw, xs = (size_t)g->c * P.hw, gu = P.wu / (size_t)g->groups;
         if (P.wino && dx) {
             for (int grp = 0; grp < g->groups; grp++)
-                wino_weights(w + (size_t)grp * P.og * P.k, P.og, P.cg, g->kh, true, U + (size_t)grp * P.wu / g->groups);
+                wino_weights(w + (size_t)grp * P.og * P.k, P.og, P.cg, g->kh, true, U + (size_t)grp * gu);
         }
 #pragma omp parallel num_threads(nt)
         {
             const int t = omp_get_thread_num();
             float *col = (float *)ws + (size_t)t * (P.col + P.tmp + P.wv);
-            float *mydw = dw && t > 0 ? priv + (size_t)(t - 1) * nw : dw;
-            if (dw && t > 0) memset(mydw, 0, nw * sizeof(float));
+            float *V = col + P.col + P.tmp, *M = V + P.wv / (P.nbk + 1) * P.nbk;
+            float *mydw = dw && t > 0 && !P.wino ? priv + (size_t)(t - 1) * nw : dw;
+            float *myacc = acc + (size_t)t * P.wu;
+            if (dw && t > 0 && !P.wino) memset(mydw, 0, nw * sizeof(float));
+            if (dw && P.wino) memset(myacc, 0, P.wu * sizeof(float));
 #pragma omp for schedule(static)
             for (int c = 0; c < nchunks; c++) {
                 const int n0 = c * P.chunk, nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
-                conv_bwd_chunk(g, &P, x, w, dy, P.wino ? NULL : dx, mydw, n0, nb, col, col + P.col, false);
-                if (!P.wino || !dx) continue;
-                float *V = col + P.col + P.tmp, *M = V + P.wv / (P.nbk + 1) * P.nbk;
-                for (int grp = 0; grp < g->groups; grp++)
-                    wino_conv(dy + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw, ys, P.og, g->h, g->w, nb, g->kh,
-                              U + (size_t)grp * P.wu / g->groups, P.cg,
-                              dx + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw, xs, NULL, true, V, M);
+                if (!P.wino) {
+                    conv_bwd_chunk(g, &P, x, w, dy, dx, mydw, n0, nb, col, col + P.col, false);
+                    continue;
+                }
+                for (int grp = 0; grp < g->groups; grp++) {
+                    const float *dyg = dy + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw;
+                    if (dw)
+                        wino_dw_acc(x + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw, xs, P.cg, dyg, ys, P.og, g->h,
+                                    g->w, nb, g->kh, myacc + (size_t)grp * gu, V, M);
+                    if (dx)
+                        wino_conv(dyg, ys, P.og, g->h, g->w, nb, g->kh, U + (size_t)grp * gu, P.cg,
+                                  dx + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw, xs, NULL, true, V, M);
+                }
             }
-            if (dw && nt > 1) {
+            if (dw && P.wino) { /* sum the accumulators in worker order, then back to 3x3 blocks */
+                if (nt > 1) {
+#pragma omp for schedule(static)
+                    for (size_t i = 0; i < P.wu; i++) {
+                        float s = acc[i];
+                        for (int u = 1; u < nt; u++) s += acc[(size_t)u * P.wu + i];
+                        acc[i] = s;
+                    }
+                }
+                for (int grp = 0; grp < g->groups; grp++)
+                    wino_dw_out(acc + (size_t)grp * gu, P.og, P.cg, g->kh, dw + (size_t)grp * P.og * P.k);
+            } else if (dw && nt > 1) {
 #pragma omp for schedule(static)
                 for (size_t i = 0; i < nw; i++) {
                     float s = 0.0f;
