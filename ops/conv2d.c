@@ -26,6 +26,16 @@
 #define CONV_WORKER_COLS 640     /* by worker: GEMM width (13x13 maps: 4 images per GEMM) */
 #define CONV_MAX_COL_BYTES ((size_t)64 << 20)
 #define CONV_MAX_WORKERS 64
+/* Which kernels go through Winograd (compile-time switches for measuring).
+ * 5x5 is off: as four 3x3 blocks it moves four times the transformed input,
+ * and on this 2-core machine conv2's forward came out even and its backward
+ * ~15% slower than im2col + GEMM. 3x3 (conv3-5) gains. */
+#ifndef CONV_WINO3
+#define CONV_WINO3 1
+#endif
+#ifndef CONV_WINO5
+#define CONV_WINO5 0
+#endif
 /* Below this many floats moved, starting an OpenMP team costs more than it saves. */
 #define CONV_OMP_MIN 32768
 
@@ -73,7 +83,7 @@ static conv_plan conv_plan_make(const nn_conv2d_geom *g)
     P.col = P.direct ? 0 : (size_t)P.k * cols;
     P.tmp = P.chunk > 1 ? (size_t)P.og * cols : 0;
     P.dw = P.workers > 1 ? (size_t)g->oc * P.k : 0;
-    P.wino = P.workers > 1 && g->kh == g->kw && (g->kh == 3 || g->kh == 5) && g->sh == 1 && g->sw == 1 &&
+    P.wino = P.workers > 1 && g->kh == g->kw && ((g->kh == 3 && CONV_WINO3) || (g->kh == 5 && CONV_WINO5)) && g->sh == 1 && g->sw == 1 &&
              g->ph == g->kh / 2 && g->pw == g->kw / 2 && g->h >= g->kh && g->w >= g->kw;
     /* (on maps smaller than the kernel, some weights see only padding: their
      * exact gradient is 0, and Winograd's cancellation would leave rounding
