@@ -411,7 +411,7 @@ static void test_nonfinite_stops_or_skips(void **state)
     need_data();
     char dir[4200];
     make_dir(dir, sizeof dir, "nonfinite");
-    char *stop[] = {"train", "--model", "lenet", "--epochs", "1", "--lr", "1e6", "--limit", "256",
+    char *stop[] = {"train", "--model", "lenet", "--epochs", "1", "--optim", "sgd", "--lr", "1e6", "--limit", "256",
                     "--test-limit", "32", "--batch", "32", "--threads", "1", "--quiet",
                     "--checkpoint-dir", dir, NULL};
     char *out = run_to_end(dir, 1, stop);
@@ -424,7 +424,7 @@ static void test_nonfinite_stops_or_skips(void **state)
     char last[4300];
     snprintf(last, sizeof last, "%s/last.safetensors", dir);
     assert_false(exists(last)); /* nothing saved from a broken run */
-    char *skip_args[] = {"train", "--model", "lenet", "--epochs", "1", "--lr", "1e6", "--limit", "256",
+    char *skip_args[] = {"train", "--model", "lenet", "--epochs", "1", "--optim", "sgd", "--lr", "1e6", "--limit", "256",
                          "--test-limit", "32", "--batch", "32", "--threads", "1", "--quiet",
                          "--skip-nonfinite", "--checkpoint-dir", dir, NULL};
     out = run_to_end(dir, 0, skip_args);

@@ -71,7 +71,7 @@ static void test_lenet_learns(void **state)
     if (!have_data()) skip();
     char out[16384];
     int rc = run(out, sizeof out,
-                 "%s train --model lenet --limit 3000 --test-limit 1000 --epochs 1 --batch 32 --lr 0.05 "
+                 "%s train --model lenet --limit 3000 --test-limit 1000 --epochs 1 --batch 32 --optim sgd --lr 0.05 "
                  "--no-augment --quiet --threads 2 --checkpoint-dir %s/lenet",
                  g_bin, g_tmp);
     if (rc != 0) fail_msg("train failed (%d):\n%s", rc, out);
