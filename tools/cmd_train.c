@@ -375,18 +375,21 @@ int cmd_train(int argc, char **argv)
             if (!o.quiet && (t - last_print > (tty ? 0.25 : 30.0) || st.batch == nb)) {
                 last_print = t;
                 double rate = (double)(st.batch - first) * st.batch_size / (t - t0);
-                double eta = (double)(nb - st.batch) * st.batch_size / rate;
-                char eta_s[16], el_s[16];
-                fmt_time(eta, eta_s, sizeof eta_s);
+                /* this epoch, and the whole run (training only; each test pass adds a little) */
+                double left = (double)(nb - st.batch) * st.batch_size / rate;
+                double left_run = left + (double)(st.epochs - st.epoch - 1) * nb * st.batch_size / rate;
+                char eta_s[16], run_s[16], el_s[16];
+                fmt_time(left, eta_s, sizeof eta_s);
+                fmt_time(left_run, run_s, sizeof run_s);
                 fmt_time(t - t_start, el_s, sizeof el_s);
                 int w = 24, fill = (int)((double)w * st.batch / nb);
                 char bar[32];
                 for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
                 bar[w] = '\0';
-                fprintf(stderr, "%sepoch %d/%d [%s] %d/%d  %.0f img/s  loss %.4f  acc %.2f%%  lr %.3g  elapsed %s  ETA %s%s",
+                fprintf(stderr, "%sepoch %d/%d [%s] %d/%d  %.0f img/s  loss %.4f  acc %.2f%%  lr %.3g  elapsed %s  ETA %s (run %s)%s",
                         tty ? "\r" : "", st.epoch + 1, st.epochs, bar, st.batch, nb, rate,
                         seen ? loss_sum / seen : 0.0, seen ? 100.0 * correct / seen : 0.0, (double)st.sched.lr, el_s,
-                        eta_s, tty ? "  " : "\n");
+                        eta_s, run_s, tty ? "  " : "\n");
                 fflush(stderr);
             }
             if (o.stop_after && st.step - first_step >= o.stop_after && st.batch < nb) {
