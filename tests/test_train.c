@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "io/dataset.h"
+#include "io/jpeg.h"
 #include "io/png.h"
 #include "io/safetensors.h"
 #include "testutil.h"
@@ -167,7 +168,7 @@ static void test_corrupt_checkpoint(void **state)
     assert_int_not_equal(access(bad, F_OK), 0);
 }
 
-/* An image folder of two colour classes (PNG, odd sizes), plus a broken file. */
+/* An image folder of two colour classes (JPEG and PNG, odd sizes), plus a broken file. */
 static void make_folder(const char *root)
 {
     const char *split[2] = {"train", "val"}, *cls[2] = {"blue", "red"};
@@ -186,8 +187,12 @@ static void make_folder(const char *root)
                     px[3 * k + 1] = (uint8_t)(60 + noise);
                     px[3 * k + 2] = (uint8_t)(c ? noise : 150 + noise);
                 }
-                snprintf(p, sizeof p, "%s/%s/%s/%03d.png", root, split[s], cls[c], i);
-                assert_int_equal(nn_png_write_rgb(p, w, h, px), NN_OK);
+                /* mostly JPEG, some PNG */
+                snprintf(p, sizeof p, "%s/%s/%s/%03d.%s", root, split[s], cls[c], i, i % 4 ? "jpg" : "png");
+                if (i % 4)
+                    assert_int_equal(nn_jpeg_write(p, w, h, 3, px, 90, 0), NN_OK);
+                else
+                    assert_int_equal(nn_png_write_rgb(p, w, h, px), NN_OK);
                 free(px);
             }
         }
