@@ -4,14 +4,14 @@
 # must now pass), then fuzzes every target for FUZZ_SECONDS (default 60) from
 # its seed corpus, all targets at once. Fails on any crash, leak, sanitizer
 # report, timeout or allocation over FUZZ_MALLOC_MB (a forged size).
-#   bash .ci/fuzz.sh [target...]      # targets: idx safetensors png
+#   bash .ci/fuzz.sh [target...]      # targets: idx safetensors png jpeg
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
 MALLOC_MB="${FUZZ_MALLOC_MB:-512}"
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(idx safetensors png)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(idx safetensors png jpeg)
 
 # The library gets coverage instrumentation too (fuzzer-no-link), or libFuzzer
 # would only see the harness. -Wno-pass-failed: the sanitizers' checks stop
