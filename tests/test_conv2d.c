@@ -189,6 +189,8 @@ static const conv_case fwd_cases[] = {
     {1, 2, 4, 5, 3, 4, 5, {0}, true, "kernel as large as the input: 1x1 output"},
     {2, 2, 3, 3, 2, 2, 2, {0, 0, 3, 3, 1}, true, "padding wider than the kernel: whole rows of zeros"},
     {2, 3, 5, 8, 2, 2, 4, {3, 1, 0, 2, 1}, true, "non-square 2x4 kernel, stride 3x1, pad 0x2"},
+    {2, 4, 9, 9, 6, 5, 5, {1, 1, 2, 2, 1}, true, "5x5, pad 2, stride 1 (AlexNet conv2 style)"},
+    {4, 6, 13, 13, 8, 3, 3, {1, 1, 1, 1, 2}, true, "3x3 pad 1 on 13x13, groups 2, batch 4 (conv4 style: Winograd)"},
 };
 
 static void test_forward_matches_reference(void **state)
@@ -314,7 +316,8 @@ static void test_backward_matches_reference(void **state)
     /* every code path of the kernel: several images per GEMM with and without
      * groups, depthwise, x as its own column matrix, one image per GEMM, and a
      * partial last chunk */
-    const size_t which[] = {2, 3, 4, 8, 9, 10, 11, 13};
+    /* every kernel path, the Winograd ones (3x3 stride 1: cases 1, 5, 9, 10, 16) included */
+    const size_t which[] = {1, 2, 3, 4, 5, 8, 9, 10, 11, 13, 15, 16};
     for (size_t i = 0; i < sizeof which / sizeof which[0]; i++)
         check_backward_case(&fwd_cases[which[i]], 300 + 10 * i);
 }
