@@ -23,29 +23,16 @@
 #define HAVE_ASAN 0
 #endif
 
-static char g_dir[256];
-
 static int setup(void **state)
 {
     (void)state;
-    const char *t = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/convnet_idx_XXXXXX", t && *t ? t : "/tmp");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tu_tmpdir_make("idx");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static const char *tpath(const char *name)
-{
-    static char p[320];
-    snprintf(p, sizeof p, "%s/%s", g_dir, name);
-    return p;
+    return tu_tmpdir_remove();
 }
 
 /* Header bytes for type/ndim/dims (big-endian), followed by `n` data bytes
@@ -73,29 +60,6 @@ static void write_gz(const char *path, const uint8_t *p, size_t n)
     assert_non_null(gz);
     if (n) assert_int_equal(gzwrite(gz, p, (unsigned)n), (int)n);
     assert_int_equal(gzclose(gz), Z_OK);
-}
-
-static void write_plain(const char *path, const uint8_t *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(p, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
-
-static uint8_t *read_all(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)len + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return p;
 }
 
 /* Loads path expecting failure with status s and every `needle` in the message. */
@@ -169,9 +133,9 @@ static void test_roundtrip(void **state)
     const uint32_t d3[3] = {2, 3, 4};
     size_t n = make_idx(buf, 0x08, 3, d3, 24);
     for (int gz = 0; gz < 2; gz++) {
-        const char *p = tpath(gz ? "small.idx.gz" : "small.idx");
+        const char *p = tu_path(gz ? "small.idx.gz" : "small.idx");
         if (gz) write_gz(p, buf, n);
-        else write_plain(p, buf, n);
+        else tu_write_plain(p, buf, n);
         nn_idx x;
         assert_int_equal(nn_idx_load(p, &x), NN_OK);
         assert_int_equal(x.ndim, 3);
@@ -189,9 +153,9 @@ static void test_roundtrip(void **state)
     assert_non_null(b);
     const uint32_t d1[1] = {(uint32_t)big};
     n = make_idx(b, 0x08, 1, d1, big);
-    write_gz(tpath("big.idx.gz"), b, n);
+    write_gz(tu_path("big.idx.gz"), b, n);
     nn_idx x;
-    assert_int_equal(nn_idx_load(tpath("big.idx.gz"), &x), NN_OK);
+    assert_int_equal(nn_idx_load(tu_path("big.idx.gz"), &x), NN_OK);
     assert_int_equal(x.ndim, 1);
     assert_int_equal(x.size, big);
     assert_memory_equal(x.data, b + 8, big);
@@ -207,36 +171,36 @@ static void test_bad_header(void **state)
     const uint32_t d3[3] = {2, 3, 4};
     size_t n = make_idx(buf, 0x08, 3, d3, 24);
     buf[1] = 0x01;
-    write_gz(tpath("magic.gz"), buf, n);
-    expect_fail(tpath("magic.gz"), NN_E_FORMAT, "not an IDX file", NULL);
+    write_gz(tu_path("magic.gz"), buf, n);
+    expect_fail(tu_path("magic.gz"), NN_E_FORMAT, "not an IDX file", NULL);
 
     n = make_idx(buf, 0x0D, 3, d3, 24); /* float32 IDX */
-    write_gz(tpath("float.gz"), buf, n);
-    expect_fail(tpath("float.gz"), NN_E_UNSUPPORTED, "0x0d", "not supported");
+    write_gz(tu_path("float.gz"), buf, n);
+    expect_fail(tu_path("float.gz"), NN_E_UNSUPPORTED, "0x0d", "not supported");
     n = make_idx(buf, 0x42, 3, d3, 24);
-    write_gz(tpath("type42.gz"), buf, n);
-    expect_fail(tpath("type42.gz"), NN_E_FORMAT, "0x42 unknown", NULL);
+    write_gz(tu_path("type42.gz"), buf, n);
+    expect_fail(tu_path("type42.gz"), NN_E_FORMAT, "0x42 unknown", NULL);
 
     n = make_idx(buf, 0x08, 0, d3, 0);
-    write_gz(tpath("ndim0.gz"), buf, n);
-    expect_fail(tpath("ndim0.gz"), NN_E_FORMAT, "0 dimensions", NULL);
+    write_gz(tu_path("ndim0.gz"), buf, n);
+    expect_fail(tu_path("ndim0.gz"), NN_E_FORMAT, "0 dimensions", NULL);
     const uint32_t d5[5] = {1, 1, 1, 1, 1};
     n = make_idx(buf, 0x08, 5, d5, 1);
-    write_gz(tpath("ndim5.gz"), buf, n);
-    expect_fail(tpath("ndim5.gz"), NN_E_FORMAT, "5 dimensions", NULL);
+    write_gz(tu_path("ndim5.gz"), buf, n);
+    expect_fail(tu_path("ndim5.gz"), NN_E_FORMAT, "5 dimensions", NULL);
 
     const uint32_t dz[3] = {2, 0, 4};
     n = make_idx(buf, 0x08, 3, dz, 0);
-    write_gz(tpath("zero.gz"), buf, n);
-    expect_fail(tpath("zero.gz"), NN_E_FORMAT, "dimension 1 is 0", NULL);
+    write_gz(tu_path("zero.gz"), buf, n);
+    expect_fail(tu_path("zero.gz"), NN_E_FORMAT, "dimension 1 is 0", NULL);
 
-    write_gz(tpath("short.gz"), buf, 3);
-    expect_fail(tpath("short.gz"), NN_E_FORMAT, "truncated", NULL);
+    write_gz(tu_path("short.gz"), buf, 3);
+    expect_fail(tu_path("short.gz"), NN_E_FORMAT, "truncated", NULL);
     n = make_idx(buf, 0x08, 3, d3, 0);
-    write_gz(tpath("shortdims.gz"), buf, n - 2);
-    expect_fail(tpath("shortdims.gz"), NN_E_FORMAT, "truncated", NULL);
-    write_gz(tpath("empty.gz"), buf, 0);
-    expect_fail(tpath("empty.gz"), NN_E_FORMAT, "truncated", NULL);
+    write_gz(tu_path("shortdims.gz"), buf, n - 2);
+    expect_fail(tu_path("shortdims.gz"), NN_E_FORMAT, "truncated", NULL);
+    write_gz(tu_path("empty.gz"), buf, 0);
+    expect_fail(tu_path("empty.gz"), NN_E_FORMAT, "truncated", NULL);
 }
 
 static void test_truncated_and_trailing(void **state)
@@ -245,23 +209,23 @@ static void test_truncated_and_trailing(void **state)
     uint8_t buf[256];
     const uint32_t d3[3] = {2, 3, 4};
     size_t n = make_idx(buf, 0x08, 3, d3, 24);
-    write_gz(tpath("trunc.gz"), buf, n - 4);
-    expect_fail(tpath("trunc.gz"), NN_E_FORMAT, "truncated: header says 2x3x4 (24 bytes)",
+    write_gz(tu_path("trunc.gz"), buf, n - 4);
+    expect_fail(tu_path("trunc.gz"), NN_E_FORMAT, "truncated: header says 2x3x4 (24 bytes)",
                 "only 20 bytes present");
-    write_plain(tpath("trunc.idx"), buf, n - 4);
-    expect_fail(tpath("trunc.idx"), NN_E_FORMAT, "only 20 bytes present", NULL);
+    tu_write_plain(tu_path("trunc.idx"), buf, n - 4);
+    expect_fail(tu_path("trunc.idx"), NN_E_FORMAT, "only 20 bytes present", NULL);
 
     n = make_idx(buf, 0x08, 3, d3, 29);
-    write_gz(tpath("trail.gz"), buf, n);
-    expect_fail(tpath("trail.gz"), NN_E_FORMAT, "5 trailing bytes", NULL);
-    write_plain(tpath("trail.idx"), buf, n);
-    expect_fail(tpath("trail.idx"), NN_E_FORMAT, "trailing", NULL);
+    write_gz(tu_path("trail.gz"), buf, n);
+    expect_fail(tu_path("trail.gz"), NN_E_FORMAT, "5 trailing bytes", NULL);
+    tu_write_plain(tu_path("trail.idx"), buf, n);
+    expect_fail(tu_path("trail.idx"), NN_E_FORMAT, "trailing", NULL);
 
     /* the MNIST header with a few bytes of data, as the brief's example message */
     const uint32_t dm[3] = {60000, 28, 28};
     n = make_idx(buf, 0x08, 3, dm, 100);
-    write_gz(tpath("fake-mnist.gz"), buf, n);
-    expect_fail(tpath("fake-mnist.gz"), NN_E_FORMAT, "header says 60000x28x28 (47040000 bytes)",
+    write_gz(tu_path("fake-mnist.gz"), buf, n);
+    expect_fail(tu_path("fake-mnist.gz"), NN_E_FORMAT, "header says 60000x28x28 (47040000 bytes)",
                 "only 100 bytes present");
 }
 
@@ -271,22 +235,22 @@ static void test_forged_size(void **state)
     uint8_t buf[256];
     const uint32_t dh[3] = {0xffffffffu, 0xffffffffu, 0xffffffffu};
     size_t n = make_idx(buf, 0x08, 3, dh, 8);
-    write_gz(tpath("huge.gz"), buf, n);
-    expect_fail(tpath("huge.gz"), NN_E_FORMAT, "4294967295x4294967295x4294967295", "limit");
+    write_gz(tu_path("huge.gz"), buf, n);
+    expect_fail(tu_path("huge.gz"), NN_E_FORMAT, "4294967295x4294967295x4294967295", "limit");
     const uint32_t d2[2] = {65536, 32768}; /* exactly 2^31: one over the limit */
     n = make_idx(buf, 0x08, 2, d2, 8);
-    write_gz(tpath("over.gz"), buf, n);
-    expect_fail(tpath("over.gz"), NN_E_FORMAT, "limit", NULL);
+    write_gz(tu_path("over.gz"), buf, n);
+    expect_fail(tu_path("over.gz"), NN_E_FORMAT, "limit", NULL);
 
     /* Within the limit (2^31 - 1 bytes) but only 10 bytes present: the reader must
      * fail as truncated without reserving the 2 GiB. Checked in a child whose
      * address space is capped well below that. */
     const uint32_t d1[1] = {0x7fffffffu};
     n = make_idx(buf, 0x08, 1, d1, 10);
-    write_gz(tpath("forged.gz"), buf, n);
+    write_gz(tu_path("forged.gz"), buf, n);
 #if HAVE_ASAN
     print_message("address-space cap skipped under AddressSanitizer\n");
-    expect_fail(tpath("forged.gz"), NN_E_FORMAT, "only 10 bytes present", NULL);
+    expect_fail(tu_path("forged.gz"), NN_E_FORMAT, "only 10 bytes present", NULL);
 #else
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -301,7 +265,7 @@ static void test_forged_size(void **state)
         void *probe = malloc((size_t)1 << 31);
         if (probe) _exit(5); /* the cap does not work here: nothing to prove */
         nn_idx x;
-        nn_status s = nn_idx_load(tpath("forged.gz"), &x);
+        nn_status s = nn_idx_load(tu_path("forged.gz"), &x);
         _exit(s == NN_E_FORMAT && strstr(nn_errmsg(), "only 10 bytes present") ? 0 : 1);
     }
     int st = 0;
@@ -318,48 +282,48 @@ static void test_corrupt_gzip(void **state)
     uint8_t buf[4096];
     const uint32_t d2[2] = {40, 50};
     size_t n = make_idx(buf, 0x08, 2, d2, 2000);
-    write_gz(tpath("ok.gz"), buf, n);
+    write_gz(tu_path("ok.gz"), buf, n);
     size_t gn;
-    uint8_t *g = read_all(tpath("ok.gz"), &gn);
+    uint8_t *g = tu_read_all(tu_path("ok.gz"), &gn);
 
     /* CRC in the gzip trailer */
     g[gn - 8] ^= 0x5a;
-    write_plain(tpath("crc.gz"), g, gn);
-    expect_fail(tpath("crc.gz"), NN_E_FORMAT, "corrupt gzip", NULL);
+    tu_write_plain(tu_path("crc.gz"), g, gn);
+    expect_fail(tu_path("crc.gz"), NN_E_FORMAT, "corrupt gzip", NULL);
     g[gn - 8] ^= 0x5a;
 
     /* compression method byte of the gzip header */
     g[2] = 0x07;
-    write_plain(tpath("method.gz"), g, gn);
-    expect_fail(tpath("method.gz"), NN_E_FORMAT, "corrupt gzip", NULL);
+    tu_write_plain(tu_path("method.gz"), g, gn);
+    expect_fail(tu_path("method.gz"), NN_E_FORMAT, "corrupt gzip", NULL);
     g[2] = 0x08;
 
     /* garbage in the middle of the deflate stream */
     memset(g + gn / 2, 0xff, 16);
-    write_plain(tpath("mid.gz"), g, gn);
+    tu_write_plain(tu_path("mid.gz"), g, gn);
     nn_idx x;
-    assert_int_equal(nn_idx_load(tpath("mid.gz"), &x), NN_E_FORMAT);
-    assert_non_null(strstr(nn_errmsg(), tpath("mid.gz")));
+    assert_int_equal(nn_idx_load(tu_path("mid.gz"), &x), NN_E_FORMAT);
+    assert_non_null(strstr(nn_errmsg(), tu_path("mid.gz")));
     free(g);
 
     /* the gzip stream cut in half */
-    g = read_all(tpath("ok.gz"), &gn);
-    write_plain(tpath("cut.gz"), g, gn / 2);
-    expect_fail(tpath("cut.gz"), NN_E_FORMAT, "truncated", NULL);
+    g = tu_read_all(tu_path("ok.gz"), &gn);
+    tu_write_plain(tu_path("cut.gz"), g, gn / 2);
+    expect_fail(tu_path("cut.gz"), NN_E_FORMAT, "truncated", NULL);
     /* cut just before the 8-byte trailer: every data byte present, no end */
-    write_plain(tpath("notrailer.gz"), g, gn - 8);
-    expect_fail(tpath("notrailer.gz"), NN_E_FORMAT, "truncated gzip", NULL);
+    tu_write_plain(tu_path("notrailer.gz"), g, gn - 8);
+    expect_fail(tu_path("notrailer.gz"), NN_E_FORMAT, "truncated gzip", NULL);
     free(g);
 }
 
 static void test_missing(void **state)
 {
     (void)state;
-    expect_fail(tpath("no-such-file.gz"), NN_E_IO, "cannot open", "No such file");
-    expect_fail(g_dir, NN_E_IO, NULL, NULL); /* a directory */
+    expect_fail(tu_path("no-such-file.gz"), NN_E_IO, "cannot open", "No such file");
+    expect_fail(tu_dir, NN_E_IO, NULL, NULL); /* a directory */
     nn_idx x;
     assert_int_equal(nn_idx_load(NULL, &x), NN_E_ARG);
-    assert_int_equal(nn_idx_load(tpath("x"), NULL), NN_E_ARG);
+    assert_int_equal(nn_idx_load(tu_path("x"), NULL), NN_E_ARG);
 }
 
 int main(void)

@@ -27,54 +27,16 @@
 #define HAVE_ASAN 0
 #endif
 
-static char g_dir[256];
-
 static int setup(void **state)
 {
     (void)state;
-    const char *t = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/convnet_png_XXXXXX", t && *t ? t : "/tmp");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tu_tmpdir_make("png");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static const char *tpath(const char *name)
-{
-    static char p[4][320];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", g_dir, name);
-    return p[k];
-}
-
-static uint8_t *read_all(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)len + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
-
-static void write_plain(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(p, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
+    return tu_tmpdir_remove();
 }
 
 static void expect_read_fail(const char *path, nn_status s, const char *needle)
@@ -112,7 +74,7 @@ static void test_rgb_roundtrip(void **state)
     (void)state;
     const int w = 37, h = 23;
     uint8_t *rgb = make_rgb(w, h);
-    const char *path = tpath("card.png");
+    const char *path = tu_path("card.png");
     assert_int_equal(nn_png_write_rgb(path, w, h, rgb), NN_OK);
     nn_image im;
     assert_int_equal(nn_png_read(path, 0, &im), NN_OK);
@@ -155,7 +117,7 @@ static void test_gray_roundtrip(void **state)
     const int w = 28, h = 28;
     uint8_t g[28 * 28];
     for (int i = 0; i < w * h; i++) g[i] = (uint8_t)(i * 31 + 7);
-    const char *path = tpath("gray.png");
+    const char *path = tu_path("gray.png");
     assert_int_equal(nn_png_write_gray(path, w, h, g), NN_OK);
     nn_image im;
     assert_int_equal(nn_png_read(path, 0, &im), NN_OK);
@@ -169,8 +131,8 @@ static void test_gray_roundtrip(void **state)
         for (int c = 0; c < 3; c++) assert_int_equal(im.data[3 * i + c], g[i]);
     nn_image_free(&im);
     /* one pixel */
-    assert_int_equal(nn_png_write_gray(tpath("one.png"), 1, 1, g), NN_OK);
-    assert_int_equal(nn_png_read(tpath("one.png"), 0, &im), NN_OK);
+    assert_int_equal(nn_png_write_gray(tu_path("one.png"), 1, 1, g), NN_OK);
+    assert_int_equal(nn_png_read(tu_path("one.png"), 0, &im), NN_OK);
     assert_int_equal(im.data[0], g[0]);
     nn_image_free(&im);
 }
@@ -212,9 +174,9 @@ static void test_formats(void **state)
     const png_byte trns[1] = {0};
     const uint8_t prow[2][2] = {{0x01, 0x20}, {0x21, 0x00}}; /* 3x2 pixels: 0 1 2 / 2 1 0 */
     const int idx[6] = {0, 1, 2, 2, 1, 0};
-    write_png_raw(tpath("pal.png"), 3, 2, 4, PNG_COLOR_TYPE_PALETTE, PNG_INTERLACE_NONE, &prow[0][0],
+    write_png_raw(tu_path("pal.png"), 3, 2, 4, PNG_COLOR_TYPE_PALETTE, PNG_INTERLACE_NONE, &prow[0][0],
                   2, pal, 3, trns, 1);
-    assert_int_equal(nn_png_read(tpath("pal.png"), 0, &im), NN_OK);
+    assert_int_equal(nn_png_read(tu_path("pal.png"), 0, &im), NN_OK);
     assert_int_equal(im.channels, 3);
     assert_int_equal(im.w, 3);
     assert_int_equal(im.h, 2);
@@ -233,14 +195,14 @@ static void test_formats(void **state)
         rgba[4 * i + 2] = (uint8_t)(i * 12);
         rgba[4 * i + 3] = (uint8_t)(i * 5);
     }
-    write_png_raw(tpath("rgba.png"), 5, 4, 8, PNG_COLOR_TYPE_RGB_ALPHA, PNG_INTERLACE_NONE, rgba,
+    write_png_raw(tu_path("rgba.png"), 5, 4, 8, PNG_COLOR_TYPE_RGB_ALPHA, PNG_INTERLACE_NONE, rgba,
                   20, NULL, 0, NULL, 0);
-    assert_int_equal(nn_png_read(tpath("rgba.png"), 0, &im), NN_OK);
+    assert_int_equal(nn_png_read(tu_path("rgba.png"), 0, &im), NN_OK);
     assert_int_equal(im.channels, 3);
     for (int i = 0; i < 20; i++)
         for (int c = 0; c < 3; c++) assert_int_equal(im.data[3 * i + c], rgba[4 * i + c]);
     nn_image_free(&im);
-    assert_int_equal(nn_png_read(tpath("rgba.png"), 1, &im), NN_OK);
+    assert_int_equal(nn_png_read(tu_path("rgba.png"), 1, &im), NN_OK);
     assert_int_equal(im.channels, 1);
     for (int i = 0; i < 20; i++) assert_int_equal(im.data[i], rgba[4 * i]);
     nn_image_free(&im);
@@ -248,9 +210,9 @@ static void test_formats(void **state)
     /* 16-bit gray: the high byte survives */
     uint16_t g16[6 * 3];
     for (int i = 0; i < 18; i++) g16[i] = (uint16_t)(i * 3000 + 0x0100 * i);
-    write_png_raw(tpath("g16.png"), 6, 3, 16, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
+    write_png_raw(tu_path("g16.png"), 6, 3, 16, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
                   (const uint8_t *)g16, 12, NULL, 0, NULL, 0);
-    assert_int_equal(nn_png_read(tpath("g16.png"), 0, &im), NN_OK);
+    assert_int_equal(nn_png_read(tu_path("g16.png"), 0, &im), NN_OK);
     assert_int_equal(im.channels, 1);
     for (int i = 0; i < 18; i++) {
         /* strip_16 rounds or truncates depending on the libpng build: within one */
@@ -261,9 +223,9 @@ static void test_formats(void **state)
 
     /* 1-bit gray: expanded to 0/255 */
     const uint8_t bits[2] = {0xA0, 0x40}; /* 3x2: 1 0 1 / 0 1 0 */
-    write_png_raw(tpath("bits.png"), 3, 2, 1, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE, bits, 1, NULL,
+    write_png_raw(tu_path("bits.png"), 3, 2, 1, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE, bits, 1, NULL,
                   0, NULL, 0);
-    assert_int_equal(nn_png_read(tpath("bits.png"), 0, &im), NN_OK);
+    assert_int_equal(nn_png_read(tu_path("bits.png"), 0, &im), NN_OK);
     const uint8_t want_bits[6] = {255, 0, 255, 0, 255, 0};
     assert_memory_equal(im.data, want_bits, 6);
     nn_image_free(&im);
@@ -271,9 +233,9 @@ static void test_formats(void **state)
     /* Adam7 interlaced RGB */
     const int w = 19, h = 13;
     uint8_t *rgb = make_rgb(w, h);
-    write_png_raw(tpath("adam7.png"), w, h, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_ADAM7, rgb,
+    write_png_raw(tu_path("adam7.png"), w, h, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_ADAM7, rgb,
                   (size_t)w * 3, NULL, 0, NULL, 0);
-    assert_int_equal(nn_png_read(tpath("adam7.png"), 0, &im), NN_OK);
+    assert_int_equal(nn_png_read(tu_path("adam7.png"), 0, &im), NN_OK);
     assert_int_equal(im.channels, 3);
     assert_memory_equal(im.data, rgb, (size_t)w * h * 3);
     nn_image_free(&im);
@@ -298,33 +260,33 @@ static void test_corrupt(void **state)
     (void)state;
     const int w = 40, h = 30;
     uint8_t *rgb = make_rgb(w, h);
-    const char *good = tpath("good.png");
+    const char *good = tu_path("good.png");
     assert_int_equal(nn_png_write_rgb(good, w, h, rgb), NN_OK);
     free(rgb);
     size_t n;
-    uint8_t *raw = read_all(good, &n);
+    uint8_t *raw = tu_read_all(good, &n);
 
     /* a flipped byte inside IDAT (zlib or CRC notices), then inside IHDR (CRC) */
     uint8_t *c = malloc(n);
     assert_non_null(c);
     memcpy(c, raw, n);
     c[n / 2] ^= 0x55;
-    write_plain(tpath("flip.png"), c, n);
-    expect_read_fail(tpath("flip.png"), NN_E_FORMAT, "corrupt PNG");
+    tu_write_plain(tu_path("flip.png"), c, n);
+    expect_read_fail(tu_path("flip.png"), NN_E_FORMAT, "corrupt PNG");
     memcpy(c, raw, n);
     c[8 + 8 + 3] ^= 0x01; /* width, low byte */
-    write_plain(tpath("ihdr.png"), c, n);
-    expect_read_fail(tpath("ihdr.png"), NN_E_FORMAT, "CRC");
+    tu_write_plain(tu_path("ihdr.png"), c, n);
+    expect_read_fail(tu_path("ihdr.png"), NN_E_FORMAT, "CRC");
     free(c);
 
-    write_plain(tpath("trunc.png"), raw, n / 2);
-    expect_read_fail(tpath("trunc.png"), NN_E_FORMAT, NULL);
-    write_plain(tpath("sigonly.png"), raw, 8);
-    expect_read_fail(tpath("sigonly.png"), NN_E_FORMAT, NULL);
-    write_plain(tpath("text.png"), "hello, world\n", 13);
-    expect_read_fail(tpath("text.png"), NN_E_FORMAT, "not a PNG");
-    write_plain(tpath("empty.png"), "", 0);
-    expect_read_fail(tpath("empty.png"), NN_E_FORMAT, "not a PNG");
+    tu_write_plain(tu_path("trunc.png"), raw, n / 2);
+    expect_read_fail(tu_path("trunc.png"), NN_E_FORMAT, NULL);
+    tu_write_plain(tu_path("sigonly.png"), raw, 8);
+    expect_read_fail(tu_path("sigonly.png"), NN_E_FORMAT, NULL);
+    tu_write_plain(tu_path("text.png"), "hello, world\n", 13);
+    expect_read_fail(tu_path("text.png"), NN_E_FORMAT, "not a PNG");
+    tu_write_plain(tu_path("empty.png"), "", 0);
+    expect_read_fail(tu_path("empty.png"), NN_E_FORMAT, "not a PNG");
 
     /* forged IHDRs with valid CRCs: too large, and large with no data */
     uint8_t buf[256];
@@ -338,8 +300,8 @@ static void test_corrupt(void **state)
         memcpy(buf, raw, 8);
         k += put_chunk(buf + k, "IHDR", ihdr, 13);
         k += put_chunk(buf + k, "IEND", NULL, 0);
-        const char *p = tpath(pass ? "nodata.png" : "huge.png");
-        write_plain(p, buf, k);
+        const char *p = tu_path(pass ? "nodata.png" : "huge.png");
+        tu_write_plain(p, buf, k);
         expect_read_fail(p, NN_E_FORMAT, NULL);
     }
 
@@ -360,8 +322,8 @@ static void test_corrupt(void **state)
         k += put_chunk(png + k, "IHDR", ihdr, 13);
         k += put_chunk(png + k, "IDAT", z, (uint32_t)zn);
         k += put_chunk(png + k, "IEND", NULL, 0);
-        const char *p = tpath("partial.png");
-        write_plain(p, png, k);
+        const char *p = tu_path("partial.png");
+        tu_write_plain(p, png, k);
         free(img);
         free(z);
         free(png);
@@ -395,7 +357,7 @@ static void test_corrupt(void **state)
     }
     free(raw);
 
-    expect_read_fail(tpath("missing.png"), NN_E_IO, "No such file");
+    expect_read_fail(tu_path("missing.png"), NN_E_IO, "No such file");
     nn_image im;
     assert_int_equal(nn_png_read(good, 2, &im), NN_E_ARG);
     assert_null(im.data);
@@ -403,7 +365,7 @@ static void test_corrupt(void **state)
 
 static int count_temps(void)
 {
-    DIR *d = opendir(g_dir);
+    DIR *d = opendir(tu_dir);
     assert_non_null(d);
     int n = 0;
     struct dirent *e;
@@ -417,20 +379,20 @@ static void test_atomic(void **state)
 {
     (void)state;
     uint8_t px[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
-    const char *bad = tpath("no/such/dir/x.png");
+    const char *bad = tu_path("no/such/dir/x.png");
     assert_int_equal(nn_png_write_rgb(bad, 2, 2, px), NN_E_IO);
     assert_non_null(strstr(nn_errmsg(), bad));
     struct stat st;
-    assert_int_not_equal(stat(tpath("no"), &st), 0);
-    assert_int_equal(nn_png_write_gray(tpath("zero.png"), 0, 5, px), NN_E_ARG);
-    assert_int_equal(nn_png_write_gray(tpath("null.png"), 2, 2, NULL), NN_E_ARG);
-    assert_int_not_equal(stat(tpath("zero.png"), &st), 0);
+    assert_int_not_equal(stat(tu_path("no"), &st), 0);
+    assert_int_equal(nn_png_write_gray(tu_path("zero.png"), 0, 5, px), NN_E_ARG);
+    assert_int_equal(nn_png_write_gray(tu_path("null.png"), 2, 2, NULL), NN_E_ARG);
+    assert_int_not_equal(stat(tu_path("zero.png"), &st), 0);
 
     /* an existing picture survives a write that fails half way (file size limit) */
-    const char *path = tpath("keep.png");
+    const char *path = tu_path("keep.png");
     assert_int_equal(nn_png_write_rgb(path, 2, 2, px), NN_OK);
     size_t n0;
-    uint8_t *before = read_all(path, &n0);
+    uint8_t *before = tu_read_all(path, &n0);
     const int w = 300, h = 300;
     uint8_t *noise = malloc((size_t)w * h * 3);
     assert_non_null(noise);
@@ -457,7 +419,7 @@ static void test_atomic(void **state)
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     size_t n1;
-    uint8_t *after = read_all(path, &n1);
+    uint8_t *after = tu_read_all(path, &n1);
     assert_int_equal(n0, n1);
     assert_memory_equal(before, after, n0);
     assert_int_equal(count_temps(), 0);

@@ -14,61 +14,23 @@
 
 #include "io/safetensors.h"
 
-static char g_dir[256];
-
 static int setup(void **state)
 {
     (void)state;
-    const char *t = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/convnet_st_XXXXXX", t && *t ? t : "/tmp");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tu_tmpdir_make("st");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static const char *tpath(const char *name)
-{
-    static char p[4][320];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(p[k], sizeof p[k], "%s/%s", g_dir, name);
-    return p[k];
-}
-
-static uint8_t *read_all(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc((size_t)len + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
-
-static void write_plain(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(p, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
+    return tu_tmpdir_remove();
 }
 
 /* A file with header length hlen (the JSON's own length if hlen is ~0), the
  * JSON text, then `ndata` data bytes. */
 static const char *write_raw(const char *name, uint64_t hlen, const char *json, size_t ndata)
 {
-    const char *p = tpath(name);
+    const char *p = tu_path(name);
     size_t jn = strlen(json);
     if (hlen == ~(uint64_t)0) hlen = jn;
     FILE *f = fopen(p, "wb");
@@ -170,13 +132,13 @@ static void test_roundtrip(void **state)
     fixture fx;
     fill_fixture(&fx);
     nn_st_writer *w = fixture_writer(&fx, true);
-    const char *path = tpath("model.safetensors");
+    const char *path = tu_path("model.safetensors");
     assert_int_equal(nn_st_write(w, path), NN_OK);
     nn_st_writer_free(w);
 
     /* header length: data section 8-byte aligned, JSON padded with spaces */
     size_t n;
-    uint8_t *raw = read_all(path, &n);
+    uint8_t *raw = tu_read_all(path, &n);
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = hl << 8 | raw[i];
     assert_int_equal(hl % 8, 0);
@@ -247,9 +209,9 @@ static void test_roundtrip(void **state)
     nn_tensor *src = tu_rand4(99, 2, 2, 3, 3);
     assert_int_equal(nn_st_writer_new(&w), NN_OK);
     assert_int_equal(nn_st_writer_add_tensor(w, "x", src), NN_OK);
-    assert_int_equal(nn_st_write(w, tpath("t.safetensors")), NN_OK);
+    assert_int_equal(nn_st_write(w, tu_path("t.safetensors")), NN_OK);
     nn_st_writer_free(w);
-    assert_int_equal(nn_st_open(tpath("t.safetensors"), &f), NN_OK);
+    assert_int_equal(nn_st_open(tu_path("t.safetensors"), &f), NN_OK);
     nn_tensor *back = NULL;
     assert_int_equal(nn_tensor_new4(&back, NN_F32, NN_CPU, 2, 2, 3, 3), NN_OK);
     assert_int_equal(nn_st_read_f32(f, "x", back), NN_OK);
@@ -260,9 +222,9 @@ static void test_roundtrip(void **state)
     nn_tensor_free(src);
 
     assert_int_equal(nn_st_writer_new(&w), NN_OK);
-    assert_int_equal(nn_st_write(w, tpath("empty.safetensors")), NN_OK);
+    assert_int_equal(nn_st_write(w, tu_path("empty.safetensors")), NN_OK);
     nn_st_writer_free(w);
-    assert_int_equal(nn_st_open(tpath("empty.safetensors"), &f), NN_OK);
+    assert_int_equal(nn_st_open(tu_path("empty.safetensors"), &f), NN_OK);
     assert_int_equal(nn_st_count(f), 0);
     nn_st_close(f);
 }
@@ -316,7 +278,7 @@ static void test_python_reader(void **state)
     fixture fx;
     fill_fixture(&fx);
     nn_st_writer *w = fixture_writer(&fx, false); /* no NaN: "%.17g" spells it differently */
-    const char *path = tpath("py.safetensors");
+    const char *path = tu_path("py.safetensors");
     assert_int_equal(nn_st_write(w, path), NN_OK);
     nn_st_writer_free(w);
 
@@ -377,8 +339,8 @@ static void test_corrupt(void **state)
     expect_open_fail(p, NN_E_FORMAT, "over the", "limit");
     p = write_raw("tinylen", 1, "{}", 0);
     expect_open_fail(p, NN_E_FORMAT, "too small", NULL);
-    write_plain(tpath("short"), "abc", 3);
-    expect_open_fail(tpath("short"), NN_E_FORMAT, "too short", NULL);
+    tu_write_plain(tu_path("short"), "abc", 3);
+    expect_open_fail(tu_path("short"), NN_E_FORMAT, "too short", NULL);
     /* JSON */
     p = write_raw("badjson", ~(uint64_t)0, "{\"a\": {\"dtype\": \"F32\", ", 0);
     expect_open_fail(p, NN_E_FORMAT, "not valid JSON", NULL);
@@ -435,8 +397,8 @@ static void test_corrupt(void **state)
     p = write_raw("metaobj", ~(uint64_t)0, "{\"__metadata__\":\"x\"}", 0);
     expect_open_fail(p, NN_E_FORMAT, "__metadata__ is not a JSON object", NULL);
     const uint8_t nul[12] = {4, 0, 0, 0, 0, 0, 0, 0, '{', '}', 0, ' '};
-    write_plain(tpath("nul"), nul, sizeof nul);
-    expect_open_fail(tpath("nul"), NN_E_FORMAT, "NUL byte", NULL);
+    tu_write_plain(tu_path("nul"), nul, sizeof nul);
+    expect_open_fail(tu_path("nul"), NN_E_FORMAT, "NUL byte", NULL);
     /* a valid file with a JSON trailer of spaces, as written by other tools */
     p = write_raw("ok", ~(uint64_t)0, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}   ", 8);
     nn_st_file *f = NULL;
@@ -447,27 +409,27 @@ static void test_corrupt(void **state)
     fixture fx;
     fill_fixture(&fx);
     nn_st_writer *w = fixture_writer(&fx, true);
-    const char *full = tpath("full.safetensors");
+    const char *full = tu_path("full.safetensors");
     assert_int_equal(nn_st_write(w, full), NN_OK);
     nn_st_writer_free(w);
     size_t n;
-    uint8_t *raw = read_all(full, &n);
-    write_plain(tpath("cut.safetensors"), raw, n - 10);
-    expect_open_fail(tpath("cut.safetensors"), NN_E_FORMAT, "truncated", NULL);
-    write_plain(tpath("cuthdr.safetensors"), raw, 40);
-    expect_open_fail(tpath("cuthdr.safetensors"), NN_E_FORMAT, "larger than the file", NULL);
+    uint8_t *raw = tu_read_all(full, &n);
+    tu_write_plain(tu_path("cut.safetensors"), raw, n - 10);
+    expect_open_fail(tu_path("cut.safetensors"), NN_E_FORMAT, "truncated", NULL);
+    tu_write_plain(tu_path("cuthdr.safetensors"), raw, 40);
+    expect_open_fail(tu_path("cuthdr.safetensors"), NN_E_FORMAT, "larger than the file", NULL);
     free(raw);
 
-    expect_open_fail(tpath("missing.safetensors"), NN_E_IO, "No such file", NULL);
-    expect_open_fail(g_dir, NN_E_IO, "not a regular file", NULL);
+    expect_open_fail(tu_path("missing.safetensors"), NN_E_IO, "No such file", NULL);
+    expect_open_fail(tu_dir, NN_E_IO, "not a regular file", NULL);
 }
 
 /* ---- atomic writes ----------------------------------------------------- */
 
-/* Files in g_dir whose name contains ".tmp." */
+/* Files in tu_dir whose name contains ".tmp." */
 static int count_temps(void)
 {
-    DIR *d = opendir(g_dir);
+    DIR *d = opendir(tu_dir);
     assert_non_null(d);
     int n = 0;
     struct dirent *e;
@@ -485,18 +447,18 @@ static void test_atomic(void **state)
     nn_st_writer *w = fixture_writer(&fx, true);
 
     /* a directory that does not exist: an error, and nothing created */
-    const char *bad = tpath("no/such/dir/m.safetensors");
+    const char *bad = tu_path("no/such/dir/m.safetensors");
     assert_int_equal(nn_st_write(w, bad), NN_E_IO);
     assert_non_null(strstr(nn_errmsg(), bad));
     struct stat st;
-    assert_int_not_equal(stat(tpath("no"), &st), 0);
+    assert_int_not_equal(stat(tu_path("no"), &st), 0);
     assert_int_equal(count_temps(), 0);
 
     /* an existing file survives a write that fails half way (file size limit) */
-    const char *path = tpath("keep.safetensors");
+    const char *path = tu_path("keep.safetensors");
     assert_int_equal(nn_st_write(w, path), NN_OK);
     size_t n0;
-    uint8_t *before = read_all(path, &n0);
+    uint8_t *before = tu_read_all(path, &n0);
     size_t big = (size_t)1 << 20;
     float *data = calloc(big, sizeof *data);
     assert_non_null(data);
@@ -522,7 +484,7 @@ static void test_atomic(void **state)
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     size_t n1;
-    uint8_t *after = read_all(path, &n1);
+    uint8_t *after = tu_read_all(path, &n1);
     assert_int_equal(n0, n1);
     assert_memory_equal(before, after, n0);
     assert_int_equal(count_temps(), 0);

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <cmocka.h>
 
 #include "core/backend.h"
@@ -70,6 +71,58 @@ static inline void tu_gradcheck(nn_gc_fn fn, void *user, int n, nn_tensor *const
                      r.in[i].skipped);
     }
     assert_true(r.ok);
+}
+
+/* ---- a scratch folder per test program (setup/teardown of the group) ---- */
+
+static char tu_dir[256];
+
+/* Makes $TMPDIR/convnet_TAG_XXXXXX; returns 0 or -1 (cmocka group setup). */
+static inline int tu_tmpdir_make(const char *tag)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(tu_dir, sizeof tu_dir, "%s/convnet_%s_XXXXXX", t && *t ? t : "/tmp", tag);
+    return mkdtemp(tu_dir) ? 0 : -1;
+}
+
+static inline int tu_tmpdir_remove(void)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tu_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* tu_dir/name, in one of four rotating buffers (so two can be used at once). */
+static inline const char *tu_path(const char *name)
+{
+    static char p[4][320];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(p[k], sizeof p[k], "%s/%s", tu_dir, name);
+    return p[k];
+}
+
+static inline uint8_t *tu_read_all(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *p = malloc((size_t)len + 1);
+    assert_non_null(p);
+    assert_int_equal(fread(p, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return p;
+}
+
+static inline void tu_write_plain(const char *path, const void *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(p, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
 }
 
 #endif
