@@ -86,22 +86,38 @@ static nn_status decode(dec_state *d)
         d->ci.scale_num = m;
         d->ci.scale_denom = 8;
     }
+    /* A forged header must not make us (or libjpeg) allocate what the file
+     * cannot hold: libjpeg's own buffers (a progressive file's coefficients)
+     * get a cap that grows with the file, and our pixel rows grow as they
+     * are decoded, so a header that lies fails while the buffer is small. */
+    d->ci.mem->max_memory_to_use = 64L * 1024 * 1024 + 256L * (long)d->n;
     jpeg_start_decompress(&d->ci);
     size_t w = d->ci.output_width;
     d->img.w = (int)w;
     d->img.h = (int)d->ci.output_height;
     d->img.channels = 3;
-    d->img.data = malloc(w * d->ci.output_height * 3);
-    if (cmyk) d->row = malloc(w * 4);
-    if (!d->img.data || (cmyk && !d->row)) {
+    if (cmyk && !(d->row = malloc(w * 4))) {
         jpeg_destroy_decompress(&d->ci);
         return nn_error(NN_E_NOMEM, "%s: out of memory for a %dx%d picture", d->name, d->img.w, d->img.h);
     }
     /* Photoshop (and libjpeg's own writer) mark inverted CMYK with an Adobe
      * APP14 segment: stored byte = 255 - ink, so R = c * k / 255. */
     bool inverted = d->ci.saw_Adobe_marker;
+    size_t rows_cap = 0;
     while (d->ci.output_scanline < d->ci.output_height) {
-        uint8_t *dst = d->img.data + (size_t)d->ci.output_scanline * w * 3;
+        size_t y = d->ci.output_scanline;
+        if (y >= rows_cap) {
+            size_t cap = rows_cap ? rows_cap * 2 : 16;
+            if (cap > d->ci.output_height) cap = d->ci.output_height;
+            uint8_t *p = realloc(d->img.data, cap * w * 3);
+            if (!p) {
+                jpeg_destroy_decompress(&d->ci);
+                return nn_error(NN_E_NOMEM, "%s: out of memory for a %dx%d picture", d->name, d->img.w, d->img.h);
+            }
+            d->img.data = p;
+            rows_cap = cap;
+        }
+        uint8_t *dst = d->img.data + y * w * 3;
         if (!cmyk) {
             JSAMPROW r = dst;
             jpeg_read_scanlines(&d->ci, &r, 1);
