@@ -11,18 +11,6 @@
 
 #include "io/idx.h"
 
-/* AddressSanitizer reserves terabytes of address space: no RLIMIT_AS checks under it. */
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_ASAN 1
-#endif
-#endif
-#ifndef HAVE_ASAN
-#define HAVE_ASAN 0
-#endif
-
 static int setup(void **state)
 {
     (void)state;

@@ -15,18 +15,6 @@
 
 #include "io/png.h"
 
-/* AddressSanitizer reserves terabytes of address space: no RLIMIT_AS checks under it. */
-#if defined(__SANITIZE_ADDRESS__)
-#define HAVE_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HAVE_ASAN 1
-#endif
-#endif
-#ifndef HAVE_ASAN
-#define HAVE_ASAN 0
-#endif
-
 static int setup(void **state)
 {
     (void)state;
@@ -363,18 +351,6 @@ static void test_corrupt(void **state)
     assert_null(im.data);
 }
 
-static int count_temps(void)
-{
-    DIR *d = opendir(tu_dir);
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.")) n++;
-    closedir(d);
-    return n;
-}
-
 static void test_atomic(void **state)
 {
     (void)state;
@@ -422,7 +398,7 @@ static void test_atomic(void **state)
     uint8_t *after = tu_read_all(path, &n1);
     assert_int_equal(n0, n1);
     assert_memory_equal(before, after, n0);
-    assert_int_equal(count_temps(), 0);
+    assert_int_equal(tu_count_temps(), 0);
 
     assert_int_equal(nn_png_write_rgb(path, w, h, noise), NN_OK);
     nn_image im;

@@ -426,19 +426,6 @@ static void test_corrupt(void **state)
 
 /* ---- atomic writes ----------------------------------------------------- */
 
-/* Files in tu_dir whose name contains ".tmp." */
-static int count_temps(void)
-{
-    DIR *d = opendir(tu_dir);
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.")) n++;
-    closedir(d);
-    return n;
-}
-
 static void test_atomic(void **state)
 {
     (void)state;
@@ -452,7 +439,7 @@ static void test_atomic(void **state)
     assert_non_null(strstr(nn_errmsg(), bad));
     struct stat st;
     assert_int_not_equal(stat(tu_path("no"), &st), 0);
-    assert_int_equal(count_temps(), 0);
+    assert_int_equal(tu_count_temps(), 0);
 
     /* an existing file survives a write that fails half way (file size limit) */
     const char *path = tu_path("keep.safetensors");
@@ -487,7 +474,7 @@ static void test_atomic(void **state)
     uint8_t *after = tu_read_all(path, &n1);
     assert_int_equal(n0, n1);
     assert_memory_equal(before, after, n0);
-    assert_int_equal(count_temps(), 0);
+    assert_int_equal(tu_count_temps(), 0);
     nn_st_file *f = NULL;
     assert_int_equal(nn_st_open(path, &f), NN_OK);
     assert_null(nn_st_find(f, "big"));
@@ -499,7 +486,7 @@ static void test_atomic(void **state)
     assert_non_null(nn_st_find(f, "big"));
     assert_memory_equal(nn_st_find(f, "big")->data, data, big * sizeof *data);
     nn_st_close(f);
-    assert_int_equal(count_temps(), 0);
+    assert_int_equal(tu_count_temps(), 0);
     free(before);
     free(after);
     free(data);

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <dirent.h>
+#include <string.h>
 
 #include "core/backend.h"
 #include "core/gradcheck.h"
@@ -124,5 +126,30 @@ static inline void tu_write_plain(const char *path, const void *p, size_t n)
     assert_int_equal(fwrite(p, 1, n, f), n);
     assert_int_equal(fclose(f), 0);
 }
+
+/* Files in tu_dir whose name contains ".tmp." (left-over atomic-write temporaries). */
+static inline int tu_count_temps(void)
+{
+    DIR *d = opendir(tu_dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, ".tmp.")) n++;
+    closedir(d);
+    return n;
+}
+
+/* AddressSanitizer reserves terabytes of address space: no RLIMIT_AS checks under it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define HAVE_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HAVE_ASAN 1
+#endif
+#endif
+#ifndef HAVE_ASAN
+#define HAVE_ASAN 0
+#endif
 
 #endif
