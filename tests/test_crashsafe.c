@@ -43,6 +43,12 @@
  *    3rd temporary file appears (inotify): a save takes a few ms of an
  *    epoch's ~100, so random timing alone would rarely hit one. */
 #define KILL_TRIALS 30
+/* Runs that are interrupted are given the most epochs train accepts, so
+ * that no machine is fast enough for one to finish before its signal or
+ * kill: every wait below is for a state the program reports (a line of its
+ * output, a file it creates), and a delay only ever spreads kills over a
+ * run that is still going. */
+#define LONG_EPOCHS "100000"
 #define KILL_SPREAD_MS 500
 #define KILL_SAVE_US 3000
 
@@ -212,7 +218,7 @@ static void need_data(void)
     if (!exists(NN_FMNIST_DEFAULT_DIR "/train-images-idx3-ubyte.gz")) skip();
 }
 
-static void wait_for_training(const char *log, pid_t pid);
+static void wait_for_output(const char *log, pid_t pid, const char *what);
 
 /* ---- kill -9 ------------------------------------------------------------ */
 
@@ -225,7 +231,7 @@ static void test_kill9_leaves_a_loadable_checkpoint(void **state)
     snprintf(last, sizeof last, "%s/last.safetensors", dir);
     snprintf(best, sizeof best, "%s/best.safetensors", dir);
     snprintf(log, sizeof log, "%s/train.log", dir);
-    char *fresh[] = {"train", "--model", "lenet", "--epochs", "1000", "--limit", "64", "--test-limit", "32",
+    char *fresh[] = {"train", "--model", "lenet", "--epochs", LONG_EPOCHS, "--limit", "64", "--test-limit", "32",
                      "--batch", "32", "--threads", "1", "--quiet", "--checkpoint-dir", dir, NULL};
     char *resume[] = {"train", "--resume", dir, "--limit", "64", "--test-limit", "32", "--threads", "1",
                       "--quiet", "--checkpoint-dir", dir, NULL};
@@ -285,12 +291,11 @@ static void test_kill9_leaves_a_loadable_checkpoint(void **state)
     run_to_end(dir, 0, ev);
     char *more[] = {"train", "--resume", dir, "--epochs", "1", "--limit", "64", "--test-limit", "32",
                     "--threads", "1", "--quiet", "--checkpoint-dir", dir, NULL};
-    /* --epochs below the checkpoint's keeps its 1000: stop it with SIGTERM
-     * after a few epochs instead, which must save and exit 143 */
+    /* --epochs below the checkpoint's keeps its LONG_EPOCHS: stop it with
+     * SIGTERM once it reports an epoch, which must save and exit 143 */
     snprintf(log, sizeof log, "%s/more.log", dir);
     pid_t pid = spawn(log, more);
-    wait_for_training(log, pid);
-    sleep_ms(startup_ms / 2);
+    wait_for_output(log, pid, "\nepoch ");
     kill(pid, SIGTERM);
     int sig, rc = wait_exit(pid, &sig);
     char *out = slurp(log);
@@ -301,13 +306,17 @@ static void test_kill9_leaves_a_loadable_checkpoint(void **state)
 
 /* ---- SIGINT / SIGTERM and resume equivalence ------------------------------ */
 
-/* 2 epochs of 32 steps (~1 s of training, so the signals below land inside
- * it); threads 1 so the arithmetic repeats exactly. */
-#define SIG_EPOCHS "2"
-#define SIG_STEPS 64
+/* The signalled run is LONG_EPOCHS of 32 steps, so it is still training
+ * whenever the signal lands; it reports the step it stopped after (S). Then
+ * it is resumed for EXTRA_STEPS more (--stop-after), and compared bit for bit
+ * with a fresh run of the same flags stopped after S + EXTRA_STEPS steps.
+ * EXTRA_STEPS crosses an epoch boundary (evaluation, end-of-epoch save).
+ * --threads 1 so the arithmetic repeats exactly. */
+#define EXTRA_STEPS 40
 
-static void sig_args(char **a, const char *dir, bool resume)
+static void sig_args(char **a, const char *dir, bool resume, long long stop_after)
 {
+    static char stop[32];
     int n = 0;
     a[n++] = "train";
     if (resume) {
@@ -317,25 +326,29 @@ static void sig_args(char **a, const char *dir, bool resume)
         a[n++] = "--model";
         a[n++] = "lenet";
     }
-    const char *rest[] = {"--epochs", SIG_EPOCHS, "--limit", "1024", "--test-limit", "64", "--batch", "32",
-                          "--threads", "1", "--checkpoint-dir", dir, NULL};
+    const char *rest[] = {"--epochs", LONG_EPOCHS, "--limit", "1024", "--test-limit", "64", "--batch", "32",
+                          "--threads", "1", "--quiet", "--checkpoint-dir", dir, NULL};
     for (int i = 0; rest[i]; i++) a[n++] = (char *)rest[i];
+    if (stop_after > 0) {
+        snprintf(stop, sizeof stop, "%lld", stop_after);
+        a[n++] = "--stop-after";
+        a[n++] = stop;
+    }
     a[n] = NULL;
 }
 
-/* Waits until the log shows that training started (the handlers are set
- * right after the "training:" line). */
-static void wait_for_training(const char *log, pid_t pid)
+/* Waits until the log contains `what` (the program reports its state there);
+ * fails if the run ends first or nothing comes within 5 minutes (a machine
+ * loaded beyond any use). */
+static void wait_for_output(const char *log, pid_t pid, const char *what)
 {
-    for (int i = 0; i < 3000; i++) {
-        char *out = slurp(log);
-        bool up = strstr(out, "training:") != NULL;
-        if (up) return;
+    for (int i = 0; i < 30000; i++) {
+        if (strstr(slurp(log), what)) return;
         int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) fail_msg("the run ended before training started");
+        if (waitpid(pid, &st, WNOHANG) == pid) fail_msg("the run ended before printing '%s':\n%s", what, slurp(log));
         sleep_ms(10);
     }
-    fail_msg("training did not start within 30 s");
+    fail_msg("the run printed no '%s' within 5 minutes:\n%s", what, slurp(log));
 }
 
 /* Every tensor of a and b identical, bit for bit. */
@@ -356,16 +369,18 @@ static void assert_same_tensors(const char *a, const char *b)
     nn_st_close(fb);
 }
 
-static void check_signal(int sig, const char *name, long delay_ms, const char *ref_last)
+/* Sends sig once the run has printed `when`; checks the exit status, the
+ * reported step and the checkpoint, resumes EXTRA_STEPS further and compares
+ * with an uninterrupted run stopped at the same step. */
+static void check_signal(int sig, const char *name, const char *when)
 {
-    char dir[4200], log[4300], last[4300], *a[32];
+    char dir[4200], log[4300], last[4300], *a[40];
     make_dir(dir, sizeof dir, name);
     snprintf(log, sizeof log, "%s/train.log", dir);
     snprintf(last, sizeof last, "%s/last.safetensors", dir);
-    sig_args(a, dir, false);
+    sig_args(a, dir, false, 0);
     pid_t pid = spawn(log, a);
-    wait_for_training(log, pid);
-    sleep_ms(delay_ms);
+    wait_for_output(log, pid, when);
     kill(pid, sig);
     int got_sig, rc = wait_exit(pid, &got_sig);
     char *out = slurp(log);
@@ -377,14 +392,19 @@ static void check_signal(int sig, const char *name, long delay_ms, const char *r
     long long step = atoll(at + strlen(want));
     /* the checkpoint holds exactly the steps reported */
     nn_train_state st = load_checkpoint(last);
-    if (st.step != step || step < 1 || step >= SIG_STEPS)
-        fail_msg("%s: stopped after step %lld but the checkpoint holds step %lld (of %d)", name, step,
-                 (long long)st.step, SIG_STEPS);
-    /* resume to the end: the same bits as the run never interrupted */
-    sig_args(a, dir, true);
+    if (st.step != step || step < 1)
+        fail_msg("%s: stopped after step %lld but the checkpoint holds step %lld", name, step, (long long)st.step);
+    /* resume: the same bits as a run never interrupted, at the same step */
+    sig_args(a, dir, true, EXTRA_STEPS);
     run_to_end(dir, 0, a);
-    st = load_checkpoint(last);
-    assert_int_equal(st.step, SIG_STEPS);
+    assert_int_equal(load_checkpoint(last).step, step + EXTRA_STEPS);
+    char ref[4300], ref_last[4400];
+    snprintf(ref, sizeof ref, "%s-uninterrupted", dir);
+    assert_int_equal(mkdir(ref, 0755), 0);
+    snprintf(ref_last, sizeof ref_last, "%s/last.safetensors", ref);
+    sig_args(a, ref, false, step + EXTRA_STEPS);
+    run_to_end(ref, 0, a);
+    assert_int_equal(load_checkpoint(ref_last).step, step + EXTRA_STEPS);
     assert_same_tensors(ref_last, last);
 }
 
@@ -392,15 +412,10 @@ static void test_signals_save_and_resume(void **state)
 {
     (void)state;
     need_data();
-    char ref[4200], ref_last[4300], *a[32];
-    make_dir(ref, sizeof ref, "uninterrupted");
-    snprintf(ref_last, sizeof ref_last, "%s/last.safetensors", ref);
-    sig_args(a, ref, false);
-    run_to_end(ref, 0, a);
-    assert_int_equal(load_checkpoint(ref_last).step, SIG_STEPS);
-    /* mid-epoch 1, and later (possibly in epoch 2 or at the epoch-1 save) */
-    check_signal(SIGINT, "sigint", 60, ref_last);
-    check_signal(SIGTERM, "sigterm", 250, ref_last);
+    /* as soon as training starts (train sets its handlers before printing
+     * "training:"), and once the first epoch has been evaluated and saved */
+    check_signal(SIGINT, "sigint", "training:");
+    check_signal(SIGTERM, "sigterm", "\nepoch 1/");
 }
 
 /* ---- non-finite loss ------------------------------------------------------ */

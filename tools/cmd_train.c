@@ -266,6 +266,14 @@ int cmd_train(int argc, char **argv)
     }
     *nn_ctx_rng(ctx) = st.dropout_rng;
 
+    /* before the "training:" line: a signal sent once that line is out is
+     * always handled (save, exit 128 + sig), never the default death */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
     printf("model: %s %dx%dx%d -> %d, width %g, fc %d, groups %d, init %s: %lld parameters, %.1f M MAC/image\n",
            cfg.arch, cfg.in_channels, cfg.in_size, cfg.in_size, cfg.classes, (double)cfg.width, cfg.fc, cfg.groups,
            nn_init_name(cfg.init), nn_seq_params(&seq), (double)nn_seq_macs(&seq) / 1e6);
@@ -303,11 +311,6 @@ int cmd_train(int argc, char **argv)
     snprintf(last_path, sizeof last_path, "%s/last.safetensors", o.ckdir);
     snprintf(best_path, sizeof best_path, "%s/best.safetensors", o.ckdir);
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
     bool tty = isatty(STDERR_FILENO) && !o.quiet;
     double t_start = now();
     long long skipped = 0;
