@@ -1,0 +1,28 @@
+/* convnet.h: the one header a program needs. Everything public lives under
+ * the nn_ / NN_ prefix; each header included here documents its own part
+ * (ownership of returned pointers, formulas, defaults). Internal headers
+ * (core/op.h, ops/cpu_kernels.h, cuda/) are not part of the API. */
+#ifndef CONVNET_H
+#define CONVNET_H
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "core/rng.h"
+#include "core/graph.h"
+#include "core/params.h"
+#include "core/backend.h"
+#include "core/gradcheck.h"
+#include "ops/ops.h"
+#include "optim/optim.h"
+#include "models/model.h"
+#include "models/sequential.h"
+#include "models/checkpoint.h"
+#include "models/evaluate.h"
+#include "io/dataset.h"
+#include "io/imagefolder.h"
+#include "io/safetensors.h"
+#include "io/idx.h"
+#include "io/png.h"
+#include "io/jpeg.h"
+
+#endif
