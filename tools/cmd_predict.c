@@ -336,7 +336,7 @@ static int predict_photos(const photo_opts *o, const nn_weights_hints *hints, nn
     int failed = 0;
     for (int i = 0; r == CLI_OK && i < n; i++) failed += !classify(&m, dev, files[i], top, x, logits, prob, json);
     if (r == CLI_OK && json) {
-        char *text = cJSON_Print(json);
+        char *text = cJSON_PrintUnformatted(json);
         if (text) printf("%s\n", text);
         free(text);
     }
