@@ -67,12 +67,14 @@ static void alexnet_channels(const nn_model_config *cfg, int ch[5])
 }
 
 /* A width whose rounded channel counts are the file's. ch(96, w) = c1 needs
- * 96 w / 8 within 0.5 of c1 / 8: w in [(c1 - 4) / 96, (c1 + 4) / 96]; any w
- * there giving the other four counts builds the same model. */
+ * 96 w / 8 within 0.5 of c1 / 8: w in [(c1 - 4) / 96, (c1 + 4) / 96], or
+ * anything below when c1 is the floor of 8 channels; any w there giving the
+ * other four counts builds the same model. */
 static nn_status find_width(const nn_st_file *f, nn_model_config *cfg, const int want[5])
 {
-    for (int k = 0; k <= 800; k++) {
-        cfg->width = ((float)want[0] - 4.0f + 8.0f * (float)k / 800.0f) / 96.0f;
+    float lo = want[0] <= 8 ? 0.0f : ((float)want[0] - 4.0f) / 96.0f, hi = ((float)want[0] + 4.0f) / 96.0f;
+    for (int k = 1; k <= 1000; k++) {
+        cfg->width = lo + (hi - lo) * (float)k / 1000.0f;
         if (!(cfg->width > 0) || cfg->width > 8) continue;
         int got[5];
         alexnet_channels(cfg, got);
@@ -185,7 +187,11 @@ static void describe(const nn_model_config *c, char *b, size_t n)
 static nn_status check_all(const nn_st_file *f, const nn_model_config *cfg)
 {
     nn_seq s;
-    NN_TRY(nn_model_build(&s, cfg, NN_CPU, NULL));
+    if (nn_model_build(&s, cfg, NN_CPU, NULL) != NN_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", nn_errmsg()); /* nn_error writes the same buffer */
+        return nn_error(NN_E_SHAPE, "%s: %s", nn_st_path(f), msg);
+    }
     char d[256], a[128], b[128];
     describe(cfg, d, sizeof d);
     int expected = 0;
