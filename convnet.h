@@ -18,11 +18,14 @@
 #include "models/sequential.h"
 #include "models/checkpoint.h"
 #include "models/evaluate.h"
+#include "models/weights.h"
+#include "models/metrics.h"
 #include "io/dataset.h"
 #include "io/imagefolder.h"
 #include "io/safetensors.h"
 #include "io/idx.h"
 #include "io/png.h"
 #include "io/jpeg.h"
+#include "io/photo.h"
 
 #endif

@@ -11,7 +11,7 @@
 #include "../core/rng.h"
 #include "idx.h"
 
-static const char *const fmnist_classes[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+const char *const nn_fmnist_class_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
 
 nn_status nn_fmnist_load(const char *dir, bool train, nn_dataset *out)
@@ -54,7 +54,7 @@ nn_status nn_fmnist_load(const char *dir, bool train, nn_dataset *out)
     out->w = 28;
     out->images = im.data; /* ownership moves to the data set */
     out->classes = 10;
-    out->class_names = fmnist_classes;
+    out->class_names = nn_fmnist_class_names;
     nn_idx_free(&lb);
     return NN_OK;
 fail:

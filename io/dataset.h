@@ -25,6 +25,9 @@ typedef struct nn_dataset {
 /* Debian's dataset-fashion-mnist installs the gzipped IDX files here. */
 #define NN_FMNIST_DEFAULT_DIR "/usr/share/datasets/fashion-mnist"
 
+/* The 10 class names, label order ("T-shirt/top" ... "Ankle boot"). */
+extern const char *const nn_fmnist_class_names[10];
+
 /* Loads DIR/train-*.gz (train) or DIR/t10k-*.gz, validating that the images
  * are N x 28 x 28, the labels N entries in [0, 10). dir NULL: the default. */
 nn_status nn_fmnist_load(const char *dir, bool train, nn_dataset *out);

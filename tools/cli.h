@@ -41,6 +41,7 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_filters(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 int cmd_gradcheck(int argc, char **argv);
 int cmd_summary(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

@@ -1,8 +1,7 @@
-/* The commands that use a trained checkpoint:
+/* Two of the commands that use a trained model (predict: cmd_predict.c), from
+ * a convnet checkpoint or a weights-only file (models/weights.h):
  *   eval     accuracy (top-1, top-5, per class) and the confusion matrix on the
- *            Fashion-MNIST test set;
- *   predict  logits (N, classes) for a float32 input (N, C, S, S) in a
- *            safetensors file;
+ *            Fashion-MNIST test set or an image folder's val/;
  *   filters  the first conv layer's kernels (O, C, K, K) as a PNG grid, like
  *            the paper's figure of the 96 conv1 kernels.
  * Library errors print "convnet CMD: <message>" and exit 1; outputs are
@@ -16,46 +15,11 @@
 
 #include "cli.h"
 #include "data.h"
-#include "core/backend.h"
 #include "io/dataset.h"
 #include "io/png.h"
-#include "io/safetensors.h"
+#include "model_cli.h"
 #include "models/checkpoint.h"
 #include "models/evaluate.h"
-
-/* The library's message, exit status 1. */
-static int lib_fail(const char *cmd)
-{
-    fprintf(stderr, "convnet %s: %s\n", cmd, nn_errmsg());
-    return 1;
-}
-
-static int parse_device(const char *cmd, const char *s, nn_device *dev)
-{
-    if (nn_device_parse(s, dev) != NN_OK) return cli_fail(cmd, "%s", nn_errmsg());
-    if (!nn_backend_need(*dev, "--device")) return lib_fail(cmd);
-    return CLI_OK;
-}
-
-/* The same path, or two names of one existing file. */
-static bool same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    if (strcmp(a, b) == 0) return true;
-    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
-/* Config and weights of a checkpoint, the model built on dev. */
-static nn_status load_model(const char *path, nn_device dev, nn_model_config *cfg, nn_seq *seq)
-{
-    NN_TRY(nn_checkpoint_read_config(path, cfg, NULL));
-    /* the generator only fills the weights before they are overwritten */
-    nn_rng rng = nn_rng_make(0);
-    NN_TRY(nn_model_build(seq, cfg, dev, &rng));
-    nn_status s = nn_checkpoint_load(path, seq, NULL);
-    if (s != NN_OK) nn_seq_free(seq);
-    return s;
-}
 
 /* ---- eval ---------------------------------------------------------------- */
 
@@ -95,7 +59,8 @@ static void print_report(const cli_data *d, const nn_eval_result *res, const int
 int cmd_eval(int argc, char **argv)
 {
     const char *ckpt = NULL, *data = NULL, *device = "cpu";
-    int batch = 128;
+    int batch = 128, size = 0;
+    float mean = 0, std = 0;
     bool ten_crop = false;
     const cli_opt opts[] = {
         {"checkpoint", CLI_STR, &ckpt, "FILE", "the checkpoint to evaluate (required)"},
@@ -103,6 +68,9 @@ int cmd_eval(int argc, char **argv)
         {"ten-crop", CLI_BOOL, &ten_crop, NULL, "image folders: average the softmax over the paper's 10 views"},
         {"device", CLI_STR, &device, "D", "cpu (default) or cuda"},
         {"batch", CLI_INT, &batch, "B", "images per forward pass (default 128)"},
+        {"size", CLI_INT, &size, "S", "weights-only files: the input size, when several fit fc6"},
+        {"mean", CLI_FLOAT, &mean, "M", "Fashion-MNIST: normalize (p/255 - M) / SD instead of the checkpoint's"},
+        {"std", CLI_FLOAT, &std, "SD", "(with --mean; a weights-only file: default the training set's)"},
     };
     int r = cli_parse("eval", "--checkpoint FILE [--data DIR] [--ten-crop] [--device D] [--batch B]",
                       "Evaluates a checkpoint on the Fashion-MNIST test set (10,000 images, resized to\n"
@@ -119,18 +87,28 @@ int cmd_eval(int argc, char **argv)
     if (ten_crop && !cli_data_is_folder(data))
         return cli_fail("eval", "--ten-crop needs an image folder (--data DIR with DIR/train and DIR/val)");
     nn_device dev;
-    if ((r = parse_device("eval", device, &dev)) != CLI_OK) return r;
+    if ((r = cli_parse_device("eval", device, &dev)) != CLI_OK) return r;
 
+    if (std < 0 || (mean != 0 && !(std > 0))) return cli_fail("eval", "--mean needs --std > 0");
     nn_model_config cfg;
     static nn_train_state st;
-    bool have_stats = nn_checkpoint_read_config(ckpt, &cfg, &st) == NN_OK;
-    if (!have_stats && nn_checkpoint_read_config(ckpt, &cfg, NULL) != NN_OK) return lib_fail("eval");
+    nn_weights_hints hints = {.in_size = size};
+    bool only, have_stats;
+    if (cli_model_config("eval", ckpt, &hints, &cfg, &only) != NN_OK) return cli_lib_fail("eval");
+    if (!only && size && size != cfg.in_size)
+        return cli_fail("eval", "--size %d: %s is a checkpoint for input size %d", size, ckpt, cfg.in_size);
+    have_stats = !only && nn_checkpoint_read_config(ckpt, &cfg, &st) == NN_OK;
+    if (std > 0) {
+        st.mean = mean;
+        st.std = std;
+        have_stats = true;
+    }
 
     cli_data d;
     cli_data_opts dopt = {.dir = data, .batch = batch, .eval_batch = batch, .size = cfg.in_size,
                           .ten_crop = ten_crop, .mean = have_stats ? st.mean : 0, .std = have_stats ? st.std : 0,
                           .classes = have_stats && st.classes[0] ? st.classes : NULL};
-    if (cli_data_open(&d, &dopt) != NN_OK) return lib_fail("eval");
+    if (cli_data_open(&d, &dopt) != NN_OK) return cli_lib_fail("eval");
     int status = 1;
     nn_seq seq = {0};
     int *conf = NULL;
@@ -145,16 +123,16 @@ int cmd_eval(int argc, char **argv)
         goto done;
     }
     if (!have_stats && !d.folder)
-        fprintf(stderr, "convnet eval: %s holds no training state: normalizing with the training set's mean %.4f "
+        fprintf(stderr, "convnet eval: %s holds no normalization: normalizing with the training set's mean %.4f "
                         "and std %.4f\n", ckpt, (double)d.mean, (double)d.std);
-    if (load_model(ckpt, dev, &cfg, &seq) != NN_OK) {
-        lib_fail("eval");
+    if (nn_model_build_load(ckpt, &cfg, dev, &seq) != NN_OK) {
+        cli_lib_fail("eval");
         goto done;
     }
     conf = calloc((size_t)d.classes * d.classes, sizeof *conf);
     if (!conf) {
         nn_error(NN_E_NOMEM, "out of memory");
-        lib_fail("eval");
+        cli_lib_fail("eval");
         goto done;
     }
     printf("checkpoint: %s (%s, input %dx%dx%d, %d classes)\n", ckpt, cfg.arch, cfg.in_channels, cfg.in_size,
@@ -170,7 +148,7 @@ int cmd_eval(int argc, char **argv)
     /* progress only where someone watches: not in logs and test output */
     if (nn_evaluate(&seq, dev, &d.test_src, d.classes, conf, &res, isatty(2) ? progress : NULL, NULL) != NN_OK) {
         if (isatty(2)) fprintf(stderr, "\n");
-        lib_fail("eval");
+        cli_lib_fail("eval");
         goto done;
     }
     print_report(&d, &res, conf);
@@ -179,125 +157,6 @@ done:
     free(conf);
     nn_seq_free(&seq);
     cli_data_close(&d);
-    return status;
-}
-
-/* ---- predict ------------------------------------------------------------- */
-
-/* Logits of n images (host, normalized) in batches; out: n x classes floats. */
-static nn_status run_model(nn_seq *seq, nn_device dev, const float *x, int n, int batch, int classes, float *out)
-{
-    size_t img = (size_t)seq->in_c * seq->in_h * seq->in_w;
-    nn_ctx *ctx = nn_ctx_new();
-    if (!ctx) return nn_error(NN_E_NOMEM, "predict: out of memory");
-    nn_ctx_set_grad(ctx, false);
-    nn_ctx_set_training(ctx, false);
-    nn_status s = NN_OK;
-    for (int i = 0; i < n && s == NN_OK; i += batch) {
-        int m = n - i < batch ? n - i : batch;
-        int xs[4] = {m, seq->in_c, seq->in_h, seq->in_w};
-        nn_tensor *t = NULL;
-        if ((s = nn_tensor_from(&t, NN_F32, dev, 4, xs, x + (size_t)i * img)) != NN_OK) break;
-        nn_ctx_reset(ctx);
-        nn_tensor *y = nn_seq_forward(ctx, seq, t);
-        if (!y)
-            s = nn_error(nn_ctx_status(ctx), "%s", nn_ctx_errmsg(ctx));
-        else if (y->ndim != 2 || y->shape[1] != classes)
-            s = nn_error(NN_E_SHAPE, "predict: the model's output is not (N, %d)", classes);
-        else
-            s = nn_tensor_read(y, out + (size_t)i * classes);
-        nn_tensor_free(t);
-    }
-    nn_ctx_free(ctx);
-    return s;
-}
-
-/* Checks the "input" tensor of f against the model and copies it to *x. */
-static nn_status read_input(const nn_st_file *f, const nn_model_config *cfg, float **x, int *n)
-{
-    *x = NULL;
-    const nn_st_entry *e = nn_st_find(f, "input");
-    if (!e) return nn_error(NN_E_FORMAT, "%s: no tensor named 'input'", nn_st_path(f));
-    char found[128] = "";
-    for (int i = 0, k = 0; i < e->ndim && k < (int)sizeof found - 24; i++)
-        k += snprintf(found + k, sizeof found - (size_t)k, i ? ", %lld" : "%lld", (long long)e->shape[i]);
-    if (e->dtype != NN_ST_F32)
-        return nn_error(NN_E_FORMAT, "%s: tensor 'input' is %s, expected F32", nn_st_path(f),
-                        nn_st_dtype_name(e->dtype));
-    if (e->ndim != 4 || e->shape[1] != cfg->in_channels || e->shape[2] != cfg->in_size ||
-        e->shape[3] != cfg->in_size || e->shape[0] > 0x7fffffff)
-        return nn_error(NN_E_SHAPE, "%s: tensor 'input' has shape (%s), the model expects (N, %d, %d, %d)",
-                        nn_st_path(f), found, cfg->in_channels, cfg->in_size, cfg->in_size);
-    *n = (int)e->shape[0];
-    *x = malloc(e->nbytes ? e->nbytes : 1);
-    if (!*x) return nn_error(NN_E_NOMEM, "%s: out of memory for the input", nn_st_path(f));
-    memcpy(*x, e->data, e->nbytes); /* foreign files need not be aligned */
-    return NN_OK;
-}
-
-int cmd_predict(int argc, char **argv)
-{
-    const char *ckpt = NULL, *in = NULL, *outp = NULL, *device = "cpu";
-    int batch = 64;
-    const cli_opt opts[] = {
-        {"checkpoint", CLI_STR, &ckpt, "FILE", "the model (required)"},
-        {"input", CLI_STR, &in, "X.safetensors", "float32 tensor 'input' of shape (N, C, S, S) (required)"},
-        {"output", CLI_STR, &outp, "Y.safetensors", "where to write the float32 tensor 'logits' (N, classes)"},
-        {"device", CLI_STR, &device, "D", "cpu (default) or cuda"},
-        {"batch", CLI_INT, &batch, "B", "images per forward pass (default 64)"},
-    };
-    int r = cli_parse("predict", "--checkpoint FILE --input X.safetensors --output Y.safetensors [--device D]",
-                      "Runs a checkpoint's model in inference mode (dropout off) on the float32 tensor\n"
-                      "named 'input' of shape (N, C, S, S), with C and S the model's input channels and\n"
-                      "size, and writes the logits (before the softmax) as the float32 tensor 'logits' of\n"
-                      "shape (N, classes). The input is taken as already normalized: apply the training\n"
-                      "normalization (pixel/255 - mean) / std yourself (mean and std are in the\n"
-                      "checkpoint's metadata as train.mean and train.std). The output is written\n"
-                      "atomically and may not be the input file.",
-                      opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
-    if (r == CLI_HELP) return 0;
-    if (r != CLI_OK) return r;
-    if (!ckpt || !in || !outp) return cli_fail("predict", "--checkpoint, --input and --output are required");
-    if (same_file(in, outp)) return cli_fail("predict", "--output '%s' is the input file: refusing to overwrite it", outp);
-    if (same_file(ckpt, outp))
-        return cli_fail("predict", "--output '%s' is the checkpoint: refusing to overwrite it", outp);
-    if (batch < 1 || batch > 65536) return cli_fail("predict", "--batch must be in [1, 65536], got %d", batch);
-    nn_device dev;
-    if ((r = parse_device("predict", device, &dev)) != CLI_OK) return r;
-
-    nn_model_config cfg;
-    if (nn_checkpoint_read_config(ckpt, &cfg, NULL) != NN_OK) return lib_fail("predict");
-    nn_st_file *f = NULL;
-    if (nn_st_open(in, &f) != NN_OK) return lib_fail("predict");
-    float *x = NULL, *logits = NULL;
-    int n = 0, status = 1;
-    nn_st_writer *w = NULL;
-    nn_seq seq;
-    bool built = false;
-    nn_status s = read_input(f, &cfg, &x, &n);
-    nn_st_close(f);
-    if (s == NN_OK) s = load_model(ckpt, dev, &cfg, &seq);
-    built = s == NN_OK;
-    if (s == NN_OK) {
-        logits = malloc((size_t)n * cfg.classes * sizeof *logits + 1);
-        if (!logits) s = nn_error(NN_E_NOMEM, "predict: out of memory for %d x %d logits", n, cfg.classes);
-    }
-    if (s == NN_OK) s = run_model(&seq, dev, x, n, batch, cfg.classes, logits);
-    int64_t shape[2] = {n, cfg.classes};
-    if (s == NN_OK) s = nn_st_writer_new(&w);
-    if (s == NN_OK) s = nn_st_writer_add(w, "logits", NN_ST_F32, 2, shape, logits);
-    if (s == NN_OK) s = nn_st_writer_meta(w, "checkpoint", ckpt);
-    if (s == NN_OK) s = nn_st_write(w, outp);
-    if (s == NN_OK) {
-        printf("wrote %s: logits %d x %d (%s, %s)\n", outp, n, cfg.classes, cfg.arch, nn_device_name(dev));
-        status = 0;
-    } else {
-        lib_fail("predict");
-    }
-    nn_st_writer_free(w);
-    if (built) nn_seq_free(&seq);
-    free(x);
-    free(logits);
     return status;
 }
 
@@ -326,19 +185,19 @@ int cmd_filters(int argc, char **argv)
     if (r != CLI_OK) return r;
     if (!ckpt || !outp) return cli_fail("filters", "--checkpoint and --out are required");
     if (scale < 1 || scale > 64) return cli_fail("filters", "--scale must be in [1, 64], got %d", scale);
-    if (same_file(ckpt, outp))
+    if (cli_same_file(ckpt, outp))
         return cli_fail("filters", "--out '%s' is the checkpoint: refusing to overwrite it", outp);
 
     nn_model_config cfg;
     nn_seq seq;
-    if (load_model(ckpt, NN_CPU, &cfg, &seq) != NN_OK) return lib_fail("filters");
+    if (cli_model_load("filters", ckpt, NULL, NN_CPU, &cfg, &seq) != NN_OK) return cli_lib_fail("filters");
     const nn_layer *conv = NULL;
     for (int i = 0; i < seq.n && !conv; i++)
         if (seq.l[i].kind == NN_L_CONV) conv = &seq.l[i];
     if (!conv) {
         nn_seq_free(&seq);
         nn_error(NN_E_ARG, "%s: the model has no convolution layer", ckpt);
-        return lib_fail("filters");
+        return cli_lib_fail("filters");
     }
     const nn_tensor *wt = conv->w;
     const float *w = nn_f32(wt);
@@ -351,13 +210,13 @@ int cmd_filters(int argc, char **argv)
         nn_seq_free(&seq);
         nn_error(NN_E_ARG, "%s: a %lldx%lld picture is too large (at most %d a side): use a smaller --scale", outp,
                  W, H, NN_PNG_MAX_SIDE);
-        return lib_fail("filters");
+        return cli_lib_fail("filters");
     }
     uint8_t *img = malloc((size_t)W * H * 3);
     if (!img) {
         nn_seq_free(&seq);
         nn_error(NN_E_NOMEM, "filters: out of memory for a %lldx%lld picture", W, H);
-        return lib_fail("filters");
+        return cli_lib_fail("filters");
     }
     memset(img, 255, (size_t)W * H * 3);
     size_t ksz = (size_t)C * KH * KW, plane = (size_t)KH * KW;
@@ -386,5 +245,5 @@ int cmd_filters(int argc, char **argv)
     if (s == NN_OK)
         printf("wrote %s: %d kernels of %s (%dx%dx%d), %lldx%lld pixels\n", outp, O, conv->name, C, KH, KW, W, H);
     nn_seq_free(&seq);
-    return s == NN_OK ? 0 : lib_fail("filters");
+    return s == NN_OK ? 0 : cli_lib_fail("filters");
 }

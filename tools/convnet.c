@@ -17,7 +17,8 @@ typedef struct command {
 static const command commands[] = {
     {"train", cmd_train, "train a model (AlexNet on Fashion-MNIST by default)"},
     {"eval", cmd_eval, "test accuracy, per-class accuracy and confusion matrix of a checkpoint"},
-    {"predict", cmd_predict, "logits of a checkpoint for an input tensor in a safetensors file"},
+    {"predict", cmd_predict, "top classes of photos (JPEG, PNG), or logits of a tensor, from a checkpoint or PyTorch weights"},
+    {"plot", cmd_plot, "draw DIR/curves.svg (loss and accuracy against epochs) from DIR/metrics.jsonl"},
     {"filters", cmd_filters, "the first layer's learned kernels as a PNG picture"},
     {"gradcheck", cmd_gradcheck, "check every op's gradients against central differences"},
     {"summary", cmd_summary, "layers, output shapes, parameters and multiply-adds of a model"},

@@ -2,7 +2,9 @@
  * checkpoint reader on top of it (models/checkpoint.c): nn_st_open, every
  * entry and metadata string, nn_st_read_tensor of every F32/I32 entry (and a
  * mismatched read), then nn_checkpoint_read_config, shape inference of the
- * config it yields and, for small models, nn_checkpoint_load with optimizer. */
+ * config it yields and, for small models, nn_checkpoint_load with optimizer;
+ * then the weights-only reader (models/weights.c): the architecture inferred
+ * from the shapes and, for small models, strict and lenient loading. */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -10,6 +12,7 @@
 #include "fuzz_util.h"
 #include "io/safetensors.h"
 #include "models/checkpoint.h"
+#include "models/weights.h"
 
 /* Models above this many parameters are only shape-checked: building them
  * would spend the fuzzing time in weight initialization. */
@@ -96,6 +99,27 @@ static void read_checkpoint(const char *path)
     nn_seq_free(&seq);
 }
 
+static void read_weights(const char *path)
+{
+    nn_model_config cfg;
+    char note[256];
+    nn_status s = nn_weights_infer(path, NULL, &cfg, note, sizeof note);
+    fz_check_error(s, path, "nn_weights_infer");
+    if (s != NN_OK) return;
+    nn_seq seq;
+    memset(&seq, 0, sizeof seq);
+    if (nn_model_build(&seq, &cfg, NN_CPU, NULL) != NN_OK) return;
+    long long np = nn_seq_params(&seq);
+    if (np < 0 || np > FZ_MAX_PARAMS) return;
+    nn_rng rng = nn_rng_make(1);
+    if (nn_model_build(&seq, &cfg, NN_CPU, &rng) != NN_OK) return;
+    s = nn_weights_load_into(&seq, path, false, NULL, NULL, NULL);
+    fz_check_error(s, path, "nn_weights_load_into");
+    s = nn_weights_load_into(&seq, path, true, NULL, NULL, NULL);
+    fz_check_error(s, path, "nn_weights_load_into (lenient)");
+    nn_seq_free(&seq);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *path = fz_write_temp(data, size);
@@ -111,5 +135,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FZ_REQUIRE(nn_st_find(f, "no such tensor, surely\x01") == NULL);
     nn_st_close(f);
     read_checkpoint(path);
+    read_weights(path);
     return 0;
 }

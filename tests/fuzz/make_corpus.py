@@ -127,6 +127,8 @@ for prefix in ("", "optim."):
             name = prefix + layer + "." + kind + (".v" if prefix else "")
             tens.append((name, "F32", shp, f32([rng.uniform(-0.1, 0.1) for _ in range(n)])))
 put("safetensors", "ckpt_alexnet_tiny", st(tens, META))
+# the same weights as PyTorch's save_file writes them: parameters only, no metadata
+put("safetensors", "weights_only_alexnet_tiny", st([t for t in tens if not t[0].startswith("optim.")]))
 put("safetensors", "ckpt_meta_only_lenet", st([], dict(META, **{"model.arch": "lenet", "model.in_size": "28",
                                                                  "model.classes": "10", "model.fc": "84",
                                                                  "data.classes": "\n".join("0123456789"),
