@@ -58,7 +58,9 @@ typedef struct nn_train_state {
 } nn_train_state;
 
 /* A fresh run's state: the recipe given, progress at zero, the schedule at
- * its base rate, the dropout generator seeded from recipe->seed. */
+ * its base rate, the dropout generator seeded from recipe->seed. Make
+ * recipe->sched with nn_schedule_make(kind, recipe->optim.lr) (its defaults:
+ * optim.h); the trainer feeds the schedule's rate to the optimizer. */
 nn_train_state nn_train_state_make(const nn_train_recipe *recipe);
 /* The live schedule: recipe.sched's parameters with the progress's state. */
 nn_schedule nn_train_schedule(const nn_train_state *st);
