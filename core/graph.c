@@ -32,6 +32,7 @@ struct nn_ctx {
     nn_node **tape;
     size_t ntape, tape_cap;
     bool grad_enabled, training;
+    bool backward_done;           /* this graph was backpropagated: a second pass would add its gradients twice */
     nn_rng rng;
     nn_status status;
     char msg[1024];
@@ -117,6 +118,7 @@ void nn_ctx_reset(nn_ctx *ctx)
 {
     for (int d = 0; d < NN_NDEVICES; d++) arena_reset(ctx, &ctx->arena[d]);
     ctx->ntape = 0;
+    ctx->backward_done = false;
     ctx->status = NN_OK;
     ctx->msg[0] = '\0';
 }
@@ -334,6 +336,7 @@ static nn_status run_backward(nn_ctx *ctx, nn_tensor *y, const float *dy_host)
         nn_status s = ensure_grad(ctx, ctx->tape[i]->out);
         if (s != NN_OK) return nn_error(s, "%s", ctx->msg);
     }
+    ctx->backward_done = true;
     const nn_backend *be = nn_backend_get(y->device);
     if (dy_host)
         NN_TRY(be->copy(y->grad->data, y->device, dy_host, NN_CPU, y->numel * sizeof(float)));
@@ -361,6 +364,9 @@ static nn_status check_backward(nn_ctx *ctx, nn_tensor *y)
 nn_status nn_backward(nn_ctx *ctx, nn_tensor *loss)
 {
     NN_TRY(check_backward(ctx, loss));
+    if (ctx->backward_done) /* nn_backward_with stays repeatable: vector-Jacobian products that add up on purpose */
+        return nn_error(NN_E_ARG, "backward: this graph was already backpropagated (a second pass would add its "
+                                  "gradients twice): nn_ctx_reset and run the forward pass again");
     if (loss->numel != 1) {
         char b[64];
         return nn_error(NN_E_SHAPE, "backward: the loss must be one value, got shape %s "

@@ -64,11 +64,14 @@ size_t nn_ctx_system_allocs(const nn_ctx *ctx);
 
 /* Backpropagates from a scalar (numel 1) F32 loss produced on this context:
  * adds d loss / d t into t->grad for every tensor t that requires grad.
- * Leaf gradients accumulate across calls until zeroed (nn_tensor_zero_grad). */
+ * Leaf gradients accumulate across calls until zeroed (nn_tensor_zero_grad).
+ * Once per graph: nn_backward after a backward pass on the same graph (before
+ * nn_ctx_reset) is NN_E_ARG, since it would silently double the gradients. */
 nn_status nn_backward(nn_ctx *ctx, nn_tensor *loss);
 
 /* Same from a non-scalar output y, seeded with dy (host memory, y->numel
- * floats): adds the vector-Jacobian product dy^T dy/dt into each t->grad. */
+ * floats): adds the vector-Jacobian product dy^T dy/dt into each t->grad.
+ * May be called again on the same graph: the products add up. */
 nn_status nn_backward_with(nn_ctx *ctx, nn_tensor *y, const float *dy_host);
 
 /* Number of nodes recorded since the last reset. */

@@ -111,6 +111,7 @@ void nn_resize_bilinear(const uint8_t *src, int sh, int sw, float *dst, int dh, 
 struct nn_loader {
     const nn_dataset *ds;
     nn_loader_config cfg;
+    int n;                /* images used: the first n of ds (cfg.limit) */
     int nbatches;
     int32_t *order;
     float *x[2];
@@ -162,7 +163,7 @@ static void make_sample(nn_loader *l, int idx, int epoch, int pos, float *out)
 
 static void make_batch(nn_loader *l, int epoch, int b, int slot)
 {
-    int B = l->cfg.batch, n = l->ds->n;
+    int B = l->cfg.batch, n = l->n;
     int first = b * B, cnt = first + B <= n ? B : n - first;
     size_t img = (size_t)l->ds->c * l->cfg.size * l->cfg.size;
     for (int k = 0; k < cnt; k++) {
@@ -199,18 +200,20 @@ static void *worker(void *arg)
 
 nn_status nn_loader_new(nn_loader **out, const nn_dataset *ds, const nn_loader_config *cfg)
 {
+    if (!out || !ds || !cfg) return nn_error(NN_E_ARG, "loader: NULL output, data set or config");
     *out = NULL;
-    if (cfg->batch < 1 || cfg->size < 1 || cfg->size > 4096 || !(cfg->std > 0))
-        return nn_error(NN_E_ARG, "loader: need batch >= 1, 1 <= size <= 4096 and std > 0");
+    if (cfg->batch < 1 || cfg->size < 1 || cfg->size > 4096 || !(cfg->std > 0) || cfg->limit < 0)
+        return nn_error(NN_E_ARG, "loader: need batch >= 1, 1 <= size <= 4096, std > 0 and limit >= 0");
     if (ds->n < 1) return nn_error(NN_E_ARG, "loader: the data set is empty");
     nn_loader *l = calloc(1, sizeof *l);
     if (!l) return nn_error(NN_E_NOMEM, "loader: out of memory");
     l->ds = ds;
     l->cfg = *cfg;
-    l->nbatches = cfg->drop_last ? ds->n / cfg->batch : (ds->n + cfg->batch - 1) / cfg->batch;
+    l->n = cfg->limit && cfg->limit < ds->n ? cfg->limit : ds->n;
+    l->nbatches = cfg->drop_last ? l->n / cfg->batch : (l->n + cfg->batch - 1) / cfg->batch;
     if (l->nbatches < 1) l->nbatches = 1, l->cfg.drop_last = false;
     size_t img = (size_t)ds->c * cfg->size * cfg->size;
-    l->order = malloc((size_t)ds->n * sizeof *l->order);
+    l->order = malloc((size_t)l->n * sizeof *l->order);
     l->tmp = malloc((size_t)cfg->size * cfg->size * sizeof *l->tmp);
     for (int k = 0; k < 2; k++) {
         l->x[k] = malloc(img * (size_t)cfg->batch * sizeof(float));
@@ -263,10 +266,10 @@ nn_status nn_loader_start(nn_loader *l, int epoch, int first)
         return nn_error(NN_E_ARG, "loader: cannot start epoch %d at batch %d of %d", epoch, first, l->nbatches);
     pthread_mutex_lock(&l->mu);
     l->gen++;
-    for (int i = 0; i < l->ds->n; i++) l->order[i] = i;
+    for (int i = 0; i < l->n; i++) l->order[i] = i;
     if (l->cfg.shuffle) {
         nn_rng r = {l->cfg.seed ^ 0xDA7A0DE5ull, (uint64_t)epoch << 40};
-        nn_rng_shuffle(&r, l->order, (size_t)l->ds->n);
+        nn_rng_shuffle(&r, l->order, (size_t)l->n);
     }
     l->epoch = epoch;
     l->make = l->give = first;

@@ -43,6 +43,7 @@ typedef struct nn_loader_config {
     bool drop_last;  /* drop a final partial batch */
     float mean, std; /* x = (pixel/255 - mean) / std */
     uint64_t seed;
+    int limit;       /* use only the first limit images of the data set (0: all) */
 } nn_loader_config;
 
 typedef struct nn_loader nn_loader;

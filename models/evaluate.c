@@ -40,9 +40,20 @@ void nn_score(const float *logits, int n, int views, int classes, const int32_t 
     free(p);
 }
 
+static nn_tensor *seq_forward(nn_ctx *ctx, void *seq, nn_tensor *x) { return nn_seq_forward(ctx, seq, x); }
+
 nn_status nn_evaluate(nn_seq *seq, nn_device dev, const nn_batch_source *src, int classes, int *confusion,
                       nn_eval_result *res, void (*progress)(int, int, void *), void *user)
 {
+    if (!seq) return nn_error(NN_E_ARG, "evaluate: NULL model");
+    nn_eval_model m = {.forward = seq_forward, .model = seq, .in_c = seq->in_c, .in_h = seq->in_h, .in_w = seq->in_w};
+    return nn_evaluate_model(&m, dev, src, classes, confusion, res, progress, user);
+}
+
+nn_status nn_evaluate_model(const nn_eval_model *m, nn_device dev, const nn_batch_source *src, int classes,
+                            int *confusion, nn_eval_result *res, void (*progress)(int, int, void *), void *user)
+{
+    if (!m || !m->forward || !src || !res) return nn_error(NN_E_ARG, "evaluate: NULL model, source or result");
     memset(res, 0, sizeof *res);
     nn_ctx *ctx = nn_ctx_new();
     if (!ctx) return nn_error(NN_E_NOMEM, "evaluate: out of memory");
@@ -59,7 +70,7 @@ nn_status nn_evaluate(nn_seq *seq, nn_device dev, const nn_batch_source *src, in
         const int32_t *hy;
         int n;
         if ((s = src->next(src->impl, &hx, &hy, &n)) != NN_OK || n == 0) break;
-        int xs[4] = {n * views, seq->in_c, seq->in_h, seq->in_w};
+        int xs[4] = {n * views, m->in_c, m->in_h, m->in_w};
         if (!x || x->shape[0] != xs[0]) { /* one allocation unless the last batch is partial */
             nn_tensor_free(x);
             x = NULL;
@@ -67,7 +78,7 @@ nn_status nn_evaluate(nn_seq *seq, nn_device dev, const nn_batch_source *src, in
         }
         if ((s = nn_tensor_write(x, hx)) != NN_OK) break;
         nn_ctx_reset(ctx);
-        nn_tensor *out = nn_seq_forward(ctx, seq, x);
+        nn_tensor *out = m->forward(ctx, m->model, x);
         if (!out) {
             s = nn_error(nn_ctx_status(ctx), "%s", nn_ctx_errmsg(ctx));
             break;

@@ -19,6 +19,19 @@ typedef struct nn_eval_result {
 nn_status nn_evaluate(nn_seq *seq, nn_device dev, const nn_batch_source *src, int classes, int *confusion,
                       nn_eval_result *res, void (*progress)(int done, int total, void *user), void *user);
 
+/* Any model: forward(ctx, model, x) gives (N, classes) logits for x
+ * (N, in_c, in_h, in_w), built of ops on ctx. */
+typedef struct nn_eval_model {
+    nn_tensor *(*forward)(nn_ctx *ctx, void *model, nn_tensor *x);
+    void *model;
+    int in_c, in_h, in_w;
+} nn_eval_model;
+
+/* nn_evaluate for a model of your own. */
+nn_status nn_evaluate_model(const nn_eval_model *m, nn_device dev, const nn_batch_source *src, int classes,
+                            int *confusion, nn_eval_result *res, void (*progress)(int done, int total, void *user),
+                            void *user);
+
 /* Scores n images from their logits (n * views rows of classes): adds to the
  * top-1/top-5 counts, the summed -log p[label] and the confusion matrix (any
  * may be NULL), p being the softmax averaged over the views, in double. */

@@ -125,11 +125,38 @@ static void test_readme_shows_this_code(void **state)
     free(self);
 }
 
+/* The second example: the trainer's heart in examples/train_lenet.c (that
+ * program is built and run as the test example_train_lenet). */
+static void test_readme_shows_train_lenet(void **state)
+{
+    (void)state;
+    const char *root = getenv("CONVNET_SOURCE_ROOT");
+    if (!root) skip();
+    char p[4096];
+    snprintf(p, sizeof p, "%s/README.md", root);
+    char *readme = slurp(p);
+    snprintf(p, sizeof p, "%s/examples/train_lenet.c", root);
+    char *ex = slurp(p);
+    assert_non_null(readme);
+    assert_non_null(ex);
+    const char *a = strstr(ex, "/* ---- begin README example ---- */\n"), *b = strstr(ex, "/* ---- end README example");
+    assert_non_null(a);
+    assert_non_null(b);
+    a += strlen("/* ---- begin README example ---- */\n");
+    char *code = strndup(a, (size_t)(b - a));
+    assert_non_null(strstr(code, "nn_trainer_run"));
+    if (!strstr(readme, code)) fail_msg("README.md no longer shows the code of examples/train_lenet.c");
+    free(code);
+    free(readme);
+    free(ex);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_example_trains),
         cmocka_unit_test(test_readme_shows_this_code),
+        cmocka_unit_test(test_readme_shows_train_lenet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

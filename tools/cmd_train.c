@@ -1,9 +1,9 @@
-/* convnet train: the main job. Trains a model on Fashion-MNIST with visible
- * progress, tests it every epoch, checkpoints every epoch (and on SIGINT /
- * SIGTERM), and resumes exactly from a checkpoint. */
+/* convnet train: the main job. Trains a model on Fashion-MNIST (or an image
+ * folder) with visible progress, tests it every epoch, checkpoints every
+ * epoch (and on SIGINT / SIGTERM), and resumes exactly from a checkpoint.
+ * The training itself is the library's (models/train.h): this file parses
+ * flags, opens the data, and prints what the trainer reports. */
 #include <cblas.h>
-#include <dirent.h>
-#include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -20,7 +19,7 @@
 #include "io/dataset.h"
 #include "models/checkpoint.h"
 #include "models/evaluate.h"
-#include "ops/ops.h"
+#include "models/train.h"
 
 /* The default run: AlexNet's architecture at half width on 64x64 inputs fits
  * the 15-minute budget of a 2-core CPU; the full model is one flag away.
@@ -37,6 +36,9 @@
 #define DEF_LR_SGD 0.01f
 #define DEF_LR_ADAM 1e-3f
 
+/* returned by the steps below to mean "carry on" (any other value is the exit status) */
+#define GO_ON (-1)
+
 typedef struct train_opts {
     const char *model, *device, *data, *ckdir, *resume, *optim, *schedule, *init;
     int size, epochs, batch, threads, groups, fc, limit, test_limit, stop_after;
@@ -45,16 +47,24 @@ typedef struct train_opts {
     bool augment, no_augment, decay_bias, skip_nonfinite, quiet;
 } train_opts;
 
+/* One run: what the steps of cmd_train hand each other. */
+typedef struct train_run {
+    train_opts o;
+    nn_model_config cfg;
+    nn_train_state st;
+    char resume_path[4096];
+    nn_device dev;
+    int threads;
+    cli_data data;
+    nn_seq seq;
+    nn_trainer *tr;
+    bool tty;
+    double last_print;  /* elapsed time of the last progress line */
+} train_run;
+
 static volatile sig_atomic_t g_signal;
 
 static void on_signal(int sig) { g_signal = sig; }
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static void fmt_time(double s, char *buf, size_t n)
 {
@@ -64,27 +74,6 @@ static void fmt_time(double s, char *buf, size_t n)
         snprintf(buf, n, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
     else
         snprintf(buf, n, "%d:%02d", t / 60, t % 60);
-}
-
-/* A run killed while saving leaves "NAME.tmp.PID" behind (the checkpoint it
- * was replacing is intact): remove those whose process is gone. */
-static void remove_stale_temporaries(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        const char *t = strstr(e->d_name, ".safetensors.tmp.");
-        if (!t) continue;
-        char *end;
-        long pid = strtol(t + strlen(".safetensors.tmp."), &end, 10);
-        if (*end || pid <= 0) continue;
-        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* its writer may still be at work */
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
 }
 
 static const char about[] =
@@ -99,7 +88,8 @@ static const char about[] =
     "exactly, taking the model, data, optimizer and schedule settings from the checkpoint (only --epochs,\n"
     "to extend the run, --device, --threads, --checkpoint-dir, --stop-after and --quiet apply).";
 
-int cmd_train(int argc, char **argv)
+/* Flags into r->o; GO_ON, or the exit status (0 for --help, 2 for a usage error). */
+static int parse_opts(train_run *r, int argc, char **argv)
 {
     train_opts o = {
         .model = "alexnet", .device = NULL, .data = NULL, .ckdir = "runs/train", .resume = NULL,
@@ -138,327 +128,294 @@ int cmd_train(int argc, char **argv)
         {"stop-after", CLI_INT, &o.stop_after, "N", "stop after N optimizer steps of this run, saving a checkpoint to resume from"},
         {"quiet", CLI_BOOL, &o.quiet, NULL, "no progress bar"},
     };
-    int r = cli_parse("train", "[OPTIONS]", about, opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
-    if (r != CLI_OK) return r == CLI_HELP ? 0 : 2;
-    if (o.epochs < 1 || o.epochs > 100000) return cli_fail("train", "--epochs must be at least 1");
-    if (o.batch < 1 || o.batch > 65536) return cli_fail("train", "--batch must be between 1 and 65536");
-    if (o.lr < 0) return cli_fail("train", "--lr must be positive");
-    if (o.augment && o.no_augment) return cli_fail("train", "--augment and --no-augment contradict each other");
-    if (o.threads < 0 || o.threads > 1024) return cli_fail("train", "--threads must be between 1 and 1024");
-    if (o.limit < 0 || o.test_limit < 0 || o.stop_after < 0)
+    int rc = cli_parse("train", "[OPTIONS]", about, opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
+    r->o = o;
+    if (rc != CLI_OK) return rc == CLI_HELP ? 0 : 2;
+    return GO_ON;
+}
+
+static int validate(const train_opts *o)
+{
+    if (o->epochs < 1 || o->epochs > 100000) return cli_fail("train", "--epochs must be at least 1");
+    if (o->batch < 1 || o->batch > 65536) return cli_fail("train", "--batch must be between 1 and 65536");
+    if (o->lr < 0) return cli_fail("train", "--lr must be positive");
+    if (o->augment && o->no_augment) return cli_fail("train", "--augment and --no-augment contradict each other");
+    if (o->threads < 0 || o->threads > 1024) return cli_fail("train", "--threads must be between 1 and 1024");
+    if (o->limit < 0 || o->test_limit < 0 || o->stop_after < 0)
         return cli_fail("train", "--limit, --test-limit and --stop-after must be positive");
+    return GO_ON;
+}
 
-    /* ---- configuration: flags, or the checkpoint being resumed ---- */
-    nn_model_config cfg = strcmp(o.model, "lenet") == 0 ? nn_lenet_config() : nn_alexnet_config();
-    nn_train_state st = {0};
-    char resume_path[4096] = "";
-    if (o.resume) {
-        struct stat sb;
-        if (stat(o.resume, &sb) == 0 && S_ISDIR(sb.st_mode))
-            snprintf(resume_path, sizeof resume_path, "%s/last.safetensors", o.resume);
-        else
-            snprintf(resume_path, sizeof resume_path, "%s", o.resume);
-        if (nn_checkpoint_read_config(resume_path, &cfg, &st) != NN_OK) {
-            fprintf(stderr, "convnet train: %s\n", nn_errmsg());
-            return 1;
-        }
-        st.epochs = o.epochs > st.epochs ? o.epochs : st.epochs;
-    } else {
-        if (strcmp(o.model, "alexnet") != 0 && strcmp(o.model, "lenet") != 0)
-            return cli_fail("train", "unknown --model '%s' (expected alexnet or lenet)", o.model);
-        if (strcmp(o.model, "alexnet") == 0) {
-            cfg.in_channels = 1;
-            cfg.in_size = o.size;
-            cfg.classes = 10;
-            cfg.groups = o.groups;
-            cfg.width = o.width;
-            cfg.fc = o.fc;
-            cfg.dropout = o.dropout;
-        } else if (o.size != DEF_SIZE) {
-            cfg.in_size = o.size;
-        }
-        if (nn_init_parse(o.init, &cfg.init) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
-        nn_optim_config oc = {0};
-        if (nn_optim_parse_kind(o.optim, &oc.kind) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
-        oc.lr = o.lr;
-        oc.momentum = o.momentum;
-        oc.weight_decay = o.wd;
-        oc.decay_bias = o.decay_bias;
-        if (!(o.lr > 0)) oc.lr = oc.kind == NN_OPT_SGD ? DEF_LR_SGD : DEF_LR_ADAM;
-        nn_sched_kind sk;
-        if (nn_sched_parse_kind(o.schedule, &sk) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
-        st.optim = oc;
-        st.sched = nn_schedule_make(sk, oc.lr);
-        st.seed = o.seed;
-        st.dropout_rng = nn_rng_make(o.seed ^ 0xD809u);
-        st.batch_size = o.batch;
-        st.limit = o.limit;
-        st.augment = o.augment || (!o.no_augment && cli_data_is_folder(o.data));
-        st.epochs = o.epochs;
-        st.best_acc = 0;
+/* --resume: the model, recipe and progress from the checkpoint; only --epochs may extend it. */
+static int resume_config(train_run *r)
+{
+    const train_opts *o = &r->o;
+    struct stat sb;
+    if (stat(o->resume, &sb) == 0 && S_ISDIR(sb.st_mode))
+        snprintf(r->resume_path, sizeof r->resume_path, "%s/last.safetensors", o->resume);
+    else
+        snprintf(r->resume_path, sizeof r->resume_path, "%s", o->resume);
+    if (nn_checkpoint_read_config(r->resume_path, &r->cfg, &r->st) != NN_OK) {
+        fprintf(stderr, "convnet train: %s\n", nn_errmsg());
+        return 1;
     }
+    r->st.epochs = o->epochs > r->st.epochs ? o->epochs : r->st.epochs;
+    return GO_ON;
+}
+
+static void model_from_flags(const train_opts *o, nn_model_config *cfg)
+{
+    if (strcmp(o->model, "alexnet") == 0) {
+        cfg->in_channels = 1;
+        cfg->in_size = o->size;
+        cfg->classes = 10;
+        cfg->groups = o->groups;
+        cfg->width = o->width;
+        cfg->fc = o->fc;
+        cfg->dropout = o->dropout;
+    } else if (o->size != DEF_SIZE) {
+        cfg->in_size = o->size;
+    }
+}
+
+/* A fresh run: the model and the recipe from the flags. */
+static int fresh_config(train_run *r)
+{
+    const train_opts *o = &r->o;
+    if (strcmp(o->model, "alexnet") != 0 && strcmp(o->model, "lenet") != 0)
+        return cli_fail("train", "unknown --model '%s' (expected alexnet or lenet)", o->model);
+    model_from_flags(o, &r->cfg);
+    if (nn_init_parse(o->init, &r->cfg.init) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
+    nn_train_recipe rc = {.optim = {.lr = o->lr, .momentum = o->momentum, .weight_decay = o->wd,
+                                    .decay_bias = o->decay_bias},
+                          .seed = o->seed, .batch_size = o->batch, .limit = o->limit, .epochs = o->epochs,
+                          .augment = o->augment || (!o->no_augment && cli_data_is_folder(o->data))};
+    if (nn_optim_parse_kind(o->optim, &rc.optim.kind) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
+    if (!(o->lr > 0)) rc.optim.lr = rc.optim.kind == NN_OPT_SGD ? DEF_LR_SGD : DEF_LR_ADAM;
+    nn_sched_kind sk;
+    if (nn_sched_parse_kind(o->schedule, &sk) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
+    rc.sched = nn_schedule_make(sk, rc.optim.lr);
+    r->st = nn_train_state_make(&rc);
+    return GO_ON;
+}
+
+static int configure(train_run *r)
+{
+    r->cfg = strcmp(r->o.model, "lenet") == 0 ? nn_lenet_config() : nn_alexnet_config();
+    int rc = r->o.resume ? resume_config(r) : fresh_config(r);
+    if (rc != GO_ON) return rc;
     nn_seq probe;
-    if (nn_model_build(&probe, &cfg, NN_CPU, NULL) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
+    if (nn_model_build(&probe, &r->cfg, NN_CPU, NULL) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
+    return GO_ON;
+}
 
-    nn_device dev = nn_device_available(NN_CUDA) ? NN_CUDA : NN_CPU;
-    if (o.device && nn_device_parse(o.device, &dev) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
-    if (!nn_backend_need(dev, "train")) {
+static int setup_device(train_run *r)
+{
+    r->dev = nn_device_available(NN_CUDA) ? NN_CUDA : NN_CPU;
+    if (r->o.device && nn_device_parse(r->o.device, &r->dev) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
+    if (!nn_backend_need(r->dev, "train")) {
         fprintf(stderr, "convnet train: %s\n", nn_errmsg());
         return 1;
     }
-    int threads = o.threads ? o.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (threads < 1) threads = 1;
-    openblas_set_num_threads(threads);
-    omp_set_num_threads(threads);
+    r->threads = r->o.threads ? r->o.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (r->threads < 1) r->threads = 1;
+    openblas_set_num_threads(r->threads);
+    omp_set_num_threads(r->threads);
+    return GO_ON;
+}
 
-    /* ---- data ---- */
-    int rc = 1;
-    nn_seq seq = {0};
-    nn_optim *opt = NULL;
-    nn_ctx *ctx = NULL;
-    nn_tensor *xb = NULL, *yb = NULL;
-    float *logits = NULL;
-    cli_data data;
-    cli_data_opts dopt = {.dir = o.data, .train = true, .batch = st.batch_size, .eval_batch = 256,
-                          .size = cfg.in_size, .augment = st.augment, .seed = st.seed, .limit = st.limit,
-                          .test_limit = o.test_limit, .mean = st.mean, .std = o.resume ? st.std : 0,
-                          .classes = o.resume && st.classes[0] ? st.classes : NULL};
-    if (cli_data_open(&data, &dopt) != NN_OK) {
+/* The data; a fresh run takes its normalization and classes (and, for an image folder, its channels) from it. */
+static int open_data(train_run *r)
+{
+    const train_opts *o = &r->o;
+    nn_train_state *st = &r->st;
+    cli_data *d = &r->data;
+    cli_data_opts dopt = {.dir = o->data, .train = true, .batch = st->batch_size, .eval_batch = 256,
+                          .size = r->cfg.in_size, .augment = st->augment, .seed = st->seed, .limit = st->limit,
+                          .test_limit = o->test_limit, .mean = st->mean, .std = o->resume ? st->std : 0,
+                          .classes = o->resume && st->classes[0] ? st->classes : NULL};
+    if (cli_data_open(d, &dopt) != NN_OK) {
         fprintf(stderr, "convnet train: %s\n", nn_errmsg());
-        if (!o.data)
-            fprintf(stderr, "(install the data with 'apt-get install dataset-fashion-mnist' or pass --data DIR)\n");
+        if (!o->data) fprintf(stderr, "(install the data with 'apt-get install dataset-fashion-mnist' or pass --data DIR)\n");
         return 1;
     }
-    if (!o.resume) {
-        st.mean = data.mean;
-        st.std = data.std;
-        snprintf(st.classes, sizeof st.classes, "%s", data.classes_joined);
-        if (data.folder) { /* the model follows the data: RGB, its classes */
-            cfg.in_channels = data.channels;
-            cfg.classes = data.classes;
+    if (!o->resume) {
+        st->mean = d->mean;
+        st->std = d->std;
+        snprintf(st->classes, sizeof st->classes, "%s", d->classes_joined);
+        if (d->folder) { /* the model follows the data: RGB, its classes */
+            r->cfg.in_channels = d->channels;
+            r->cfg.classes = d->classes;
         }
     }
-    if (cfg.in_channels != data.channels || cfg.classes != data.classes) {
+    if (r->cfg.in_channels != d->channels || r->cfg.classes != d->classes) {
         fprintf(stderr, "convnet train: the model takes %d channels and %d classes, the data has %d and %d\n",
-                cfg.in_channels, cfg.classes, data.channels, data.classes);
-        cli_data_close(&data);
+                r->cfg.in_channels, r->cfg.classes, d->channels, d->classes);
         return 1;
     }
+    return GO_ON;
+}
 
-    /* ---- model and optimizer ---- */
-    nn_rng init_rng = nn_rng_make(st.seed);
-    if (nn_model_build(&seq, &cfg, dev, &init_rng) != NN_OK || nn_optim_new(&opt, &st.optim, &seq.params) != NN_OK)
-        goto fail;
-    if (o.resume) {
-        if (nn_checkpoint_load(resume_path, &seq, opt) != NN_OK) goto fail;
-        nn_optim_set_lr(opt, st.sched.lr);
+/* ---- printing what the trainer reports ---- */
+
+static void print_bar(train_run *r, const nn_train_event *ev)
+{
+    double rate = ev->images_per_s;
+    /* this epoch, and the whole run (training only; each test pass adds a little) */
+    double left = (double)(ev->batches - ev->batch) * ev->batch_size / rate;
+    double left_run = left + (double)(ev->epochs - ev->epoch - 1) * ev->batches * ev->batch_size / rate;
+    char eta_s[16], run_s[16], el_s[16];
+    fmt_time(left, eta_s, sizeof eta_s);
+    fmt_time(left_run, run_s, sizeof run_s);
+    fmt_time(ev->elapsed, el_s, sizeof el_s);
+    int w = 24, fill = (int)((double)w * ev->batch / ev->batches);
+    char bar[32];
+    for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
+    bar[w] = '\0';
+    fprintf(stderr, "%sepoch %d/%d [%s] %d/%d  %.0f img/s  loss %.4f  acc %.2f%%  lr %.3g  elapsed %s  ETA %s (run %s)%s",
+            r->tty ? "\r" : "", ev->epoch + 1, ev->epochs, bar, ev->batch, ev->batches, rate, ev->loss,
+            100.0 * ev->acc, (double)ev->lr, el_s, eta_s, run_s, r->tty ? "  " : "\n");
+    fflush(stderr);
+}
+
+static void print_epoch(train_run *r, const nn_train_event *ev)
+{
+    if (r->tty) fputc('\n', stderr);
+    bool lowered = ev->lr != ev->prev_lr;
+    printf("epoch %d/%d: train loss %.4f acc %.2f%% (%.0f img/s, %.0f s) | test loss %.4f top-1 %.2f%% top-5 %.2f%%%s\n",
+           ev->epoch + 1, ev->epochs, ev->loss, 100.0 * ev->acc, ev->images_per_s, ev->epoch_time, ev->eval.loss,
+           100.0 * ev->test_acc, ev->eval.n ? 100.0 * ev->eval.top5 / ev->eval.n : 0.0, lowered ? "  (lr lowered)" : "");
+    if (lowered) printf("  learning rate now %g\n", (double)ev->lr);
+    fflush(stdout);
+    r->last_print = -1e9; /* the next epoch's first step is shown */
+}
+
+static void on_event(const nn_train_event *ev, void *user)
+{
+    train_run *r = user;
+    if (ev->kind == NN_TRAIN_EPOCH) {
+        print_epoch(r, ev);
+    } else if (ev->kind == NN_TRAIN_SKIP) {
+        fprintf(stderr, "\nconvnet train: skipping batch %d of epoch %d: non-finite %s\n", ev->batch + 1, ev->epoch + 1,
+                ev->nonfinite);
+    } else if (!r->o.quiet && (ev->elapsed - r->last_print > (r->tty ? 0.25 : 30.0) || ev->batch == ev->batches)) {
+        r->last_print = ev->elapsed;
+        print_bar(r, ev);
     }
+}
 
-    int nb = data.train_src.batches;
-    if (st.batch >= nb) st.batch = nb; /* a checkpoint from a run with a larger limit */
-    int xs[4] = {st.batch_size, cfg.in_channels, cfg.in_size, cfg.in_size}, ys[1] = {st.batch_size};
-    if (nn_tensor_new(&xb, NN_F32, dev, 4, xs) != NN_OK || nn_tensor_new(&yb, NN_I32, dev, 1, ys) != NN_OK) goto fail;
-    logits = malloc((size_t)st.batch_size * cfg.classes * sizeof *logits);
-    ctx = nn_ctx_new();
-    if (!logits || !ctx) {
-        nn_error(NN_E_NOMEM, "out of memory");
-        goto fail;
-    }
-    *nn_ctx_rng(ctx) = st.dropout_rng;
+static void print_header(const train_run *r)
+{
+    const nn_model_config *c = &r->cfg;
+    const nn_train_state *st = &r->st;
+    const cli_data *d = &r->data;
+    printf("model: %s %dx%dx%d -> %d, width %g, fc %d, groups %d, init %s: %lld parameters, %.1f M MAC/image\n",
+           c->arch, c->in_channels, c->in_size, c->in_size, c->classes, (double)c->width, c->fc, c->groups,
+           nn_init_name(c->init), nn_seq_params(&r->seq), (double)nn_seq_macs(&r->seq) / 1e6);
+    if (strcmp(c->arch, "alexnet") == 0 && (c->in_size != 224 || c->width != 1.0f || c->fc != 4096))
+        printf("  (the paper-size AlexNet: convnet train --size 224 --width 1 --fc 4096)\n");
+    if (d->folder)
+        printf("data: %s: %d training, %d validation images, %d classes; %s\n", r->o.data, d->ntrain, d->ntest,
+               d->classes, st->augment ? "random crops, flips and PCA lighting" : "center crops");
+    else
+        printf("data: %d training, %d test images, normalized with mean %.4f std %.4f%s\n", d->ntrain, d->ntest,
+               (double)st->mean, (double)st->std, st->augment ? "; random shifts and flips" : "");
+    printf("training: %s, lr %g, %s schedule, batch %d, %d epochs, seed %llu, on %s with %d threads\n",
+           nn_optim_kind_name(st->optim.kind), (double)st->lr, nn_sched_kind_name(st->sched.kind), st->batch_size,
+           st->epochs, (unsigned long long)st->seed, nn_device_name(r->dev), r->threads);
+    if (r->o.resume)
+        printf("resumed from %s at epoch %d, batch %d (step %lld)\n", r->resume_path, st->epoch + 1, st->batch,
+               (long long)st->step);
+    fflush(stdout);
+}
 
-    /* before the "training:" line: a signal sent once that line is out is
-     * always handled (save, exit 128 + sig), never the default death */
+/* ---- the run ---- */
+
+static nn_status make_trainer(train_run *r)
+{
+    nn_rng init_rng = nn_rng_make(r->st.seed);
+    NN_TRY(nn_model_build(&r->seq, &r->cfg, r->dev, &init_rng));
+    nn_train_model m = {.seq = &r->seq, .classes = r->cfg.classes, .cfg = &r->cfg};
+    nn_trainer_config tc = {.dev = r->dev, .checkpoint_dir = r->o.ckdir, .skip_nonfinite = r->o.skip_nonfinite,
+                            .stop_after = r->o.stop_after, .stop = &g_signal, .on_event = on_event, .user = r};
+    NN_TRY(nn_trainer_new(&r->tr, &m, &r->data.train_src, &r->data.test_src, &r->st, &tc));
+    if (r->o.resume) NN_TRY(nn_trainer_resume(r->tr, r->resume_path));
+    return NN_OK;
+}
+
+/* before the "training:" line: a signal sent once that line is out is
+ * always handled (save, exit 128 + sig), never the default death */
+static void catch_signals(void)
+{
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+}
 
-    printf("model: %s %dx%dx%d -> %d, width %g, fc %d, groups %d, init %s: %lld parameters, %.1f M MAC/image\n",
-           cfg.arch, cfg.in_channels, cfg.in_size, cfg.in_size, cfg.classes, (double)cfg.width, cfg.fc, cfg.groups,
-           nn_init_name(cfg.init), nn_seq_params(&seq), (double)nn_seq_macs(&seq) / 1e6);
-    if (strcmp(cfg.arch, "alexnet") == 0 && (cfg.in_size != 224 || cfg.width != 1.0f || cfg.fc != 4096))
-        printf("  (the paper-size AlexNet: convnet train --size 224 --width 1 --fc 4096)\n");
-    if (data.folder)
-        printf("data: %s: %d training, %d validation images, %d classes; %s\n", o.data, data.ntrain, data.ntest,
-               data.classes, st.augment ? "random crops, flips and PCA lighting" : "center crops");
-    else
-        printf("data: %d training, %d test images, normalized with mean %.4f std %.4f%s\n", data.ntrain, data.ntest,
-               (double)st.mean, (double)st.std, st.augment ? "; random shifts and flips" : "");
-    printf("training: %s, lr %g, %s schedule, batch %d, %d epochs, seed %llu, on %s with %d threads\n",
-           nn_optim_kind_name(st.optim.kind), (double)st.sched.lr, nn_sched_kind_name(st.sched.kind), st.batch_size,
-           st.epochs, (unsigned long long)st.seed, nn_device_name(dev), threads);
-    if (o.resume) printf("resumed from %s at epoch %d, batch %d (step %lld)\n", resume_path, st.epoch + 1, st.batch, (long long)st.step);
-    fflush(stdout);
-
-    if (mkdir(o.ckdir, 0777) != 0 && errno != EEXIST) {
-        /* make parents: runs/train */
-        char tmp[4096];
-        snprintf(tmp, sizeof tmp, "%s", o.ckdir);
-        for (char *p = tmp + 1; *p; p++)
-            if (*p == '/') {
-                *p = '\0';
-                mkdir(tmp, 0777);
-                *p = '/';
-            }
-        if (mkdir(tmp, 0777) != 0 && errno != EEXIST) {
-            nn_error(NN_E_IO, "cannot create the checkpoint folder %s: %s", o.ckdir, strerror(errno));
-            goto fail;
-        }
+/* The last lines of a run that stopped or finished, and its exit status. */
+static int report_end(const train_run *r, const nn_train_result *res)
+{
+    const nn_train_state *st = &r->st;
+    if (res->mid_epoch && r->tty) fputc('\n', stderr);
+    if (res->end == NN_TRAIN_STOP_REQUESTED) {
+        fprintf(stderr, "convnet train: stopped by signal %d after step %lld; checkpoint saved to %s\n"
+                        "  continue with: convnet train --resume %s\n",
+                (int)g_signal, (long long)st->step, res->last_path, res->last_path);
+        return 128 + g_signal;
     }
-    remove_stale_temporaries(o.ckdir);
-    char last_path[4096], best_path[4096];
-    snprintf(last_path, sizeof last_path, "%s/last.safetensors", o.ckdir);
-    snprintf(best_path, sizeof best_path, "%s/best.safetensors", o.ckdir);
-
-    bool tty = isatty(STDERR_FILENO) && !o.quiet;
-    double t_start = now();
-    long long skipped = 0;
-    int64_t first_step = st.step;
-
-    for (; st.epoch < st.epochs; st.epoch++, st.batch = 0) {
-        if (data.train_src.start(data.train_src.impl, st.epoch, st.batch) != NN_OK) goto fail;
-        double t0 = now(), last_print = 0, loss_sum = 0;
-        int seen = 0, correct = 0, first = st.batch;
-        for (;;) {
-            const float *hx;
-            const int32_t *hy;
-            int n;
-            if (data.train_src.next(data.train_src.impl, &hx, &hy, &n) != NN_OK) goto fail;
-            if (n == 0) break;
-            nn_optim_set_lr(opt, nn_schedule_step(&st.sched, st.step, (int64_t)st.epochs * nb));
-            if (nn_tensor_write(xb, hx) != NN_OK || nn_tensor_write(yb, hy) != NN_OK) goto fail;
-            nn_ctx_reset(ctx);
-            nn_ctx_set_training(ctx, true);
-            nn_tensor *out = nn_seq_forward(ctx, &seq, xb);
-            nn_tensor *loss = nn_softmax_xent(ctx, out, yb);
-            float lv = NAN;
-            if (!loss || nn_backward(ctx, loss) != NN_OK) {
-                nn_error(nn_ctx_status(ctx), "step %lld: %s", (long long)st.step + 1, nn_ctx_errmsg(ctx));
-                goto fail;
-            }
-            if (nn_tensor_read(loss, &lv) != NN_OK || nn_tensor_read(out, logits) != NN_OK) goto fail;
-            const char *bad = NULL;
-            for (int i = 0; i < seq.params.n && !bad; i++) {
-                size_t cnt = 0;
-                const nn_param *p = &seq.params.p[i];
-                if (nn_backend_get(dev)->count_nonfinite(p->t->numel, nn_f32(p->t->grad), &cnt) != NN_OK) goto fail;
-                if (cnt) bad = p->name;
-            }
-            if (!isfinite(lv) || bad) {
-                if (!o.skip_nonfinite) {
-                    const char *layer = nn_seq_find_nonfinite(&seq, xb);
-                    char what[256];
-                    if (isfinite(lv))
-                        snprintf(what, sizeof what, "the gradient of %s is not finite", bad);
-                    else
-                        snprintf(what, sizeof what, "the loss is not finite (%g; first non-finite layer: %s%s%s)", (double)lv,
-                                 layer ? layer : "none: the loss itself", bad ? "; first non-finite gradient: " : "",
-                                 bad ? bad : "");
-                    nn_error(NN_E_NONFINITE, "step %lld (epoch %d, batch %d): %s; stopping "
-                             "(lower --lr, or --skip-nonfinite to skip such batches)",
-                             (long long)st.step + 1, st.epoch + 1, st.batch + 1, what);
-                    goto fail;
-                }
-                skipped++;
-                fprintf(stderr, "\nconvnet train: skipping batch %d of epoch %d: non-finite %s\n", st.batch + 1,
-                        st.epoch + 1, isfinite(lv) ? bad : "loss");
-            } else {
-                if (nn_optim_step(opt) != NN_OK) goto fail;
-                st.step++;
-                loss_sum += (double)lv * n;
-                for (int i = 0; i < n; i++) correct += nn_rank_of(logits + (size_t)i * cfg.classes, cfg.classes, hy[i]) == 0;
-                seen += n;
-            }
-            if (nn_params_zero_grad(&seq.params) != NN_OK) goto fail;
-            st.batch++;
-            st.dropout_rng = *nn_ctx_rng(ctx);
-
-            double t = now();
-            if (!o.quiet && (t - last_print > (tty ? 0.25 : 30.0) || st.batch == nb)) {
-                last_print = t;
-                double rate = (double)(st.batch - first) * st.batch_size / (t - t0);
-                /* this epoch, and the whole run (training only; each test pass adds a little) */
-                double left = (double)(nb - st.batch) * st.batch_size / rate;
-                double left_run = left + (double)(st.epochs - st.epoch - 1) * nb * st.batch_size / rate;
-                char eta_s[16], run_s[16], el_s[16];
-                fmt_time(left, eta_s, sizeof eta_s);
-                fmt_time(left_run, run_s, sizeof run_s);
-                fmt_time(t - t_start, el_s, sizeof el_s);
-                int w = 24, fill = (int)((double)w * st.batch / nb);
-                char bar[32];
-                for (int i = 0; i < w; i++) bar[i] = i < fill ? '#' : '.';
-                bar[w] = '\0';
-                fprintf(stderr, "%sepoch %d/%d [%s] %d/%d  %.0f img/s  loss %.4f  acc %.2f%%  lr %.3g  elapsed %s  ETA %s (run %s)%s",
-                        tty ? "\r" : "", st.epoch + 1, st.epochs, bar, st.batch, nb, rate,
-                        seen ? loss_sum / seen : 0.0, seen ? 100.0 * correct / seen : 0.0, (double)st.sched.lr, el_s,
-                        eta_s, run_s, tty ? "  " : "\n");
-                fflush(stderr);
-            }
-            if (o.stop_after && st.step - first_step >= o.stop_after && st.batch < nb) {
-                if (tty) fputc('\n', stderr);
-                if (nn_checkpoint_save(last_path, &cfg, &seq, opt, &st) != NN_OK) goto fail;
-                printf("stopped after %d steps as asked (epoch %d, batch %d); checkpoint saved to %s\n", o.stop_after,
-                       st.epoch + 1, st.batch, last_path);
-                rc = 0;
-                goto out;
-            }
-            if (g_signal) {
-                if (tty) fputc('\n', stderr);
-                if (nn_checkpoint_save(last_path, &cfg, &seq, opt, &st) != NN_OK) goto fail;
-                fprintf(stderr, "convnet train: stopped by signal %d after step %lld; checkpoint saved to %s\n"
-                                "  continue with: convnet train --resume %s\n",
-                        (int)g_signal, (long long)st.step, last_path, last_path);
-                rc = 128 + g_signal;
-                goto out;
-            }
-        }
-        if (tty) fputc('\n', stderr);
-        double train_time = now() - t0;
-        nn_eval_result ev;
-        if (nn_evaluate(&seq, dev, &data.test_src, cfg.classes, NULL, &ev, NULL, NULL) != NN_OK) goto fail;
-        float acc = ev.n ? (float)ev.top1 / (float)ev.n : 0.0f;
-        float old_lr = st.sched.lr;
-        nn_optim_set_lr(opt, nn_schedule_epoch_end(&st.sched, st.epoch + 1, acc));
-        printf("epoch %d/%d: train loss %.4f acc %.2f%% (%.0f img/s, %.0f s) | test loss %.4f top-1 %.2f%% top-5 %.2f%%%s\n",
-               st.epoch + 1, st.epochs, seen ? loss_sum / seen : 0.0, seen ? 100.0 * correct / seen : 0.0,
-               (double)(nb - first) * st.batch_size / train_time, train_time, ev.loss, 100.0 * acc,
-               ev.n ? 100.0 * ev.top5 / ev.n : 0.0, st.sched.lr != old_lr ? "  (lr lowered)" : "");
-        if (st.sched.lr != old_lr) printf("  learning rate now %g\n", (double)st.sched.lr);
-        fflush(stdout);
-        st.epoch++, st.batch = 0;
-        bool best = acc > st.best_acc;
-        if (best) st.best_acc = acc;
-        nn_status s = nn_checkpoint_save(last_path, &cfg, &seq, opt, &st);
-        if (s == NN_OK && best) s = nn_checkpoint_save(best_path, &cfg, &seq, opt, &st);
-        st.epoch--;
-        if (s != NN_OK) goto fail;
-        if (o.stop_after && st.step - first_step >= o.stop_after && st.epoch + 1 < st.epochs) {
-            printf("stopped after %d steps as asked (end of epoch %d); checkpoint saved to %s\n", o.stop_after,
-                   st.epoch + 1, last_path);
-            rc = 0;
-            goto out;
-        }
-    }
-    {
+    if (res->end == NN_TRAIN_STOPPED_AFTER && res->mid_epoch)
+        printf("stopped after %d steps as asked (epoch %d, batch %d); checkpoint saved to %s\n", r->o.stop_after,
+               st->epoch + 1, st->batch, res->last_path);
+    else if (res->end == NN_TRAIN_STOPPED_AFTER)
+        printf("stopped after %d steps as asked (end of epoch %d); checkpoint saved to %s\n", r->o.stop_after,
+               st->epoch, res->last_path);
+    else {
         char el_s[16];
-        fmt_time(now() - t_start, el_s, sizeof el_s);
+        fmt_time(res->elapsed, el_s, sizeof el_s);
         printf("done in %s: best test top-1 %.2f%%; checkpoints in %s/ (last.safetensors, best.safetensors)%s\n", el_s,
-               100.0 * st.best_acc, o.ckdir, skipped ? " (some batches skipped: non-finite)" : "");
+               100.0 * st->best_acc, r->o.ckdir, res->skipped ? " (some batches skipped: non-finite)" : "");
     }
-    rc = 0;
-    goto out;
-fail:
-    if (!o.quiet) fputc('\n', stderr);
-    fprintf(stderr, "convnet train: %s\n", nn_errmsg());
-    rc = 1;
-out:
-    free(logits);
-    nn_tensor_free(xb);
-    nn_tensor_free(yb);
-    nn_ctx_free(ctx);
-    nn_optim_free(opt);
-    nn_seq_free(&seq);
-    cli_data_close(&data);
+    return 0;
+}
+
+static int train(train_run *r)
+{
+    nn_train_result res;
+    nn_status s = make_trainer(r);
+    if (s == NN_OK) {
+        catch_signals();
+        r->tty = isatty(STDERR_FILENO) && !r->o.quiet;
+        print_header(r);
+        s = nn_trainer_run(r->tr, &res);
+    }
+    int rc;
+    if (s == NN_OK || (s == NN_E_INTERRUPTED && res.end == NN_TRAIN_STOP_REQUESTED)) {
+        rc = report_end(r, &res);
+    } else {
+        if (!r->o.quiet) fputc('\n', stderr);
+        fprintf(stderr, "convnet train: %s%s\n", nn_errmsg(),
+                s == NN_E_NONFINITE ? " (lower --lr, or --skip-nonfinite to skip such batches)" : "");
+        rc = 1;
+    }
+    nn_trainer_free(r->tr);
+    nn_seq_free(&r->seq);
+    return rc;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    static train_run run; /* 16 KB of class names: not on the stack */
+    train_run *r = &run;
+    memset(r, 0, sizeof *r);
+    int rc = parse_opts(r, argc, argv);
+    if (rc == GO_ON) rc = validate(&r->o);
+    if (rc == GO_ON) rc = configure(r);
+    if (rc == GO_ON) rc = setup_device(r);
+    if (rc != GO_ON) return rc;
+    rc = open_data(r);
+    if (rc == GO_ON) rc = train(r);
+    cli_data_close(&r->data);
     return rc;
 }

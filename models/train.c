@@ -1,0 +1,439 @@
+/* The training loop (see train.h): one step, one epoch, the run, and the
+ * checkpoint folder. Each step allocates nothing once the context's arenas
+ * have grown (the batch tensors are made once; a partial last batch gets its
+ * own pair, also made once). */
+#include "train.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../core/backend.h"
+
+struct nn_trainer {
+    nn_train_model m;
+    nn_params *params;
+    nn_batch_source train, eval;
+    bool has_eval;
+    nn_train_state *st;
+    nn_trainer_config cfg;
+    nn_optim *opt;
+    nn_ctx *ctx;
+    nn_tensor *xb, *yb;        /* full batches */
+    nn_tensor *xp, *yp;        /* the partial last batch, if any */
+    float *logits;             /* batch_size x classes, host */
+    char last[4096], best[4096];
+    /* this run */
+    double t_start;
+    int64_t first_step;
+    long long skipped;
+    bool saved;                /* a checkpoint was written */
+    /* this epoch */
+    double t0, loss_sum;
+    int seen, correct, first;
+};
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* ---- the checkpoint folder ---- */
+
+void nn_checkpoint_remove_stale(const char *dir)
+{
+    DIR *d = dir ? opendir(dir) : NULL;
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *t = strstr(e->d_name, ".safetensors.tmp.");
+        if (!t) continue;
+        char *end;
+        long pid = strtol(t + strlen(".safetensors.tmp."), &end, 10);
+        if (*end || pid <= 0) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* its writer may still be at work */
+        char p[4096];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+}
+
+/* mkdir -p */
+static nn_status make_dir(const char *dir)
+{
+    if (mkdir(dir, 0777) == 0 || errno == EEXIST) return NN_OK;
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(tmp, 0777);
+            *p = '/';
+        }
+    if (mkdir(tmp, 0777) != 0 && errno != EEXIST)
+        return nn_error(NN_E_IO, "cannot create the checkpoint folder %s: %s", dir, strerror(errno));
+    return NN_OK;
+}
+
+static nn_status save(nn_trainer *t, const char *path)
+{
+    if (!t->cfg.checkpoint_dir) return NN_OK;
+    t->saved = true;
+    nn_checkpoint_desc d = {.params = t->params, .cfg = t->m.cfg, .arch = t->m.arch, .init = t->m.init,
+                            .opt = t->opt, .st = t->st, .meta = t->m.meta};
+    return nn_checkpoint_write(path, &d);
+}
+
+/* ---- making one ---- */
+
+static nn_status check_model(nn_train_model *m)
+{
+    if (m->seq) {
+        m->params = &m->seq->params;
+        m->in_c = m->seq->in_c, m->in_h = m->seq->in_h, m->in_w = m->seq->in_w;
+    } else if (!m->forward || !m->params) {
+        return nn_error(NN_E_ARG, "trainer: the model needs a built nn_seq, or a forward function and its parameters");
+    }
+    if (m->in_c < 1 || m->in_h < 1 || m->in_w < 1 || m->classes < 1)
+        return nn_error(NN_E_ARG, "trainer: input %dx%dx%d and %d classes: each must be at least 1", m->in_c, m->in_h,
+                        m->in_w, m->classes);
+    return NN_OK;
+}
+
+static nn_status check_args(const nn_train_model *m, const nn_batch_source *train, const nn_train_state *st,
+                            const nn_trainer_config *cfg)
+{
+    if (!m || !train || !st || !cfg)
+        return nn_error(NN_E_ARG, "trainer: NULL %s", !m ? "model" : !train ? "training data" : !st ? "state" : "config");
+    if (!train->start || !train->next || train->batches < 1 || train->views != 1)
+        return nn_error(NN_E_ARG, "trainer: the training source needs start, next, at least one batch and one view");
+    if (st->batch_size < 1 || st->epochs < 1 || st->epoch < 0 || st->batch < 0)
+        return nn_error(NN_E_ARG, "trainer: batch size %d and epochs %d must be at least 1", st->batch_size, st->epochs);
+    return NN_OK;
+}
+
+static nn_status new_batch(nn_trainer *t, int n, nn_tensor **x, nn_tensor **y)
+{
+    int xs[4] = {n, t->m.in_c, t->m.in_h, t->m.in_w}, ys[1] = {n};
+    NN_TRY(nn_tensor_new(x, NN_F32, t->cfg.dev, 4, xs));
+    return nn_tensor_new(y, NN_I32, t->cfg.dev, 1, ys);
+}
+
+static nn_status init_trainer(nn_trainer *t)
+{
+    NN_TRY(check_model(&t->m));
+    t->params = t->m.params;
+    nn_train_state *st = t->st;
+    NN_TRY(nn_optim_new(&t->opt, &st->optim, t->params));
+    nn_optim_set_lr(t->opt, st->lr > 0 ? st->lr : st->optim.lr);
+    NN_TRY(new_batch(t, st->batch_size, &t->xb, &t->yb));
+    t->logits = malloc((size_t)st->batch_size * t->m.classes * sizeof *t->logits);
+    t->ctx = nn_ctx_new();
+    if (!t->logits || !t->ctx) return nn_error(NN_E_NOMEM, "trainer: out of memory");
+    *nn_ctx_rng(t->ctx) = st->dropout_rng;
+    if (t->cfg.checkpoint_dir) {
+        snprintf(t->last, sizeof t->last, "%s/last.safetensors", t->cfg.checkpoint_dir);
+        snprintf(t->best, sizeof t->best, "%s/best.safetensors", t->cfg.checkpoint_dir);
+    }
+    return NN_OK;
+}
+
+nn_status nn_trainer_new(nn_trainer **out, const nn_train_model *m, const nn_batch_source *train,
+                         const nn_batch_source *eval, nn_train_state *st, const nn_trainer_config *cfg)
+{
+    if (!out) return nn_error(NN_E_ARG, "trainer: NULL output");
+    *out = NULL;
+    NN_TRY(check_args(m, train, st, cfg));
+    nn_trainer *t = calloc(1, sizeof *t);
+    if (!t) return nn_error(NN_E_NOMEM, "trainer: out of memory");
+    t->m = *m;
+    t->train = *train;
+    t->has_eval = eval != NULL;
+    if (eval) t->eval = *eval;
+    t->st = st;
+    t->cfg = *cfg;
+    nn_status s = init_trainer(t);
+    if (s != NN_OK) {
+        nn_trainer_free(t);
+        return s;
+    }
+    *out = t;
+    return NN_OK;
+}
+
+void nn_trainer_free(nn_trainer *t)
+{
+    if (!t) return;
+    free(t->logits);
+    nn_tensor_free(t->xb);
+    nn_tensor_free(t->yb);
+    nn_tensor_free(t->xp);
+    nn_tensor_free(t->yp);
+    nn_ctx_free(t->ctx);
+    nn_optim_free(t->opt);
+    free(t);
+}
+
+nn_status nn_trainer_resume(nn_trainer *t, const char *path)
+{
+    if (!t || !path) return nn_error(NN_E_ARG, "trainer: NULL %s", !t ? "trainer" : "checkpoint path");
+    NN_TRY(nn_checkpoint_read(path, t->params, t->opt, NULL, NULL));
+    nn_optim_set_lr(t->opt, t->st->lr);
+    *nn_ctx_rng(t->ctx) = t->st->dropout_rng;
+    return NN_OK;
+}
+
+nn_params *nn_trainer_params(nn_trainer *t) { return t ? t->params : NULL; }
+nn_optim *nn_trainer_optim(nn_trainer *t) { return t ? t->opt : NULL; }
+nn_train_state *nn_trainer_state(nn_trainer *t) { return t ? t->st : NULL; }
+
+/* ---- one step ---- */
+
+static void emit(nn_trainer *t, nn_train_event *ev)
+{
+    if (!t->cfg.on_event) return;
+    const nn_train_state *st = t->st;
+    double tn = now();
+    ev->epoch = st->epoch, ev->epochs = st->epochs;
+    ev->batch = st->batch, ev->batches = t->train.batches, ev->first_batch = t->first;
+    ev->batch_size = st->batch_size;
+    ev->step = st->step, ev->run_steps = st->step - t->first_step, ev->skipped = t->skipped;
+    ev->seen = t->seen;
+    ev->loss = t->seen ? t->loss_sum / t->seen : 0.0;
+    ev->acc = t->seen ? (double)t->correct / t->seen : 0.0;
+    if (ev->kind != NN_TRAIN_EPOCH) ev->epoch_time = tn - t->t0, ev->lr = st->lr;
+    ev->images_per_s = ev->epoch_time > 0 ? (double)(st->batch - t->first) * st->batch_size / ev->epoch_time : 0.0;
+    ev->elapsed = tn - t->t_start;
+    t->cfg.on_event(ev, t->cfg.user);
+}
+
+/* The batch tensors for n images: the full pair, or the partial one. */
+static nn_status batch_for(nn_trainer *t, int n, nn_tensor **x, nn_tensor **y)
+{
+    if (n == t->st->batch_size) {
+        *x = t->xb, *y = t->yb;
+        return NN_OK;
+    }
+    if (n > t->st->batch_size)
+        return nn_error(NN_E_SHAPE, "trainer: the source gave a batch of %d images, the batch size is %d", n,
+                        t->st->batch_size);
+    if (!t->xp || t->xp->shape[0] != n) {
+        nn_tensor_free(t->xp), nn_tensor_free(t->yp);
+        t->xp = t->yp = NULL;
+        NN_TRY(new_batch(t, n, &t->xp, &t->yp));
+    }
+    *x = t->xp, *y = t->yp;
+    return NN_OK;
+}
+
+static nn_tensor *forward(nn_trainer *t, nn_tensor *x)
+{
+    return t->m.seq ? nn_seq_forward(t->ctx, t->m.seq, x) : t->m.forward(t->ctx, t->m.model, x);
+}
+
+/* Forward, loss and backward on (x, y); *lv the loss, t->logits the outputs. */
+static nn_status forward_backward(nn_trainer *t, nn_tensor *x, nn_tensor *y, float *lv)
+{
+    nn_ctx_reset(t->ctx);
+    nn_ctx_set_training(t->ctx, true);
+    nn_tensor *out = forward(t, x);
+    nn_tensor *loss = nn_softmax_xent(t->ctx, out, y);
+    nn_status s = loss ? nn_backward(t->ctx, loss) : nn_ctx_status(t->ctx);
+    if (s != NN_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", nn_ctx_status(t->ctx) != NN_OK ? nn_ctx_errmsg(t->ctx) : nn_errmsg());
+        return nn_error(s, "step %lld: %s", (long long)t->st->step + 1, msg);
+    }
+    NN_TRY(nn_tensor_read(loss, lv));
+    return nn_tensor_read(out, t->logits);
+}
+
+/* The first parameter whose gradient holds a NaN or Inf, or NULL. */
+static nn_status nonfinite_grad(const nn_trainer *t, const char **bad)
+{
+    *bad = NULL;
+    for (int i = 0; i < t->params->n && !*bad; i++) {
+        size_t cnt = 0;
+        const nn_tensor *p = t->params->p[i].t;
+        if (!p->grad) continue;
+        NN_TRY(nn_backend_get(p->device)->count_nonfinite(p->numel, nn_f32(p->grad), &cnt));
+        if (cnt) *bad = t->params->p[i].name;
+    }
+    return NN_OK;
+}
+
+static nn_status nonfinite_error(nn_trainer *t, nn_tensor *x, float lv, const char *bad)
+{
+    const nn_train_state *st = t->st;
+    char what[512];
+    if (isfinite(lv)) {
+        snprintf(what, sizeof what, "the gradient of %s is not finite", bad);
+    } else {
+        const char *layer = t->m.seq ? nn_seq_find_nonfinite(t->m.seq, x) : NULL;
+        char where[160] = "";
+        if (t->m.seq) snprintf(where, sizeof where, "; first non-finite layer: %s", layer ? layer : "none: the loss itself");
+        snprintf(what, sizeof what, "the loss is not finite (%g%s%s%s)", (double)lv, where,
+                 bad ? "; first non-finite gradient: " : "", bad ? bad : "");
+    }
+    return nn_error(NN_E_NONFINITE, "step %lld (epoch %d, batch %d): %s; stopping", (long long)st->step + 1,
+                    st->epoch + 1, st->batch + 1, what);
+}
+
+/* After a finite step: the optimizer, the counts. */
+static nn_status take_step(nn_trainer *t, float lv, const int32_t *hy, int n)
+{
+    NN_TRY(nn_optim_step(t->opt));
+    t->st->step++;
+    t->loss_sum += (double)lv * n;
+    for (int i = 0; i < n; i++) t->correct += nn_rank_of(t->logits + (size_t)i * t->m.classes, t->m.classes, hy[i]) == 0;
+    t->seen += n;
+    return NN_OK;
+}
+
+static nn_status train_batch(nn_trainer *t, const float *hx, const int32_t *hy, int n)
+{
+    nn_train_state *st = t->st;
+    nn_schedule sc = nn_train_schedule(st);
+    nn_optim_set_lr(t->opt, nn_schedule_step(&sc, st->step, (int64_t)st->epochs * t->train.batches));
+    nn_train_set_schedule(st, &sc);
+    nn_tensor *x = NULL, *y = NULL;
+    float lv = NAN;
+    const char *bad = NULL;
+    NN_TRY(batch_for(t, n, &x, &y));
+    NN_TRY(nn_tensor_write(x, hx));
+    NN_TRY(nn_tensor_write(y, hy));
+    NN_TRY(forward_backward(t, x, y, &lv));
+    if (t->cfg.after_backward) NN_TRY(t->cfg.after_backward(t, t->cfg.user));
+    NN_TRY(nonfinite_grad(t, &bad));
+    if (isfinite(lv) && !bad) {
+        NN_TRY(take_step(t, lv, hy, n));
+    } else {
+        if (!t->cfg.skip_nonfinite) return nonfinite_error(t, x, lv, bad);
+        t->skipped++;
+        nn_train_event ev = {.kind = NN_TRAIN_SKIP, .nonfinite = isfinite(lv) ? bad : "loss"};
+        emit(t, &ev);
+    }
+    NN_TRY(nn_params_zero_grad(t->params));
+    st->batch++;
+    st->dropout_rng = *nn_ctx_rng(t->ctx);
+    return NN_OK;
+}
+
+/* ---- epochs and the run ---- */
+
+static bool stop_after_reached(const nn_trainer *t)
+{
+    return t->cfg.stop_after && t->st->step - t->first_step >= t->cfg.stop_after;
+}
+
+static nn_status stop_mid_epoch(nn_trainer *t, nn_train_result *res, nn_train_end end)
+{
+    NN_TRY(save(t, t->last));
+    res->end = end;
+    res->mid_epoch = true;
+    snprintf(res->last_path, sizeof res->last_path, "%s", t->saved ? t->last : "");
+    if (end == NN_TRAIN_STOP_REQUESTED)
+        return nn_error(NN_E_INTERRUPTED, "stopped on request after step %lld", (long long)t->st->step);
+    return NN_OK;
+}
+
+/* The batches of the current epoch from st->batch on; *stopped when the run ends inside it. */
+static nn_status train_epoch(nn_trainer *t, nn_train_result *res, bool *stopped)
+{
+    nn_train_state *st = t->st;
+    NN_TRY(t->train.start(t->train.impl, st->epoch, st->batch));
+    t->t0 = now(), t->loss_sum = 0, t->seen = t->correct = 0, t->first = st->batch;
+    for (;;) {
+        const float *hx;
+        const int32_t *hy;
+        int n;
+        NN_TRY(t->train.next(t->train.impl, &hx, &hy, &n));
+        if (n == 0) return NN_OK;
+        NN_TRY(train_batch(t, hx, hy, n));
+        nn_train_event ev = {.kind = NN_TRAIN_STEP};
+        emit(t, &ev);
+        bool more = st->batch < t->train.batches;
+        if (stop_after_reached(t) && more) return *stopped = true, stop_mid_epoch(t, res, NN_TRAIN_STOPPED_AFTER);
+        if (t->cfg.stop && *t->cfg.stop) return *stopped = true, stop_mid_epoch(t, res, NN_TRAIN_STOP_REQUESTED);
+    }
+}
+
+static nn_status evaluate(nn_trainer *t, nn_eval_result *ev)
+{
+    memset(ev, 0, sizeof *ev);
+    if (!t->has_eval) return NN_OK;
+    if (t->m.seq) return nn_evaluate(t->m.seq, t->cfg.dev, &t->eval, t->m.classes, NULL, ev, NULL, NULL);
+    nn_eval_model em = {.forward = t->m.forward, .model = t->m.model, .in_c = t->m.in_c, .in_h = t->m.in_h,
+                        .in_w = t->m.in_w};
+    return nn_evaluate_model(&em, t->cfg.dev, &t->eval, t->m.classes, NULL, ev, NULL, NULL);
+}
+
+/* Evaluation, the schedule's epoch move, the event, then last/best checkpoints;
+ * leaves st at the next epoch's start. */
+static nn_status end_epoch(nn_trainer *t)
+{
+    nn_train_state *st = t->st;
+    nn_train_event ev = {.kind = NN_TRAIN_EPOCH, .epoch_time = now() - t->t0};
+    NN_TRY(evaluate(t, &ev.eval));
+    ev.test_acc = ev.eval.n ? (float)ev.eval.top1 / (float)ev.eval.n : 0.0f;
+    nn_schedule sc = nn_train_schedule(st);
+    ev.prev_lr = st->lr;
+    nn_optim_set_lr(t->opt, nn_schedule_epoch_end(&sc, st->epoch + 1, ev.test_acc));
+    nn_train_set_schedule(st, &sc);
+    ev.lr = st->lr;
+    ev.best = ev.test_acc > st->best_acc;
+    emit(t, &ev);
+    st->epoch++, st->batch = 0;
+    if (ev.best) st->best_acc = ev.test_acc;
+    NN_TRY(save(t, t->last));
+    if (ev.best) NN_TRY(save(t, t->best));
+    return NN_OK;
+}
+
+static nn_status start_run(nn_trainer *t, nn_train_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (t->cfg.checkpoint_dir) {
+        NN_TRY(make_dir(t->cfg.checkpoint_dir));
+        nn_checkpoint_remove_stale(t->cfg.checkpoint_dir);
+    }
+    t->t_start = now();
+    t->first_step = t->st->step;
+    t->skipped = 0;
+    /* a checkpoint from a run with a larger limit */
+    if (t->st->batch >= t->train.batches) t->st->batch = t->train.batches;
+    return NN_OK;
+}
+
+nn_status nn_trainer_run(nn_trainer *t, nn_train_result *res)
+{
+    nn_train_result dummy;
+    if (!res) res = &dummy;
+    if (!t) return nn_error(NN_E_ARG, "trainer: NULL trainer");
+    NN_TRY(start_run(t, res));
+    nn_train_state *st = t->st;
+    nn_status s = NN_OK;
+    while (s == NN_OK && st->epoch < st->epochs) {
+        bool stopped = false;
+        s = train_epoch(t, res, &stopped);
+        if (stopped) break;
+        if (s == NN_OK) s = end_epoch(t);
+        if (s == NN_OK && stop_after_reached(t) && st->epoch < st->epochs) {
+            res->end = NN_TRAIN_STOPPED_AFTER;
+            break;
+        }
+    }
+    res->skipped = t->skipped;
+    res->elapsed = now() - t->t_start;
+    if (t->saved) snprintf(res->last_path, sizeof res->last_path, "%s", t->last);
+    return s;
+}
