@@ -21,7 +21,7 @@
 #include "ops/ops.h"
 #include "optim/optim.h"
 #include "tools/cli.h"
-#include "bench.h"
+#include "benchmarks/bench.h"
 
 #define MAX_REPEATS 1000
 /* SGEMM sizes for the machine's reference rate: large enough to reach the

@@ -1,5 +1,5 @@
 /* The one place that knows which backends were built. */
-#include "backend.h"
+#include "core/backend.h"
 
 #include "config.h"
 

@@ -1,12 +1,12 @@
 /* Arenas, the tape and reverse-mode autograd (see graph.h for the design). */
-#include "graph.h"
+#include "core/graph.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "backend.h"
-#include "op.h"
+#include "core/backend.h"
+#include "core/op.h"
 
 #define ARENA_ALIGN 256
 #define ARENA_MAX_CHUNKS 48

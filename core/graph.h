@@ -23,9 +23,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "rng.h"
-#include "status.h"
-#include "tensor.h"
+#include "core/rng.h"
+#include "core/status.h"
+#include "core/tensor.h"
 
 typedef struct nn_ctx nn_ctx;
 

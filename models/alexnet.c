@@ -4,7 +4,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "model.h"
+#include "models/model.h"
 
 nn_model_config nn_alexnet_config(void)
 {

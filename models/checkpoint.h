@@ -9,8 +9,8 @@
 
 #include <stdint.h>
 
-#include "../optim/optim.h"
-#include "model.h"
+#include "optim/optim.h"
+#include "models/model.h"
 
 typedef struct nn_train_state {
     int epoch;           /* epochs completed */

@@ -1,5 +1,5 @@
 /* Classifier evaluation (see evaluate.h). */
-#include "evaluate.h"
+#include "models/evaluate.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
 #ifndef NN_MODEL_H
 #define NN_MODEL_H
 
-#include "sequential.h"
+#include "models/sequential.h"
 
 typedef struct nn_model_config {
     char arch[16];      /* "alexnet" or "lenet" */

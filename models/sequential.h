@@ -12,9 +12,9 @@
 
 #include <stdio.h>
 
-#include "../core/graph.h"
-#include "../core/params.h"
-#include "../ops/ops.h"
+#include "core/graph.h"
+#include "core/params.h"
+#include "ops/ops.h"
 
 #define NN_SEQ_MAX_LAYERS 40
 

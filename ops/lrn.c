@@ -7,9 +7,9 @@
  * PyTorch's asymmetric even window is NOT reproduced. */
 #include <math.h>
 
-#include "../core/op.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
 
 /* Spatial positions handled together: the channel loop runs over a tile so
  * the innermost loop is contiguous and vectorizes, and the running window sum

@@ -15,7 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../core/params.h"
+#include "core/params.h"
 
 typedef enum nn_optim_kind { NN_OPT_SGD = 0, NN_OPT_ADAM, NN_OPT_ADAMW } nn_optim_kind;
 

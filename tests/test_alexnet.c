@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "models/model.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 static void test_counts_match_the_paper(void **state)
 {

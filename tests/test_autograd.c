@@ -2,7 +2,7 @@
  * the arena's steady state, and backward's errors. */
 #include <string.h>
 
-#include "testutil.h"
+#include "tests/testutil.h"
 
 static nn_tensor *leaf(uint64_t seed, int n)
 {

@@ -12,7 +12,7 @@
 #include "core/philox.h"
 #include "models/model.h"
 #include "optim/optim.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 #if NN_HAVE_CUDA
 #include "cuda/gemm.h"
 #endif

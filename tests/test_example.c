@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "core/params.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 /* ---- begin README example ---- */
 #include "core/graph.h"
