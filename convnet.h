@@ -8,6 +8,7 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "core/rng.h"
+#include "core/threads.h"
 #include "core/graph.h"
 #include "core/params.h"
 #include "core/backend.h"

@@ -1,6 +1,6 @@
 /* The README's example network, compiled and run: it must train. The test
- * also checks that README.md still shows exactly this code, so the two cannot
- * drift apart. */
+ * also checks that README.md and examples/readme_network.c still show exactly
+ * this code, so the three cannot drift apart. */
 #include <string.h>
 
 #include "core/params.h"
@@ -120,6 +120,13 @@ static void test_readme_shows_this_code(void **state)
     a += strlen("README example ---- */\n");
     char *code = strndup(a, (size_t)(b - a));
     if (!strstr(readme, code)) fail_msg("README.md no longer shows the code of tests/test_example.c");
+    /* and the standalone program .ci/install_check.sh builds against the
+     * installed library is the same code */
+    snprintf(p, sizeof p, "%s/examples/readme_network.c", root);
+    char *example = slurp(p);
+    assert_non_null(example);
+    if (!strstr(example, code)) fail_msg("examples/readme_network.c no longer holds the README's code");
+    free(example);
     free(code);
     free(readme);
     free(self);
