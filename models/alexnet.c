@@ -1,5 +1,5 @@
 /* AlexNet (Krizhevsky et al. 2012) as one composition of the ops, with the
- * layer names of the common PyTorch definition (ALEXNET.md). The two-tower
+ * layer names of the common PyTorch definition (docs/alexnet.md). The two-tower
  * variant (groups = 2) groups conv2, conv4 and conv5 as in the paper. */
 #include <math.h>
 #include <string.h>

@@ -18,7 +18,7 @@ typedef struct nn_model_config {
     nn_init_kind init;
 } nn_model_config;
 
-/* AlexNet exactly as ALEXNET.md: 3x224x224 -> 1000, groups 1, width 1, fc 4096,
+/* AlexNet exactly as docs/alexnet.md: 3x224x224 -> 1000, groups 1, width 1, fc 4096,
  * dropout 0.5, the paper's initialization. */
 nn_model_config nn_alexnet_config(void);
 /* LeNet-5 for 1x28x28 -> 10. */

@@ -1,6 +1,6 @@
 /* Optimizers and learning-rate schedules.
  *
- * SGD, exactly the paper's rule (ALEXNET.md), per parameter w with gradient g:
+ * SGD, exactly the paper's rule (docs/alexnet.md), per parameter w with gradient g:
  *     v <- momentum * v - wd * lr * w - lr * g ;   w <- w + v
  * Adam (Kingma & Ba), t = step count from 1:
  *     m <- b1 m + (1 - b1) g ;  v <- b2 v + (1 - b2) g^2
