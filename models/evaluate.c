@@ -69,7 +69,7 @@ nn_status nn_evaluate(nn_seq *seq, nn_device dev, const nn_batch_source *src, in
         nn_ctx_reset(ctx);
         nn_tensor *out = nn_seq_forward(ctx, seq, x);
         if (!out) {
-            s = nn_error(nn_ctx_status(ctx), "%s", nn_ctx_errmsg(ctx));
+            s = nn_ctx_status(ctx);
             break;
         }
         if (out->ndim != 2 || out->shape[1] != classes) {

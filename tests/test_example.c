@@ -27,7 +27,7 @@ nn_status train_steps(nn_tensor *x, nn_tensor *y, nn_params *ps, int steps)
         h = nn_maxpool2d(ctx, h, (nn_pool_params){.kernel_h = 3, .kernel_w = 3, .stride_h = 2, .stride_w = 2});
         h = nn_linear(ctx, nn_flatten(ctx, h), w2, b2);
         nn_tensor *loss = nn_softmax_xent(ctx, h, y);
-        if (!loss) s = nn_ctx_status(ctx);               /* nn_ctx_errmsg(ctx) says why */
+        if (!loss) s = nn_ctx_status(ctx);               /* nn_errmsg() says why */
         if (s == NN_OK) s = nn_backward(ctx, loss);
         if (s == NN_OK) s = nn_optim_step(opt);
         if (s == NN_OK) s = nn_params_zero_grad(ps);

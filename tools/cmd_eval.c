@@ -201,7 +201,7 @@ static nn_status run_model(nn_seq *seq, nn_device dev, const float *x, int n, in
         nn_ctx_reset(ctx);
         nn_tensor *y = nn_seq_forward(ctx, seq, t);
         if (!y)
-            s = nn_error(nn_ctx_status(ctx), "%s", nn_ctx_errmsg(ctx));
+            s = nn_ctx_status(ctx);
         else if (y->ndim != 2 || y->shape[1] != classes)
             s = nn_error(NN_E_SHAPE, "predict: the model's output is not (N, %d)", classes);
         else
