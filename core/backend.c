@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cuda/module.h"
 
@@ -17,28 +18,37 @@ static pthread_once_t cuda_once = PTHREAD_ONCE_INIT;
 static const nn_cuda_module *cuda_mod;
 static char cuda_why[768]; /* why loading failed, for nn_backend_need */
 
-/* The module beside this library (an installed libconvnet.so), then the one
- * CONVNET_CUDA_MODULE names, the installed one, the build tree's, and last
- * the dynamic loader's own search (LD_LIBRARY_PATH, ld.so.cache). */
+/* dlopen of DIR/REL, where DIR is the folder of `file` */
+static void *open_near(const char *file, const char *rel)
+{
+    const char *slash = strrchr(file, '/');
+    if (!slash) return NULL;
+    char path[4096];
+    snprintf(path, sizeof path, "%.*s/%s", (int)(slash - file), file, rel);
+    return dlopen(path, RTLD_NOW | RTLD_LOCAL);
+}
+
+/* CONVNET_CUDA_MODULE if set; else the module beside this library (an
+ * installed libconvnet.so), the build tree's seen from the program (build/X/prog
+ * -> build/cuda/, so a build tree copied elsewhere still finds it), the
+ * installed one, the build tree's where it was built, and last the dynamic
+ * loader's own search (LD_LIBRARY_PATH, ld.so.cache). */
 static void *cuda_dlopen(void)
 {
     const char *env = getenv("CONVNET_CUDA_MODULE");
     if (env && *env) return dlopen(env, RTLD_NOW | RTLD_LOCAL);
-    char path[4096];
+    void *h = NULL;
     Dl_info info;
-    if (dladdr((void *)cuda_dlopen, &info) && info.dli_fname) {
-        const char *slash = strrchr(info.dli_fname, '/');
-        int dir = slash ? (int)(slash - info.dli_fname) : 0;
-        snprintf(path, sizeof path, "%.*s/%s", dir, info.dli_fname, NN_CUDA_MODULE_NAME);
-        void *h = slash ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : NULL;
-        if (h) return h;
+    if (dladdr((void *)cuda_dlopen, &info) && info.dli_fname) h = open_near(info.dli_fname, NN_CUDA_MODULE_NAME);
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (!h && n > 0) {
+        exe[n] = '\0';
+        h = open_near(exe, "../cuda/" NN_CUDA_MODULE_NAME);
     }
     const char *places[] = {NN_CUDA_MODULE_INSTALLED, NN_CUDA_MODULE_BUILT, NN_CUDA_MODULE_NAME};
-    for (size_t i = 0; i < sizeof places / sizeof *places; i++) {
-        void *h = dlopen(places[i], RTLD_NOW | RTLD_LOCAL);
-        if (h) return h;
-    }
-    return NULL;
+    for (size_t i = 0; !h && i < sizeof places / sizeof *places; i++) h = dlopen(places[i], RTLD_NOW | RTLD_LOCAL);
+    return h;
 }
 
 static void cuda_load(void)
