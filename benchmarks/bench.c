@@ -21,7 +21,7 @@
 #include "ops/ops.h"
 #include "optim/optim.h"
 #include "tools/cli.h"
-#include "bench.h"
+#include "benchmarks/bench.h"
 
 #define MAX_REPEATS 1000
 /* SGEMM sizes for the machine's reference rate: large enough to reach the
@@ -539,7 +539,7 @@ static nn_status model_phase(const bench_opts *o, nn_device dev, bool train, pha
     pr->dev_peak_mb = dev == NN_CPU ? 0 : (double)be->peak_bytes() / (1024.0 * 1024.0);
     goto out;
 ctx_err:
-    if (nn_ctx_status(ctx)) st = nn_error(nn_ctx_status(ctx), "%s", nn_ctx_errmsg(ctx));
+    if (nn_ctx_status(ctx)) st = nn_ctx_status(ctx);
     if (!st) st = nn_error(NN_E_ARG, "bench: the model step failed");
 out:
     free(labels);

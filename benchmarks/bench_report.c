@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bench.h"
+#include "benchmarks/bench.h"
 
 const char *const bench_kind_names[] = {"conv2d", "relu", "lrn", "maxpool", "dropout", "linear", "softmax_xent"};
 

@@ -14,8 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "status.h"
-#include "tensor.h"
+#include "core/status.h"
+#include "core/tensor.h"
 
 typedef struct nn_conv2d_geom {
     int n, c, h, w;           /* input (N, C, H, W) */

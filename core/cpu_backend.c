@@ -3,9 +3,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "../ops/cpu_kernels.h"
-#include "backend.h"
-#include "philox.h"
+#include "ops/cpu_kernels.h"
+#include "core/backend.h"
+#include "core/philox.h"
 
 #define CPU_ALIGN 64
 

@@ -3,9 +3,9 @@
 #ifndef NN_OP_H
 #define NN_OP_H
 
-#include "backend.h"
-#include "graph.h"
-#include "tensor.h"
+#include "core/backend.h"
+#include "core/graph.h"
+#include "core/tensor.h"
 
 #define NN_MAX_INPUTS 4
 

@@ -4,7 +4,7 @@
  * build has NN_HAVE_CUDA, and asks nn_cuda_present() (memory.cu) whether a
  * usable device is there. Designated initializers (C++20) in the order of
  * core/backend.h, so a slot that moves there fails to compile here. */
-#include "common.cuh"
+#include "cuda/common.cuh"
 
 extern "C" const nn_backend nn_cuda_backend = {
     .name = "cuda",

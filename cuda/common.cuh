@@ -16,10 +16,10 @@
 #include <cuda_runtime.h>
 
 extern "C" {
-#include "../core/backend.h"
-#include "../core/defaults.h"
+#include "core/backend.h"
+#include "core/defaults.h"
 }
-#include "gemm.h"
+#include "cuda/gemm.h"
 
 /* Threads per block for the elementwise kernels. */
 #define NN_CUDA_THREADS 256

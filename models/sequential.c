@@ -1,8 +1,8 @@
 /* Sequential networks: layer list, shape inference, parameter init, forward
  * and summary. Shapes per image are (C, H, W). */
-#include "sequential.h"
+#include "models/sequential.h"
 
-#include "../core/backend.h"
+#include "core/backend.h"
 
 #include <math.h>
 #include <string.h>

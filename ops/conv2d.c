@@ -8,9 +8,9 @@
 #include <omp.h>
 #include <string.h>
 
-#include "../core/op.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
 
 /* Two ways to cut a batch, chosen from the geometry alone:
  *  - by worker (the training case, batch >= cores): each OpenMP thread takes

@@ -3,7 +3,7 @@
 #ifndef NN_CPU_KERNELS_H
 #define NN_CPU_KERNELS_H
 
-#include "../core/backend.h"
+#include "core/backend.h"
 
 size_t nn_cpu_conv2d_workspace(const nn_conv2d_geom *g);
 nn_status nn_cpu_conv2d_forward(const nn_conv2d_geom *g, const float *x, const float *w,

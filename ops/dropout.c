@@ -5,10 +5,10 @@
  * (a view sharing x's data, gradient passed through). p = 1: zeros, zero
  * gradient. The generator advances by numel only in training with 0 < p < 1,
  * so evaluating (or p in {0, 1}) never shifts the masks later steps draw. */
-#include "../core/op.h"
-#include "../core/philox.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "core/philox.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
 
 /* Philox is ~40 integer multiplies per element: threads pay off early. */
 #define DROPOUT_PAR_MIN 8192

@@ -3,9 +3,9 @@
  * The CPU kernels are one cblas_sgemm per product. */
 #include <cblas.h>
 
-#include "../core/op.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
 
 /* Below this many floats, an OpenMP team costs more than it saves. */
 #define LINEAR_OMP_MIN 32768

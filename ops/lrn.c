@@ -1,5 +1,5 @@
 /* lrn: local response normalization across channels on (N, C, H, W) float32,
- * the paper's formula (alpha NOT divided by size, see ops.h and ALEXNET.md):
+ * the paper's formula (alpha NOT divided by size, see ops.h and docs/alexnet.md):
  *   scale[c] = k + alpha * sum_{j = max(0, c - size/2)}^{min(C-1, c + size/2)} x[j]^2
  *   y[c]     = x[c] * scale[c]^-beta
  * size/2 is integer division, so an even size uses a window of size + 1
@@ -7,9 +7,9 @@
  * PyTorch's asymmetric even window is NOT reproduced. */
 #include <math.h>
 
-#include "../core/op.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
 
 /* Spatial positions handled together: the channel loop runs over a tile so
  * the innermost loop is contiguous and vectorizes, and the running window sum

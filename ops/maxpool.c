@@ -8,9 +8,9 @@
 #include <limits.h>
 #include <math.h>
 
-#include "../core/op.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
 
 #define POOL_PAR_MIN 16384 /* output elements below which threads do not pay */
 #define POOL_ROW 64         /* outputs of a row handled together on the stack */

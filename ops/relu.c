@@ -1,8 +1,8 @@
 /* relu: y = max(x, 0) over any shape; dx += dy where y > 0 (so the gradient
  * at exactly 0 is 0, as in PyTorch). */
-#include "../core/op.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
 
 nn_status nn_cpu_relu_forward(size_t n, const float *x, float *y)
 {

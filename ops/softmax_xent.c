@@ -5,9 +5,9 @@
  * are kept for backward: dx += dloss * (probs - onehot) / N. */
 #include <math.h>
 
-#include "../core/op.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
 
 #define XENT_PAR_MIN 65536 /* logits below which threads do not pay */
 #define XENT_BLOCKS 64

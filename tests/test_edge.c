@@ -8,7 +8,7 @@
 #include <float.h>
 #include <string.h>
 
-#include "testutil.h"
+#include "tests/testutil.h"
 
 /* References computed here in float64 from the same float inputs. The ops
  * reduce in float32 over at most a few dozen terms: TU_FWD_* applies. */

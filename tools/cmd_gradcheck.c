@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "tools/cli.h"
 #include "core/backend.h"
 #include "core/gradcheck.h"
 #include "ops/ops.h"
