@@ -1,16 +1,8 @@
-/* The op registry (see registry.h): the one list of ops, and the helpers
+/* The op registry (see registry.h): the array of the listed ops, and the helpers
  * their gradcheck cases are written with. */
 #include "registry.h"
 
 #include <string.h>
-
-/* Every op with an nn_op_<name> entry, in the order tools list them (and
- * `convnet gradcheck` derives each op's rng stream from this position). */
-#define NN_REGISTERED_OPS(X) X(conv2d) X(relu) X(lrn) X(maxpool2d) X(dropout) X(linear) X(softmax_xent)
-
-#define NN_OP_EXTERN(name) extern const nn_op_info nn_op_##name;
-NN_REGISTERED_OPS(NN_OP_EXTERN)
-#undef NN_OP_EXTERN
 
 #define NN_OP_ENTRY(name) &nn_op_##name,
 const nn_op_info *const nn_ops[] = {NN_REGISTERED_OPS(NN_OP_ENTRY) NULL};

@@ -1,6 +1,6 @@
 /* The op registry: every op with kernels of its own, declared once, next to
  * the op (ops/<name>.c exports `const nn_op_info nn_op_<name>`), and listed
- * in one array (ops/registry.c). What iterates over it: `convnet gradcheck`
+ * once, in NN_REGISTERED_OPS below. What iterates over it: `convnet gradcheck`
  * (tools/cmd_gradcheck.c), the GPU-against-CPU loop of tests/test_cuda.c, the
  * sequential builder (models/sequential.c: a layer names its op) and
  * `convnet bench`'s per-op table.
@@ -15,7 +15,7 @@
  *     gradcheck case: small random inputs drawn from the rng); its prototype
  *     with a one-line formula in ops/ops.h; the file in meson.build.
  *  3. cuda/tanh.cu: the CUDA kernels (and the file in cuda/meson.build).
- *  4. ops/registry.c: one word, tanh, in NN_REGISTERED_OPS.
+ *  4. ops/registry.h: one word, tanh, at the end of NN_REGISTERED_OPS.
  *  5. tests/test_tanh.c against a float64 reference (and its name in
  *     tests/meson.build). gradcheck, the GPU-vs-CPU test and the registry's
  *     own test (tests/test_registry.c) then cover it with no further edit. */
@@ -54,7 +54,16 @@ typedef struct nn_op_info {
     nn_tensor *(*call)(nn_ctx *ctx, nn_tensor *const *in, void *user);
 } nn_op_info;
 
-/* The registered ops, in a fixed order; NULL-terminated. */
+/* THE list: every op with an nn_op_<name> entry (defined in ops/<name>.c), in
+ * the order tools list them (`convnet gradcheck` derives each op's rng stream
+ * from this position, so append). */
+#define NN_REGISTERED_OPS(X) X(conv2d) X(relu) X(lrn) X(maxpool2d) X(dropout) X(linear) X(softmax_xent)
+
+#define NN_OP_EXTERN(name) extern const nn_op_info nn_op_##name;
+NN_REGISTERED_OPS(NN_OP_EXTERN)
+#undef NN_OP_EXTERN
+
+/* The registered ops, in that order; NULL-terminated. */
 extern const nn_op_info *const nn_ops[];
 /* The number of registered ops. */
 int nn_op_count(void);
