@@ -195,6 +195,8 @@ static const layer_kind kinds[] = {
     [NN_L_LINEAR] = {"linear", &nn_op_linear, linear_infer, NULL, true, NULL},
 };
 
+_Static_assert(sizeof kinds / sizeof kinds[0] == NN_L_LINEAR + 1, "one row per nn_layer_kind");
+
 nn_status nn_seq_infer(nn_seq *s)
 {
     if (s->status != NN_OK) return s->status;
@@ -262,6 +264,8 @@ void nn_seq_free(nn_seq *s)
     }
     nn_params_clear(&s->params);
 }
+
+const nn_op_info *nn_seq_layer_op(const nn_layer *l) { return kinds[l->kind].op; }
 
 nn_tensor *nn_seq_step(nn_ctx *ctx, const nn_layer *l, nn_tensor *h)
 {
