@@ -62,8 +62,20 @@ nn_status nn_backend_supports(const nn_backend *be, const char *op)
     return NN_OK;
 }
 
+/* This build's slot list, to compare a table's with. */
+static const char layout[] =
+#define NN_KERNEL NN_KERNEL_LAYOUT
+#include "backend_slots.h"
+#undef NN_KERNEL
+    ;
+
 nn_status nn_backend_check(const nn_backend *be)
 {
+    if (!be->layout || strcmp(be->layout, layout) != 0)
+        return nn_error(NN_E_UNSUPPORTED,
+                        "the %s backend table was compiled from another slot list than this build's "
+                        "(core/backend_slots.h): a stale object file; rebuild it (touch cuda/*.cu)",
+                        be->name);
     for (int k = 0; k < NN_K_COUNT; k++)
         if (!nn_backend_has(be, (nn_kernel)k))
             return nn_error(NN_E_UNSUPPORTED, "the %s backend is incomplete: its %s slot (%s) is NULL",

@@ -46,10 +46,20 @@ typedef struct nn_linear_geom {
 typedef struct nn_backend {
     const char *name;
     nn_device device;
+    /* The slot list the table was compiled from, as one string
+     * (NN_KERNEL_LAYOUT): registration compares it with this build's, so a
+     * stale object file (nvcc objects are not rebuilt when a header changes
+     * under meson 1.0) is refused instead of read with the wrong layout.
+     * These three fields come first so their offsets never move. */
+    const char *layout;
 #define NN_KERNEL(op, ret, name, args) ret(*name) args;
 #include "backend_slots.h"
 #undef NN_KERNEL
 } nn_backend;
+
+/* The slot list as one string (for nn_backend.layout): expand the list with
+ * #define NN_KERNEL NN_KERNEL_LAYOUT. */
+#define NN_KERNEL_LAYOUT(op, ret, name, args) #op " " #ret " " #name #args ";"
 
 /* Kernel ids, NN_K_<name>, in slot order; NN_K_COUNT of them. */
 typedef enum nn_kernel {
@@ -82,7 +92,8 @@ bool nn_backend_has(const nn_backend *be, nn_kernel k);
  * an op with no kernel of its own, such as add, is always supported), else
  * NN_E_UNSUPPORTED with a message naming the op, the device and the kernel. */
 nn_status nn_backend_supports(const nn_backend *be, const char *op);
-/* NN_OK when no slot of be is NULL, else NN_E_UNSUPPORTED naming the first. */
+/* NN_OK when be was compiled from this build's slot list and no slot is
+ * NULL, else NN_E_UNSUPPORTED naming the first NULL slot (or the stale table). */
 nn_status nn_backend_check(const nn_backend *be);
 
 extern const nn_backend nn_cpu_backend;

@@ -75,6 +75,11 @@ nn_status nn_cpu_rng_normal(float *x, size_t n, uint64_t seed, uint64_t offset, 
 const nn_backend nn_cpu_backend = {
     .name = "cpu",
     .device = NN_CPU,
+    .layout =
+#define NN_KERNEL NN_KERNEL_LAYOUT
+#include "backend_slots.h"
+#undef NN_KERNEL
+    ,
 #define NN_KERNEL(op, ret, name, args) .name = nn_cpu_##name,
 #include "backend_slots.h"
 #undef NN_KERNEL

@@ -10,6 +10,11 @@
 extern "C" const nn_backend nn_cuda_backend = {
     .name = "cuda",
     .device = NN_CUDA,
+    .layout =
+#define NN_KERNEL NN_KERNEL_LAYOUT
+#include "../core/backend_slots.h"
+#undef NN_KERNEL
+    ,
 #define NN_KERNEL(op, ret, name, args) .name = nn_cuda_##name,
 #include "../core/backend_slots.h"
 #undef NN_KERNEL

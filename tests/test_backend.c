@@ -2,7 +2,8 @@
  * built backend fills every slot (the CUDA table is checked without a GPU,
  * since it is a static table in the build), and a table with a slot left NULL
  * is refused by name: nn_backend_check at registration, nn_backend_supports
- * per op (NN_E_UNSUPPORTED naming op, device and kernel, never a NULL call). */
+ * per op (NN_E_UNSUPPORTED naming op, device and kernel, never a NULL call);
+ * a table compiled from an older slot list is refused too. */
 #include "testutil.h"
 
 #include "config.h"
@@ -17,10 +18,11 @@ static void test_every_built_table_is_complete(void **state)
         if (!be) continue;
         built++;
         assert_int_equal(be->device, d);
+        /* the layout first: a stale table must not be read past its end */
+        if (nn_backend_check(be) != NN_OK) fail_msg("%s", nn_errmsg());
         for (int k = 0; k < NN_K_COUNT; k++)
             if (!nn_backend_has(be, (nn_kernel)k))
                 fail_msg("the %s backend has no %s kernel (slot NULL)", be->name, nn_kernel_name((nn_kernel)k));
-        if (nn_backend_check(be) != NN_OK) fail_msg("%s", nn_errmsg());
     }
     assert_int_equal(built, 1 + NN_HAVE_CUDA);
 }
@@ -65,12 +67,26 @@ static void test_a_null_slot_is_unsupported(void **state)
     if (!strstr(nn_errmsg(), "rng_normal")) fail_msg("unexpected message: %s", nn_errmsg());
 }
 
+/* A table compiled from another slot list (a stale object) is refused whole. */
+static void test_a_stale_table_is_refused(void **state)
+{
+    (void)state;
+    nn_backend b = nn_cpu_backend;
+    b.layout = "memory nn_status alloc(void **p, size_t bytes);";
+    assert_int_equal(nn_backend_check(&b), NN_E_UNSUPPORTED);
+    if (!strstr(nn_errmsg(), "cpu backend table was compiled from another slot list"))
+        fail_msg("unexpected message: %s", nn_errmsg());
+    b.layout = NULL;
+    assert_int_equal(nn_backend_check(&b), NN_E_UNSUPPORTED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_built_table_is_complete),
         cmocka_unit_test(test_kernel_names_follow_the_list),
         cmocka_unit_test(test_a_null_slot_is_unsupported),
+        cmocka_unit_test(test_a_stale_table_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
