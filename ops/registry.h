@@ -1,24 +1,29 @@
 /* The op registry: every op with kernels of its own, declared once, next to
  * the op (ops/<name>.c exports `const nn_op_info nn_op_<name>`), and listed
  * once, in NN_REGISTERED_OPS below. What iterates over it: `convnet gradcheck`
- * (tools/cmd_gradcheck.c), the GPU-against-CPU loop of tests/test_cuda.c, the
- * sequential builder (models/sequential.c: a layer names its op) and
- * `convnet bench`'s per-op table.
+ * (tools/cmd_gradcheck.c), the GPU-against-CPU loop of tests/test_cuda.c,
+ * tests/test_registry.c, the sequential builder (models/sequential.c: a layer
+ * kind names the op it runs) and `convnet bench` (benchmarks/bench_ops.c:
+ * its cases keyed by the op's name).
  *
- * How to add an op (say nn_tanh, y = tanh(x)):
+ * How to add an op (say nn_tanh, y = tanh(x)); tried on branch tanh-try:
  *  1. core/backend_slots.h: one NN_KERNEL line per kernel, e.g.
- *     NN_KERNEL(tanh, nn_status, tanh_forward, (size_t n, const float *x, float *y));
- *     that declares nn_cpu_tanh_forward and nn_cuda_tanh_forward and fills
- *     both backend tables (a kernel left unwritten is a link error).
+ *     NN_KERNEL(tanh, nn_status, tanh_forward, (size_t n, const float *x, float *y))
+ *     which declares nn_cpu_tanh_forward and nn_cuda_tanh_forward and fills
+ *     both backend tables (a kernel left unwritten is a link error). The first
+ *     column is the op's registry name: nn_backend_supports() reads it.
  *  2. ops/tanh.c: nn_tanh (checks, nn_op_backend(ctx, "tanh", ...), autograd
  *     wiring), the CPU kernels, and `const nn_op_info nn_op_tanh` (its
  *     gradcheck case: small random inputs drawn from the rng); its prototype
  *     with a one-line formula in ops/ops.h; the file in meson.build.
- *  3. cuda/tanh.cu: the CUDA kernels (and the file in cuda/meson.build).
+ *  3. cuda/tanh.cu: the CUDA kernels; the file in cuda/meson.build.
  *  4. ops/registry.h: one word, tanh, at the end of NN_REGISTERED_OPS.
- *  5. tests/test_tanh.c against a float64 reference (and its name in
- *     tests/meson.build). gradcheck, the GPU-vs-CPU test and the registry's
- *     own test (tests/test_registry.c) then cover it with no further edit. */
+ *  5. tests/test_tanh.c against a float64 reference; its name in
+ *     tests/meson.build. `convnet gradcheck`, the GPU-vs-CPU loop and
+ *     test_registry then cover it with no further edit.
+ * Optional: a layer kind for sequential models (models/sequential.{h,c}: a
+ * builder function and one row of its kinds table) and, to time it inside a
+ * model, a row in benchmarks/bench_ops.c. */
 #ifndef NN_OPS_REGISTRY_H
 #define NN_OPS_REGISTRY_H
 
