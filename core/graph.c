@@ -219,8 +219,13 @@ bool nn_op_same_device(nn_ctx *ctx, const char *op, int n, nn_tensor *const *in)
 
 const nn_backend *nn_op_backend(nn_ctx *ctx, const char *op, nn_device dev)
 {
-    const nn_backend *be = nn_backend_need(dev, op);
-    if (!be) nn_op_fail_status(ctx, NN_E_DEVICE);
+    const nn_backend *be = NULL;
+    nn_status s = nn_backend_open(dev, op, &be);
+    if (s == NN_OK) s = nn_backend_supports(be, op); /* a missing kernel: a status, never a NULL call */
+    if (s != NN_OK) {
+        nn_op_fail_status(ctx, s);
+        return NULL;
+    }
     return be;
 }
 

@@ -99,6 +99,9 @@ nn_status nn_seq_build(nn_seq *s, nn_device dev, nn_init_kind init, nn_rng *rng)
 nn_status nn_seq_infer(nn_seq *s);
 void nn_seq_free(nn_seq *s);
 
+/* The registered op (ops/registry.h) a layer runs; NULL for flatten (a view). */
+const struct nn_op_info *nn_seq_layer_op(const nn_layer *l);
+
 /* One layer applied to h (what the forward pass does for each layer). */
 nn_tensor *nn_seq_step(nn_ctx *ctx, const nn_layer *l, nn_tensor *h);
 
