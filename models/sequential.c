@@ -32,7 +32,11 @@ void nn_seq_init(nn_seq *s, int in_c, int in_h, int in_w)
 
 static nn_layer *add(nn_seq *s, nn_layer_kind kind, const char *name)
 {
-    if (s->status != NN_OK) return NULL;
+    if (!s || s->status != NN_OK) return NULL;
+    if (!name) {
+        s->status = nn_error(NN_E_ARG, "sequential: layer %d has no name (NULL)", s->n + 1);
+        return NULL;
+    }
     if (s->n == NN_SEQ_MAX_LAYERS || strlen(name) >= sizeof s->l[0].name) {
         s->status = nn_error(NN_E_ARG, "sequential: too many layers or name '%s' too long", name);
         return NULL;
@@ -44,10 +48,25 @@ static nn_layer *add(nn_seq *s, nn_layer_kind kind, const char *name)
     return l;
 }
 
+/* Layer sizes beyond this are typos, not networks: keeping every argument in
+ * [lo, NN_SEQ_ARG_MAX] also keeps the shape arithmetic far from overflow. */
+#define NN_SEQ_ARG_MAX (1 << 20)
+
+/* Records NN_E_ARG naming the layer and the argument when v is outside
+ * [lo, NN_SEQ_ARG_MAX]; false then (the layer is dropped: the model fails to build). */
+static bool arg_ok(nn_seq *s, const nn_layer *l, const char *what, int v, int lo)
+{
+    if (v >= lo && v <= NN_SEQ_ARG_MAX) return true;
+    s->status = nn_error(NN_E_ARG, "sequential: %s: %s = %d is outside [%d, %d]", l->name, what, v, lo, NN_SEQ_ARG_MAX);
+    return false;
+}
+
 void nn_seq_conv(nn_seq *s, const char *name, int out, int k, int stride, int pad, int groups, float bias_init)
 {
     nn_layer *l = add(s, NN_L_CONV, name);
-    if (!l) return;
+    if (!l || !arg_ok(s, l, "output channels", out, 1) || !arg_ok(s, l, "kernel", k, 1) ||
+        !arg_ok(s, l, "stride", stride, 1) || !arg_ok(s, l, "padding", pad, 0) || !arg_ok(s, l, "groups", groups, 1))
+        return;
     l->out = out;
     l->k = k;
     l->stride = stride;
@@ -67,7 +86,7 @@ void nn_seq_lrn(nn_seq *s, const char *name, nn_lrn_params p)
 void nn_seq_maxpool(nn_seq *s, const char *name, int k, int stride)
 {
     nn_layer *l = add(s, NN_L_MAXPOOL, name);
-    if (!l) return;
+    if (!l || !arg_ok(s, l, "window", k, 1) || !arg_ok(s, l, "stride", stride, 1)) return;
     l->k = k;
     l->stride = stride;
 }
@@ -75,7 +94,12 @@ void nn_seq_maxpool(nn_seq *s, const char *name, int k, int stride)
 void nn_seq_dropout(nn_seq *s, const char *name, float p)
 {
     nn_layer *l = add(s, NN_L_DROPOUT, name);
-    if (l) l->p = p;
+    if (!l) return;
+    if (!(p >= 0.0f && p <= 1.0f)) {
+        s->status = nn_error(NN_E_ARG, "sequential: %s: dropout p = %g is outside [0, 1]", l->name, (double)p);
+        return;
+    }
+    l->p = p;
 }
 
 void nn_seq_flatten(nn_seq *s, const char *name) { add(s, NN_L_FLATTEN, name); }
@@ -83,7 +107,7 @@ void nn_seq_flatten(nn_seq *s, const char *name) { add(s, NN_L_FLATTEN, name); }
 void nn_seq_linear(nn_seq *s, const char *name, int out, float bias_init)
 {
     nn_layer *l = add(s, NN_L_LINEAR, name);
-    if (!l) return;
+    if (!l || !arg_ok(s, l, "output features", out, 1)) return;
     l->out = out;
     l->bias_init = bias_init;
 }
@@ -124,8 +148,10 @@ static nn_status pool_infer(nn_layer *l, int *c, int *h, int *w, bool *flat)
 
 static nn_status flatten_infer(nn_layer *l, int *c, int *h, int *w, bool *flat)
 {
-    (void)l;
-    *c = *c * *h * *w;
+    long long n = (long long)*c * *h * *w;
+    if (n > NN_SEQ_ARG_MAX * 64LL)
+        return nn_error(NN_E_SHAPE, "model: %s (flatten): %dx%dx%d = %lld features is too many", l->name, *c, *h, *w, n);
+    *c = (int)n;
     *h = *w = 1;
     *flat = true;
     return NN_OK;
@@ -199,9 +225,10 @@ _Static_assert(sizeof kinds / sizeof kinds[0] == NN_L_LINEAR + 1, "one row per n
 
 nn_status nn_seq_infer(nn_seq *s)
 {
+    if (!s) return nn_error(NN_E_ARG, "model: NULL sequential model");
     if (s->status != NN_OK) return s->status;
     int c = s->in_c, h = s->in_h, w = s->in_w;
-    if (c < 1 || h < 1 || w < 1)
+    if (c < 1 || h < 1 || w < 1 || c > NN_SEQ_ARG_MAX || h > NN_SEQ_ARG_MAX || w > NN_SEQ_ARG_MAX)
         return nn_error(NN_E_SHAPE, "model: input %dx%dx%d is not a valid image size", c, h, w);
     bool flat = false;
     for (int i = 0; i < s->n; i++) {
