@@ -16,7 +16,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "core/backend.h"
+#if NN_HAVE_CUDA
+#include "cuda/gemm.h"
+#endif
 #include "models/model.h"
 #include "ops/ops.h"
 #include "optim/optim.h"
@@ -33,6 +37,19 @@
  * in a blocked GEMM stays well inside 1e-4 of it. */
 #define CHECK_SAMPLES 64
 #define CHECK_TOL 1e-4
+/* With the GPU's TF32 switch on (NN_TF32=1, cuda/gemm.h) each product carries
+ * two roundings to 10 mantissa bits: |e| <= 2^-10 |a b|, so 2e-3 of the sum
+ * of |terms| (still ~500 times below what a wrong index gives). */
+#define CHECK_TOL_TF32 2e-3
+
+static double check_tol(const nn_backend *be)
+{
+#if NN_HAVE_CUDA
+    if (be->device == NN_CUDA && nn_cuda_tf32_enabled()) return CHECK_TOL_TF32;
+#endif
+    (void)be;
+    return CHECK_TOL;
+}
 
 static double now_s(void)
 {
@@ -72,6 +89,42 @@ static double vm_hwm_mb(void)
 }
 /* ---- the machine's SGEMM rate ---- */
 
+/* C = A B (n x n, row-major) at CHECK_SAMPLES random elements against float64:
+ * one row of A and one column of B (all of B comes over once) per sample. */
+static bool gemm_valid(const nn_backend *be, int n, const float *a, const float *b, const float *c)
+{
+    const size_t row = (size_t)n * sizeof(float);
+    float *hb = malloc(row * (size_t)n), *ha = malloc(row);
+    bool ok = hb && ha && be->copy(hb, NN_CPU, b, be->device, row * (size_t)n) == NN_OK;
+    double worst = 0;
+    nn_rng r = nn_rng_make(98);
+    for (int smp = 0; ok && smp < CHECK_SAMPLES; smp++) {
+        int i = (int)nn_rng_below(&r, (uint32_t)n), j = (int)nn_rng_below(&r, (uint32_t)n);
+        float got;
+        if (be->copy(ha, NN_CPU, a + (size_t)i * n, be->device, row) != NN_OK ||
+            be->copy(&got, NN_CPU, c + (size_t)i * n + j, be->device, sizeof got) != NN_OK) {
+            ok = false;
+            break;
+        }
+        double ref = 0, mag = 1e-30;
+        for (int p = 0; p < n; p++) {
+            double t = (double)ha[p] * hb[(size_t)p * n + j];
+            ref += t;
+            mag += fabs(t);
+        }
+        double e = fabs(got - ref) / mag;
+        if (!(e <= worst)) worst = e; /* NaN-safe */
+    }
+    if (ok && !(worst <= check_tol(be))) {
+        fprintf(stderr, "bench: %s SGEMM %dx%dx%d fails validation (relative error %.3g > %g)\n", be->name, n, n,
+                n, worst, check_tol(be));
+        ok = false;
+    }
+    free(ha);
+    free(hb);
+    return ok;
+}
+
 static double measure_gemm(const nn_backend *be, int n, int repeats)
 {
     size_t bytes = (size_t)n * n * sizeof(float);
@@ -96,6 +149,7 @@ static double measure_gemm(const nn_backend *be, int n, int repeats)
         if (i >= 0) t[i] = now_s() - t0;
     }
     rate = 2.0 * n * (double)n * n / median(t, r) / 1e9;
+    if (!gemm_valid(be, n, a, b, c)) rate = 0; /* a wrong product has no rate */
 out:
     if (a) be->free(a);
     if (b) be->free(b);
@@ -354,6 +408,67 @@ out:
     return worst;
 }
 
+/* The weight and bias gradients of conv and linear (zero before the one
+ * backward of the validation run) at CHECK_SAMPLES random elements against
+ * float64: dw sums dy x over samples (and positions), db sums dy. Returns the
+ * worst relative error as case_check does; 0 for ops without weights. */
+static double grad_check(op_case *c)
+{
+    if (c->kind != K_CONV && c->kind != K_LINEAR) return 0;
+    const nn_backend *be = c->be;
+    const size_t f = sizeof(float);
+    float *x = to_host(be, c->x, c->nx * f), *dy = to_host(be, c->dy, c->ny * f);
+    float *dw = to_host(be, c->dw, c->nw * f), *db = to_host(be, c->db, c->nb * f);
+    double worst = 0;
+    if (!x || !dy || !dw || !db) {
+        worst = INFINITY;
+        goto out;
+    }
+    nn_rng r = nn_rng_make(97);
+    for (int smp = 0; smp < CHECK_SAMPLES; smp++) {
+        size_t o = (size_t)nn_rng_below(&r, (uint32_t)c->nw);
+        double ref = 0, mag = 1e-30, dbref = 0, dbmag = 1e-30;
+        int bias; /* the output channel (row of w) of this element */
+        if (c->kind == K_CONV) {
+            const nn_conv2d_geom *g = &c->cg;
+            const int cg = g->c / g->groups, q = (int)(o % (size_t)g->kw), p = (int)(o / (size_t)g->kw % (size_t)g->kh);
+            const int ci = (int)(o / ((size_t)g->kw * g->kh) % (size_t)cg), oc = (int)(o / ((size_t)g->kw * g->kh * cg));
+            const int grp = oc / (g->oc / g->groups);
+            bias = oc;
+            for (int n = 0; n < g->n; n++)
+                for (int i = 0; i < g->oh; i++)
+                    for (int j = 0; j < g->ow; j++) {
+                        const double d = dy[(((size_t)n * g->oc + oc) * g->oh + i) * g->ow + j];
+                        dbref += d;
+                        dbmag += fabs(d);
+                        const int h = i * g->sh + p - g->ph, ww = j * g->sw + q - g->pw;
+                        if (h < 0 || h >= g->h || ww < 0 || ww >= g->w) continue;
+                        const double t = d * x[(((size_t)n * g->c + grp * cg + ci) * g->h + h) * g->w + ww];
+                        ref += t;
+                        mag += fabs(t);
+                    }
+        } else {
+            const size_t k = o / (size_t)c->fg.in, i = o % (size_t)c->fg.in;
+            bias = (int)k;
+            for (int n = 0; n < c->fg.n; n++) {
+                const double d = dy[(size_t)n * c->fg.out + k], t = d * x[(size_t)n * c->fg.in + i];
+                dbref += d;
+                dbmag += fabs(d);
+                ref += t;
+                mag += fabs(t);
+            }
+        }
+        const double e = fmax(fabs(dw[o] - ref) / mag, fabs(db[bias] - dbref) / dbmag);
+        if (!(e <= worst)) worst = e; /* NaN-safe */
+    }
+out:
+    free(x);
+    free(dy);
+    free(dw);
+    free(db);
+    return worst;
+}
+
 /* Times forward and backward: the validation run, one warm-up, then the
  * median of `repeats`. */
 static nn_status time_case(op_case *c, int repeats, op_result *res)
@@ -363,9 +478,11 @@ static nn_status time_case(op_case *c, int repeats, op_result *res)
     NN_TRY(case_run(c, true));
     NN_TRY(be->sync());
     res->check_err = case_check(c);
-    if (!(res->check_err <= CHECK_TOL))
+    const double gerr = grad_check(c);
+    if (!(gerr <= res->check_err)) res->check_err = gerr; /* NaN-safe */
+    if (!(res->check_err <= check_tol(be)))
         return nn_error(NN_E_RANGE, "bench: %s %s on %s fails validation (relative error %.3g > %g)",
-                        res->layer, bench_kind_names[c->kind], be->name, res->check_err, CHECK_TOL);
+                        res->layer, bench_kind_names[c->kind], be->name, res->check_err, check_tol(be));
     double tf[MAX_REPEATS], tb[MAX_REPEATS];
     for (int i = -1; i < repeats; i++) {
         double t0 = now_s();
