@@ -15,8 +15,25 @@
 
 /* The workspace holds col and dyp for as many samples as fit in this budget
  * (at least one): large enough for long GEMMs, small enough that the arena,
- * which takes one per conv forward and backward, stays modest. */
+ * which takes one per conv forward and backward, stays modest. On a large
+ * GPU the chunks it makes are too small to fill the chip (AlexNet's conv1 at
+ * batch 128: 16 passes): NN_CONV_WS_MB=<MiB> in the environment sets another
+ * budget, 0 none (the whole batch in one pass; ~1 GiB for conv2 at batch 128). */
 #define CONV_WS_BUDGET ((size_t)64 << 20)
+
+static size_t ws_budget(void)
+{
+    static size_t budget;
+    static bool read; /* benign race: every thread reads the same value */
+    if (!read) {
+        const char *e = getenv("NN_CONV_WS_MB");
+        char *end = NULL;
+        long long mb = e ? strtoll(e, &end, 10) : -1;
+        budget = e && end != e && *end == 0 && mb >= 0 ? (mb ? (size_t)mb << 20 : SIZE_MAX) : CONV_WS_BUDGET;
+        read = true;
+    }
+    return budget;
+}
 
 typedef struct conv_plan {
     int cg, ocg, kg, kc, p, pp; /* channels and outputs per group, GEMM K per group, all rows, OH*OW, padded */
@@ -33,7 +50,7 @@ static conv_plan plan_of(const nn_conv2d_geom *g)
     q.p = g->oh * g->ow;
     q.pp = (q.p + 3) / 4 * 4;
     size_t per = (size_t)(q.kc + g->oc) * q.pp * sizeof(float);
-    size_t c = per ? CONV_WS_BUDGET / per : 1;
+    size_t c = per ? ws_budget() / per : 1;
     if (c < 1) c = 1;
     if (c > (size_t)g->n) c = (size_t)g->n;
     q.chunk = (int)c;
