@@ -202,6 +202,8 @@ rows=()
 failed=0
 
 say() { echo "$*" | tee -a "$log"; }
+linebuf=
+command -v stdbuf >/dev/null && linebuf="stdbuf -oL -eL"
 
 json_str() { printf '"%s"' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | tr '\n\t' '  ')"; }
 
@@ -249,7 +251,8 @@ step() {
     say ""
     say "==== $name (limit ${limit}s): $*"
     t0=$SECONDS
-    timeout -k 5 "$limit" "$@" >"$work/last.out" 2>&1
+    # line-buffered stdio (stdbuf), so a killed step's output is in the log up to its end
+    timeout -k 5 "$limit" $linebuf "$@" >"$work/last.out" 2>&1
     rc=$?
     cat "$work/last.out" >>"$log"
     if [ $rc -eq 0 ]; then
@@ -455,6 +458,7 @@ fi
 # ---- 7. the full-size AlexNet on Fashion-MNIST, with the time left ----
 if [ -f "$carry/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
     train() {
+        set -o pipefail # the status is convnet's, not tee's
         env LD_LIBRARY_PATH="$libpath" "$bin/convnet" train --device cuda --data "$carry/fashion-mnist" \
             --size 224 --width 1 --fc 4096 --init paper --optim sgd --dropout 0.5 --schedule plateau \
             --batch 128 --epochs 10 --checkpoint-dir "$work/ck" 2>&1 | tee "$out/train.log"
