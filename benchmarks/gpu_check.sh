@@ -58,6 +58,14 @@ find_cuda_bin() {
     return 1
 }
 
+# a digest of the sources the binaries are built from (the .git folder may
+# not travel: the files themselves are read, in a fixed order)
+sources_digest() {
+    (cd "$root" && find core cuda ops models optim io tools tests meson.build meson_options.txt -type f \
+        \( -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name 'meson*' \) 2>/dev/null |
+        LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16)
+}
+
 # libraries every Linux has and that must come from the machine itself
 is_system_lib() {
     case "$1" in
@@ -89,8 +97,11 @@ sys.exit(0 if (o["buildtype"], o["gpu_sm"], o["tests"]) == ("release", sys.argv[
         bdir=$root/build
     fi
     if [ ! -f "$bdir/build.ninja" ]; then
+        local setup_log
+        setup_log=$(mktemp)
         meson setup "$bdir" "$root" -Dcuda=$cuda -Dtests=enabled -Dgpu_sm="$sm" --buildtype=release \
-            >"$bdir.setup.log" 2>&1 || { cat "$bdir.setup.log"; return 1; }
+            >"$setup_log" 2>&1 || { cat "$setup_log"; rm -f "$setup_log"; return 1; }
+        rm -f "$setup_log"
     fi
     nice ninja -C "$bdir" tools/convnet tests/test_cuda >/dev/null || {
         ninja -C "$bdir" tools/convnet tests/test_cuda; return 1; }
@@ -154,6 +165,7 @@ sys.exit(0 if (o["buildtype"], o["gpu_sm"], o["tests"]) == ("release", sys.argv[
         echo "git $(git -C "$root" rev-parse HEAD 2>/dev/null)$(git -C "$root" diff --quiet 2>/dev/null || echo ' (modified)')"
         echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), cuda=$cuda, sm_$sm"
         echo "packages: ${pkgs[*]}"
+        echo "sources $(sources_digest)"
         (cd "$stage" && find bin lib -type f -printf '%s %p\n' | sort -k2)
     } >"$stage/MANIFEST"
 
@@ -338,6 +350,10 @@ if ! { command -v xz >/dev/null && tar -C "$work" -xJf "$carry/bundle.tar.xz"; }
     finish
 fi
 cat "$work/MANIFEST" >>"$log"
+# binaries from other sources than these would test the wrong code: say so (and go on)
+if ! grep -qx "sources $(sources_digest)" "$work/MANIFEST"; then
+    record "bundle matches the sources" "FAIL (stale: run 'benchmarks/gpu_check.sh prepare' again)"
+fi
 # the C and C++ runtime of the machine is newer than the carried one: prefer it
 # (and keep compute-sanitizer and PyTorch away from ours)
 for l in libstdc++.so.6 libgcc_s.so.1 libgomp.so.1 libz.so.1; do
