@@ -261,13 +261,13 @@ record() {
 # With cut_ok=1 a timeout is the planned end, not a failure. Returns the
 # command's status (124: timeout, 125: no time left).
 step() {
-    local name=$1 limit=$2 left rc t0
+    local name=$1 want=$2 limit=$2 left rc t0
     shift 2
     # timeout runs programs: a function runs in a bash that inherits it (export -f)
     declare -F "$1" >/dev/null && set -- bash -c '"$@"' step "$@"
     left=$((t_end - SECONDS))
     [ $limit -gt $left ] && limit=$left
-    if [ $left -lt 10 ] && [ $left -lt $2 ]; then
+    if [ $left -lt 10 ] && [ $left -lt $want ]; then
         record "$name" "skip (no time left)"
         return 125
     fi
@@ -402,8 +402,13 @@ fi
 gstep "gpu tests (test_cuda)" 90 env LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
 rc=$?
 if [ "$mode" = run ] && [ $rc -ne 0 ] && [ $rc -ne 125 ]; then
-    # synchronous launches: the failing kernel is the one the error names
-    step "gpu tests, CUDA_LAUNCH_BLOCKING=1" 45 env CUDA_LAUNCH_BLOCKING=1 LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
+    # each failed test alone with synchronous launches: the failing kernel is the
+    # one its error names (all of them when the run died before naming one)
+    failed_tests=$(sed -nE 's/^\[  (FAILED  |ERROR   )\] (test_[a-z0-9_]+).*/\2/p' "$work/last.out" | sort -u | head -2)
+    while read -r t; do # (read: a pattern is not expanded against file names)
+        step "rerun $t, CUDA_LAUNCH_BLOCKING=1" 30 env CUDA_LAUNCH_BLOCKING=1 NN_TEST_FILTER="$t" \
+            LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
+    done <<<"${failed_tests:-test_*}"
 fi
 if [ "$mode" = run ] && grep -q "no CUDA device: skipped\|CUDA backend not built" "$log"; then
     record "gpu tests ran" "FAIL (skipped: no device seen)"

@@ -993,6 +993,10 @@ int main(void)
     /* the suite checks strict fp32 whatever the caller's environment; the
      * TF32 kernel is tested by forcing it (test_sgemm_variants) */
     unsetenv("NN_TF32");
+    /* NN_TEST_FILTER=test_sgemm* runs only the matching tests (gpu_check.sh
+     * reruns a failed one alone with CUDA_LAUNCH_BLOCKING=1) */
+    const char *only = getenv("NN_TEST_FILTER");
+    if (only && *only) cmocka_set_test_filter(only);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_device_is_an_error),
         cmocka_unit_test(test_devices_must_match),
