@@ -413,6 +413,11 @@ fi
 if [ "$mode" = run ] && grep -q "no CUDA device: skipped\|CUDA backend not built" "$log"; then
     record "gpu tests ran" "FAIL (skipped: no device seen)"
 fi
+# the bias in the GEMM epilogue (NN_FUSE_BIAS=1) against the CPU, conv2d and linear
+for t in test_conv2d test_linear; do
+    gstep "$t with NN_FUSE_BIAS=1" 20 env NN_FUSE_BIAS=1 NN_TEST_FILTER="$t" LD_LIBRARY_PATH="$libpath" \
+        "$bin/test_cuda"
+done
 
 # ---- 4. gradients on the GPU ----
 gstep "gradcheck --device cuda" 25 env LD_LIBRARY_PATH="$libpath" "$bin/convnet" gradcheck --device cuda
@@ -430,13 +435,14 @@ gstep "memcheck: bench ops, batch 4, 64x64" 35 env LD_LIBRARY_PATH="$libpath" "$
 
 # ---- 6. speed against PyTorch on the same GPU, batch 128 ----
 # as shipped (strict fp32, 64 MiB conv workspace); then without the workspace
-# cap (NN_CONV_WS_MB=0), in fp32 and in TF32 (NN_TF32=1; its ops validated at
-# the TF32 tolerance, which also checks the uncapped conv at full size)
+# cap (NN_CONV_WS_MB=0) and with the bias in the GEMM (NN_FUSE_BIAS=1), in fp32
+# and in TF32 (NN_TF32=1; its ops validated at the TF32 tolerance, which also
+# checks the uncapped conv and the fused bias at full size)
 gstep "bench fp32 (ops + model), batch 128" 80 env LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench --device cuda \
     --batch 128 --repeats 5 --json "$out/bench_fp32.json"
-gstep "bench fp32, no ws cap, model" 30 env NN_CONV_WS_MB=0 LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench \
+gstep "bench fp32, no ws cap, model" 30 env NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench \
     --device cuda --batch 128 --repeats 5 --model-only --json "$out/bench_fp32_nocap.json"
-gstep "bench TF32, no ws cap (ops + model)" 30 env NN_TF32=1 NN_CONV_WS_MB=0 LD_LIBRARY_PATH="$libpath" \
+gstep "bench TF32, no ws cap (ops + model)" 30 env NN_TF32=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" \
     "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --json "$out/bench_tf32.json"
 torch_step() { # precision: its JSON line goes to $out/torch_<precision>.json
     PYTHONUNBUFFERED=1 python3 "$root/benchmarks/torch_alexnet.py" --batch 128 --steps 20 --precision "$1" \
@@ -464,7 +470,7 @@ def load(name, *keys):
         return None
 rows = [("fp32", load("bench_fp32.json", "devices", "cuda", "train", "images_per_s"),
          load("torch_fp32.json", "train_images_per_s")),
-        ("fp32, no workspace cap", load("bench_fp32_nocap.json", "devices", "cuda", "train", "images_per_s"),
+        ("fp32, no ws cap, fused bias", load("bench_fp32_nocap.json", "devices", "cuda", "train", "images_per_s"),
          load("torch_fp32.json", "train_images_per_s")),
         ("TF32 + no cap / PyTorch default", load("bench_tf32.json", "devices", "cuda", "train", "images_per_s"),
          load("torch_default.json", "train_images_per_s"))]

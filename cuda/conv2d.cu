@@ -230,7 +230,9 @@ extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float
     NN_CUDA_STREAM(s);
     const conv_plan q = plan_of(g);
     float *col = (float *)ws;
-    if (b) {
+    /* the bias in the GEMM's epilogue (NN_FUSE_BIAS=1: same sums, one pass over y fewer) */
+    const bool fuse = b && nn_cuda_fuse_bias();
+    if (b && !fuse) {
         bias_fill_cuda(g, q.p, b, y, s);
         NN_CUDA_LAUNCHED("conv2d bias");
     }
@@ -243,9 +245,10 @@ extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float
         nn_gemm_batch bt = {cn * g->groups, g->groups,
                             0, (long long)q.ocg * q.kg,
                             q.pp, (long long)q.kg * ld,
-                            (long long)g->oc * q.p, (long long)q.ocg * q.p};
+                            (long long)g->oc * q.p, (long long)q.ocg * q.p,
+                            fuse ? b : nullptr, 0, q.ocg, 1}; /* row gi*ocg + m of the bias */
         NN_TRY(nn_cuda_sgemm(s, false, false, q.ocg, q.p, q.kg, 1.0f, w, q.kg, col, (int)ld,
-                             b ? 1.0f : 0.0f, y + (long long)n0 * g->oc * q.p, q.p, &bt));
+                             b && !fuse ? 1.0f : 0.0f, y + (long long)n0 * g->oc * q.p, q.p, &bt));
     }
     return NN_OK;
 }
@@ -275,7 +278,7 @@ extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const floa
             NN_CUDA_LAUNCHED("conv2d im2col");
             /* dw[gi] (ocg, kg) += dyp[gi] (ocg, ld) x col[gi]^T (ld, kg) */
             nn_gemm_batch bt = {g->groups, 1, (long long)q.ocg * ld, 0, (long long)q.kg * ld, 0,
-                                (long long)q.ocg * q.kg, 0};
+                                (long long)q.ocg * q.kg, 0, nullptr, 0, 0, 0};
             NN_TRY(nn_cuda_sgemm(s, false, true, q.ocg, q.kg, ldi, 1.0f, dyp, ldi, col, ldi, 1.0f, dw,
                                  q.kg, &bt));
         }
@@ -283,7 +286,7 @@ extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const floa
             /* dcol[gi] (kg, ld) = w[gi]^T (kg, ocg) x dyp[gi] (ocg, ld), into col (the dw GEMM
              * above has read it: same stream) */
             nn_gemm_batch bt = {g->groups, 1, (long long)q.ocg * q.kg, 0, (long long)q.ocg * ld, 0,
-                                (long long)q.kg * ld, 0};
+                                (long long)q.kg * ld, 0, nullptr, 0, 0, 0};
             NN_TRY(nn_cuda_sgemm(s, true, false, q.kg, ldi, q.ocg, 1.0f, w, q.kg, dyp, ldi, 0.0f, col,
                                  ldi, &bt));
             col2im_cuda(g, q.pp, cn, col, dx + (long long)n0 * g->c * g->h * g->w, s);

@@ -50,6 +50,10 @@ sgemm_kernel(int M, int N, int K, float alpha, const float *__restrict__ A, int 
     else
         C += (zb / bt.inner) * bt.c_outer + (zb % bt.inner) * bt.c_inner;
     const int kbeg = ks * kchunk, kend = min(K, kbeg + kchunk);
+    /* the bias epilogue; with K split the reduction adds it */
+    const float *bias = bt.bias && ksplit == 1
+                            ? bt.bias + (zb / bt.inner) * bt.bias_outer + (zb % bt.inner) * bt.bias_inner
+                            : nullptr;
 
     const int tid = threadIdx.x;
     const int tx = tid % (BN / TN), ty = tid / (BN / TN);
@@ -155,6 +159,8 @@ sgemm_kernel(int M, int N, int K, float alpha, const float *__restrict__ A, int 
         const int m = m0 + (i / 4) * SM_ + ty * 4 + (i % 4);
         if (m >= M) continue;
         float *crow = C + (long long)m * ldc;
+        const float rb = bias && bt.bias_per_row ? bias[m] : 0.0f;
+        const float *cb = bias && !bt.bias_per_row ? bias : nullptr;
 #pragma unroll
         for (int g = 0; g < GN; g++) {
             const int n = n0 + g * SN + tx * 4;
@@ -166,20 +172,26 @@ sgemm_kernel(int M, int N, int K, float alpha, const float *__restrict__ A, int 
                     float4 o = *reinterpret_cast<float4 *>(p);
                     r.x += beta * o.x; r.y += beta * o.y; r.z += beta * o.z; r.w += beta * o.w;
                 }
+                if (bias) {
+                    r.x += cb ? cb[n] : rb; r.y += cb ? cb[n + 1] : rb;
+                    r.z += cb ? cb[n + 2] : rb; r.w += cb ? cb[n + 3] : rb;
+                }
                 *reinterpret_cast<float4 *>(p) = r;
             } else {
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     if (n + j >= N) break;
                     float r = alpha * acc[i][g * 4 + j];
-                    p[j] = beta != 0.0f ? r + beta * p[j] : r;
+                    if (beta != 0.0f) r += beta * p[j];
+                    if (bias) r += cb ? cb[n + j] : rb;
+                    p[j] = r;
                 }
             }
         }
     }
 }
 
-/* Sums the K slices of a split product: C = sum_s part[s] + beta C. */
+/* Sums the K slices of a split product: C = sum_s part[s] + beta C (+ bias). */
 static __global__ void splitk_reduce_kernel(int M, int N, int ksplit, int count, const float *__restrict__ part,
                                             float beta, float *C, int ldc, nn_gemm_batch bt)
 {
@@ -192,7 +204,11 @@ static __global__ void splitk_reduce_kernel(int M, int N, int ksplit, int count,
         float sum = 0.0f;
         for (int k = 0; k < ksplit; k++) sum += p[k * mn];
         float *c = C + (zb / bt.inner) * bt.c_outer + (zb % bt.inner) * bt.c_inner + (r / N) * ldc + r % N;
-        *c = beta != 0.0f ? sum + beta * *c : sum;
+        if (beta != 0.0f) sum += beta * *c;
+        if (bt.bias)
+            sum += bt.bias[(zb / bt.inner) * bt.bias_outer + (zb % bt.inner) * bt.bias_inner +
+                           (bt.bias_per_row ? r / N : r % N)];
+        *c = sum;
     }
 }
 
@@ -278,6 +294,16 @@ extern "C" bool nn_cuda_tf32_enabled(void)
     if (on < 0) {
         const char *e = getenv("NN_TF32");
         on = e && e[0] == '1' && tf32_supported();
+    }
+    return on;
+}
+
+extern "C" bool nn_cuda_fuse_bias(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("NN_FUSE_BIAS");
+        on = e && e[0] == '1';
     }
     return on;
 }
@@ -389,7 +415,9 @@ static nn_status sgemm_as(cudaStream_t s, nn_gemm_variant v, bool ta, bool tb, i
                           const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc,
                           const nn_gemm_batch *batch)
 {
-    nn_gemm_batch bt = batch ? *batch : nn_gemm_batch{1, 1, 0, 0, 0, 0, 0, 0};
+    nn_gemm_batch one = {};
+    one.count = one.inner = 1;
+    nn_gemm_batch bt = batch ? *batch : one;
     if (bt.inner < 1) bt.inner = 1;
     if (m < 0 || n < 0 || k < 0 || bt.count < 0)
         return nn_error(NN_E_ARG, "cuda sgemm: negative size (%d, %d, %d, batch %d)", m, n, k, bt.count);

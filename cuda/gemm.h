@@ -37,6 +37,10 @@ nn_gemm_variant nn_cuda_gemm_pick(int m, int n, int k, int count);
 /* TF32 switch: NN_TF32=1 in the environment (read once) on a device that has
  * TF32 tensor cores. Off by default: results then are strict fp32. */
 bool nn_cuda_tf32_enabled(void);
+/* NN_FUSE_BIAS=1 in the environment (read once): conv2d and linear add their
+ * bias in the GEMM's epilogue instead of writing it to y first (identical
+ * sums: acc + 1 * bias either way). Off by default until measured on a GPU. */
+bool nn_cuda_fuse_bias(void);
 
 #ifdef __cplusplus
 }

@@ -132,6 +132,10 @@ sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A,
     const int kbeg = ks * kchunk, kend = min(K, kbeg + kchunk);
     const int ktiles = kend > kbeg ? (kend - kbeg + TF32_BK - 1) / TF32_BK : 0;
     const int m0 = blockIdx.y * TF32_BM, n0 = blockIdx.x * TF32_BN;
+    /* the bias epilogue; with K split the reduction adds it */
+    const float *bias = bt.bias && ksplit == 1
+                            ? bt.bias + (zb / bt.inner) * bt.bias_outer + (zb % bt.inner) * bt.bias_inner
+                            : nullptr;
 
     /* shared tiles in the stored layout: A (m, k) at TA ? [k][m] : [m][k], B (k, n) at TB ? [n][k] : [k][n] */
     constexpr int A_PITCH = TA ? TF32_BM + TF32_PAD_MN : TF32_BK + TF32_PAD_K;
@@ -221,8 +225,10 @@ sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A,
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     if (n + e >= N) break;
-                    const float r = alpha * acc[i][j][h * 2 + e];
-                    crow[n + e] = beta != 0.0f ? r + beta * crow[n + e] : r;
+                    float r = alpha * acc[i][j][h * 2 + e];
+                    if (beta != 0.0f) r += beta * crow[n + e];
+                    if (bias) r += bias[bt.bias_per_row ? m : n + e];
+                    crow[n + e] = r;
                 }
             }
         }
