@@ -16,7 +16,9 @@
  * K is split across blocks and a second kernel adds the slices in order.
  * With NN_TF32=1 in the environment (sm_80 and later) the tensor-core kernel
  * of gemm_tf32.cuh runs instead: faster, with TF32 roundings of A and B
- * (strict fp32 stays the default and what the tests compare against). */
+ * (strict fp32 stays the default and what the tests compare against).
+ * Both add an optional bias (per row or per column, nn_gemm_batch) in their
+ * epilogue; with K split, the reduction does. */
 #include "common.cuh"
 
 #define VEC_A 1
@@ -360,7 +362,7 @@ static gemm_plan plan_gemm(nn_gemm_variant want, int m, int n, int k, int count)
     }
     switch (want) {
     case NN_GEMM_TF32:
-        return with_slices(NN_GEMM_TF32, splitk_slices(t128, k, sms, count), k, TF32_BK);
+        return with_slices(NN_GEMM_TF32, splitk_slices(t128, k, TF32_MIN_BLOCKS * sms, count), k, TF32_BK);
     case NN_GEMM_FP32_SPLITK: { /* forced: at least two slices when K allows */
         int ks = splitk_slices(t64, k, 2 * sms, count);
         if (ks < 2) ks = k >= 32 ? 2 : 1;

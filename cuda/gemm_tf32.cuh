@@ -25,6 +25,10 @@
 #define TF32_BK 32
 #define TF32_THREADS 256
 #define TF32_STAGES 3
+/* Blocks per multiprocessor asked of the compiler (registers capped at 128;
+ * ptxas -v for sm_90: no spills in NN/NT, 8 bytes in TN/TT) and counted on by
+ * the split-K choice; two rings of 108 KiB fit in Hopper's 228 KiB. */
+#define TF32_MIN_BLOCKS 2
 /* Pads (floats) of the shared rows. A row along K (32 floats + 4): lane (g, t)
  * reads row g, column t -> bank 4g + t, all distinct. A row along M or N (128
  * + 8): lane reads row t, column g -> bank 8t + g, all distinct. Both keep
@@ -114,7 +118,7 @@ static __device__ __forceinline__ void tf32_load_tile(float *tile, const float *
 }
 
 template <bool TA, bool TB>
-static __global__ void __launch_bounds__(TF32_THREADS)
+static __global__ void __launch_bounds__(TF32_THREADS, TF32_MIN_BLOCKS)
 sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A, int lda,
                   const float *__restrict__ B, int ldb, float beta, float *__restrict__ C, int ldc,
                   nn_gemm_batch bt, int z0, int vec, int ksplit, int kchunk)
@@ -248,6 +252,10 @@ static nn_status launch_tf32(cudaStream_t s, int m, int n, int k, float alpha, c
         NN_CUDA_TRY(cudaFuncSetAttribute(sgemm_tf32_kernel<TA, TB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          TF32_SMEM_BYTES),
                     "sgemm tf32 shared memory");
+        /* all of the on-chip memory as shared memory, so two blocks fit */
+        NN_CUDA_TRY(cudaFuncSetAttribute(sgemm_tf32_kernel<TA, TB>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                         (int)cudaSharedmemCarveoutMaxShared),
+                    "sgemm tf32 shared memory carveout");
         opted = true;
     }
     const unsigned gx = (unsigned)((n + TF32_BN - 1) / TF32_BN), gy = (unsigned)((m + TF32_BM - 1) / TF32_BM);
