@@ -314,9 +314,15 @@ finish() {
         IFS='|' read -r a b c d <<<"$r"
         say "$(printf '%-40s %-26s %7s %6s' "$a" "$b" "${c:--}" "${d:--}")"
     done
-    [ -f "$out/summary.txt" ] && cat "$out/summary.txt" | tee -a "$log"
+    [ -f "$work/summary.txt" ] && cat "$work/summary.txt" | tee -a "$log"
     say "gpu_check ($mode): $failed failed, $SECONDS s; log and table in $out"
     write_json
+    # the device tool brings back at most 8 files (the 8 results: log, table,
+    # 3 convnet and 2 PyTorch benchmarks, training)
+    if [ "$(find "$out" -type f | wc -l)" -gt 8 ]; then
+        say "gpu_check: more than 8 files in $out: only 8 come back"
+        failed=$((failed + 1))
+    fi
     if [ "$mode" = dry ] && ! python3 -m json.tool "$json" >/dev/null; then
         say "gpu_check: $json is not valid JSON"
         failed=$((failed + 1))
@@ -455,9 +461,10 @@ else
     step "pytorch fp32, batch 128" 35 torch_step fp32
     step "pytorch default (TF32 convs), batch 128" 35 torch_step default
 fi
-# side by side: training images/s, ours over PyTorch's
+# side by side: training images/s, ours over PyTorch's (into the log: at most
+# 8 files come back from $OUT, and the results take 8)
 summary() {
-    python3 - "$out" <<'EOF' >"$out/summary.txt"
+    python3 - "$out" <<'EOF' >"$work/summary.txt"
 import json, os, sys
 out = sys.argv[1]
 def load(name, *keys):
@@ -486,7 +493,7 @@ if [ "$mode" = dry ]; then
     # the summary reads the keys the two programs write: try it on stand-ins
     echo '{"devices": {"cuda": {"train": {"images_per_s": 100.0}}}}' >"$out/bench_fp32.json"
     echo '{"train_images_per_s": 200.0}' >"$out/torch_fp32.json"
-    summary_check() { summary && grep -q '^fp32 .* 0.50x$' "$out/summary.txt"; }
+    summary_check() { summary && grep -q '^fp32 .* 0.50x$' "$work/summary.txt"; }
     export -f summary_check
     step "side-by-side summary (dry run, stand-in numbers)" 5 summary_check
 else
