@@ -16,7 +16,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "core/backend.h"
+#if NN_HAVE_CUDA
+#include "cuda/gemm.h"
+#endif
 #include "models/model.h"
 #include "ops/registry.h"
 #include "optim/optim.h"
@@ -33,6 +37,19 @@
  * in a blocked GEMM stays well inside 1e-4 of it. */
 #define CHECK_SAMPLES 64
 #define CHECK_TOL 1e-4
+/* With the GPU's TF32 switch on (NN_TF32=1, cuda/gemm.h) each product carries
+ * two roundings to 10 mantissa bits: |e| <= 2^-10 |a b|, so 2e-3 of the sum
+ * of |terms| (still ~500 times below what a wrong index gives). */
+#define CHECK_TOL_TF32 2e-3
+
+static double check_tol(const nn_backend *be)
+{
+    /* the module decides whether TF32 really runs (sm_80+); asked for is
+     * enough to allow its rounding */
+    const char *tf32 = getenv(NN_TF32_ENV);
+    if (be->device == NN_CUDA && tf32 && tf32[0] == '1') return CHECK_TOL_TF32;
+    return CHECK_TOL;
+}
 
 static double now_s(void)
 {
@@ -72,6 +89,42 @@ static double vm_hwm_mb(void)
 }
 /* ---- the machine's SGEMM rate ---- */
 
+/* C = A B (n x n, row-major) at CHECK_SAMPLES random elements against float64:
+ * one row of A and one column of B (all of B comes over once) per sample. */
+static bool gemm_valid(const nn_backend *be, int n, const float *a, const float *b, const float *c)
+{
+    const size_t row = (size_t)n * sizeof(float);
+    float *hb = malloc(row * (size_t)n), *ha = malloc(row);
+    bool ok = hb && ha && be->copy(hb, NN_CPU, b, be->device, row * (size_t)n) == NN_OK;
+    double worst = 0;
+    nn_rng r = nn_rng_make(98);
+    for (int smp = 0; ok && smp < CHECK_SAMPLES; smp++) {
+        int i = (int)nn_rng_below(&r, (uint32_t)n), j = (int)nn_rng_below(&r, (uint32_t)n);
+        float got;
+        if (be->copy(ha, NN_CPU, a + (size_t)i * n, be->device, row) != NN_OK ||
+            be->copy(&got, NN_CPU, c + (size_t)i * n + j, be->device, sizeof got) != NN_OK) {
+            ok = false;
+            break;
+        }
+        double ref = 0, mag = 1e-30;
+        for (int p = 0; p < n; p++) {
+            double t = (double)ha[p] * hb[(size_t)p * n + j];
+            ref += t;
+            mag += fabs(t);
+        }
+        double e = fabs(got - ref) / mag;
+        if (!(e <= worst)) worst = e; /* NaN-safe */
+    }
+    if (ok && !(worst <= check_tol(be))) {
+        fprintf(stderr, "bench: %s SGEMM %dx%dx%d fails validation (relative error %.3g > %g)\n", be->name, n, n,
+                n, worst, check_tol(be));
+        ok = false;
+    }
+    free(ha);
+    free(hb);
+    return ok;
+}
+
 static double measure_gemm(const nn_backend *be, int n, int repeats)
 {
     size_t bytes = (size_t)n * n * sizeof(float);
@@ -96,6 +149,7 @@ static double measure_gemm(const nn_backend *be, int n, int repeats)
         if (i >= 0) t[i] = now_s() - t0;
     }
     rate = 2.0 * n * (double)n * n / median(t, r) / 1e9;
+    if (!gemm_valid(be, n, a, b, c)) rate = 0; /* a wrong product has no rate */
 out:
     if (a) be->free(a);
     if (b) be->free(b);
@@ -196,6 +250,39 @@ out:
     return worst;
 }
 
+/* The weight and bias gradients (zero before the one backward of the
+ * validation run) at CHECK_SAMPLES random elements of dw against the op's
+ * float64 reference (bench_op.wgrad_ref; dw and the bias of the same output
+ * row). Returns the worst relative error as case_check does; 0 for ops
+ * without weights. */
+static double grad_check(op_case *c)
+{
+    if (!c->bo->wgrad_ref || !c->nw) return 0;
+    const nn_backend *be = c->be;
+    const size_t f = sizeof(float);
+    float *x = to_host(be, c->x, c->nx * f), *dy = to_host(be, c->dy, c->ny * f);
+    float *dw = to_host(be, c->dw, c->nw * f), *db = to_host(be, c->db, c->nb * f);
+    double worst = 0;
+    if (!x || !dy || !dw || !db) {
+        worst = INFINITY;
+        goto out;
+    }
+    nn_rng r = nn_rng_make(97);
+    for (int smp = 0; smp < CHECK_SAMPLES; smp++) {
+        size_t o = (size_t)nn_rng_below(&r, (uint32_t)c->nw);
+        bench_wgrad g = {0, 1e-30, 0, 1e-30, 0};
+        c->bo->wgrad_ref(c, x, dy, o, &g);
+        const double e = fmax(fabs(dw[o] - g.dw) / g.dw_mag, fabs(db[g.row] - g.db) / g.db_mag);
+        if (!(e <= worst)) worst = e; /* NaN-safe */
+    }
+out:
+    free(x);
+    free(dy);
+    free(dw);
+    free(db);
+    return worst;
+}
+
 /* Times forward and backward: the validation run, one warm-up, then the
  * median of `repeats`. */
 static nn_status time_case(op_case *c, int repeats, op_result *res)
@@ -205,9 +292,11 @@ static nn_status time_case(op_case *c, int repeats, op_result *res)
     NN_TRY(c->bo->run(c, true));
     NN_TRY(be->sync());
     res->check_err = case_check(c);
-    if (!(res->check_err <= CHECK_TOL))
+    const double gerr = grad_check(c);
+    if (!(gerr <= res->check_err)) res->check_err = gerr; /* NaN-safe */
+    if (!(res->check_err <= check_tol(be)))
         return nn_error(NN_E_RANGE, "bench: %s %s on %s fails validation (relative error %.3g > %g)",
-                        res->layer, res->op, be->name, res->check_err, CHECK_TOL);
+                        res->layer, res->op, be->name, res->check_err, check_tol(be));
     double tf[MAX_REPEATS], tb[MAX_REPEATS];
     for (int i = -1; i < repeats; i++) {
         double t0 = now_s();

@@ -75,6 +75,13 @@ typedef struct bench_host {
 /* An op's benchmark case (bench_ops.c). bench.c sets nx, ny (from the
  * layer's shapes), need_dx and be, allocates x, y, dy, dx (and w, dw, b, db
  * when nw > 0) and fills them, then calls setup for the rest. */
+/* A float64 reference for one element o of dw and for the bias of its
+ * output row: sums and the sums of |terms| (the error's scale). */
+typedef struct bench_wgrad {
+    double dw, dw_mag, db, db_mag;
+    int row;                   /* the output channel / feature of element o */
+} bench_wgrad;
+
 struct bench_op {
     const char *op;            /* the registry's name */
     float x_lo;                /* x uniform in [x_lo, 1) */
@@ -86,6 +93,9 @@ struct bench_op {
     /* float64 reference of output o (got: the kernel's value); adds the
      * |terms| to *mag */
     double (*ref)(const op_case *c, const bench_host *h, size_t o, double got, double *mag);
+    /* ops with weights: the reference of their weight and bias gradients
+     * (x, dy: host copies); NULL: none to check */
+    void (*wgrad_ref)(const op_case *c, const float *x, const float *dy, size_t o, bench_wgrad *g);
 };
 
 /* The case of a registered op, or NULL when it has none (then not timed). */

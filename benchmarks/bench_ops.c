@@ -293,14 +293,50 @@ static double xent_ref(const op_case *c, const bench_host *hs, size_t o, double 
 
 /* Every registered op that has a benchmark case. relu's x spans [-1, 1) so
  * half its inputs take each branch; the others draw x in [0, 1). */
+/* dw[o] = sum over samples and positions of dy x; db[row] = sum of dy */
+static void conv_wgrad_ref(const op_case *c, const float *x, const float *dy, size_t o, bench_wgrad *g)
+{
+    const nn_conv2d_geom *gm = &c->cg;
+    const int cg = gm->c / gm->groups, q = (int)(o % (size_t)gm->kw), p = (int)(o / (size_t)gm->kw % (size_t)gm->kh);
+    const int ci = (int)(o / ((size_t)gm->kw * gm->kh) % (size_t)cg), oc = (int)(o / ((size_t)gm->kw * gm->kh * cg));
+    const int grp = oc / (gm->oc / gm->groups);
+    g->row = oc;
+    for (int n = 0; n < gm->n; n++)
+        for (int i = 0; i < gm->oh; i++)
+            for (int j = 0; j < gm->ow; j++) {
+                const double d = dy[(((size_t)n * gm->oc + oc) * gm->oh + i) * gm->ow + j];
+                g->db += d;
+                g->db_mag += fabs(d);
+                const int h = i * gm->sh + p - gm->ph, ww = j * gm->sw + q - gm->pw;
+                if (h < 0 || h >= gm->h || ww < 0 || ww >= gm->w) continue;
+                const double t = d * x[(((size_t)n * gm->c + grp * cg + ci) * gm->h + h) * gm->w + ww];
+                g->dw += t;
+                g->dw_mag += fabs(t);
+            }
+}
+
+/* dw[k][i] = sum over samples of dy[n][k] x[n][i]; db[k] = sum of dy[n][k] */
+static void linear_wgrad_ref(const op_case *c, const float *x, const float *dy, size_t o, bench_wgrad *g)
+{
+    const size_t k = o / (size_t)c->fg.in, i = o % (size_t)c->fg.in;
+    g->row = (int)k;
+    for (int n = 0; n < c->fg.n; n++) {
+        const double d = dy[(size_t)n * c->fg.out + k], t = d * x[(size_t)n * c->fg.in + i];
+        g->db += d;
+        g->db_mag += fabs(d);
+        g->dw += t;
+        g->dw_mag += fabs(t);
+    }
+}
+
 static const bench_op OPS[] = {
-    {"conv2d", 0.0f, conv_shape, conv_setup, conv_run, conv_ref},
-    {"relu", -1.0f, relu_shape, NULL, relu_run, relu_ref},
-    {"lrn", 0.0f, lrn_shape, lrn_setup, lrn_run, lrn_ref},
-    {"maxpool2d", 0.0f, pool_shape, pool_setup, pool_run, pool_ref},
-    {"dropout", 0.0f, dropout_shape, dropout_setup, dropout_run, dropout_ref},
-    {"linear", 0.0f, linear_shape, NULL, linear_run, linear_ref},
-    {"softmax_xent", 0.0f, xent_shape, xent_setup, xent_run, xent_ref},
+    {"conv2d", 0.0f, conv_shape, conv_setup, conv_run, conv_ref, conv_wgrad_ref},
+    {"relu", -1.0f, relu_shape, NULL, relu_run, relu_ref, NULL},
+    {"lrn", 0.0f, lrn_shape, lrn_setup, lrn_run, lrn_ref, NULL},
+    {"maxpool2d", 0.0f, pool_shape, pool_setup, pool_run, pool_ref, NULL},
+    {"dropout", 0.0f, dropout_shape, dropout_setup, dropout_run, dropout_ref, NULL},
+    {"linear", 0.0f, linear_shape, NULL, linear_run, linear_ref, linear_wgrad_ref},
+    {"softmax_xent", 0.0f, xent_shape, xent_setup, xent_run, xent_ref, NULL},
 };
 
 const bench_op *bench_op_find(const char *op)

@@ -1,205 +1,518 @@
 #!/usr/bin/env bash
-# The GPU checks, as one prepared script for a bare GPU machine (nvcc, meson,
-# ninja, maybe PyTorch; no network; maybe no OpenBLAS/cmocka/cJSON/libpng/libjpeg dev
-# packages). Missing libraries come from .deb files fetched beforehand by
-# benchmarks/fetch_debs.sh, unpacked with dpkg -x into a local prefix (never
-# into /). Then: a fresh -Dcuda=enabled build, the GPU tests, `convnet
-# gradcheck --device cuda`, `convnet bench --device cuda`, and PyTorch's
-# AlexNet timing where torch works. Prints a table (check, result, seconds),
-# writes the full log, and exits non-zero if any check failed.
+# The GPU checks as one prepared command for a short, rare GPU window (a bare
+# machine: nvcc, Python + PyTorch, meson, ninja; no pkg-config, no Debian
+# libraries, no network; 10 minutes a command; what is under $OUT comes back).
 #
-#   usage: benchmarks/gpu_check.sh [--debs DIR] [--build DIR] [--log FILE] [--sm SM]
-# Run from anywhere; paths are relative to the current directory.
+#   benchmarks/gpu_check.sh prepare    here, without a GPU: builds convnet and
+#       test_cuda (build-gpu-check/, -Dcuda=enabled), packs them with the
+#       runtime libraries ldd lists (from the Debian packages, dpkg -x) and what
+#       a fallback build needs into gpu-carry/bundle.tar.xz, and the
+#       Fashion-MNIST .gz files into gpu-carry/fashion-mnist when they fit
+#   benchmarks/gpu_check.sh [run]      there, with carry ["gpu-carry"]: the steps
+#       below, most valuable first, each with its own time limit inside one
+#       budget (GPU_CHECK_BUDGET, default 540 s); log, JSON table and results
+#       go to $OUT (default gpu_check_out/) after EVERY step, so a kill keeps
+#       what finished
+#   benchmarks/gpu_check.sh --dry-run  here: prepare (when gpu-carry/ is
+#       missing or older than the sources), then every step except those that
+#       need a GPU, which are only checked to be runnable; fails loudly when
+#       the script or the bundle is broken (.ci/run runs this)
+#
+# Steps: unpack; binaries start (else a fallback build there); the GPU test
+# suite (a failure is rerun with CUDA_LAUNCH_BLOCKING=1 to name the kernel);
+# gradcheck --device cuda; compute-sanitizer memcheck and racecheck; convnet
+# bench at batch 128 in strict fp32 and TF32 (NN_TF32=1) against PyTorch on the
+# same GPU in fp32 and with its default precision (TF32 for convolutions);
+# the full-size AlexNet on Fashion-MNIST with the time left.
+# Exit status: 0 when no step failed.
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-debs=debs
-build="build-gpu-check"
-log=gpu_check.log
-sm=90
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --debs) debs=$2; shift 2 ;;
-    --build) build=$2; shift 2 ;;
-    --log) log=$2; shift 2 ;;
-    --sm) sm=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
-    *) echo "gpu_check: unknown argument '$1'" >&2; exit 2 ;;
-  esac
-done
-mkdir -p "$(dirname "$log")"
-log=$(cd "$(dirname "$log")" && pwd)/$(basename "$log")
-: >"$log"
-[ -d "$debs" ] && debs=$(cd "$debs" && pwd)
-case "$build" in /*) ;; *) build=$(pwd)/$build ;; esac
-prefix=$build-deps
+carry=$root/gpu-carry
+bdir=$root/build-gpu-check
+debs=$root/debs
+sm=${GPU_CHECK_SM:-90}
+budget=${GPU_CHECK_BUDGET:-540}
+# carried binaries and libraries together stay under this (the tree travels in 64 MiB)
+bundle_max=$((40 * 1024 * 1024))
+travel_max=$((60 * 1024 * 1024))
 
-t_start=$(date +%s)
-declare -a rows=()
+mode=run
+case "${1:-run}" in
+    prepare) mode=prepare ;;
+    run) mode=run ;;
+    --dry-run) mode=dry ;;
+    -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
+    *) echo "gpu_check: unknown argument '$1' (prepare, run or --dry-run)" >&2; exit 2 ;;
+esac
+
+# ---- helpers shared by both sides ----
+
+# find_cuda_bin NAME: a CUDA tool on PATH or in the usual install folders
+find_cuda_bin() {
+    local d
+    if command -v "$1" >/dev/null 2>&1; then command -v "$1"; return 0; fi
+    for d in "${CUDA_HOME:-/nonexistent}/bin" /usr/local/cuda/bin /usr/local/cuda-*/bin /opt/cuda/bin; do
+        [ -x "$d/$1" ] && { echo "$d/$1"; return 0; }
+    done
+    return 1
+}
+
+# a digest of the sources the binaries are built from (the .git folder may
+# not travel: the files themselves are read, in a fixed order)
+sources_digest() {
+    (cd "$root" && find core cuda ops models optim io tools tests meson.build meson_options.txt -type f \
+        \( -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' -o -name 'meson*' \) 2>/dev/null |
+        LC_ALL=C sort | xargs cat | sha256sum | cut -c1-16)
+}
+
+# libraries every Linux has and that must come from the machine itself
+is_system_lib() {
+    case "$1" in
+        libc.so.* | libm.so.* | libdl.so.* | libpthread.so.* | librt.so.* | ld-linux* | libresolv.so.*) return 0 ;;
+    esac
+    return 1
+}
+
+# ---- prepare: build, gather libraries, pack ----
+
+prepare() {
+    local nvcc cuda=enabled
+    if nvcc=$(find_cuda_bin nvcc); then
+        export PATH="$(dirname "$nvcc"):$PATH"
+    elif [ "$mode" = dry ]; then
+        echo "gpu_check: no nvcc here: the dry run packs a build without the CUDA backend" >&2
+        cuda=disabled
+    else
+        echo "gpu_check prepare: nvcc not found (PATH, CUDA_HOME, /usr/local/cuda*)" >&2
+        return 1
+    fi
+    # the dry run reuses build/ when it is what prepare would make (CI has just built it)
+    if [ "$mode" = dry ] && grep -q '^#define NN_HAVE_CUDA 1' "$root/build/config.h" 2>/dev/null &&
+        meson introspect "$root/build" --buildoptions 2>/dev/null | python3 -c '
+import json, sys
+o = {x["name"]: x["value"] for x in json.load(sys.stdin)}
+sys.exit(0 if (o["buildtype"], o["gpu_sm"], o["tests"]) == ("release", sys.argv[1], "enabled") or
+         (o["buildtype"], o["gpu_sm"]) == ("release", sys.argv[1]) and o["tests"] == "auto" else 1)' "$sm"; then
+        bdir=$root/build
+    fi
+    if [ ! -f "$bdir/build.ninja" ]; then
+        local setup_log
+        setup_log=$(mktemp)
+        meson setup "$bdir" "$root" -Dcuda=$cuda -Dtests=enabled -Dgpu_sm="$sm" --buildtype=release \
+            >"$setup_log" 2>&1 || { cat "$setup_log"; rm -f "$setup_log"; return 1; }
+        rm -f "$setup_log"
+    fi
+    nice ninja -C "$bdir" tools/convnet tests/test_cuda >/dev/null || {
+        ninja -C "$bdir" tools/convnet tests/test_cuda; return 1; }
+
+    local stage=$carry.stage
+    rm -rf "$stage"
+    mkdir -p "$stage/bin" "$stage/lib" "$stage/dev/pkgconfig" "$carry"
+    cp "$bdir/tools/convnet" "$bdir/tests/test_cuda" "$stage/bin/"
+
+    # the libraries ldd lists, and the packages that own them
+    local libs=() pkgs=() l p
+    mapfile -t libs < <(ldd "$stage/bin/convnet" "$stage/bin/test_cuda" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
+    for l in "${libs[@]}"; do
+        is_system_lib "$(basename "$l")" && continue
+        p=$(dpkg -S "$l" 2>/dev/null || dpkg -S "$(readlink -f "$l")" 2>/dev/null || dpkg -S "/usr$l" 2>/dev/null) || p=
+        p=${p%%:*}
+        [ -n "$p" ] && pkgs+=("$p")
+    done
+    # a fallback build there: headers, .pc files, .so links and pkgconf itself
+    local dev=(libopenblas-openmp-dev libcmocka-dev libcjson-dev libpng-dev libjpeg62-turbo-dev zlib1g-dev
+        pkgconf-bin libpkgconf3)
+    mapfile -t pkgs < <(printf '%s\n' "${pkgs[@]}" | sort -u)
+    local fetched=1
+    bash "$root/benchmarks/fetch_debs.sh" "$debs" "${pkgs[@]}" "${dev[@]}" || fetched=0
+
+    for l in "${libs[@]}"; do
+        local name f
+        name=$(basename "$l")
+        is_system_lib "$name" && continue
+        f=$(find "$debs/root" -name "$name" 2>/dev/null | head -1)
+        if [ -z "$f" ]; then
+            # no package (no network, or a library from outside Debian): the installed copy is the same file
+            echo "gpu_check prepare: $name not in the fetched packages: copying $l" >&2
+            f=$l
+        fi
+        cp -L "$f" "$stage/lib/$name"
+    done
+    if [ $fetched = 1 ]; then
+        # development links (libfoo.so -> the carried soname), matched through the file both resolve to
+        local -A soname_of=()
+        for f in "$stage/lib"/*; do
+            l=$(find "$debs/root" -name "$(basename "$f")" | head -1)
+            [ -n "$l" ] && soname_of[$(readlink -f "$l")]=$(basename "$f")
+        done
+        while IFS= read -r l; do
+            f=${soname_of[$(readlink -f "$l")]:-}
+            [ -n "$f" ] && ln -sf "$f" "$stage/lib/$(basename "$l")"
+        done < <(find "$debs/root" -name 'lib*.so' -type l)
+        cp -a "$debs/root/usr/include" "$stage/dev/include"
+        # .pc files point at @CARRY@, replaced where the bundle is unpacked
+        for f in $(find "$debs/root" -name '*.pc' -path '*pkgconfig*' ! -name 'blas-*' ! -name 'lapack-*'); do
+            sed -e 's|^libdir=.*|libdir=@CARRY@/lib|' -e 's|/usr/include|@CARRY@/dev/include|g' \
+                -e 's|^prefix=/usr|prefix=@CARRY@/dev|' "$f" >"$stage/dev/pkgconfig/$(basename "$f")"
+        done
+        cp "$debs/root/usr/bin/pkgconf" "$stage/bin/pkgconf"
+        cp -L "$(find "$debs/root" -name 'libpkgconf.so.3' | head -1)" "$stage/lib/"
+    else
+        echo "gpu_check prepare: packages not fetched: the bundle has no fallback build files" >&2
+    fi
+    {
+        echo "git $(git -C "$root" rev-parse HEAD 2>/dev/null)$(git -C "$root" diff --quiet 2>/dev/null || echo ' (modified)')"
+        echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), cuda=$cuda, sm_$sm"
+        echo "packages: ${pkgs[*]}"
+        echo "sources $(sources_digest)"
+        (cd "$stage" && find bin lib -type f -printf '%s %p\n' | sort -k2)
+    } >"$stage/MANIFEST"
+
+    rm -f "$carry/bundle.tar.xz"
+    local level=-6
+    [ "$mode" = dry ] && level=-1 # CI's time: a little larger, as good
+    XZ_OPT=$level tar -C "$stage" -cJf "$carry/bundle.tar.xz" . || return 1
+    rm -rf "$stage"
+    local size
+    size=$(stat -c %s "$carry/bundle.tar.xz")
+    if [ "$size" -gt $bundle_max ]; then
+        echo "gpu_check prepare: bundle is $((size >> 20)) MiB, over $((bundle_max >> 20)) MiB" >&2
+        return 1
+    fi
+
+    # the data, when the whole tree still travels (tracked files + carry)
+    local data tree total
+    rm -rf "$carry/fashion-mnist"
+    data=$(dirname "$(dpkg -L dataset-fashion-mnist 2>/dev/null | grep 'train-images-idx3-ubyte.gz$' | head -1)")
+    tree=$(git -C "$root" ls-files -z | (cd "$root" && xargs -0 stat -c %s 2>/dev/null) | awk '{s += $1} END {print s + 0}')
+    if [ -d "$data" ]; then
+        total=$((tree + size + $(cat "$data"/*-ubyte.gz | wc -c)))
+        if [ $total -le $travel_max ]; then
+            mkdir -p "$carry/fashion-mnist"
+            cp "$data"/*-ubyte.gz "$carry/fashion-mnist/"
+        else
+            echo "gpu_check prepare: Fashion-MNIST left out ($((total >> 20)) MiB would travel)" >&2
+        fi
+    fi
+    echo "gpu_check prepare: $(du -sh "$carry" | cut -f1) in $carry (bundle $((size >> 20)) MiB," \
+        "tracked files $((tree >> 20)) MiB); carry [\"gpu-carry\"]"
+}
+
+if [ "$mode" = prepare ]; then
+    prepare
+    exit $?
+fi
+if [ "$mode" = dry ]; then
+    # a bundle older than the sources is rebuilt, so CI checks what the code is now
+    if [ ! -f "$carry/bundle.tar.xz" ] || [ -n "$(find "$root/core" "$root/cuda" "$root/ops" "$root/tools" "$root/tests" \
+        "$root/benchmarks" -newer "$carry/bundle.tar.xz" -type f 2>/dev/null | head -1)" ]; then
+        prepare || { echo "gpu_check --dry-run: prepare FAILED" >&2; exit 1; }
+    fi
+fi
+
+# ---- run (or dry run): steps, log and table ----
+
+out=${OUT:-$root/gpu_check_out}
+[ "$mode" = dry ] && out=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check_dry.XXXXXX")
+mkdir -p "$out"
+log=$out/gpu_check.log
+json=$out/gpu_check.json
+work=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")
+: >"$log"
+t_end=$((SECONDS + budget))
+rows=()
 failed=0
 
 say() { echo "$*" | tee -a "$log"; }
+linebuf=
+command -v stdbuf >/dev/null && linebuf="stdbuf -oL -eL"
 
-# run NAME TIMEOUT CMD...: runs a check with its output in the log; records
-# pass/fail/timeout and the seconds taken. Returns the command's status.
-run() {
-  local name=$1 limit=$2
-  shift 2
-  say ""
-  say "==== $name: $*"
-  local t0 t1 rc
-  t0=$(date +%s.%N)
-  timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
-  rc=$?
-  t1=$(date +%s.%N)
-  local secs result
-  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
-  if [ $rc -eq 0 ]; then
-    result=pass
-  elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-    result="FAIL (timeout ${limit}s)"
-  else
-    result="FAIL (exit $rc)"
-  fi
-  [ $rc -eq 0 ] || failed=$((failed + 1))
-  rows+=("$name|$result|$secs")
-  say "==== $name: $result in ${secs}s"
-  return $rc
+json_str() { printf '"%s"' "$(printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | tr '\n\t' '  ')"; }
+
+# the JSON table, rewritten after every step
+write_json() {
+    local r a b c d first=1
+    {
+        printf '{"mode": %s, "git": %s, "budget_s": %d, "failed": %d, "steps": [\n' "$(json_str "$mode")" \
+            "$(json_str "$(head -1 "$work/MANIFEST" 2>/dev/null || git -C "$root" rev-parse HEAD 2>/dev/null)")" \
+            "$budget" "$failed"
+        for r in "${rows[@]}"; do
+            IFS='|' read -r a b c d <<<"$r"
+            [ $first = 1 ] || printf ',\n'
+            first=0
+            printf '  {"step": %s, "result": %s, "seconds": %s, "limit_s": %s}' "$(json_str "$a")" \
+                "$(json_str "$b")" "${c:-null}" "${d:-null}"
+        done
+        printf '\n]}\n'
+    } >"$json.tmp" && mv "$json.tmp" "$json"
 }
 
-# note NAME RESULT: a row without a command (skipped or missing checks)
-note() {
-  rows+=("$1|$2|-")
-  say "==== $1: $2"
-  case "$2" in FAIL*) failed=$((failed + 1)) ;; esac
+# record NAME RESULT [SECONDS LIMIT]: a row in the table (FAIL... counts as failed)
+record() {
+    rows+=("$1|$2|${3:-}|${4:-}")
+    case "$2" in FAIL*) failed=$((failed + 1)) ;; esac
+    say "==== $1: $2${3:+ in ${3}s}"
+    write_json
 }
 
-table() {
-  say ""
-  say "$(printf '%-26s %-34s %8s' check result seconds)"
-  say "$(printf '%-26s %-34s %8s' -------------------------- ---------------------------------- --------)"
-  local r
-  for r in "${rows[@]}"; do
-    IFS='|' read -r a b c <<<"$r"
-    say "$(printf '%-26s %-34s %8s' "$a" "$b" "$c")"
-  done
-  say ""
-  say "total $(($(date +%s) - t_start))s, $failed failed; full log: $log"
+# step NAME LIMIT CMD...: runs CMD (a program or a function of this script)
+# under min(LIMIT, time left); its output goes to the log and to $work/last.out.
+# With cut_ok=1 a timeout is the planned end, not a failure. Returns the
+# command's status (124: timeout, 125: no time left).
+step() {
+    local name=$1 want=$2 limit=$2 left rc t0
+    shift 2
+    # timeout runs programs: a function runs in a bash that inherits it (export -f)
+    declare -F "$1" >/dev/null && set -- bash -c '"$@"' step "$@"
+    left=$((t_end - SECONDS))
+    [ $limit -gt $left ] && limit=$left
+    if [ $left -lt 10 ] && [ $left -lt $want ]; then
+        record "$name" "skip (no time left)"
+        return 125
+    fi
+    say ""
+    say "==== $name (limit ${limit}s): $*"
+    t0=$SECONDS
+    # line-buffered stdio (stdbuf), so a killed step's output is in the log up to its end
+    timeout -k 5 "$limit" $linebuf "$@" >"$work/last.out" 2>&1
+    rc=$?
+    cat "$work/last.out" >>"$log"
+    if [ $rc -eq 0 ]; then
+        record "$name" pass $((SECONDS - t0)) "$limit"
+    elif { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && [ "${cut_ok:-0}" = 1 ]; then
+        record "$name" "cut at its time limit" $((SECONDS - t0)) "$limit"
+    elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+        record "$name" "FAIL (timeout)" $((SECONDS - t0)) "$limit"
+    else
+        record "$name" "FAIL (exit $rc)" $((SECONDS - t0)) "$limit"
+    fi
+    return $rc
+}
+
+# gstep NAME LIMIT CMD...: a step that needs the GPU; the dry run only checks
+# that its program exists and is executable
+gstep() {
+    if [ "$mode" = dry ]; then
+        local prog=$3
+        [ "$prog" = env ] && prog=$(for a in "${@:3}"; do case "$a" in *=*) ;; env) ;; *) echo "$a"; break ;; esac; done)
+        if command -v "$prog" >/dev/null 2>&1 || [ -x "$prog" ]; then
+            record "$1" "skip (dry run)"
+        else
+            record "$1" "FAIL (dry run: '$prog' is not runnable)"
+        fi
+        return 0
+    fi
+    step "$@"
 }
 
 finish() {
-  table
-  [ $failed -eq 0 ]
-  exit $?
-}
-
-# ---- the machine ----
-say "gpu_check: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), source $root"
-{
-  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
-  command -v nvcc >/dev/null && nvcc --version | tail -2
-  meson --version
-} >>"$log" 2>&1
-if command -v nvidia-smi >/dev/null && nvidia-smi -L >>"$log" 2>&1; then
-  note "gpu present" pass
-else
-  note "gpu present" "FAIL (nvidia-smi)"
-fi
-
-# ---- missing libraries from .deb files, into a local prefix ----
-multiarch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
-# GPU_CHECK_FORCE_DEBS=1 unpacks everything (to test this path on a full machine)
-force=${GPU_CHECK_FORCE_DEBS:-0}
-have_pc() { [ "$force" != 1 ] && pkg-config --exists "$1" 2>/dev/null; }
-have_so() { [ "$force" != 1 ] && ldconfig -p 2>/dev/null | grep -q "$1"; }
-want=()
-have_pc openblas || { [ "$force" != 1 ] && [ -e "/usr/lib/$multiarch/openblas-openmp/libopenblas.so" ]; } ||
-  want+=(libopenblas-openmp-dev libopenblas0-openmp)
-have_so libgfortran.so.5 || want+=(libgfortran5)
-have_so libquadmath.so.0 || want+=(libquadmath0)
-have_so libgomp.so.1 || want+=(libgomp1)
-have_pc cmocka || want+=(libcmocka-dev libcmocka0)
-have_pc libcjson || want+=(libcjson-dev libcjson1)
-have_pc libpng || want+=(libpng-dev libpng16-16)
-have_pc libjpeg || want+=(libjpeg62-turbo-dev libjpeg62-turbo)
-have_pc zlib || want+=(zlib1g-dev)
-have_so libz.so.1 || want+=(zlib1g)
-
-rm -rf "$prefix"
-if [ ${#want[@]} -gt 0 ]; then
-  say "libraries to unpack: ${want[*]}"
-  missing=()
-  mkdir -p "$prefix"
-  for p in "${want[@]}"; do
-    found=("$debs/${p}_"*.deb)
-    f=${found[0]}
-    if [ ! -e "$f" ]; then
-      missing+=("$p")
-      continue
+    say ""
+    say "$(printf '%-40s %-26s %7s %6s' step result seconds limit)"
+    local r a b c d
+    for r in "${rows[@]}"; do
+        IFS='|' read -r a b c d <<<"$r"
+        say "$(printf '%-40s %-26s %7s %6s' "$a" "$b" "${c:--}" "${d:--}")"
+    done
+    [ -f "$work/summary.txt" ] && cat "$work/summary.txt" | tee -a "$log"
+    say "gpu_check ($mode): $failed failed, $SECONDS s; log and table in $out"
+    write_json
+    # the device tool brings back at most 8 files (the 8 results: log, table,
+    # 3 convnet and 2 PyTorch benchmarks, training)
+    if [ "$(find "$out" -type f | wc -l)" -gt 8 ]; then
+        say "gpu_check: more than 8 files in $out: only 8 come back"
+        failed=$((failed + 1))
     fi
-    dpkg -x "$f" "$prefix" >>"$log" 2>&1 || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    note "dependencies" "FAIL (no .deb: ${missing[*]})"
-  else
-    note "dependencies" "pass (${#want[@]} unpacked)"
-  fi
-  # .pc files say /usr: point them at the prefix
-  find "$prefix" -name '*.pc' -type f -exec sed -i "s|/usr|$prefix/usr|g" {} +
-  libdirs="$prefix/usr/lib/$multiarch:$prefix/usr/lib/$multiarch/openblas-openmp:$prefix/lib/$multiarch"
-  export PKG_CONFIG_PATH="$prefix/usr/lib/$multiarch/openblas-openmp/pkgconfig:$prefix/usr/lib/$multiarch/pkgconfig:$prefix/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-  export LIBRARY_PATH="$libdirs${LIBRARY_PATH:+:$LIBRARY_PATH}"
-  export LD_LIBRARY_PATH="$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  export CPATH="$prefix/usr/include:$prefix/usr/include/$multiarch:$prefix/usr/include/$multiarch/openblas-openmp${CPATH:+:$CPATH}"
-  {
-    echo "PKG_CONFIG_PATH=$PKG_CONFIG_PATH"
-    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-    echo "CPATH=$CPATH"
-  } >>"$log"
+    if [ "$mode" = dry ] && ! python3 -m json.tool "$json" >/dev/null; then
+        say "gpu_check: $json is not valid JSON"
+        failed=$((failed + 1))
+    fi
+    rm -rf "$work"
+    [ "$mode" = dry ] && [ $failed -eq 0 ] && [ -z "${GPU_CHECK_KEEP:-}" ] && rm -rf "$out"
+    [ $failed -eq 0 ]
+    exit $?
+}
+trap 'record "interrupted" "FAIL (signal)"; finish' INT TERM
+
+say "gpu_check ($mode): $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), source $root, budget ${budget}s"
+
+# ---- 1. the machine and the bundle ----
+if [ "$mode" = run ]; then
+    if nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap,clocks.sm --format=csv >>"$log" 2>&1; then
+        record "gpu present" pass
+    else
+        record "gpu present" "FAIL (nvidia-smi)"
+    fi
+fi
+if [ ! -f "$carry/bundle.tar.xz" ]; then
+    record "unpack" "FAIL (no $carry/bundle.tar.xz: run 'benchmarks/gpu_check.sh prepare' here and carry gpu-carry)"
+    finish
+fi
+# tar needs xz for .xz: Python's tarfile does it without
+if ! { command -v xz >/dev/null && tar -C "$work" -xJf "$carry/bundle.tar.xz"; } &&
+    ! python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+        "$carry/bundle.tar.xz" "$work" >>"$log" 2>&1; then
+    record "unpack" "FAIL (bundle.tar.xz)"
+    finish
+fi
+cat "$work/MANIFEST" >>"$log"
+# binaries from other sources than these would test the wrong code: say so (and go on)
+if ! grep -qx "sources $(sources_digest)" "$work/MANIFEST"; then
+    record "bundle matches the sources" "FAIL (stale: run 'benchmarks/gpu_check.sh prepare' again)"
+fi
+# the C and C++ runtime of the machine is newer than the carried one: prefer it
+# (and keep compute-sanitizer and PyTorch away from ours)
+for l in libstdc++.so.6 libgcc_s.so.1 libgomp.so.1 libz.so.1; do
+    if [ "$mode" = run ] && [ -e "$work/lib/$l" ] && ldconfig -p 2>/dev/null | grep -q "/$l\$"; then
+        rm -f "$work/lib/$l"
+    fi
+done
+record "unpack" "pass ($(ls "$work/lib" | wc -l) libraries)"
+libpath="$work/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+bin=$work/bin
+export root out work libpath bin carry sm
+# wl CMD...: CMD with the carried libraries (set per command: never for python3)
+wl() { env LD_LIBRARY_PATH="$libpath" "$@"; }
+
+# ---- 2. the carried binaries start, else a build there ----
+fallback_build() {
+    local nvcc
+    nvcc=$(find_cuda_bin nvcc) || { echo "no nvcc"; return 1; }
+    sed -i "s|@CARRY@|$work|g" "$work"/dev/pkgconfig/*.pc
+    # pkgconf needs its library: a wrapper that brings it
+    printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$work/lib" "$work/bin/pkgconf" >"$work/bin/pkg-config"
+    chmod +x "$work/bin/pkg-config"
+    local fb=$work/build
+    env PATH="$(dirname "$nvcc"):$PATH" PKG_CONFIG="$work/bin/pkg-config" PKG_CONFIG_LIBDIR="$work/dev/pkgconfig" \
+        meson setup "$fb" "$root" -Dcuda=enabled -Dtests=enabled -Dgpu_sm="$sm" --buildtype=release || return 1
+    [ "${1:-}" = configure-only ] && return 0
+    env PATH="$(dirname "$nvcc"):$PATH" LIBRARY_PATH="$work/lib" ninja -C "$fb" tools/convnet tests/test_cuda || return 1
+    cp "$fb/tools/convnet" "$fb/tests/test_cuda" "$bin/"
+}
+export -f find_cuda_bin fallback_build
+if step "carried binaries start" 10 sh -c "ldd '$bin/convnet' '$bin/test_cuda' | grep -q 'not found' && exit 1; \
+    env LD_LIBRARY_PATH='$libpath' '$bin/convnet' help"; then
+    [ "$mode" = dry ] && [ -f "$work/bin/pkgconf" ] &&
+        step "fallback build configures (dry run)" 60 fallback_build configure-only
 else
-  note "dependencies" "pass (all installed)"
+    if [ "$mode" = dry ]; then finish; fi
+    step "fallback build there" 240 fallback_build || finish
+fi
+if [ "$mode" = run ] && grep -q "CUDA backend: no" <(wl "$bin/convnet" help 2>&1); then
+    record "cuda backend built" "FAIL (convnet was built without it)"
 fi
 
-# ---- build ----
-rm -rf "$build"
-if ! run "meson setup" 120 meson setup "$build" "$root" -Dcuda=enabled -Dtests=enabled -Dgpu_sm="$sm" \
-  --buildtype=release; then
-  finish
+# ---- 3. the GPU test suite: it must run, not skip ----
+# (here the carried program runs too: its GPU tests skip, the others must pass)
+[ "$mode" = dry ] && step "carried test_cuda runs (GPU tests skip)" 60 env LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
+gstep "gpu tests (test_cuda)" 90 env LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
+rc=$?
+if [ "$mode" = run ] && [ $rc -ne 0 ] && [ $rc -ne 125 ]; then
+    # each failed test alone with synchronous launches: the failing kernel is the
+    # one its error names (all of them when the run died before naming one)
+    failed_tests=$(sed -nE 's/^\[  (FAILED  |ERROR   )\] (test_[a-z0-9_]+).*/\2/p' "$work/last.out" | sort -u | head -2)
+    while read -r t; do # (read: a pattern is not expanded against file names)
+        step "rerun $t, CUDA_LAUNCH_BLOCKING=1" 30 env CUDA_LAUNCH_BLOCKING=1 NN_TEST_FILTER="$t" \
+            LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
+    done <<<"${failed_tests:-test_*}"
 fi
-# only what the checks run: the library, the CLI and the GPU test program
-if ! run "build" 240 ninja -C "$build" tools/convnet tests/test_cuda; then
-  finish
+if [ "$mode" = run ] && grep -q "no CUDA device: skipped\|CUDA backend not built" "$log"; then
+    record "gpu tests ran" "FAIL (skipped: no device seen)"
 fi
-convnet=$build/tools/convnet
+# the bias in the GEMM epilogue (NN_FUSE_BIAS=1) against the CPU, conv2d and linear
+for t in test_conv2d test_linear; do
+    gstep "$t with NN_FUSE_BIAS=1" 20 env NN_FUSE_BIAS=1 NN_TEST_FILTER="$t" LD_LIBRARY_PATH="$libpath" \
+        "$bin/test_cuda"
+done
 
-# ---- the GPU tests: they must run, not skip ----
-run "meson test cuda" 240 meson test -C "$build" cuda --no-rebuild --print-errorlogs --timeout-multiplier 2
-cat "$build/meson-logs/testlog.txt" >>"$log" 2>/dev/null
-if grep -q "no CUDA device: skipped\|CUDA backend not built" "$build/meson-logs/testlog.txt" 2>/dev/null; then
-  note "gpu tests ran" "FAIL (skipped: no device seen)"
+# ---- 4. gradients on the GPU ----
+gstep "gradcheck --device cuda" 25 env LD_LIBRARY_PATH="$libpath" "$bin/convnet" gradcheck --device cuda
+
+# ---- 5. compute-sanitizer on short runs ----
+san=$(find_cuda_bin compute-sanitizer) || san=compute-sanitizer
+[ "$mode" = dry ] && ! command -v "$san" >/dev/null && san=$bin/convnet # nothing to check here but the step itself
+gstep "memcheck: gradcheck" 45 env LD_LIBRARY_PATH="$libpath" "$san" --tool memcheck --error-exitcode 1 \
+    "$bin/convnet" gradcheck --device cuda
+gstep "racecheck: gradcheck" 45 env LD_LIBRARY_PATH="$libpath" "$san" --tool racecheck --error-exitcode 1 \
+    "$bin/convnet" gradcheck --device cuda
+# every op at small AlexNet shapes (64x64 input): the larger GEMM tiles and the conv chunks
+gstep "memcheck: bench ops, batch 4, 64x64" 35 env LD_LIBRARY_PATH="$libpath" "$san" --tool memcheck \
+    --error-exitcode 1 "$bin/convnet" bench --device cuda --ops-only --batch 4 --size 64 --repeats 1
+
+# ---- 6. speed against PyTorch on the same GPU, batch 128 ----
+# as shipped (strict fp32, 64 MiB conv workspace); then without the workspace
+# cap (NN_CONV_WS_MB=0) and with the bias in the GEMM (NN_FUSE_BIAS=1), in fp32
+# and in TF32 (NN_TF32=1; its ops validated at the TF32 tolerance, which also
+# checks the uncapped conv and the fused bias at full size)
+gstep "bench fp32 (ops + model), batch 128" 80 env LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench --device cuda \
+    --batch 128 --repeats 5 --json "$out/bench_fp32.json"
+gstep "bench fp32, no ws cap, model" 30 env NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench \
+    --device cuda --batch 128 --repeats 5 --model-only --json "$out/bench_fp32_nocap.json"
+gstep "bench TF32, no ws cap (ops + model)" 30 env NN_TF32=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" \
+    "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --json "$out/bench_tf32.json"
+torch_step() { # precision: its JSON line goes to $out/torch_<precision>.json
+    PYTHONUNBUFFERED=1 python3 "$root/benchmarks/torch_alexnet.py" --batch 128 --steps 20 --precision "$1" \
+        >"$out/torch_$1.json"
+}
+export -f torch_step
+if [ "$mode" = dry ]; then
+    step "torch_alexnet.py compiles (dry run)" 30 python3 -m py_compile "$root/benchmarks/torch_alexnet.py"
 else
-  note "gpu tests ran" pass
+    step "pytorch fp32, batch 128" 35 torch_step fp32
+    step "pytorch default (TF32 convs), batch 128" 35 torch_step default
+fi
+# side by side: training images/s, ours over PyTorch's (into the log: at most
+# 8 files come back from $OUT, and the results take 8)
+summary() {
+    python3 - "$out" <<'EOF' >"$work/summary.txt"
+import json, os, sys
+out = sys.argv[1]
+def load(name, *keys):
+    try:
+        v = json.load(open(os.path.join(out, name)))
+        for k in keys:
+            v = v[k]
+        return float(v)
+    except Exception:
+        return None
+rows = [("fp32", load("bench_fp32.json", "devices", "cuda", "train", "images_per_s"),
+         load("torch_fp32.json", "train_images_per_s")),
+        ("fp32, no ws cap, fused bias", load("bench_fp32_nocap.json", "devices", "cuda", "train", "images_per_s"),
+         load("torch_fp32.json", "train_images_per_s")),
+        ("TF32 + no cap / PyTorch default", load("bench_tf32.json", "devices", "cuda", "train", "images_per_s"),
+         load("torch_default.json", "train_images_per_s"))]
+print("training images/s, batch 128    convnet   pytorch   ratio")
+for name, ours, theirs in rows:
+    f = lambda v: "%9.1f" % v if v else "        -"
+    ratio = "%7.2fx" % (ours / theirs) if ours and theirs else "       -"
+    print("%-32s %s %s %s" % (name, f(ours), f(theirs), ratio))
+EOF
+}
+export -f summary
+if [ "$mode" = dry ]; then
+    # the summary reads the keys the two programs write: try it on stand-ins
+    echo '{"devices": {"cuda": {"train": {"images_per_s": 100.0}}}}' >"$out/bench_fp32.json"
+    echo '{"train_images_per_s": 200.0}' >"$out/torch_fp32.json"
+    summary_check() { summary && grep -q '^fp32 .* 0.50x$' "$work/summary.txt"; }
+    export -f summary_check
+    step "side-by-side summary (dry run, stand-in numbers)" 5 summary_check
+else
+    step "side-by-side summary" 5 summary
 fi
 
-# ---- the CLI's checks (commands may not exist yet: a missing one is a failed check) ----
-has_cmd() { [ -x "$convnet" ] && "$convnet" help 2>&1 | grep -qw "$1"; }
-if has_cmd gradcheck; then
-  run "convnet gradcheck cuda" 120 "$convnet" gradcheck --device cuda
+# ---- 7. the full-size AlexNet on Fashion-MNIST, with the time left ----
+if [ -f "$carry/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
+    train() {
+        set -o pipefail # the status is convnet's, not tee's
+        env LD_LIBRARY_PATH="$libpath" "$bin/convnet" train --device cuda --data "$carry/fashion-mnist" \
+            --size 224 --width 1 --fc 4096 --init paper --optim sgd --dropout 0.5 --schedule plateau \
+            --batch 128 --epochs 10 --checkpoint-dir "$work/ck" 2>&1 | tee "$out/train.log"
+    }
+    export -f train
+    # the run is cut by the budget by design: the epochs it finished are the result
+    cut_ok=1 gstep "train AlexNet 224 on Fashion-MNIST" 100000 train
 else
-  note "convnet gradcheck cuda" "FAIL (command missing)"
-fi
-
-# ---- timing ----
-if has_cmd bench; then
-  run "convnet bench cuda" 180 "$convnet" bench --device cuda
-else
-  note "convnet bench cuda" "skip (command missing)"
-fi
-if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >>"$log" 2>&1; then
-  run "pytorch alexnet" 180 python3 "$root/benchmarks/torch_alexnet.py" --batch 128 --steps 20
-  grep '^{' "$log" | tail -1 | sed 's/^/pytorch: /'
-else
-  note "pytorch alexnet" "skip (no torch with CUDA)"
+    record "train AlexNet 224 on Fashion-MNIST" "skip (data not carried)"
 fi
 
 finish

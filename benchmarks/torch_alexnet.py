@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """PyTorch's time for the project's AlexNet (docs/alexnet.md: the single-tower
 model, LRN with PyTorch's alpha = 5 * 1e-4 so it equals the paper's formula),
-the reference the CUDA backend is compared with. fp32 throughout: TF32 is off
-unless --tf32. Times training steps (forward, loss, backward, SGD with the
+the reference the CUDA backend is compared with. --precision: fp32 (TF32 off
+everywhere, strict), default (PyTorch's own defaults: TF32 in cuDNN
+convolutions, not in matrix products; what users get) or tf32 (TF32 in both).
+Times training steps (forward, loss, backward, SGD with the
 paper's momentum and weight decay) and inference with CUDA events after a
 warm-up, on random data already on the GPU. Prints one JSON line."""
 import argparse
@@ -57,15 +59,21 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--groups", type=int, default=1, help="2: the paper's two-GPU grouping")
-    ap.add_argument("--tf32", action="store_true", help="allow TF32 (not fp32-exact)")
+    ap.add_argument("--precision", choices=("fp32", "default", "tf32"), default="default",
+                    help="fp32: TF32 off; default: PyTorch's (TF32 convolutions); tf32: TF32 everywhere")
+    ap.add_argument("--tf32", action="store_true", help="same as --precision tf32")
     ap.add_argument("--no-cudnn-benchmark", action="store_true")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         print(json.dumps({"error": "no CUDA device"}))
         return 1
 
-    torch.backends.cuda.matmul.allow_tf32 = a.tf32
-    torch.backends.cudnn.allow_tf32 = a.tf32
+    if a.tf32:
+        a.precision = "tf32"
+    # PyTorch's defaults (2.x): cudnn.allow_tf32 True, matmul.allow_tf32 False
+    if a.precision != "default":
+        torch.backends.cuda.matmul.allow_tf32 = a.precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = a.precision == "tf32"
     torch.backends.cudnn.benchmark = not a.no_cudnn_benchmark
     torch.manual_seed(0)
     dev = torch.device("cuda")
@@ -107,7 +115,9 @@ def main() -> int:
         "device": torch.cuda.get_device_name(0),
         "batch": a.batch,
         "groups": a.groups,
-        "precision": "tf32" if a.tf32 else "fp32",
+        "precision": a.precision,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "params": params,
         "steps": a.steps,
         "train_ms_per_step": round(train_ms, 3),

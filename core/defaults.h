@@ -18,4 +18,10 @@
 #define NN_SGD_MOMENTUM 0.9f
 #define NN_SGD_WEIGHT_DECAY 5e-4f
 
+/* The environment switch for TF32 tensor cores in the GPU's GEMM ("1": on,
+ * on sm_80 and later; anything else: strict fp32, the default and what the
+ * tests compare against). Read by cuda/gemm.cu; the benchmark widens its
+ * validation tolerance when it is set. */
+#define NN_TF32_ENV "NN_TF32"
+
 #endif

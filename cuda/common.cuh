@@ -69,6 +69,11 @@ static inline unsigned nn_cuda_blocks(size_t n)
 typedef struct nn_gemm_batch {
     int count, inner;
     long long a_outer, a_inner, b_outer, b_inner, c_outer, c_inner;
+    /* optional epilogue: C += bias[m] (bias_per_row) or bias[n], bias offset
+     * like the operands; added after alpha op(A) op(B) + beta C */
+    const float *bias;
+    long long bias_outer, bias_inner;
+    int bias_per_row;
 } nn_gemm_batch;
 
 nn_status nn_cuda_sgemm(cudaStream_t s, bool ta, bool tb, int m, int n, int k, float alpha,

@@ -15,8 +15,25 @@
 
 /* The workspace holds col and dyp for as many samples as fit in this budget
  * (at least one): large enough for long GEMMs, small enough that the arena,
- * which takes one per conv forward and backward, stays modest. */
+ * which takes one per conv forward and backward, stays modest. On a large
+ * GPU the chunks it makes are too small to fill the chip (AlexNet's conv1 at
+ * batch 128: 16 passes): NN_CONV_WS_MB=<MiB> in the environment sets another
+ * budget, 0 none (the whole batch in one pass; ~1 GiB for conv2 at batch 128). */
 #define CONV_WS_BUDGET ((size_t)64 << 20)
+
+static size_t ws_budget(void)
+{
+    static size_t budget;
+    static bool read; /* benign race: every thread reads the same value */
+    if (!read) {
+        const char *e = getenv("NN_CONV_WS_MB");
+        char *end = NULL;
+        long long mb = e ? strtoll(e, &end, 10) : -1;
+        budget = e && end != e && *end == 0 && mb >= 0 ? (mb ? (size_t)mb << 20 : SIZE_MAX) : CONV_WS_BUDGET;
+        read = true;
+    }
+    return budget;
+}
 
 typedef struct conv_plan {
     int cg, ocg, kg, kc, p, pp; /* channels and outputs per group, GEMM K per group, all rows, OH*OW, padded */
@@ -33,7 +50,7 @@ static conv_plan plan_of(const nn_conv2d_geom *g)
     q.p = g->oh * g->ow;
     q.pp = (q.p + 3) / 4 * 4;
     size_t per = (size_t)(q.kc + g->oc) * q.pp * sizeof(float);
-    size_t c = per ? CONV_WS_BUDGET / per : 1;
+    size_t c = per ? ws_budget() / per : 1;
     if (c < 1) c = 1;
     if (c > (size_t)g->n) c = (size_t)g->n;
     q.chunk = (int)c;
@@ -213,7 +230,9 @@ extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float
     NN_CUDA_STREAM(s);
     const conv_plan q = plan_of(g);
     float *col = (float *)ws;
-    if (b) {
+    /* the bias in the GEMM's epilogue (NN_FUSE_BIAS=1: same sums, one pass over y fewer) */
+    const bool fuse = b && nn_cuda_fuse_bias();
+    if (b && !fuse) {
         bias_fill_cuda(g, q.p, b, y, s);
         NN_CUDA_LAUNCHED("conv2d bias");
     }
@@ -226,9 +245,10 @@ extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float
         nn_gemm_batch bt = {cn * g->groups, g->groups,
                             0, (long long)q.ocg * q.kg,
                             q.pp, (long long)q.kg * ld,
-                            (long long)g->oc * q.p, (long long)q.ocg * q.p};
+                            (long long)g->oc * q.p, (long long)q.ocg * q.p,
+                            fuse ? b : nullptr, 0, q.ocg, 1}; /* row gi*ocg + m of the bias */
         NN_TRY(nn_cuda_sgemm(s, false, false, q.ocg, q.p, q.kg, 1.0f, w, q.kg, col, (int)ld,
-                             b ? 1.0f : 0.0f, y + (long long)n0 * g->oc * q.p, q.p, &bt));
+                             b && !fuse ? 1.0f : 0.0f, y + (long long)n0 * g->oc * q.p, q.p, &bt));
     }
     return NN_OK;
 }
@@ -258,7 +278,7 @@ extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const floa
             NN_CUDA_LAUNCHED("conv2d im2col");
             /* dw[gi] (ocg, kg) += dyp[gi] (ocg, ld) x col[gi]^T (ld, kg) */
             nn_gemm_batch bt = {g->groups, 1, (long long)q.ocg * ld, 0, (long long)q.kg * ld, 0,
-                                (long long)q.ocg * q.kg, 0};
+                                (long long)q.ocg * q.kg, 0, nullptr, 0, 0, 0};
             NN_TRY(nn_cuda_sgemm(s, false, true, q.ocg, q.kg, ldi, 1.0f, dyp, ldi, col, ldi, 1.0f, dw,
                                  q.kg, &bt));
         }
@@ -266,7 +286,7 @@ extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const floa
             /* dcol[gi] (kg, ld) = w[gi]^T (kg, ocg) x dyp[gi] (ocg, ld), into col (the dw GEMM
              * above has read it: same stream) */
             nn_gemm_batch bt = {g->groups, 1, (long long)q.ocg * q.kg, 0, (long long)q.ocg * ld, 0,
-                                (long long)q.kg * ld, 0};
+                                (long long)q.kg * ld, 0, nullptr, 0, 0, 0};
             NN_TRY(nn_cuda_sgemm(s, true, false, q.kg, ldi, q.ocg, 1.0f, w, q.kg, dyp, ldi, 0.0f, col,
                                  ldi, &bt));
             col2im_cuda(g, q.pp, cn, col, dx + (long long)n0 * g->c * g->h * g->w, s);

@@ -13,12 +13,19 @@
  * edge size works. Two tile shapes: 128x128 (8x8 per thread) when there are
  * enough tiles to fill the chip, 64x64 (4x4 per thread) otherwise; when even
  * those are too few and K is long (weight gradients, K = samples x positions)
- * K is split across blocks and a second kernel adds the slices in order. */
+ * K is split across blocks and a second kernel adds the slices in order.
+ * With NN_TF32=1 in the environment (sm_80 and later) the tensor-core kernel
+ * of gemm_tf32.cuh runs instead: faster, with TF32 roundings of A and B
+ * (strict fp32 stays the default and what the tests compare against).
+ * Both add an optional bias (per row or per column, nn_gemm_batch) in their
+ * epilogue; with K split, the reduction does. */
 #include "cuda/common.cuh"
 
 #define VEC_A 1
 #define VEC_B 2
 #define VEC_C 4
+
+#include "cuda/gemm_tf32.cuh"
 
 template <int BM, int BN, int BK, int TM, int TN, bool TA, bool TB>
 static __global__ void __launch_bounds__((BM / TM) * (BN / TN))
@@ -45,6 +52,10 @@ sgemm_kernel(int M, int N, int K, float alpha, const float *__restrict__ A, int 
     else
         C += (zb / bt.inner) * bt.c_outer + (zb % bt.inner) * bt.c_inner;
     const int kbeg = ks * kchunk, kend = min(K, kbeg + kchunk);
+    /* the bias epilogue; with K split the reduction adds it */
+    const float *bias = bt.bias && ksplit == 1
+                            ? bt.bias + (zb / bt.inner) * bt.bias_outer + (zb % bt.inner) * bt.bias_inner
+                            : nullptr;
 
     const int tid = threadIdx.x;
     const int tx = tid % (BN / TN), ty = tid / (BN / TN);
@@ -150,6 +161,8 @@ sgemm_kernel(int M, int N, int K, float alpha, const float *__restrict__ A, int 
         const int m = m0 + (i / 4) * SM_ + ty * 4 + (i % 4);
         if (m >= M) continue;
         float *crow = C + (long long)m * ldc;
+        const float rb = bias && bt.bias_per_row ? bias[m] : 0.0f;
+        const float *cb = bias && !bt.bias_per_row ? bias : nullptr;
 #pragma unroll
         for (int g = 0; g < GN; g++) {
             const int n = n0 + g * SN + tx * 4;
@@ -161,20 +174,26 @@ sgemm_kernel(int M, int N, int K, float alpha, const float *__restrict__ A, int 
                     float4 o = *reinterpret_cast<float4 *>(p);
                     r.x += beta * o.x; r.y += beta * o.y; r.z += beta * o.z; r.w += beta * o.w;
                 }
+                if (bias) {
+                    r.x += cb ? cb[n] : rb; r.y += cb ? cb[n + 1] : rb;
+                    r.z += cb ? cb[n + 2] : rb; r.w += cb ? cb[n + 3] : rb;
+                }
                 *reinterpret_cast<float4 *>(p) = r;
             } else {
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     if (n + j >= N) break;
                     float r = alpha * acc[i][g * 4 + j];
-                    p[j] = beta != 0.0f ? r + beta * p[j] : r;
+                    if (beta != 0.0f) r += beta * p[j];
+                    if (bias) r += cb ? cb[n + j] : rb;
+                    p[j] = r;
                 }
             }
         }
     }
 }
 
-/* Sums the K slices of a split product: C = sum_s part[s] + beta C. */
+/* Sums the K slices of a split product: C = sum_s part[s] + beta C (+ bias). */
 static __global__ void splitk_reduce_kernel(int M, int N, int ksplit, int count, const float *__restrict__ part,
                                             float beta, float *C, int ldc, nn_gemm_batch bt)
 {
@@ -187,7 +206,11 @@ static __global__ void splitk_reduce_kernel(int M, int N, int ksplit, int count,
         float sum = 0.0f;
         for (int k = 0; k < ksplit; k++) sum += p[k * mn];
         float *c = C + (zb / bt.inner) * bt.c_outer + (zb % bt.inner) * bt.c_inner + (r / N) * ldc + r % N;
-        *c = beta != 0.0f ? sum + beta * *c : sum;
+        if (beta != 0.0f) sum += beta * *c;
+        if (bt.bias)
+            sum += bt.bias[(zb / bt.inner) * bt.bias_outer + (zb % bt.inner) * bt.bias_inner +
+                           (bt.bias_per_row ? r / N : r % N)];
+        *c = sum;
     }
 }
 
@@ -233,6 +256,7 @@ static bool aligned4(const void *p, long long ld, long long s1, long long s2)
     return ((uintptr_t)p % 16) == 0 && ld % 4 == 0 && s1 % 4 == 0 && s2 % 4 == 0;
 }
 
+/* The device's multiprocessor count and compute capability, read once. */
 static int sm_count(void)
 {
     static int n; /* benign race: every thread computes the same value */
@@ -248,6 +272,44 @@ static int sm_count(void)
     return n;
 }
 
+static int compute_major(void)
+{
+    static int major = -1;
+    if (major < 0) {
+        int dev = 0, v = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            v = 0;
+        }
+        major = v;
+    }
+    return major;
+}
+
+/* mma.sync on TF32 and cp.async need sm_80 (and a build for it) */
+static bool tf32_supported(void) { return NN_CUDA_SM >= 80 && compute_major() >= 8; }
+
+extern "C" bool nn_cuda_tf32_enabled(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv(NN_TF32_ENV);
+        on = e && e[0] == '1' && tf32_supported();
+    }
+    return on;
+}
+
+extern "C" bool nn_cuda_fuse_bias(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("NN_FUSE_BIAS");
+        on = e && e[0] == '1';
+    }
+    return on;
+}
+
 /* Split K when the products have too few tiles to fill the chip and K is
  * long (weight gradients: K = batch x positions); the slices' partial sums go
  * to a scratch buffer and one more kernel adds them in a fixed order. */
@@ -255,11 +317,109 @@ static int sm_count(void)
 #define SPLITK_MIN_SLICE 512
 #define SPLITK_MAX 64
 
-nn_status nn_cuda_sgemm(cudaStream_t s, bool ta, bool tb, int m, int n, int k, float alpha,
-                        const float *a, int lda, const float *b, int ldb, float beta, float *c,
-                        int ldc, const nn_gemm_batch *batch)
+/* Slices of K for `tiles` blocks to fill `slots` (1 when there are enough, K is short, or too many z). */
+static int splitk_slices(long long tiles, int k, long long slots, int count)
 {
-    nn_gemm_batch bt = batch ? *batch : nn_gemm_batch{1, 1, 0, 0, 0, 0, 0, 0};
+    if (k < SPLITK_MIN_K || tiles >= slots) return 1;
+    long long want = (slots + tiles - 1) / tiles, most = k / SPLITK_MIN_SLICE;
+    if (want > most) want = most;
+    if (want > SPLITK_MAX) want = SPLITK_MAX;
+    if (want < 2 || (long long)count * want > 65535LL * 64) return 1;
+    return (int)want;
+}
+
+typedef struct gemm_plan {
+    nn_gemm_variant v;
+    int ksplit, kchunk; /* kchunk: K per slice, a multiple of the kernel's BK */
+} gemm_plan;
+
+static gemm_plan with_slices(nn_gemm_variant v, int ksplit, int k, int bk)
+{
+    gemm_plan p = {v, 1, k};
+    if (ksplit > 1) {
+        p.kchunk = ((k + ksplit - 1) / ksplit + bk - 1) / bk * bk;
+        p.ksplit = (k + p.kchunk - 1) / p.kchunk;
+    }
+    return p;
+}
+
+/* What runs: the forced variant, or (NN_GEMM_AUTO) 128x128 tiles when there
+ * are enough of them for the chip, else 64x64 ones, split along K when even
+ * those are too few (2 blocks per multiprocessor wanted); with TF32 on, the
+ * tensor-core kernel, split along K likewise. */
+static gemm_plan plan_gemm(nn_gemm_variant want, int m, int n, int k, int count)
+{
+    const long long sms = sm_count();
+    const long long t64 = (long long)((m + 63) / 64) * ((n + 63) / 64) * count;
+    const long long t128 = (long long)((m + 127) / 128) * ((n + 127) / 128) * count;
+    if (want == NN_GEMM_AUTO) {
+        if (nn_cuda_tf32_enabled())
+            want = NN_GEMM_TF32;
+        else if (t128 >= sms)
+            want = NN_GEMM_FP32_128;
+        else
+            want = splitk_slices(t64, k, 2 * sms, count) > 1 ? NN_GEMM_FP32_SPLITK : NN_GEMM_FP32_64;
+    }
+    switch (want) {
+    case NN_GEMM_TF32:
+        return with_slices(NN_GEMM_TF32, splitk_slices(t128, k, TF32_MIN_BLOCKS * sms, count), k, TF32_BK);
+    case NN_GEMM_FP32_SPLITK: { /* forced: at least two slices when K allows */
+        int ks = splitk_slices(t64, k, 2 * sms, count);
+        if (ks < 2) ks = k >= 32 ? 2 : 1;
+        return with_slices(NN_GEMM_FP32_SPLITK, ks, k, 16);
+    }
+    case NN_GEMM_FP32_128:
+        return with_slices(NN_GEMM_FP32_128, 1, k, 8);
+    default:
+        return with_slices(NN_GEMM_FP32_64, 1, k, 16);
+    }
+}
+
+static nn_status run_plan(cudaStream_t s, const gemm_plan &p, bool ta, bool tb, int m, int n, int k, float alpha,
+                          const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc,
+                          const nn_gemm_batch &bt)
+{
+    const int vab = (aligned4(a, lda, bt.a_outer, bt.a_inner) ? VEC_A : 0) |
+                    (aligned4(b, ldb, bt.b_outer, bt.b_inner) ? VEC_B : 0);
+    float *part = NULL;
+    float *out = c;
+    int ldo = ldc;
+    float beta_k = beta;
+    if (p.ksplit > 1) { /* the slices write partial products, the reduction applies beta */
+        NN_TRY(nn_cuda_scratch((void **)&part, (size_t)bt.count * p.ksplit * m * n * sizeof(float)));
+        out = part;
+        ldo = n;
+        beta_k = 0.0f;
+    }
+    const int vec = vab | (p.ksplit > 1 ? (aligned4(part, n, (long long)m * n, 0) ? VEC_C : 0)
+                                        : (aligned4(c, ldc, bt.c_outer, bt.c_inner) ? VEC_C : 0));
+    nn_status st;
+    if (p.v == NN_GEMM_TF32)
+        st = dispatch_tf32(s, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta_k, out, ldo, bt, vec, p.ksplit, p.kchunk);
+    else if (p.v == NN_GEMM_FP32_128)
+        st = dispatch<128, 128, 8, 8, 8>(s, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta_k, out, ldo, bt, vec,
+                                         p.ksplit, p.kchunk);
+    else
+        st = dispatch<64, 64, 16, 4, 4>(s, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta_k, out, ldo, bt, vec,
+                                        p.ksplit, p.kchunk);
+    if (st == NN_OK && p.ksplit > 1) {
+        const long long total = (long long)m * n * bt.count;
+        splitk_reduce_kernel<<<nn_cuda_blocks((size_t)total), NN_CUDA_THREADS, 0, s>>>(m, n, p.ksplit, bt.count,
+                                                                                       part, beta, c, ldc, bt);
+        cudaError_t e = cudaGetLastError();
+        if (e != cudaSuccess) st = nn_cuda_fail(e, "sgemm split-K reduction", __FILE__, __LINE__);
+    }
+    if (part) nn_cuda_scratch_free(part); /* later work on the stream runs after the reduction */
+    return st;
+}
+
+static nn_status sgemm_as(cudaStream_t s, nn_gemm_variant v, bool ta, bool tb, int m, int n, int k, float alpha,
+                          const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc,
+                          const nn_gemm_batch *batch)
+{
+    nn_gemm_batch one = {};
+    one.count = one.inner = 1;
+    nn_gemm_batch bt = batch ? *batch : one;
     if (bt.inner < 1) bt.inner = 1;
     if (m < 0 || n < 0 || k < 0 || bt.count < 0)
         return nn_error(NN_E_ARG, "cuda sgemm: negative size (%d, %d, %d, batch %d)", m, n, k, bt.count);
@@ -267,49 +427,34 @@ nn_status nn_cuda_sgemm(cudaStream_t s, bool ta, bool tb, int m, int n, int k, f
     if (lda < (ta ? m : k) || ldb < (tb ? k : n) || ldc < n)
         return nn_error(NN_E_ARG, "cuda sgemm: leading dimensions %d, %d, %d too small for %dx%dx%d",
                         lda, ldb, ldc, m, n, k);
-    const int sms = sm_count();
-    const int va = aligned4(a, lda, bt.a_outer, bt.a_inner) ? VEC_A : 0;
-    const int vb = aligned4(b, ldb, bt.b_outer, bt.b_inner) ? VEC_B : 0;
-    long long big_tiles = (long long)((m + 127) / 128) * ((n + 127) / 128) * bt.count;
-    if (big_tiles >= sms) {
-        const int vec = va | vb | (aligned4(c, ldc, bt.c_outer, bt.c_inner) ? VEC_C : 0);
-        return dispatch<128, 128, 8, 8, 8>(s, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bt,
-                                           vec, 1, k);
-    }
-    const long long tiles = (long long)((m + 63) / 64) * ((n + 63) / 64) * bt.count;
-    int ksplit = 1;
-    if (k >= SPLITK_MIN_K && tiles < 2LL * sms) {
-        long long want = (2LL * sms + tiles - 1) / tiles, most = k / SPLITK_MIN_SLICE;
-        if (want > most) want = most;
-        if (want > SPLITK_MAX) want = SPLITK_MAX;
-        ksplit = want > 1 ? (int)want : 1;
-    }
-    if (ksplit == 1 || (long long)bt.count * ksplit > 65535LL * 64) {
-        const int vec = va | vb | (aligned4(c, ldc, bt.c_outer, bt.c_inner) ? VEC_C : 0);
-        return dispatch<64, 64, 16, 4, 4>(s, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bt,
-                                          vec, 1, k);
-    }
-    const int kchunk = ((k + ksplit - 1) / ksplit + 15) / 16 * 16;
-    ksplit = (k + kchunk - 1) / kchunk;
-    float *part = NULL;
-    NN_TRY(nn_cuda_scratch((void **)&part, (size_t)bt.count * ksplit * m * n * sizeof(float)));
-    const int vec = va | vb | (aligned4(part, n, (long long)m * n, 0) ? VEC_C : 0);
-    nn_status st = dispatch<64, 64, 16, 4, 4>(s, ta, tb, m, n, k, alpha, a, lda, b, ldb, 0.0f, part, n,
-                                              bt, vec, ksplit, kchunk);
-    if (st == NN_OK) {
-        const long long total = (long long)m * n * bt.count;
-        splitk_reduce_kernel<<<nn_cuda_blocks((size_t)total), NN_CUDA_THREADS, 0, s>>>(
-            m, n, ksplit, bt.count, part, beta, c, ldc, bt);
-        cudaError_t e = cudaGetLastError();
-        if (e != cudaSuccess) st = nn_cuda_fail(e, "sgemm split-K reduction", __FILE__, __LINE__);
-    }
-    nn_cuda_scratch_free(part); /* later work on the stream runs after the reduction */
-    return st;
+    if (v == NN_GEMM_TF32 && !tf32_supported())
+        return nn_error(NN_E_UNSUPPORTED, "cuda sgemm: the TF32 kernel needs compute capability 8.0 and a "
+                        "build for it (gpu_sm %d)", NN_CUDA_SM);
+    return run_plan(s, plan_gemm(v, m, n, k, bt.count), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bt);
+}
+
+nn_status nn_cuda_sgemm(cudaStream_t s, bool ta, bool tb, int m, int n, int k, float alpha,
+                        const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                        int ldc, const nn_gemm_batch *batch)
+{
+    return sgemm_as(s, NN_GEMM_AUTO, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, batch);
 }
 
 extern "C" nn_status nn_cuda_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
                                   const float *b, int ldb, float beta, float *c, int ldc)
 {
     NN_CUDA_STREAM(s);
-    return nn_cuda_sgemm(s, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL);
+    return sgemm_as(s, NN_GEMM_AUTO, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL);
+}
+
+extern "C" nn_status nn_cuda_gemm_as(nn_gemm_variant v, bool ta, bool tb, int m, int n, int k, float alpha,
+                                     const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+    NN_CUDA_STREAM(s);
+    return sgemm_as(s, v, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL);
+}
+
+extern "C" nn_gemm_variant nn_cuda_gemm_pick(int m, int n, int k, int count)
+{
+    return plan_gemm(NN_GEMM_AUTO, m, n, k, count).v;
 }

@@ -19,6 +19,29 @@ extern "C" {
 nn_status nn_cuda_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
                        const float *b, int ldb, float beta, float *c, int ldc);
 
+/* The kernels behind it (gemm.cu, gemm_tf32.cuh). */
+typedef enum nn_gemm_variant {
+    NN_GEMM_AUTO,        /* what nn_cuda_gemm and the ops run: nn_cuda_gemm_pick */
+    NN_GEMM_FP32_64,     /* fp32 FMA, 64x64 tiles */
+    NN_GEMM_FP32_128,    /* fp32 FMA, 128x128 tiles (when they fill the chip) */
+    NN_GEMM_FP32_SPLITK, /* 64x64 tiles, K split across blocks, then a reduction */
+    NN_GEMM_TF32,        /* tensor cores (sm_80+), A and B rounded to TF32; split along K when needed */
+} nn_gemm_variant;
+
+/* nn_cuda_gemm with the kernel forced (tests compare the variants);
+ * NN_GEMM_TF32 on a device or build below sm_80 is NN_E_UNSUPPORTED. */
+nn_status nn_cuda_gemm_as(nn_gemm_variant v, bool ta, bool tb, int m, int n, int k, float alpha, const float *a,
+                          int lda, const float *b, int ldb, float beta, float *c, int ldc);
+/* The kernel NN_GEMM_AUTO runs for `count` products of this size on this device. */
+nn_gemm_variant nn_cuda_gemm_pick(int m, int n, int k, int count);
+/* TF32 switch: NN_TF32=1 in the environment (read once) on a device that has
+ * TF32 tensor cores. Off by default: results then are strict fp32. */
+bool nn_cuda_tf32_enabled(void);
+/* NN_FUSE_BIAS=1 in the environment (read once): conv2d and linear add their
+ * bias in the GEMM's epilogue instead of writing it to y first (identical
+ * sums: acc + 1 * bias either way). Off by default until measured on a GPU. */
+bool nn_cuda_fuse_bias(void);
+
 #ifdef __cplusplus
 }
 #endif

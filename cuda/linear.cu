@@ -36,13 +36,18 @@ extern "C" nn_status nn_cuda_linear_forward(const nn_linear_geom *g, const float
 {
     if (!g->n || !g->out) return NN_OK;
     NN_CUDA_STREAM(s);
-    if (b) {
+    /* the bias in the GEMM's epilogue (NN_FUSE_BIAS=1: same sums, one pass over y fewer) */
+    const bool fuse = b && nn_cuda_fuse_bias();
+    if (b && !fuse) {
         bias_rows_cuda(g->n, g->out, b, y, s);
         NN_CUDA_LAUNCHED("linear bias");
     }
+    nn_gemm_batch bt = {};
+    bt.count = bt.inner = 1;
+    bt.bias = fuse ? b : nullptr; /* bias[o], o the column */
     /* y (n, out) = x (n, in) w^T (in, out) */
-    return nn_cuda_sgemm(s, false, true, g->n, g->out, g->in, 1.0f, x, g->in, w, g->in, b ? 1.0f : 0.0f, y,
-                         g->out, NULL);
+    return nn_cuda_sgemm(s, false, true, g->n, g->out, g->in, 1.0f, x, g->in, w, g->in, b && !fuse ? 1.0f : 0.0f,
+                         y, g->out, &bt);
 }
 
 extern "C" nn_status nn_cuda_linear_backward(const nn_linear_geom *g, const float *x, const float *w,

@@ -33,6 +33,10 @@
 /* The SGEMM against a float64 reference: its float sums round ~sqrt(K)
  * times; relative to the sum of |terms| 1e-5 leaves a wide margin to K = 5000. */
 #define GEMM_TOL 1e-5
+/* The TF32 kernel rounds A and B to 10 mantissa bits (round to nearest):
+ * |e| <= 2^-10 |a b| per term, plus the fp32 sums: 1.5e-3 of the sum of
+ * |terms|. A wrong fragment index or a lost K slice errs by O(1). */
+#define GEMM_TF32_TOL 1.5e-3
 
 /* ---- helpers ---- */
 
@@ -373,10 +377,12 @@ static void test_random_fills_match_the_cpu(void **state)
 /* ---- SGEMM ---- */
 
 #if NN_HAVE_CUDA
-/* One product on the GPU against float64, with leading dimensions padded by
- * `pad` and every operand offset by `shift` floats (breaks float4 alignment). */
-static void gemm_case(bool ta, bool tb, int m, int n, int k, float alpha, float beta, int pad, int shift,
-                      uint64_t seed)
+/* One product on the GPU by kernel `v` against float64 (|error| <= tol of the
+ * sum of |terms|), with leading dimensions padded by `pad` and every operand
+ * offset by `shift` floats (breaks float4 alignment). False when the kernel
+ * is not available here (TF32 below sm_80). */
+static bool gemm_case_as(nn_gemm_variant v, double tol, bool ta, bool tb, int m, int n, int k, float alpha,
+                         float beta, int pad, int shift, uint64_t seed)
 {
     const nn_backend *be = gpu();
     const int lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
@@ -393,8 +399,19 @@ static void gemm_case(bool ta, bool tb, int m, int n, int k, float alpha, float 
     assert_int_equal(be->copy(da, NN_CUDA, a, NN_CPU, na * sizeof(float)), NN_OK);
     assert_int_equal(be->copy(db, NN_CUDA, b, NN_CPU, nb * sizeof(float)), NN_OK);
     assert_int_equal(be->copy(dc, NN_CUDA, c, NN_CPU, nc * sizeof(float)), NN_OK);
-    nn_status s = nn_cuda_gemm(ta, tb, m, n, k, alpha, da + shift, lda, db + shift, ldb, beta, dc + shift, ldc);
-    if (s != NN_OK) fail_msg("sgemm: %s", nn_errmsg());
+    nn_status s = nn_cuda_gemm_as(v, ta, tb, m, n, k, alpha, da + shift, lda, db + shift, ldb, beta, dc + shift,
+                                  ldc);
+    if (s == NN_E_UNSUPPORTED && v == NN_GEMM_TF32) {
+        be->free(da);
+        be->free(db);
+        be->free(dc);
+        free(a);
+        free(b);
+        free(c);
+        free(out);
+        return false;
+    }
+    if (s != NN_OK) fail_msg("sgemm (kernel %d): %s", (int)v, nn_errmsg());
     assert_int_equal(be->copy(out, NN_CPU, dc, NN_CUDA, nc * sizeof(float)), NN_OK);
     const float *A = a + shift, *B = b + shift, *C = c + shift, *O = out + shift;
     for (int i = 0; i < m; i++) {
@@ -413,9 +430,9 @@ static void gemm_case(bool ta, bool tb, int m, int n, int k, float alpha, float 
                 mag += fabs(beta * (double)C[(size_t)i * ldc + j]);
             }
             double got = O[(size_t)i * ldc + j];
-            if (!(fabs(got - ref) <= GEMM_TOL * (mag + 1e-30)))
-                fail_msg("sgemm %c%c %dx%dx%d (alpha %g beta %g pad %d shift %d): C[%d,%d] = %.9g, "
-                         "reference %.9g", ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, (double)alpha,
+            if (!(fabs(got - ref) <= tol * (mag + 1e-30)))
+                fail_msg("sgemm kernel %d %c%c %dx%dx%d (alpha %g beta %g pad %d shift %d): C[%d,%d] = %.9g, "
+                         "reference %.9g", (int)v, ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, (double)alpha,
                          (double)beta, pad, shift, i, j, got, ref);
         }
         /* the padding between rows is untouched */
@@ -430,6 +447,26 @@ static void gemm_case(bool ta, bool tb, int m, int n, int k, float alpha, float 
     free(b);
     free(c);
     free(out);
+    return true;
+}
+
+/* The kernel the ops get (NN_GEMM_AUTO), strict fp32 */
+static void gemm_case(bool ta, bool tb, int m, int n, int k, float alpha, float beta, int pad, int shift,
+                      uint64_t seed)
+{
+    gemm_case_as(NN_GEMM_AUTO, GEMM_TOL, ta, tb, m, n, k, alpha, beta, pad, shift, seed);
+}
+
+/* Every transpose of one size by kernel v, plain, then with beta and padded,
+ * misaligned operands. False when the kernel is not available here. */
+static bool gemm_all_forms(nn_gemm_variant v, double tol, int m, int n, int k, uint64_t seed)
+{
+    for (int tr = 0; tr < 4; tr++) {
+        const bool ta = tr & 1, tb = tr & 2;
+        if (!gemm_case_as(v, tol, ta, tb, m, n, k, 1.0f, 0.0f, 0, 0, seed + 10 * tr)) return false;
+        gemm_case_as(v, tol, ta, tb, m, n, k, -0.5f, 0.75f, 3, 1, seed + 10 * tr + 5);
+    }
+    return true;
 }
 #endif
 
@@ -454,6 +491,48 @@ static void test_sgemm(void **state)
             if (t % 3 == 1) gemm_case(ta, tb, m, n, k, 2.0f, 1.0f, 4, 0, seed += 3);
         }
     }
+#endif
+}
+
+/* Sizes that make NN_GEMM_AUTO pick each fp32 kernel, and every kernel forced
+ * on ragged sizes in all four transposes (the 128x128 tiles run in NT and TT
+ * forms too, which no op shape reaches on a small test). */
+static void test_sgemm_variants(void **state)
+{
+    (void)state;
+    NEED_GPU();
+#if NN_HAVE_CUDA
+    /* 33 x 5 tiles of 128 (165, more than any GPU's multiprocessors), ragged on every side */
+    const int big[3] = {4100, 630, 37}, small[3] = {129, 129, 129}, longk[3] = {33, 65, 5000};
+    assert_false(nn_cuda_tf32_enabled()); /* main() switched it off: the suite checks strict fp32 */
+    assert_int_equal(nn_cuda_gemm_pick(big[0], big[1], big[2], 1), NN_GEMM_FP32_128);
+    assert_int_equal(nn_cuda_gemm_pick(small[0], small[1], small[2], 1), NN_GEMM_FP32_64);
+    assert_int_equal(nn_cuda_gemm_pick(longk[0], longk[1], longk[2], 1), NN_GEMM_FP32_SPLITK);
+    gemm_all_forms(NN_GEMM_AUTO, GEMM_TOL, big[0], big[1], big[2], 700);
+    gemm_all_forms(NN_GEMM_AUTO, GEMM_TOL, longk[0], longk[1], longk[2], 800);
+
+    static const int forced[][3] = {{1, 1, 1}, {17, 129, 33}, {129, 17, 1}, {257, 130, 67}, {64, 100, 3000}};
+    static const struct {
+        nn_gemm_variant v;
+        double tol;
+        const char *name;
+    } kernels[] = {
+        {NN_GEMM_FP32_64, GEMM_TOL, "fp32 64x64"},
+        {NN_GEMM_FP32_128, GEMM_TOL, "fp32 128x128"},
+        {NN_GEMM_FP32_SPLITK, GEMM_TOL, "fp32 split-K"},
+        {NN_GEMM_TF32, GEMM_TF32_TOL, "tf32 tensor cores"},
+    };
+    uint64_t seed = 900;
+    for (size_t v = 0; v < sizeof kernels / sizeof kernels[0]; v++) {
+        bool ran = true;
+        for (size_t t = 0; ran && t < sizeof forced / sizeof forced[0]; t++)
+            ran = gemm_all_forms(kernels[v].v, kernels[v].tol, forced[t][0], forced[t][1], forced[t][2],
+                                 seed += 100);
+        if (!ran) print_message("%s: not available on this device or build: skipped\n", kernels[v].name);
+    }
+    /* TF32 on a product with enough tiles not to split K, and one long-K split */
+    if (gemm_all_forms(NN_GEMM_TF32, GEMM_TF32_TOL, big[0], big[1], 40, 990))
+        gemm_all_forms(NN_GEMM_TF32, GEMM_TF32_TOL, longk[0], longk[1], longk[2], 995);
 #endif
 }
 
@@ -937,6 +1016,13 @@ static void test_alexnet_step(void **state)
 
 int main(void)
 {
+    /* the suite checks strict fp32 whatever the caller's environment; the
+     * TF32 kernel is tested by forcing it (test_sgemm_variants) */
+    unsetenv("NN_TF32");
+    /* NN_TEST_FILTER=test_sgemm* runs only the matching tests (gpu_check.sh
+     * reruns a failed one alone with CUDA_LAUNCH_BLOCKING=1) */
+    const char *only = getenv("NN_TEST_FILTER");
+    if (only && *only) cmocka_set_test_filter(only);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_device_is_an_error),
         cmocka_unit_test(test_devices_must_match),
@@ -944,6 +1030,7 @@ int main(void)
         cmocka_unit_test(test_elementwise),
         cmocka_unit_test(test_random_fills_match_the_cpu),
         cmocka_unit_test(test_sgemm),
+        cmocka_unit_test(test_sgemm_variants),
         cmocka_unit_test(test_conv2d),
         cmocka_unit_test(test_conv2d_gradcheck),
         cmocka_unit_test(test_relu),

@@ -1,0 +1,284 @@
+/* The TF32 tensor-core SGEMM (sm_80 and later), included by gemm.cu only:
+ * same contract as the fp32 kernel there (row-major C (M, N) = alpha op(A)
+ * op(B) + beta C, either operand stored transposed, batched, optional split-K
+ * slices), but A and B are rounded to TF32 (10-bit mantissa, round to nearest)
+ * and multiplied by mma.sync.m16n8k8 with fp32 accumulation: each product
+ * is exact, so the error is the two roundings, |e| <= 2^-10 |a b| per term.
+ *
+ * A block of 256 threads (8 warps, 2 along M x 4 along N) owns a 128 x 128
+ * tile of C and steps through K in slices of 32. Slices are copied global ->
+ * shared by cp.async into a ring of TF32_STAGES buffers, so the copies of the
+ * next slices overlap the products of the current one. Shared tiles keep the
+ * operand's stored layout (the copies stay 16-byte contiguous); fragments
+ * are read from them with scalar loads, rows padded so the 32 lanes of a
+ * fragment load hit 32 different banks (see TF32_PAD_*).
+ *
+ * Fragments of mma.m16n8k8.tf32 (PTX ISA, "Matrix fragments for mma.m16n8k8";
+ * g = lane / 4, t = lane % 4):
+ *   A (16 x 8, row):  a0 (g, t)   a1 (g+8, t)   a2 (g, t+4)   a3 (g+8, t+4)
+ *   B (8 x 8, col):   b0 (k t, n g)             b1 (k t+4, n g)
+ *   C (16 x 8):       c0 (g, 2t)  c1 (g, 2t+1)  c2 (g+8, 2t)  c3 (g+8, 2t+1)
+ * A warp's 64 x 32 share of the tile is 4 x 4 such products per k-step of 8. */
+
+#define TF32_BM 128
+#define TF32_BN 128
+#define TF32_BK 32
+#define TF32_THREADS 256
+#define TF32_STAGES 3
+/* Blocks per multiprocessor asked of the compiler (registers capped at 128;
+ * ptxas -v for sm_90: no spills in NN/NT, 8 bytes in TN/TT) and counted on by
+ * the split-K choice; two rings of 108 KiB fit in Hopper's 228 KiB. */
+#define TF32_MIN_BLOCKS 2
+/* Pads (floats) of the shared rows. A row along K (32 floats + 4): lane (g, t)
+ * reads row g, column t -> bank 4g + t, all distinct. A row along M or N (128
+ * + 8): lane reads row t, column g -> bank 8t + g, all distinct. Both keep
+ * rows 16-byte aligned for cp.async. */
+#define TF32_PAD_K 4
+#define TF32_PAD_MN 8
+/* One operand's tile, either orientation, in floats (the larger of the two) */
+#define TF32_TILE_FLOATS (TF32_BM * (TF32_BK + TF32_PAD_K))
+static_assert(TF32_BK * (TF32_BM + TF32_PAD_MN) <= TF32_TILE_FLOATS, "a k-major tile fits the slot");
+#define TF32_SMEM_BYTES (TF32_STAGES * 2 * TF32_TILE_FLOATS * (int)sizeof(float))
+
+/* cp.async of 16 (or 4) bytes; src_bytes < size fills the rest with zeros,
+ * and src_bytes = 0 reads nothing (the address must still be valid). */
+static __device__ __forceinline__ void tf32_cp16(float *dst, const float *src, int src_bytes)
+{
+#if __CUDA_ARCH__ >= 800
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+#endif
+}
+static __device__ __forceinline__ void tf32_cp4(float *dst, const float *src, int src_bytes)
+{
+#if __CUDA_ARCH__ >= 800
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+#endif
+}
+static __device__ __forceinline__ void tf32_commit(void)
+{
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+/* waits until at most N groups of this thread are still in flight */
+template <int N> static __device__ __forceinline__ void tf32_wait(void)
+{
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+static __device__ __forceinline__ unsigned tf32_round(float x)
+{
+    unsigned r = 0;
+#if __CUDA_ARCH__ >= 800
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+#endif
+    return r;
+}
+
+static __device__ __forceinline__ void tf32_mma(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2])
+{
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+/* Copies a ROWS x COLS block of a stored matrix (row r0.., column c0..,
+ * leading dimension ld; rows >= rlim or columns >= clim read as 0) into a
+ * shared tile with rows of COLS + PAD floats. 4 consecutive floats per copy;
+ * `vec`: the source is 16-byte aligned for every such group (base, ld and
+ * batch strides multiples of 4), else each float is copied on its own. */
+template <int ROWS, int COLS, int PAD>
+static __device__ __forceinline__ void tf32_load_tile(float *tile, const float *__restrict__ src, long long ld,
+                                                      int r0, int c0, int rlim, int clim, bool vec)
+{
+    constexpr int GROUPS = ROWS * COLS / 4;
+    static_assert(GROUPS % TF32_THREADS == 0, "every thread copies the same number of groups");
+#pragma unroll
+    for (int i = 0; i < GROUPS / TF32_THREADS; i++) {
+        const int q = threadIdx.x + i * TF32_THREADS;
+        const int r = q / (COLS / 4), c = (q % (COLS / 4)) * 4;
+        float *dst = tile + r * (COLS + PAD) + c;
+        const int gr = r0 + r, gc = c0 + c;
+        const int valid = gr < rlim ? max(0, min(4, clim - gc)) : 0;   /* floats in the matrix */
+        const float *p = valid > 0 ? src + (long long)gr * ld + gc : src; /* a valid address when nothing is read */
+        if (vec) {
+            tf32_cp16(dst, p, valid * 4);
+        } else {
+#pragma unroll
+            for (int j = 0; j < 4; j++) tf32_cp4(dst + j, j < valid ? p + j : src, j < valid ? 4 : 0);
+        }
+    }
+}
+
+template <bool TA, bool TB>
+static __global__ void __launch_bounds__(TF32_THREADS, TF32_MIN_BLOCKS)
+sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A, int lda,
+                  const float *__restrict__ B, int ldb, float beta, float *__restrict__ C, int ldc,
+                  nn_gemm_batch bt, int z0, int vec, int ksplit, int kchunk)
+{
+#if __CUDA_ARCH__ >= 800
+    extern __shared__ __align__(16) float tf32_smem[];
+    /* z = product * ksplit + slice, as in sgemm_kernel (gemm.cu) */
+    const int z = blockIdx.z + z0, zb = z / ksplit, ks = z % ksplit;
+    A += (zb / bt.inner) * bt.a_outer + (zb % bt.inner) * bt.a_inner;
+    B += (zb / bt.inner) * bt.b_outer + (zb % bt.inner) * bt.b_inner;
+    if (ksplit > 1)
+        C += (long long)z * M * ldc;
+    else
+        C += (zb / bt.inner) * bt.c_outer + (zb % bt.inner) * bt.c_inner;
+    const int kbeg = ks * kchunk, kend = min(K, kbeg + kchunk);
+    const int ktiles = kend > kbeg ? (kend - kbeg + TF32_BK - 1) / TF32_BK : 0;
+    const int m0 = blockIdx.y * TF32_BM, n0 = blockIdx.x * TF32_BN;
+    /* the bias epilogue; with K split the reduction adds it */
+    const float *bias = bt.bias && ksplit == 1
+                            ? bt.bias + (zb / bt.inner) * bt.bias_outer + (zb % bt.inner) * bt.bias_inner
+                            : nullptr;
+
+    /* shared tiles in the stored layout: A (m, k) at TA ? [k][m] : [m][k], B (k, n) at TB ? [n][k] : [k][n] */
+    constexpr int A_PITCH = TA ? TF32_BM + TF32_PAD_MN : TF32_BK + TF32_PAD_K;
+    constexpr int B_PITCH = TB ? TF32_BK + TF32_PAD_K : TF32_BN + TF32_PAD_MN;
+    auto a_tile = [&](int st) { return tf32_smem + st * 2 * TF32_TILE_FLOATS; };
+    auto b_tile = [&](int st) { return tf32_smem + st * 2 * TF32_TILE_FLOATS + TF32_TILE_FLOATS; };
+    const bool va = vec & VEC_A, vb = vec & VEC_B;
+
+    /* issues the copies of slice t (K from kbeg + t * BK) into ring slot t % STAGES */
+    auto load_slice = [&](int t) {
+        const int k0 = kbeg + t * TF32_BK, st = t % TF32_STAGES;
+        if (TA)
+            tf32_load_tile<TF32_BK, TF32_BM, TF32_PAD_MN>(a_tile(st), A, lda, k0, m0, kend, M, va);
+        else
+            tf32_load_tile<TF32_BM, TF32_BK, TF32_PAD_K>(a_tile(st), A, lda, m0, k0, M, kend, va);
+        if (TB)
+            tf32_load_tile<TF32_BN, TF32_BK, TF32_PAD_K>(b_tile(st), B, ldb, n0, k0, N, kend, vb);
+        else
+            tf32_load_tile<TF32_BK, TF32_BN, TF32_PAD_MN>(b_tile(st), B, ldb, k0, n0, kend, N, vb);
+    };
+
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int g = lane / 4, t = lane % 4;
+    const int wm = (warp / 4) * 64, wn = (warp % 4) * 32; /* the warp's corner inside the tile */
+    float acc[4][4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int r = 0; r < 4; r++) acc[i][j][r] = 0.0f;
+
+    /* the ring: STAGES - 1 slices in flight before the first product; one
+     * commit per iteration (empty near the end) keeps the group count exact */
+#pragma unroll
+    for (int s = 0; s < TF32_STAGES - 1; s++) {
+        if (s < ktiles) load_slice(s);
+        tf32_commit();
+    }
+    for (int kt = 0; kt < ktiles; kt++) {
+        tf32_wait<TF32_STAGES - 2>(); /* this thread's copies of slice kt are done */
+        __syncthreads();              /* everyone's are, and slot (kt - 1) % STAGES is no longer read */
+        if (kt + TF32_STAGES - 1 < ktiles) load_slice(kt + TF32_STAGES - 1);
+        tf32_commit();
+
+        const float *As = a_tile(kt % TF32_STAGES), *Bs = b_tile(kt % TF32_STAGES);
+#pragma unroll
+        for (int kk = 0; kk < TF32_BK; kk += 8) {
+            unsigned af[4][4], bf[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int m = wm + i * 16 + g;
+#define A_AT(mm, k) (TA ? As[(k) * A_PITCH + (mm)] : As[(mm) * A_PITCH + (k)])
+                af[i][0] = tf32_round(A_AT(m, kk + t));
+                af[i][1] = tf32_round(A_AT(m + 8, kk + t));
+                af[i][2] = tf32_round(A_AT(m, kk + t + 4));
+                af[i][3] = tf32_round(A_AT(m + 8, kk + t + 4));
+#undef A_AT
+            }
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int n = wn + j * 8 + g;
+#define B_AT(k, nn) (TB ? Bs[(nn) * B_PITCH + (k)] : Bs[(k) * B_PITCH + (nn)])
+                bf[j][0] = tf32_round(B_AT(kk + t, n));
+                bf[j][1] = tf32_round(B_AT(kk + t + 4, n));
+#undef B_AT
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) tf32_mma(acc[i][j], af[i], bf[j]);
+        }
+    }
+    tf32_wait<0>(); /* no copy may outlive the block (only empty groups remain) */
+
+    /* epilogue: C = alpha acc + beta C, never reading C when beta == 0 */
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int m = m0 + wm + i * 16 + g + h * 8;
+            if (m >= M) continue;
+            float *crow = C + (long long)m * ldc;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int n = n0 + wn + j * 8 + 2 * t;
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    if (n + e >= N) break;
+                    float r = alpha * acc[i][j][h * 2 + e];
+                    if (beta != 0.0f) r += beta * crow[n + e];
+                    if (bias) r += bias[bt.bias_per_row ? m : n + e];
+                    crow[n + e] = r;
+                }
+            }
+        }
+#else
+    __trap(); /* the host never launches this below sm_80 (tf32_supported) */
+#endif
+}
+
+template <bool TA, bool TB>
+static nn_status launch_tf32(cudaStream_t s, int m, int n, int k, float alpha, const float *a, int lda,
+                             const float *b, int ldb, float beta, float *c, int ldc, const nn_gemm_batch &bt,
+                             int vec, int ksplit, int kchunk)
+{
+    /* more than 48 KiB of dynamic shared memory must be asked for, once per kernel */
+    static bool opted;
+    if (!opted) {
+        NN_CUDA_TRY(cudaFuncSetAttribute(sgemm_tf32_kernel<TA, TB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         TF32_SMEM_BYTES),
+                    "sgemm tf32 shared memory");
+        /* all of the on-chip memory as shared memory, so two blocks fit */
+        NN_CUDA_TRY(cudaFuncSetAttribute(sgemm_tf32_kernel<TA, TB>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                         (int)cudaSharedmemCarveoutMaxShared),
+                    "sgemm tf32 shared memory carveout");
+        opted = true;
+    }
+    const unsigned gx = (unsigned)((n + TF32_BN - 1) / TF32_BN), gy = (unsigned)((m + TF32_BM - 1) / TF32_BM);
+    if (gy > 65535u) return nn_error(NN_E_UNSUPPORTED, "cuda sgemm tf32: M = %d is too large", m);
+    const int nz = bt.count * ksplit;
+    for (int z0 = 0; z0 < nz; z0 += 65535) {
+        const unsigned gz = (unsigned)(nz - z0 < 65535 ? nz - z0 : 65535);
+        sgemm_tf32_kernel<TA, TB><<<dim3(gx, gy, gz), TF32_THREADS, TF32_SMEM_BYTES, s>>>(
+            m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bt, z0, vec, ksplit, kchunk);
+        NN_CUDA_LAUNCHED("sgemm tf32");
+    }
+    return NN_OK;
+}
+
+static nn_status dispatch_tf32(cudaStream_t s, bool ta, bool tb, int m, int n, int k, float alpha,
+                               const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc,
+                               const nn_gemm_batch &bt, int vec, int ksplit, int kchunk)
+{
+    if (!ta && !tb)
+        return launch_tf32<false, false>(s, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bt, vec, ksplit, kchunk);
+    if (!ta && tb)
+        return launch_tf32<false, true>(s, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bt, vec, ksplit, kchunk);
+    if (ta && !tb)
+        return launch_tf32<true, false>(s, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bt, vec, ksplit, kchunk);
+    return launch_tf32<true, true>(s, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bt, vec, ksplit, kchunk);
+}
