@@ -1,13 +1,16 @@
 /* convnet.h: the one header a program needs. Everything public lives under
  * the nn_ / NN_ prefix; each header included here documents its own part
  * (ownership of returned pointers, formulas, defaults). Internal headers
- * (core/op.h, ops/cpu_kernels.h, cuda/) are not part of the API. */
+ * (core/op.h, ops/cpu_kernels.h, io/atomic.h, io/imagefolder_impl.h, cuda/)
+ * are not part of the API and are not installed. Compile with
+ * $(pkg-config --cflags convnet), which names <includedir>/convnet. */
 #ifndef CONVNET_H
 #define CONVNET_H
 
 #include "core/status.h"
 #include "core/tensor.h"
 #include "core/rng.h"
+#include "core/threads.h"
 #include "core/graph.h"
 #include "core/params.h"
 #include "core/backend.h"

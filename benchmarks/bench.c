@@ -18,10 +18,10 @@
 
 #include "core/backend.h"
 #include "models/model.h"
-#include "ops/ops.h"
+#include "ops/registry.h"
 #include "optim/optim.h"
 #include "tools/cli.h"
-#include "bench.h"
+#include "benchmarks/bench.h"
 
 #define MAX_REPEATS 1000
 /* SGEMM sizes for the machine's reference rate: large enough to reach the
@@ -103,27 +103,9 @@ out:
     return rate;
 }
 
-/* ---- one op at one layer's shape ---- */
+/* ---- one op at one layer's shape (each op's case: bench_ops.c) ---- */
 
-typedef struct op_case {
-    op_kind kind;
-    const nn_backend *be;
-    nn_conv2d_geom cg;
-    nn_lrn_geom lg;
-    nn_pool_geom pg;
-    nn_linear_geom fg;
-    size_t nx, ny, nw, nb;     /* element counts */
-    float p;                   /* dropout */
-    int classes;
-    bool need_dx;
-    float *x, *y, *dy, *dx, *w, *dw, *b, *db, *scale, *probs, *loss, *one;
-    int32_t *argmax, *labels;
-    uint8_t *mask;
-    void *ws;
-    size_t ws_bytes;
-} op_case;
-
-static nn_status case_alloc(op_case *c, void **p, size_t bytes)
+nn_status bench_case_alloc(op_case *c, void **p, size_t bytes)
 {
     if (!bytes) return NN_OK;
     return c->be->alloc(p, bytes);
@@ -141,82 +123,27 @@ static nn_status case_setup(op_case *c, uint64_t seed)
 {
     const nn_backend *be = c->be;
     size_t f = sizeof(float);
-    NN_TRY(case_alloc(c, (void **)&c->x, c->nx * f));
-    NN_TRY(case_alloc(c, (void **)&c->y, c->ny * f));
-    NN_TRY(case_alloc(c, (void **)&c->dy, c->ny * f));
-    NN_TRY(case_alloc(c, (void **)&c->dx, c->nx * f));
-    NN_TRY(case_alloc(c, (void **)&c->w, c->nw * f));
-    NN_TRY(case_alloc(c, (void **)&c->dw, c->nw * f));
-    NN_TRY(case_alloc(c, (void **)&c->b, c->nb * f));
-    NN_TRY(case_alloc(c, (void **)&c->db, c->nb * f));
-    NN_TRY(be->rng_uniform(c->x, c->nx, seed, 0, c->kind == K_RELU ? -1.0f : 0.0f, 1.0f));
+    NN_TRY(bench_case_alloc(c, (void **)&c->x, c->nx * f));
+    NN_TRY(bench_case_alloc(c, (void **)&c->y, c->ny * f));
+    NN_TRY(bench_case_alloc(c, (void **)&c->dy, c->ny * f));
+    NN_TRY(bench_case_alloc(c, (void **)&c->dx, c->nx * f));
+    NN_TRY(bench_case_alloc(c, (void **)&c->w, c->nw * f));
+    NN_TRY(bench_case_alloc(c, (void **)&c->dw, c->nw * f));
+    NN_TRY(bench_case_alloc(c, (void **)&c->b, c->nb * f));
+    NN_TRY(bench_case_alloc(c, (void **)&c->db, c->nb * f));
+    NN_TRY(be->rng_uniform(c->x, c->nx, seed, 0, c->bo->x_lo, 1.0f));
     NN_TRY(be->rng_uniform(c->dy, c->ny, seed, 1u << 30, -1.0f, 1.0f));
     NN_TRY(be->memset0(c->dx, c->nx * f));
     if (c->nw) {
-        float fan = c->kind == K_CONV ? (float)(c->cg.c / c->cg.groups * c->cg.kh * c->cg.kw) : (float)c->fg.in;
-        float a = 1.0f / sqrtf(fan);
+        float a = 1.0f / sqrtf(c->fan);
         NN_TRY(be->rng_uniform(c->w, c->nw, seed, 2u << 30, -a, a));
         NN_TRY(be->rng_uniform(c->b, c->nb, seed, 3u << 30, -a, a));
         NN_TRY(be->memset0(c->dw, c->nw * f));
         NN_TRY(be->memset0(c->db, c->nb * f));
     }
-    if (c->kind == K_CONV) {
-        c->ws_bytes = be->conv2d_workspace(&c->cg);
-        NN_TRY(case_alloc(c, &c->ws, c->ws_bytes));
-    } else if (c->kind == K_LRN) {
-        NN_TRY(case_alloc(c, (void **)&c->scale, c->nx * f));
-    } else if (c->kind == K_POOL) {
-        NN_TRY(case_alloc(c, (void **)&c->argmax, c->ny * sizeof(int32_t)));
-    } else if (c->kind == K_DROPOUT) {
-        NN_TRY(case_alloc(c, (void **)&c->mask, c->nx));
-    } else if (c->kind == K_XENT) {
-        int n = (int)(c->nx / (size_t)c->classes);
-        int32_t *hl = malloc((size_t)n * sizeof *hl);
-        if (!hl) return nn_error(NN_E_NOMEM, "bench: out of memory");
-        nn_rng r = nn_rng_make(seed);
-        for (int i = 0; i < n; i++) hl[i] = (int32_t)nn_rng_below(&r, (uint32_t)c->classes);
-        const float one = 1.0f;
-        nn_status s = case_alloc(c, (void **)&c->labels, (size_t)n * sizeof(int32_t));
-        if (!s) s = case_alloc(c, (void **)&c->probs, c->nx * f);
-        if (!s) s = case_alloc(c, (void **)&c->loss, f);
-        if (!s) s = case_alloc(c, (void **)&c->one, f);
-        if (!s) s = be->copy(c->labels, be->device, hl, NN_CPU, (size_t)n * sizeof(int32_t));
-        if (!s) s = be->copy(c->one, be->device, &one, NN_CPU, f);
-        free(hl);
-        NN_TRY(s);
-    }
-    return NN_OK;
-}
-
-static nn_status case_run(op_case *c, bool backward)
-{
-    const nn_backend *be = c->be;
-    float *dx = c->need_dx ? c->dx : NULL;
-    switch (c->kind) {
-    case K_CONV:
-        return backward ? be->conv2d_backward(&c->cg, c->x, c->w, c->dy, dx, c->dw, c->db, c->ws)
-                        : be->conv2d_forward(&c->cg, c->x, c->w, c->b, c->y, c->ws);
-    case K_RELU:
-        return backward ? be->relu_backward(c->nx, c->y, c->dy, dx) : be->relu_forward(c->nx, c->x, c->y);
-    case K_LRN:
-        return backward ? be->lrn_backward(&c->lg, c->x, c->y, c->scale, c->dy, dx)
-                        : be->lrn_forward(&c->lg, c->x, c->y, c->scale);
-    case K_POOL:
-        return backward ? be->maxpool_backward(&c->pg, c->argmax, c->dy, dx)
-                        : be->maxpool_forward(&c->pg, c->x, c->y, c->argmax);
-    case K_DROPOUT:
-        return backward ? be->dropout_backward(c->nx, c->mask, c->p, c->dy, dx)
-                        : be->dropout_forward(c->nx, c->x, c->y, c->mask, c->p, 7, 0);
-    case K_LINEAR:
-        return backward ? be->linear_backward(&c->fg, c->x, c->w, c->dy, dx, c->dw, c->db)
-                        : be->linear_forward(&c->fg, c->x, c->w, c->b, c->y);
-    case K_XENT: {
-        int n = (int)(c->nx / (size_t)c->classes);
-        return backward ? be->xent_backward(n, c->classes, c->probs, c->labels, c->one, dx)
-                        : be->xent_forward(n, c->classes, c->x, c->labels, c->probs, c->loss);
-    }
-    }
-    return NN_OK;
+    c->out = c->y;
+    c->nout = c->ny;
+    return c->bo->setup ? c->bo->setup(c, seed) : NN_OK;
 }
 
 /* Copies n elements of a device buffer to a new host buffer (NULL on failure). */
@@ -230,118 +157,33 @@ static void *to_host(const nn_backend *be, const void *p, size_t bytes)
     return h;
 }
 
-/* Samples CHECK_SAMPLES outputs and compares them with a float64 reference;
- * returns the worst |y - ref| / (sum |terms| + tiny), or INFINITY when a
- * value is not finite or the copies fail. */
+/* Samples CHECK_SAMPLES outputs (one when there is one) and compares them
+ * with the op's float64 reference; returns the worst |y - ref| / (sum |terms|
+ * + tiny), or INFINITY when a value is not finite or the copies fail. */
 static double case_check(op_case *c)
 {
     const nn_backend *be = c->be;
     size_t f = sizeof(float);
     size_t bad = 0;
-    if (be->count_nonfinite(c->kind == K_XENT ? 1 : c->ny, c->kind == K_XENT ? c->loss : c->y, &bad) || bad)
-        return INFINITY;
+    if (be->count_nonfinite(c->nout, c->out, &bad) || bad) return INFINITY;
     if (c->need_dx && (be->count_nonfinite(c->nx, c->dx, &bad) || bad)) return INFINITY;
     if (c->nw && (be->count_nonfinite(c->nw, c->dw, &bad) || bad)) return INFINITY;
-    float *x = to_host(be, c->x, c->nx * f);
-    float *y = c->kind == K_XENT ? to_host(be, c->loss, f) : to_host(be, c->y, c->ny * f);
+    float *x = to_host(be, c->x, c->nx * f), *y = to_host(be, c->out, c->nout * f);
     float *w = c->nw ? to_host(be, c->w, c->nw * f) : NULL;
     float *b = c->nb ? to_host(be, c->b, c->nb * f) : NULL;
-    int32_t *lab = c->kind == K_XENT ? to_host(be, c->labels, c->nx / (size_t)c->classes * 4) : NULL;
+    int32_t *lab = c->nlabels ? to_host(be, c->labels, c->nlabels * sizeof(int32_t)) : NULL;
     double worst = 0;
-    if (!x || !y || (c->nw && (!w || !b)) || (c->kind == K_XENT && !lab)) {
+    if (!x || !y || (c->nw && (!w || !b)) || (c->nlabels && !lab)) {
         worst = INFINITY;
         goto out;
     }
+    const bench_host hs = {x, w, b, lab};
     nn_rng r = nn_rng_make(99);
-    for (int smp = 0; smp < CHECK_SAMPLES; smp++) {
-        size_t o = (size_t)nn_rng_below(&r, (uint32_t)(c->ny < UINT32_MAX ? c->ny : UINT32_MAX));
-        double ref = 0, mag = 1e-30, got = y[o];
-        switch (c->kind) {
-        case K_CONV: {
-            const nn_conv2d_geom *g = &c->cg;
-            size_t ohw = (size_t)g->oh * g->ow;
-            int n = (int)(o / ((size_t)g->oc * ohw)), oc = (int)(o / ohw % (size_t)g->oc);
-            int i = (int)(o % ohw / (size_t)g->ow), j = (int)(o % (size_t)g->ow);
-            int cg = g->c / g->groups, grp = oc / (g->oc / g->groups);
-            ref = b[oc];
-            mag += fabs(ref);
-            for (int ci = 0; ci < cg; ci++)
-                for (int p = 0; p < g->kh; p++)
-                    for (int q = 0; q < g->kw; q++) {
-                        int h = i * g->sh + p - g->ph, ww = j * g->sw + q - g->pw;
-                        if (h < 0 || h >= g->h || ww < 0 || ww >= g->w) continue;
-                        double t = (double)w[(((size_t)oc * cg + ci) * g->kh + p) * g->kw + q] *
-                                   x[(((size_t)n * g->c + grp * cg + ci) * g->h + h) * g->w + ww];
-                        ref += t;
-                        mag += fabs(t);
-                    }
-            break;
-        }
-        case K_LINEAR: {
-            size_t n = o / (size_t)c->fg.out, k = o % (size_t)c->fg.out;
-            ref = b[k];
-            mag += fabs(ref);
-            for (int i = 0; i < c->fg.in; i++) {
-                double t = (double)x[n * (size_t)c->fg.in + i] * w[k * (size_t)c->fg.in + i];
-                ref += t;
-                mag += fabs(t);
-            }
-            break;
-        }
-        case K_RELU:
-            ref = x[o] > 0 ? x[o] : 0;
-            mag += fabs(x[o]);
-            break;
-        case K_DROPOUT: /* kept or dropped: either 0 or x / (1 - p) */
-            ref = got == 0.0 ? 0.0 : x[o] / (1.0 - c->p);
-            mag += fabs(ref);
-            break;
-        case K_LRN: {
-            const nn_lrn_geom *g = &c->lg;
-            size_t hw = (size_t)g->h * g->w;
-            int ch = (int)(o / hw % (size_t)g->c);
-            size_t base = o - (size_t)ch * hw;
-            double sum = 0;
-            for (int j = ch - g->size / 2; j <= ch + g->size / 2; j++)
-                if (j >= 0 && j < g->c) sum += (double)x[base + (size_t)j * hw] * x[base + (size_t)j * hw];
-            ref = x[o] * pow(g->k + g->alpha * sum, -g->beta);
-            mag += fabs(ref);
-            break;
-        }
-        case K_POOL: {
-            const nn_pool_geom *g = &c->pg;
-            size_t ohw = (size_t)g->oh * g->ow;
-            size_t plane = o / ohw;
-            int i = (int)(o % ohw / (size_t)g->ow), j = (int)(o % (size_t)g->ow);
-            ref = -INFINITY;
-            for (int p = 0; p < g->kh; p++)
-                for (int q = 0; q < g->kw; q++) {
-                    int h = i * g->sh + p - g->ph, ww = j * g->sw + q - g->pw;
-                    if (h >= 0 && h < g->h && ww >= 0 && ww < g->w) {
-                        double v = x[(plane * g->h + h) * g->w + ww];
-                        if (v > ref) ref = v;
-                    }
-                }
-            mag += fabs(ref);
-            break;
-        }
-        case K_XENT: {
-            int n = (int)(c->nx / (size_t)c->classes);
-            double total = 0;
-            for (int i = 0; i < n; i++) {
-                const float *row = x + (size_t)i * c->classes;
-                double m = row[0], s = 0;
-                for (int k = 1; k < c->classes; k++) m = row[k] > m ? row[k] : m;
-                for (int k = 0; k < c->classes; k++) s += exp(row[k] - m);
-                total += m + log(s) - row[lab[i]];
-            }
-            ref = total / n;
-            got = y[0];
-            mag += fabs(ref);
-            smp = CHECK_SAMPLES; /* one value */
-            break;
-        }
-        }
+    int samples = c->nout == 1 ? 1 : CHECK_SAMPLES;
+    for (int smp = 0; smp < samples; smp++) {
+        size_t o = (size_t)nn_rng_below(&r, (uint32_t)(c->nout < UINT32_MAX ? c->nout : UINT32_MAX));
+        double mag = 1e-30, got = y[o];
+        double ref = c->bo->ref(c, &hs, o, got, &mag);
         double e = fabs(got - ref) / mag;
         if (!(e <= worst)) worst = e; /* NaN-safe */
     }
@@ -359,20 +201,20 @@ out:
 static nn_status time_case(op_case *c, int repeats, op_result *res)
 {
     const nn_backend *be = c->be;
-    NN_TRY(case_run(c, false));
-    NN_TRY(case_run(c, true));
+    NN_TRY(c->bo->run(c, false));
+    NN_TRY(c->bo->run(c, true));
     NN_TRY(be->sync());
     res->check_err = case_check(c);
     if (!(res->check_err <= CHECK_TOL))
         return nn_error(NN_E_RANGE, "bench: %s %s on %s fails validation (relative error %.3g > %g)",
-                        res->layer, bench_kind_names[c->kind], be->name, res->check_err, CHECK_TOL);
+                        res->layer, res->op, be->name, res->check_err, CHECK_TOL);
     double tf[MAX_REPEATS], tb[MAX_REPEATS];
     for (int i = -1; i < repeats; i++) {
         double t0 = now_s();
-        NN_TRY(case_run(c, false));
+        NN_TRY(c->bo->run(c, false));
         NN_TRY(be->sync());
         double t1 = now_s();
-        NN_TRY(case_run(c, true));
+        NN_TRY(c->bo->run(c, true));
         NN_TRY(be->sync());
         double t2 = now_s();
         if (i >= 0) {
@@ -385,7 +227,8 @@ static nn_status time_case(op_case *c, int repeats, op_result *res)
     return NN_OK;
 }
 
-/* Every layer of the model at batch n, then the loss. */
+/* Every layer of the model at batch n (through the op it runs, as the
+ * sequential model names it in the registry), then the loss. */
 static nn_status bench_ops(const bench_opts *o, const nn_seq *s, dev_result *dr)
 {
     const nn_backend *be = nn_backend_get(dr->dev);
@@ -393,73 +236,28 @@ static nn_status bench_ops(const bench_opts *o, const nn_seq *s, dev_result *dr)
     dr->nops = 0;
     bool first = true; /* the first layer needs no input gradient */
     for (int i = 0; i <= s->n && dr->nops < MAX_OPS; i++) {
+        const nn_layer *l = i < s->n ? &s->l[i] : NULL;
+        const nn_op_info *op = l ? nn_seq_layer_op(l) : &nn_op_softmax_xent;
+        const bench_op *bo = op ? bench_op_find(op->name) : NULL;
+        if (!bo) continue; /* flatten (a view), or an op with no benchmark case */
         op_case c;
         memset(&c, 0, sizeof c);
         c.be = be;
-        c.need_dx = !first;
+        c.bo = bo;
+        c.need_dx = !first || !l; /* the loss always feeds the gradient back */
         op_result *res = &dr->ops[dr->nops];
         memset(res, 0, sizeof *res);
-        const nn_layer *l = i < s->n ? &s->l[i] : NULL;
-        const int *in = l ? l->in_shape : NULL, *out = l ? l->out_shape : NULL;
+        res->op = op->name;
         if (l) {
+            const int *in = l->in_shape, *out = l->out_shape;
             c.nx = (size_t)n * in[0] * in[1] * in[2];
             c.ny = (size_t)n * out[0] * out[1] * out[2];
             snprintf(res->layer, sizeof res->layer, "%s", l->name);
-        }
-        if (!l) {
-            const nn_layer *last = &s->l[s->n - 1];
-            c.kind = K_XENT;
-            c.classes = last->out_shape[0];
-            c.nx = (size_t)n * c.classes;
-            c.ny = 1;
-            c.need_dx = true;
+            snprintf(res->shape, sizeof res->shape, "%dx%dx%dx%d", n, in[0], in[1], in[2]);
+        } else {
             snprintf(res->layer, sizeof res->layer, "loss");
-            snprintf(res->shape, sizeof res->shape, "%dx%d", n, c.classes);
-            res->fwd_bytes = 8.0 * (double)c.nx;
-            res->bwd_bytes = 12.0 * (double)c.nx;
-        } else if (l->kind == NN_L_FLATTEN) {
-            continue;
-        } else if (l->kind == NN_L_CONV) {
-            c.kind = K_CONV;
-            int g = l->groups ? l->groups : 1;
-            c.cg = (nn_conv2d_geom){n, in[0], in[1], in[2], out[0], l->k, l->k, l->stride, l->stride,
-                                    l->pad, l->pad, g, out[1], out[2]};
-            c.nw = (size_t)out[0] * (in[0] / g) * l->k * l->k;
-            c.nb = (size_t)out[0];
-            double macs = (double)c.ny * (in[0] / g) * l->k * l->k;
-            res->fwd_flop = 2 * macs;
-            res->bwd_flop = (c.need_dx ? 4 : 2) * macs;
-        } else if (l->kind == NN_L_LINEAR) {
-            c.kind = K_LINEAR;
-            int fin = in[0] * in[1] * in[2];
-            c.fg = (nn_linear_geom){n, fin, out[0]};
-            c.nw = (size_t)out[0] * fin;
-            c.nb = (size_t)out[0];
-            double macs = (double)n * fin * out[0];
-            res->fwd_flop = 2 * macs;
-            res->bwd_flop = (c.need_dx ? 4 : 2) * macs;
-        } else if (l->kind == NN_L_RELU) {
-            c.kind = K_RELU;
-            res->fwd_bytes = 8.0 * (double)c.nx;
-            res->bwd_bytes = 16.0 * (double)c.nx;
-        } else if (l->kind == NN_L_LRN) {
-            c.kind = K_LRN;
-            c.lg = (nn_lrn_geom){n, in[0], in[1], in[2], l->lrn.size, l->lrn.alpha, l->lrn.beta, l->lrn.k};
-            res->fwd_bytes = 12.0 * (double)c.nx;
-            res->bwd_bytes = 24.0 * (double)c.nx;
-        } else if (l->kind == NN_L_MAXPOOL) {
-            c.kind = K_POOL;
-            c.pg = (nn_pool_geom){n, in[0], in[1], in[2], l->k, l->k, l->stride, l->stride, 0, 0, out[1], out[2]};
-            res->fwd_bytes = 4.0 * (double)c.nx + 8.0 * (double)c.ny;
-            res->bwd_bytes = 8.0 * (double)c.nx + 8.0 * (double)c.ny;
-        } else if (l->kind == NN_L_DROPOUT) {
-            c.kind = K_DROPOUT;
-            c.p = l->p;
-            res->fwd_bytes = 9.0 * (double)c.nx;
-            res->bwd_bytes = 13.0 * (double)c.nx;
         }
-        res->kind = c.kind;
-        if (l) snprintf(res->shape, sizeof res->shape, "%dx%dx%dx%d", n, in[0], in[1], in[2]);
+        bo->shape(&c, l ? l : &s->l[s->n - 1], n, res);
         nn_status st = case_setup(&c, 1000 + (uint64_t)i);
         if (st == NN_OK) st = time_case(&c, o->repeats, res);
         case_free(&c);
@@ -539,7 +337,7 @@ static nn_status model_phase(const bench_opts *o, nn_device dev, bool train, pha
     pr->dev_peak_mb = dev == NN_CPU ? 0 : (double)be->peak_bytes() / (1024.0 * 1024.0);
     goto out;
 ctx_err:
-    if (nn_ctx_status(ctx)) st = nn_error(nn_ctx_status(ctx), "%s", nn_ctx_errmsg(ctx));
+    if (nn_ctx_status(ctx)) st = nn_ctx_status(ctx);
     if (!st) st = nn_error(NN_E_ARG, "bench: the model step failed");
 out:
     free(labels);

@@ -17,12 +17,9 @@ typedef struct bench_opts {
     bool ops_only, model_only;
 } bench_opts;
 
-typedef enum op_kind { K_CONV, K_RELU, K_LRN, K_POOL, K_DROPOUT, K_LINEAR, K_XENT } op_kind;
-extern const char *const bench_kind_names[];
-
 typedef struct op_result {
     char layer[32], shape[48];
-    op_kind kind;
+    const char *op;            /* the op's registry name (ops/registry.h) */
     double fwd_s, bwd_s;       /* medians */
     double fwd_flop, bwd_flop; /* counted (GEMM ops) */
     double fwd_bytes, bwd_bytes;
@@ -43,6 +40,58 @@ typedef struct dev_result {
     int nops;
     phase_result train, infer;
 } dev_result;
+
+/* ---- one op at one layer's shape: bench.c runs it, bench_ops.c describes each op ---- */
+
+typedef struct bench_op bench_op;
+
+typedef struct op_case {
+    const bench_op *bo;
+    const nn_backend *be;
+    nn_conv2d_geom cg;
+    nn_lrn_geom lg;
+    nn_pool_geom pg;
+    nn_linear_geom fg;
+    size_t nx, ny, nw, nb;     /* element counts */
+    float fan;                 /* w's fan-in: w and b uniform in +-1/sqrt(fan) */
+    float p;                   /* dropout */
+    int classes;
+    bool need_dx;
+    float *x, *y, *dy, *dx, *w, *dw, *b, *db, *scale, *probs, *loss, *one;
+    int32_t *argmax, *labels;
+    uint8_t *mask;
+    void *ws;
+    size_t ws_bytes;
+    float *out;                /* what the spot check samples: y (nout = ny) or the loss */
+    size_t nout, nlabels;
+} op_case;
+
+/* Host copies of the inputs, for the float64 references. */
+typedef struct bench_host {
+    const float *x, *w, *b;
+    const int32_t *labels;
+} bench_host;
+
+/* An op's benchmark case (bench_ops.c). bench.c sets nx, ny (from the
+ * layer's shapes), need_dx and be, allocates x, y, dy, dx (and w, dw, b, db
+ * when nw > 0) and fills them, then calls setup for the rest. */
+struct bench_op {
+    const char *op;            /* the registry's name */
+    float x_lo;                /* x uniform in [x_lo, 1) */
+    /* geometry, nw/nb/fan and counted FLOPs or bytes at layer l's shape,
+     * batch n (the loss: l is the last layer) */
+    void (*shape)(op_case *c, const nn_layer *l, int n, op_result *res);
+    nn_status (*setup)(op_case *c, uint64_t seed); /* its own buffers; NULL: none */
+    nn_status (*run)(op_case *c, bool backward);
+    /* float64 reference of output o (got: the kernel's value); adds the
+     * |terms| to *mag */
+    double (*ref)(const op_case *c, const bench_host *h, size_t o, double got, double *mag);
+};
+
+/* The case of a registered op, or NULL when it has none (then not timed). */
+const bench_op *bench_op_find(const char *op);
+/* Device memory for a case (nothing for 0 bytes). */
+nn_status bench_case_alloc(op_case *c, void **p, size_t bytes);
 
 /* "AMD EPYC ..." from /proc/cpuinfo into buf. */
 void bench_cpu_name(char *buf, size_t n);

@@ -8,9 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bench.h"
-
-const char *const bench_kind_names[] = {"conv2d", "relu", "lrn", "maxpool", "dropout", "linear", "softmax_xent"};
+#include "benchmarks/bench.h"
 
 void bench_cpu_name(char *buf, size_t n)
 {
@@ -60,10 +58,10 @@ void bench_print_ops(const dev_result *dr, int repeats)
         if (r->fwd_flop > 0) {
             double gf = r->fwd_flop / r->fwd_s / 1e9, gb = r->bwd_flop / r->bwd_s / 1e9;
             printf("  %-14s %-12s %-16s %9.2f %9.2f %6.1f GF/s %6.1f GF/s %6.0f%% %6.0f%%\n", r->layer,
-                   bench_kind_names[r->kind], r->shape, 1e3 * r->fwd_s, 1e3 * r->bwd_s, gf, gb,
+                   r->op, r->shape, 1e3 * r->fwd_s, 1e3 * r->bwd_s, gf, gb,
                    100 * gf / dr->gemm_gflops, 100 * gb / dr->gemm_gflops);
         } else {
-            printf("  %-14s %-12s %-16s %9.2f %9.2f %6.1f GB/s %6.1f GB/s\n", r->layer, bench_kind_names[r->kind],
+            printf("  %-14s %-12s %-16s %9.2f %9.2f %6.1f GB/s %6.1f GB/s\n", r->layer, r->op,
                    r->shape, 1e3 * r->fwd_s, 1e3 * r->bwd_s, r->fwd_bytes / r->fwd_s / 1e9,
                    r->bwd_bytes / r->bwd_s / 1e9);
         }
@@ -148,7 +146,7 @@ nn_status bench_write_json(const char *path, const dev_result *drs, int nd, cons
             const op_result *r = &dr->ops[i];
             cJSON *q = cJSON_CreateObject();
             cJSON_AddStringToObject(q, "layer", r->layer);
-            cJSON_AddStringToObject(q, "op", bench_kind_names[r->kind]);
+            cJSON_AddStringToObject(q, "op", r->op);
             cJSON_AddStringToObject(q, "input", r->shape);
             cJSON_AddNumberToObject(q, "forward_s", r->fwd_s);
             cJSON_AddNumberToObject(q, "backward_s", r->bwd_s);
@@ -207,7 +205,7 @@ nn_status bench_write_svg(const char *path, const dev_result *drs, int nd, const
     for (int i = 0; i < nops; i++) {
         int y0 = top + i * rowh;
         fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%s %s</text>\n", left - 6, y0 + nd * bar / 2 + 4,
-                drs[0].ops[i].layer, bench_kind_names[drs[0].ops[i].kind]);
+                drs[0].ops[i].layer, drs[0].ops[i].op);
         for (int d = 0; d < nd; d++) {
             if (i >= drs[d].nops) continue;
             const op_result *r = &drs[d].ops[i];

@@ -2,7 +2,7 @@
 """Side by side: convnet's AlexNet against the same AlexNet in PyTorch.
 
 Same architecture (LRN through nn.LocalResponseNorm with alpha = n * 1e-4, because
-PyTorch divides alpha by n; see ALEXNET.md), same batch, same input size, same
+PyTorch divides alpha by n; see docs/alexnet.md), same batch, same input size, same
 thread count, same optimizer (SGD, momentum 0.9, weight decay 5e-4). The two are
 timed in the same run, alternately, for several rounds, so that a noisy machine
 slows both alike: each round runs `convnet bench --model-only` and then PyTorch's

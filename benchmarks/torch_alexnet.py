@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch's time for the project's AlexNet (shared/ALEXNET.md: the single-tower
+"""PyTorch's time for the project's AlexNet (docs/alexnet.md: the single-tower
 model, LRN with PyTorch's alpha = 5 * 1e-4 so it equals the paper's formula),
 the reference the CUDA backend is compared with. fp32 throughout: TF32 is off
 unless --tf32. Times training steps (forward, loss, backward, SGD with the
@@ -12,11 +12,11 @@ import sys
 import torch
 from torch import nn
 
-PAPER_PARAMS = 62_378_344  # at 3x224x224 -> 1000 classes (ALEXNET.md)
+PAPER_PARAMS = 62_378_344  # at 3x224x224 -> 1000 classes (docs/alexnet.md)
 
 
 def alexnet(classes: int = 1000, groups: int = 1) -> nn.Module:
-    """Stage names as in ALEXNET.md: stage1.0 ... stage5.0, classifier.2/.5/.7."""
+    """Stage names as in docs/alexnet.md: stage1.0 ... stage5.0, classifier.2/.5/.7."""
 
     def lrn():
         return nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)

@@ -1,11 +1,81 @@
-/* The one place that knows which backends were built. */
-#include "backend.h"
+/* The one place that knows which backends were built. The CUDA backend is a
+ * separate module (libconvnet_cuda.so, cuda/module.h) loaded on first use, so
+ * libconvnet itself never needs the CUDA runtime. */
+#define _GNU_SOURCE /* dladdr */
+#include "core/backend.h"
+
+#include <string.h>
 
 #include "config.h"
 
 #if NN_HAVE_CUDA
-extern const nn_backend nn_cuda_backend;
-bool nn_cuda_present(void);
+#include <dlfcn.h>
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cuda/module.h"
+
+static pthread_once_t cuda_once = PTHREAD_ONCE_INIT;
+static const nn_cuda_module *cuda_mod;
+static char cuda_why[768]; /* why loading failed, for nn_backend_need */
+
+/* dlopen of DIR/REL, where DIR is the folder of `file` */
+static void *open_near(const char *file, const char *rel)
+{
+    const char *slash = strrchr(file, '/');
+    if (!slash) return NULL;
+    char path[4096];
+    snprintf(path, sizeof path, "%.*s/%s", (int)(slash - file), file, rel);
+    return dlopen(path, RTLD_NOW | RTLD_LOCAL);
+}
+
+/* CONVNET_CUDA_MODULE if set; else the module beside this library (an
+ * installed libconvnet.so), the build tree's seen from the program (build/X/prog
+ * -> build/cuda/, so a build tree copied elsewhere still finds it), the
+ * installed one, the build tree's where it was built, and last the dynamic
+ * loader's own search (LD_LIBRARY_PATH, ld.so.cache). */
+static void *cuda_dlopen(void)
+{
+    const char *env = getenv("CONVNET_CUDA_MODULE");
+    if (env && *env) return dlopen(env, RTLD_NOW | RTLD_LOCAL);
+    void *h = NULL;
+    Dl_info info;
+    if (dladdr((void *)cuda_dlopen, &info) && info.dli_fname) h = open_near(info.dli_fname, NN_CUDA_MODULE_NAME);
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (!h && n > 0) {
+        exe[n] = '\0';
+        h = open_near(exe, "../cuda/" NN_CUDA_MODULE_NAME);
+    }
+    const char *places[] = {NN_CUDA_MODULE_INSTALLED, NN_CUDA_MODULE_BUILT, NN_CUDA_MODULE_NAME};
+    for (size_t i = 0; !h && i < sizeof places / sizeof *places; i++) h = dlopen(places[i], RTLD_NOW | RTLD_LOCAL);
+    return h;
+}
+
+static void cuda_load(void)
+{
+    void *h = cuda_dlopen();
+    if (!h) {
+        const char *e = dlerror();
+        snprintf(cuda_why, sizeof cuda_why, "the CUDA backend module %s could not be loaded (%s; "
+                 "CONVNET_CUDA_MODULE may name it)", NN_CUDA_MODULE_NAME, e ? e : "not found");
+        return;
+    }
+    nn_cuda_module_open_fn open = (nn_cuda_module_open_fn)dlsym(h, NN_CUDA_MODULE_ENTRY);
+    if (!open) {
+        snprintf(cuda_why, sizeof cuda_why, "%s has no %s: not a convnet CUDA module",
+                 NN_CUDA_MODULE_NAME, NN_CUDA_MODULE_ENTRY);
+        return;
+    }
+    cuda_mod = open(nn_error);
+}
+
+static const nn_cuda_module *cuda_module(void)
+{
+    pthread_once(&cuda_once, cuda_load);
+    return cuda_mod;
+}
 #endif
 
 const nn_backend *nn_backend_get(nn_device d)
@@ -13,7 +83,7 @@ const nn_backend *nn_backend_get(nn_device d)
     switch (d) {
     case NN_CPU: return &nn_cpu_backend;
 #if NN_HAVE_CUDA
-    case NN_CUDA: return &nn_cuda_backend;
+    case NN_CUDA: return cuda_module() ? cuda_module()->backend : NULL;
 #endif
     default: return NULL;
     }
@@ -22,21 +92,90 @@ const nn_backend *nn_backend_get(nn_device d)
 bool nn_device_available(nn_device d)
 {
 #if NN_HAVE_CUDA
-    if (d == NN_CUDA) return nn_cuda_present();
+    if (d == NN_CUDA) return cuda_module() && cuda_module()->present();
 #endif
     return d == NN_CPU;
 }
 
+static const struct {
+    const char *name, *op;
+} kernels[NN_K_COUNT] = {
+#define NN_KERNEL(op, ret, name, args) {#name, #op},
+#include "core/backend_slots.h"
+#undef NN_KERNEL
+};
+
+const char *nn_kernel_name(nn_kernel k) { return k < NN_K_COUNT ? kernels[k].name : "?"; }
+const char *nn_kernel_op(nn_kernel k) { return k < NN_K_COUNT ? kernels[k].op : "?"; }
+
+bool nn_backend_has(const nn_backend *be, nn_kernel k)
+{
+    /* a switch over the typed slots: no cast between function pointer types */
+    switch (k) {
+#define NN_KERNEL(op, ret, name, args) \
+    case NN_K_##name: return be->name != NULL;
+#include "core/backend_slots.h"
+#undef NN_KERNEL
+    case NN_K_COUNT: break;
+    }
+    return false;
+}
+
+nn_status nn_backend_supports(const nn_backend *be, const char *op)
+{
+    for (int k = 0; k < NN_K_COUNT; k++)
+        if (strcmp(kernels[k].op, op) == 0 && !nn_backend_has(be, (nn_kernel)k))
+            return nn_error(NN_E_UNSUPPORTED, "%s: the %s backend has no %s kernel", op, be->name,
+                            kernels[k].name);
+    return NN_OK;
+}
+
+/* This build's slot list, to compare a table's with. */
+static const char layout[] =
+#define NN_KERNEL NN_KERNEL_LAYOUT
+#include "core/backend_slots.h"
+#undef NN_KERNEL
+    ;
+
+nn_status nn_backend_check(const nn_backend *be)
+{
+    if (!be->layout || strcmp(be->layout, layout) != 0)
+        return nn_error(NN_E_UNSUPPORTED,
+                        "the %s backend table was compiled from another slot list than this build's "
+                        "(core/backend_slots.h): a stale object file; rebuild it (touch cuda/*.cu)",
+                        be->name);
+    for (int k = 0; k < NN_K_COUNT; k++)
+        if (!nn_backend_has(be, (nn_kernel)k))
+            return nn_error(NN_E_UNSUPPORTED, "the %s backend is incomplete: its %s slot (%s) is NULL",
+                            be->name, kernels[k].name, kernels[k].op);
+    return NN_OK;
+}
+
+nn_status nn_backend_open(nn_device d, const char *who, const nn_backend **out)
+{
+    *out = NULL;
+#if NN_HAVE_CUDA
+    if (d == NN_CUDA && !nn_backend_get(d)) return nn_error(NN_E_DEVICE, "%s: %s", who, cuda_why);
+#endif
+    if (!nn_backend_get(d))
+        return nn_error(NN_E_DEVICE, "%s: the %s backend was not built (configure with -Dcuda=enabled)", who,
+                        nn_device_name(d));
+    if (!nn_device_available(d))
+        return nn_error(NN_E_DEVICE, "%s: no %s device is present on this machine", who, nn_device_name(d));
+    /* registration: a table with a NULL slot is refused whole, by name,
+     * rather than crashing at the first call through that slot */
+    if (nn_backend_check(nn_backend_get(d)) != NN_OK) {
+        char why[200];
+        snprintf(why, sizeof why, "%s", nn_errmsg());
+        return nn_error(NN_E_UNSUPPORTED, "%s: %s", who, why);
+    }
+    *out = nn_backend_get(d);
+    return NN_OK;
+}
+
 const nn_backend *nn_backend_need(nn_device d, const char *who)
 {
-    if (!nn_backend_get(d)) {
-        nn_error(NN_E_DEVICE, "%s: the %s backend was not built (configure with -Dcuda=enabled)",
-                 who, nn_device_name(d));
-        return NULL;
-    }
-    if (!nn_device_available(d)) {
-        nn_error(NN_E_DEVICE, "%s: no %s device is present on this machine", who, nn_device_name(d));
-        return NULL;
-    }
-    return nn_backend_get(d);
+    const nn_backend *be = NULL;
+    nn_backend_open(d, who, &be);
+    return be;
 }

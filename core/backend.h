@@ -1,7 +1,8 @@
 /* The backend interface: one table of typed kernels per device. Ops (ops/<name>.c)
  * validate shapes and wire autograd, then call the kernels of the device their
  * tensors live on through this table; only core/backend.c knows which
- * backends were built. Kernels take raw device pointers.
+ * backends were built. Kernels take raw device pointers. The slots and their
+ * signatures are listed once, in core/backend_slots.h.
  *
  * Conventions for every kernel:
  *  - forward kernels overwrite their outputs;
@@ -14,8 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "status.h"
-#include "tensor.h"
+#include "core/status.h"
+#include "core/tensor.h"
 
 typedef struct nn_conv2d_geom {
     int n, c, h, w;           /* input (N, C, H, W) */
@@ -41,79 +42,59 @@ typedef struct nn_linear_geom {
     int n, in, out;           /* x (n, in), w (out, in), y (n, out) */
 } nn_linear_geom;
 
+/* One slot per line of core/backend_slots.h, in its order. */
 typedef struct nn_backend {
     const char *name;
     nn_device device;
-
-    /* memory */
-    nn_status (*alloc)(void **p, size_t bytes);   /* *p NULL on failure */
-    void (*free)(void *p);
-    nn_status (*memset0)(void *p, size_t bytes);
-    /* copy where either side may be on the host (NN_CPU) or this device */
-    nn_status (*copy)(void *dst, nn_device dst_dev, const void *src, nn_device src_dev, size_t bytes);
-    nn_status (*sync)(void);
-    size_t (*peak_bytes)(void);                   /* allocator high-water mark */
-
-    /* elementwise helpers */
-    nn_status (*fill)(float *x, size_t n, float v);
-    nn_status (*axpy)(size_t n, float a, const float *x, float *y);      /* y += a x */
-    nn_status (*count_nonfinite)(size_t n, const float *x, size_t *host_count);
-    nn_status (*rng_uniform)(float *x, size_t n, uint64_t seed, uint64_t offset, float lo, float hi);
-    nn_status (*rng_normal)(float *x, size_t n, uint64_t seed, uint64_t offset, float mean, float std);
-
-    /* conv2d: y = conv(x, w) + b; ws has conv2d_workspace(g) bytes */
-    size_t (*conv2d_workspace)(const nn_conv2d_geom *g);
-    nn_status (*conv2d_forward)(const nn_conv2d_geom *g, const float *x, const float *w,
-                                const float *b, float *y, void *ws);
-    nn_status (*conv2d_backward)(const nn_conv2d_geom *g, const float *x, const float *w,
-                                 const float *dy, float *dx, float *dw, float *db, void *ws);
-
-    /* relu: y = max(x, 0); dx += dy * (y > 0) */
-    nn_status (*relu_forward)(size_t n, const float *x, float *y);
-    nn_status (*relu_backward)(size_t n, const float *y, const float *dy, float *dx);
-
-    /* lrn: scale = k + alpha * sum_window x^2 ; y = x * scale^-beta */
-    nn_status (*lrn_forward)(const nn_lrn_geom *g, const float *x, float *y, float *scale);
-    nn_status (*lrn_backward)(const nn_lrn_geom *g, const float *x, const float *y,
-                              const float *scale, const float *dy, float *dx);
-
-    /* maxpool: argmax holds the flat index (within its (n, c) plane) of each max */
-    nn_status (*maxpool_forward)(const nn_pool_geom *g, const float *x, float *y, int32_t *argmax);
-    nn_status (*maxpool_backward)(const nn_pool_geom *g, const int32_t *argmax, const float *dy,
-                                  float *dx);
-
-    /* dropout: mask[i] = keep(seed, offset, i, p); y = x * mask / (1 - p) */
-    nn_status (*dropout_forward)(size_t n, const float *x, float *y, uint8_t *mask, float p,
-                                 uint64_t seed, uint64_t offset);
-    nn_status (*dropout_backward)(size_t n, const uint8_t *mask, float p, const float *dy, float *dx);
-
-    /* linear: y = x w^T + b */
-    nn_status (*linear_forward)(const nn_linear_geom *g, const float *x, const float *w,
-                                const float *b, float *y);
-    nn_status (*linear_backward)(const nn_linear_geom *g, const float *x, const float *w,
-                                 const float *dy, float *dx, float *dw, float *db);
-
-    /* softmax cross-entropy over (n, classes) logits and int32 labels:
-     * probs = softmax(logits); *loss (one float on the device) = mean -log p[label].
-     * A label outside [0, classes) is NN_E_RANGE. Backward:
-     * dx += dloss[0] * (probs - onehot) / n, dloss a device pointer. */
-    nn_status (*xent_forward)(int n, int classes, const float *logits, const int32_t *labels,
-                              float *probs, float *loss);
-    nn_status (*xent_backward)(int n, int classes, const float *probs, const int32_t *labels,
-                               const float *dloss, float *dx);
-
-    /* optimizers (see optim/optim.h for the formulas) */
-    nn_status (*sgd_update)(size_t n, float *w, const float *g, float *v, float lr, float momentum,
-                            float wd);
-    nn_status (*adam_update)(size_t n, float *w, const float *g, float *m, float *v, float lr,
-                             float beta1, float beta2, float eps, float wd, int decoupled,
-                             float bias1, float bias2);
+    /* The slot list the table was compiled from, as one string
+     * (NN_KERNEL_LAYOUT): registration compares it with this build's, so a
+     * stale object file (nvcc objects are not rebuilt when a header changes
+     * under meson 1.0) is refused instead of read with the wrong layout.
+     * These three fields come first so their offsets never move. */
+    const char *layout;
+#define NN_KERNEL(op, ret, name, args) ret(*name) args;
+#include "core/backend_slots.h"
+#undef NN_KERNEL
 } nn_backend;
+
+/* The slot list as one string (for nn_backend.layout): expand the list with
+ * #define NN_KERNEL NN_KERNEL_LAYOUT. */
+#define NN_KERNEL_LAYOUT(op, ret, name, args) #op " " #ret " " #name #args ";"
+
+/* Kernel ids, NN_K_<name>, in slot order; NN_K_COUNT of them. */
+typedef enum nn_kernel {
+#define NN_KERNEL(op, ret, name, args) NN_K_##name,
+#include "core/backend_slots.h"
+#undef NN_KERNEL
+    NN_K_COUNT
+} nn_kernel;
+
+/* The CPU kernels (core/cpu_backend.c and ops/<name>.c define them). */
+#define NN_KERNEL(op, ret, name, args) ret nn_cpu_##name args;
+#include "core/backend_slots.h"
+#undef NN_KERNEL
 
 /* The table for a device, or NULL when that backend was not built. */
 const nn_backend *nn_backend_get(nn_device d);
-/* The table for a device, or NULL with a message when unavailable. */
+/* The table for a device, or NULL with a message when unavailable, or when
+ * its table fails nn_backend_check (a backend is registered only whole). */
 const nn_backend *nn_backend_need(nn_device d, const char *who);
+/* The same as a status: NN_E_DEVICE (not built, no device) or NN_E_UNSUPPORTED
+ * (incomplete table); *out NULL then. */
+nn_status nn_backend_open(nn_device d, const char *who, const nn_backend **out);
+
+/* A kernel's name ("conv2d_forward") and the op it serves ("conv2d"). */
+const char *nn_kernel_name(nn_kernel k);
+const char *nn_kernel_op(nn_kernel k);
+/* Whether be has kernel k (its slot is not NULL). */
+bool nn_backend_has(const nn_backend *be, nn_kernel k);
+/* NN_OK when be has every kernel of op (as named in core/backend_slots.h;
+ * an op with no kernel of its own, such as add, is always supported), else
+ * NN_E_UNSUPPORTED with a message naming the op, the device and the kernel. */
+nn_status nn_backend_supports(const nn_backend *be, const char *op);
+/* NN_OK when be was compiled from this build's slot list and no slot is
+ * NULL, else NN_E_UNSUPPORTED naming the first NULL slot (or the stale table). */
+nn_status nn_backend_check(const nn_backend *be);
 
 extern const nn_backend nn_cpu_backend;
 

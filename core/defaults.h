@@ -3,7 +3,7 @@
 #ifndef NN_DEFAULTS_H
 #define NN_DEFAULTS_H
 
-/* LRN, the paper's values (ALEXNET.md): k = 2, n = 5, alpha = 1e-4, beta = 0.75. */
+/* LRN, the paper's values (docs/alexnet.md): k = 2, n = 5, alpha = 1e-4, beta = 0.75. */
 #define NN_LRN_SIZE 5
 #define NN_LRN_ALPHA 1e-4f
 #define NN_LRN_BETA 0.75f

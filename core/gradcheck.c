@@ -1,12 +1,12 @@
 /* Central-difference gradient checker (see gradcheck.h). Works on any device:
  * inputs are perturbed one element at a time through the backend's copy. */
-#include "gradcheck.h"
+#include "core/gradcheck.h"
 
 #include <math.h>
 #include <string.h>
 
-#include "backend.h"
-#include "philox.h"
+#include "core/backend.h"
+#include "core/philox.h"
 
 typedef struct gc_state {
     nn_ctx *ctx;

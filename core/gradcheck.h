@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "graph.h"
-#include "tensor.h"
+#include "core/graph.h"
+#include "core/tensor.h"
 
 #define NN_GC_MAX_INPUTS 4
 

@@ -1,12 +1,12 @@
 /* Arenas, the tape and reverse-mode autograd (see graph.h for the design). */
-#include "graph.h"
+#include "core/graph.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "backend.h"
-#include "op.h"
+#include "core/backend.h"
+#include "core/op.h"
 
 #define ARENA_ALIGN 256
 #define ARENA_MAX_CHUNKS 48
@@ -139,7 +139,16 @@ bool nn_ctx_set_training(nn_ctx *ctx, bool training)
 
 bool nn_ctx_training(const nn_ctx *ctx) { return ctx->training; }
 nn_rng *nn_ctx_rng(nn_ctx *ctx) { return &ctx->rng; }
-nn_status nn_ctx_status(const nn_ctx *ctx) { return ctx->status; }
+/* One error channel: asking the context for its error also makes its message
+ * the thread's again (something may have overwritten it since), so callers
+ * read nn_errmsg() and never copy one message into the other. */
+nn_status nn_ctx_status(const nn_ctx *ctx)
+{
+    if (!ctx) return nn_error(NN_E_ARG, "nn_ctx_status: the context is NULL");
+    if (ctx->status != NN_OK) nn_error(ctx->status, "%s", ctx->msg);
+    return ctx->status;
+}
+
 const char *nn_ctx_errmsg(const nn_ctx *ctx) { return ctx->msg; }
 size_t nn_ctx_nodes(const nn_ctx *ctx) { return ctx->ntape; }
 size_t nn_ctx_system_allocs(const nn_ctx *ctx) { return ctx->system_allocs; }
@@ -210,8 +219,13 @@ bool nn_op_same_device(nn_ctx *ctx, const char *op, int n, nn_tensor *const *in)
 
 const nn_backend *nn_op_backend(nn_ctx *ctx, const char *op, nn_device dev)
 {
-    const nn_backend *be = nn_backend_need(dev, op);
-    if (!be) nn_op_fail_status(ctx, NN_E_DEVICE);
+    const nn_backend *be = NULL;
+    nn_status s = nn_backend_open(dev, op, &be);
+    if (s == NN_OK) s = nn_backend_supports(be, op); /* a missing kernel: a status, never a NULL call */
+    if (s != NN_OK) {
+        nn_op_fail_status(ctx, s);
+        return NULL;
+    }
     return be;
 }
 
@@ -334,7 +348,7 @@ static nn_status run_backward(nn_ctx *ctx, nn_tensor *y, const float *dy_host)
                                   "(or was computed with gradients off)");
     for (size_t i = 0; i < ctx->ntape; i++) {
         nn_status s = ensure_grad(ctx, ctx->tape[i]->out);
-        if (s != NN_OK) return nn_error(s, "%s", ctx->msg);
+        if (s != NN_OK) return s; /* with the thread's message (arena or backend) */
     }
     ctx->backward_done = true;
     const nn_backend *be = nn_backend_get(y->device);
@@ -355,7 +369,7 @@ static nn_status run_backward(nn_ctx *ctx, nn_tensor *y, const float *dy_host)
 
 static nn_status check_backward(nn_ctx *ctx, nn_tensor *y)
 {
-    if (ctx->status != NN_OK) return nn_error(ctx->status, "%s", ctx->msg);
+    if (ctx->status != NN_OK) return nn_ctx_status(ctx);
     if (!y) return nn_error(NN_E_ARG, "backward: the output is NULL");
     if (y->dtype != NN_F32) return nn_error(NN_E_ARG, "backward: the output must be float32");
     return NN_OK;

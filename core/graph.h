@@ -23,9 +23,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "rng.h"
-#include "status.h"
-#include "tensor.h"
+#include "core/rng.h"
+#include "core/status.h"
+#include "core/tensor.h"
 
 typedef struct nn_ctx nn_ctx;
 
@@ -46,7 +46,12 @@ bool nn_ctx_training(const nn_ctx *ctx);
 /* The generator dropout draws from (owned by the context, state saveable). */
 nn_rng *nn_ctx_rng(nn_ctx *ctx);
 
-/* The first error since the last reset, and its message. */
+/* The first error since the last reset (NN_OK if none). When there is one,
+ * this call also makes its message the thread's nn_errmsg() again, so after
+ *     if (!loss) return nn_ctx_status(ctx);
+ * the caller's caller reads the op's message with nn_errmsg() as for any
+ * other error. nn_ctx_errmsg() is that same message, kept by the context
+ * ("" if none). */
 nn_status nn_ctx_status(const nn_ctx *ctx);
 const char *nn_ctx_errmsg(const nn_ctx *ctx);
 

@@ -3,9 +3,9 @@
 #ifndef NN_OP_H
 #define NN_OP_H
 
-#include "backend.h"
-#include "graph.h"
-#include "tensor.h"
+#include "core/backend.h"
+#include "core/graph.h"
+#include "core/tensor.h"
 
 #define NN_MAX_INPUTS 4
 
@@ -42,7 +42,8 @@ nn_tensor *nn_op_fail_status(nn_ctx *ctx, nn_status s);
 /* Checks that all inputs are on one device; records an error naming the op
  * and returns false otherwise. */
 bool nn_op_same_device(nn_ctx *ctx, const char *op, int n, nn_tensor *const *in);
-/* The backend for a device, or NULL after recording an error. */
+/* The backend for a device, or NULL after recording an error: NN_E_DEVICE, or
+ * NN_E_UNSUPPORTED when it lacks one of op's kernels (nn_backend_supports). */
 const nn_backend *nn_op_backend(nn_ctx *ctx, const char *op, nn_device dev);
 
 /* An arena tensor (uninitialized data) on dev; NULL after recording NN_E_NOMEM. */

@@ -1,5 +1,5 @@
 /* The named parameter list. */
-#include "params.h"
+#include "core/params.h"
 
 #include <string.h>
 

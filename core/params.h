@@ -5,7 +5,7 @@
 
 #include <stdbool.h>
 
-#include "tensor.h"
+#include "core/tensor.h"
 
 typedef struct nn_param {
     char name[64];   /* PyTorch-style, e.g. "stage1.0.weight" */

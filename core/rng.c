@@ -1,9 +1,9 @@
 /* Host-side draws on the Philox generator of philox.h. */
-#include "rng.h"
+#include "core/rng.h"
 
 #include <math.h>
 
-#include "philox.h"
+#include "core/philox.h"
 
 float nn_rng_uniform1(nn_rng *r) { return nn_rand_uniform(r->seed, nn_rng_take(r, 1), 0); }
 

@@ -1,5 +1,5 @@
 /* Thread-local error message behind nn_error()/nn_errmsg(). */
-#include "status.h"
+#include "core/status.h"
 
 #include <stdarg.h>
 

@@ -1,11 +1,11 @@
 /* Heap tensors: creation, filling, copies between devices. Device memory goes
  * through the backend table, so this file never names CUDA. */
-#include "tensor.h"
+#include "core/tensor.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "backend.h"
+#include "core/backend.h"
 
 const char *nn_device_name(nn_device d) { return d == NN_CUDA ? "cuda" : "cpu"; }
 

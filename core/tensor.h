@@ -13,8 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "rng.h"
-#include "status.h"
+#include "core/rng.h"
+#include "core/status.h"
 
 #define NN_MAX_DIMS 4
 

@@ -16,10 +16,10 @@
 #include <cuda_runtime.h>
 
 extern "C" {
-#include "../core/backend.h"
-#include "../core/defaults.h"
+#include "core/backend.h"
+#include "core/defaults.h"
 }
-#include "gemm.h"
+#include "cuda/gemm.h"
 
 /* Threads per block for the elementwise kernels. */
 #define NN_CUDA_THREADS 256
@@ -75,58 +75,11 @@ nn_status nn_cuda_sgemm(cudaStream_t s, bool ta, bool tb, int m, int n, int k, f
                         const float *a, int lda, const float *b, int ldb, float beta, float *c,
                         int ldc, const nn_gemm_batch *batch);
 
-/* ---- the table entries, one per slot (file: the op's name) ---- */
+/* ---- the table entries, one per slot of core/backend_slots.h (file: the op's name) ---- */
 extern "C" {
-nn_status nn_cuda_alloc(void **p, size_t bytes);
-void nn_cuda_free(void *p);
-nn_status nn_cuda_memset0(void *p, size_t bytes);
-nn_status nn_cuda_copy(void *dst, nn_device dd, const void *src, nn_device sd, size_t bytes);
-nn_status nn_cuda_sync(void);
-size_t nn_cuda_peak_bytes(void);
-
-nn_status nn_cuda_fill(float *x, size_t n, float v);
-nn_status nn_cuda_axpy(size_t n, float a, const float *x, float *y);
-nn_status nn_cuda_count_nonfinite(size_t n, const float *x, size_t *host_count);
-nn_status nn_cuda_rng_uniform(float *x, size_t n, uint64_t seed, uint64_t offset, float lo, float hi);
-nn_status nn_cuda_rng_normal(float *x, size_t n, uint64_t seed, uint64_t offset, float mean, float std);
-
-size_t nn_cuda_conv2d_workspace(const nn_conv2d_geom *g);
-nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float *x, const float *w,
-                                 const float *b, float *y, void *ws);
-nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const float *x, const float *w,
-                                  const float *dy, float *dx, float *dw, float *db, void *ws);
-
-nn_status nn_cuda_relu_forward(size_t n, const float *x, float *y);
-nn_status nn_cuda_relu_backward(size_t n, const float *y, const float *dy, float *dx);
-
-nn_status nn_cuda_lrn_forward(const nn_lrn_geom *g, const float *x, float *y, float *scale);
-nn_status nn_cuda_lrn_backward(const nn_lrn_geom *g, const float *x, const float *y,
-                               const float *scale, const float *dy, float *dx);
-
-nn_status nn_cuda_maxpool_forward(const nn_pool_geom *g, const float *x, float *y, int32_t *argmax);
-nn_status nn_cuda_maxpool_backward(const nn_pool_geom *g, const int32_t *argmax, const float *dy,
-                                   float *dx);
-
-nn_status nn_cuda_dropout_forward(size_t n, const float *x, float *y, uint8_t *mask, float p,
-                                  uint64_t seed, uint64_t offset);
-nn_status nn_cuda_dropout_backward(size_t n, const uint8_t *mask, float p, const float *dy,
-                                   float *dx);
-
-nn_status nn_cuda_linear_forward(const nn_linear_geom *g, const float *x, const float *w,
-                                 const float *b, float *y);
-nn_status nn_cuda_linear_backward(const nn_linear_geom *g, const float *x, const float *w,
-                                  const float *dy, float *dx, float *dw, float *db);
-
-nn_status nn_cuda_xent_forward(int n, int classes, const float *logits, const int32_t *labels,
-                               float *probs, float *loss);
-nn_status nn_cuda_xent_backward(int n, int classes, const float *probs, const int32_t *labels,
-                                const float *dloss, float *dx);
-
-nn_status nn_cuda_sgd_update(size_t n, float *w, const float *g, float *v, float lr, float momentum,
-                             float wd);
-nn_status nn_cuda_adam_update(size_t n, float *w, const float *g, float *m, float *v, float lr,
-                              float beta1, float beta2, float eps, float wd, int decoupled,
-                              float bias1, float bias2);
+#define NN_KERNEL(op, ret, name, args) ret nn_cuda_##name args;
+#include "core/backend_slots.h"
+#undef NN_KERNEL
 
 bool nn_cuda_present(void);
 }

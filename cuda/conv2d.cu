@@ -11,7 +11,7 @@
  *              dyp = dy of the chunk laid out (OC, cn*PP) like col);
  *   dx      += col2im(w[g]^T dyp[g]), gathered per input element (no atomics);
  *   db      += sums of dy over (n, p), one block per channel. */
-#include "common.cuh"
+#include "cuda/common.cuh"
 
 /* The workspace holds col and dyp for as many samples as fit in this budget
  * (at least one): large enough for long GEMMs, small enough that the arena,

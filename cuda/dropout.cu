@@ -3,8 +3,8 @@
  * y = mask ? x / (1 - p) : 0; dx += mask ? dy / (1 - p) : 0. Divided, not
  * multiplied by 1/(1 - p), as ops/dropout.c (IEEE division on both sides), so
  * y is bit-identical too. At p = 1 nothing is kept and q = 0 is never used. */
-#include "common.cuh"
-#include "../core/philox.h"
+#include "cuda/common.cuh"
+#include "core/philox.h"
 
 static __global__ void dropout_forward_kernel(size_t n, const float *__restrict__ x, float *__restrict__ y,
                                               uint8_t *__restrict__ mask, float p, float q, uint64_t seed,

@@ -3,9 +3,9 @@
  * core/philox.h at counter offset + i, exactly as the CPU does; the final
  * affine step uses __fmul_rn/__fadd_rn so nvcc cannot fuse it into an FMA the
  * CPU does not do, keeping the results bit-identical. */
-#include "common.cuh"
+#include "cuda/common.cuh"
 
-#include "../core/philox.h"
+#include "core/philox.h"
 
 static __global__ void fill_kernel(float *x, size_t n, float v)
 {

@@ -14,7 +14,7 @@
  * enough tiles to fill the chip, 64x64 (4x4 per thread) otherwise; when even
  * those are too few and K is long (weight gradients, K = samples x positions)
  * K is split across blocks and a second kernel adds the slices in order. */
-#include "common.cuh"
+#include "cuda/common.cuh"
 
 #define VEC_A 1
 #define VEC_B 2

@@ -14,7 +14,7 @@
 extern "C" {
 #endif
 
-#include "../core/status.h"
+#include "core/status.h"
 
 nn_status nn_cuda_gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float *a, int lda,
                        const float *b, int ldb, float beta, float *c, int ldc);

@@ -1,6 +1,6 @@
 /* Fully connected layer on the GPU with our SGEMM: x (N, I), w (O, I), b (O),
  * y (N, O).  y = x w^T + b;  dx += dy w;  dw += dy^T x;  db += sum_n dy. */
-#include "common.cuh"
+#include "cuda/common.cuh"
 
 /* y[r, o] = b[o] */
 static __global__ void bias_rows_kernel(int n, int out, const float *__restrict__ b, float *__restrict__ y)

@@ -8,7 +8,7 @@
  * per element, its window's neighbours HW apart. Sums and the final
  * combination are in double and the power uses two square roots for the
  * paper's beta = 0.75, as ops/lrn.c, so both devices round alike. */
-#include "common.cuh"
+#include "cuda/common.cuh"
 
 /* s^-beta; beta = 0.75 with correctly rounded square roots (no FMA can form) */
 static __device__ __forceinline__ float pow_neg_beta(float s, float beta)

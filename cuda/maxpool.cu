@@ -6,7 +6,7 @@
  * each input element adds, in output order, the dy of the outputs whose
  * window covers it and chose it: no atomics, and the same additions in the
  * same order as the CPU's scatter, so dx is bit-identical. */
-#include "common.cuh"
+#include "cuda/common.cuh"
 
 static __global__ void maxpool_forward_kernel(nn_pool_geom g, const float *__restrict__ x, float *__restrict__ y,
                                               int32_t *__restrict__ argmax)

@@ -7,7 +7,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "common.cuh"
+#include "cuda/common.cuh"
 
 /* ---- errors ---- */
 

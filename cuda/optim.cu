@@ -3,7 +3,7 @@
  *   adam: g' = g + wd w unless decoupled; m = b1 m + (1 - b1) g'; v = b2 v + (1 - b2) g'^2;
  *         mhat = m / bias1; vhat = v / bias2 (bias1 = 1 - b1^t, bias2 = 1 - b2^t given);
  *         decoupled (AdamW): w -= lr wd w;  then w -= lr mhat / (sqrt(vhat) + eps). */
-#include "common.cuh"
+#include "cuda/common.cuh"
 
 static __global__ void sgd_kernel(size_t n, float *__restrict__ w, const float *__restrict__ g,
                                   float *__restrict__ v, float lr, float momentum, float wd)

@@ -1,6 +1,6 @@
 /* relu on the GPU, over any shape as n flat floats: y = max(x, 0);
  * dx += dy where y > 0 (the gradient at exactly 0 is 0), as ops/relu.c. */
-#include "common.cuh"
+#include "cuda/common.cuh"
 
 static __global__ void relu_forward_kernel(size_t n, const float *__restrict__ x, float *__restrict__ y)
 {

@@ -5,7 +5,7 @@
  * anything is written: a label outside [0, K) is NN_E_RANGE naming the first
  * such sample, as on the CPU (one small copy and a sync per call).
  * Backward: dx += (dloss[0] / N) * (probs - onehot). */
-#include "common.cuh"
+#include "cuda/common.cuh"
 
 #define NO_BAD_SAMPLE 0x7F7F7F7F /* what a 0x7F memset leaves in an int */
 

@@ -6,6 +6,7 @@
  * exactly the same. Exit 0 on success, 77 when the data set is missing.
  *
  *     cc custom_net.c $(pkg-config --cflags --libs convnet) -o custom_net */
+#define _POSIX_C_SOURCE 200809L /* mkstemp */
 #include <stdio.h>
 #include <string.h>
 

@@ -5,6 +5,7 @@
  * Exit 0 on success, 77 (skipped) when the data set is not installed.
  *
  *     cc train_lenet.c $(pkg-config --cflags --libs convnet) -o train_lenet */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,10 +1,10 @@
 /* Batches from the caller's arrays (see arrays.h). */
-#include "arrays.h"
+#include "io/arrays.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/rng.h"
+#include "core/rng.h"
 
 #define SHUFFLE_KEY 0xDA7A0DE5ull /* the loaders' key: same seed, same order */
 

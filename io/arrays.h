@@ -12,8 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../core/tensor.h"
-#include "dataset.h"
+#include "core/tensor.h"
+#include "io/dataset.h"
 
 typedef struct nn_array_config {
     const float *images_f32;   /* one of these two; borrowed: must outlive the source */

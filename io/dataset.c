@@ -1,5 +1,5 @@
 /* Fashion-MNIST loading and the background batch loader (see dataset.h). */
-#include "dataset.h"
+#include "io/dataset.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/philox.h"
-#include "../core/rng.h"
-#include "idx.h"
+#include "core/philox.h"
+#include "core/rng.h"
+#include "io/idx.h"
 
 const char *const nn_fmnist_class_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};

@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../core/status.h"
+#include "core/status.h"
 
 typedef struct nn_dataset {
     int n, c, h, w;         /* n images of c x h x w bytes (CHW) */

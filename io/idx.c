@@ -1,7 +1,7 @@
 /* IDX reader over zlib's gz* interface (gzip or plain files): validates the
  * header, bounds the size, then reads the uint8 data, growing the buffer as
  * bytes arrive so a forged header cannot force a large allocation. */
-#include "idx.h"
+#include "io/idx.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -1,6 +1,6 @@
 /* Photos to model inputs (see photo.h), on the image-folder pieces so that
  * predict sees what eval and training saw. */
-#include "photo.h"
+#include "io/photo.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,9 +1,9 @@
 /* safetensors writer (atomic: temp file + fsync + rename) and validating
  * reader. The JSON header is built and parsed with cJSON; tensor bytes are
  * copied as they are (little-endian hosts only). */
-#include "safetensors.h"
+#include "io/safetensors.h"
 
-#include "atomic.h"
+#include "io/atomic.h"
 
 #include <errno.h>
 #include <fcntl.h>

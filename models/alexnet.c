@@ -1,10 +1,10 @@
 /* AlexNet (Krizhevsky et al. 2012) as one composition of the ops, with the
- * layer names of the common PyTorch definition (ALEXNET.md). The two-tower
+ * layer names of the common PyTorch definition (docs/alexnet.md). The two-tower
  * variant (groups = 2) groups conv2, conv4 and conv5 as in the paper. */
 #include <math.h>
 #include <string.h>
 
-#include "model.h"
+#include "models/model.h"
 
 nn_model_config nn_alexnet_config(void)
 {

@@ -1,6 +1,6 @@
 /* Checkpoints on safetensors (see checkpoint.h). Scalars travel as metadata
  * strings printed with enough digits to round-trip exactly. */
-#include "checkpoint.h"
+#include "models/checkpoint.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../io/safetensors.h"
+#include "io/safetensors.h"
 
 #define META_FORMAT "convnet-checkpoint-1"
 #define USER_PREFIX "user."

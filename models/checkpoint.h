@@ -12,8 +12,8 @@
 
 #include <stdint.h>
 
-#include "../optim/optim.h"
-#include "model.h"
+#include "optim/optim.h"
+#include "models/model.h"
 
 /* A training run is its recipe (what is trained and how: fixed for the run)
  * and its progress (where it is: changes every step). The fields are listed

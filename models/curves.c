@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../io/atomic.h"
-#include "metrics.h"
+#include "io/atomic.h"
+#include "models/metrics.h"
 
 #define W 960
 #define H 400

@@ -1,5 +1,5 @@
 /* Classifier evaluation (see evaluate.h). */
-#include "evaluate.h"
+#include "models/evaluate.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -80,7 +80,7 @@ nn_status nn_evaluate_model(const nn_eval_model *m, nn_device dev, const nn_batc
         nn_ctx_reset(ctx);
         nn_tensor *out = m->forward(ctx, m->model, x);
         if (!out) {
-            s = nn_error(nn_ctx_status(ctx), "%s", nn_ctx_errmsg(ctx));
+            s = nn_ctx_status(ctx);
             break;
         }
         if (out->ndim != 2 || out->shape[1] != classes) {

@@ -4,8 +4,8 @@
 #ifndef NN_EVALUATE_H
 #define NN_EVALUATE_H
 
-#include "../io/dataset.h"
-#include "sequential.h"
+#include "io/dataset.h"
+#include "models/sequential.h"
 
 typedef struct nn_eval_result {
     int n;            /* images seen */

@@ -2,7 +2,7 @@
  * clothes: how short a network is to define with the sequential builder. */
 #include <string.h>
 
-#include "model.h"
+#include "models/model.h"
 
 nn_model_config nn_lenet_config(void)
 {

@@ -1,6 +1,6 @@
 /* metrics.jsonl: formatting, appending and reading lines (see metrics.h); the
  * picture is drawn in curves.c. */
-#include "metrics.h"
+#include "models/metrics.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../core/status.h"
+#include "core/status.h"
 
 typedef enum nn_metrics_kind { NN_METRICS_EPOCH = 0, NN_METRICS_STEP } nn_metrics_kind;
 typedef enum nn_metrics_split { NN_METRICS_TRAIN = 0, NN_METRICS_TEST } nn_metrics_split;

@@ -4,7 +4,7 @@
 #ifndef NN_MODEL_H
 #define NN_MODEL_H
 
-#include "sequential.h"
+#include "models/sequential.h"
 
 typedef struct nn_model_config {
     char arch[16];      /* "alexnet" or "lenet" */
@@ -18,7 +18,7 @@ typedef struct nn_model_config {
     nn_init_kind init;
 } nn_model_config;
 
-/* AlexNet exactly as ALEXNET.md: 3x224x224 -> 1000, groups 1, width 1, fc 4096,
+/* AlexNet exactly as docs/alexnet.md: 3x224x224 -> 1000, groups 1, width 1, fc 4096,
  * dropout 0.5, the paper's initialization. */
 nn_model_config nn_alexnet_config(void);
 /* LeNet-5 for 1x28x28 -> 10. */

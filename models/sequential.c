@@ -1,8 +1,9 @@
 /* Sequential networks: layer list, shape inference, parameter init, forward
  * and summary. Shapes per image are (C, H, W). */
-#include "sequential.h"
+#include "models/sequential.h"
 
-#include "../core/backend.h"
+#include "core/backend.h"
+#include "ops/registry.h"
 
 #include <math.h>
 #include <string.h>
@@ -31,7 +32,11 @@ void nn_seq_init(nn_seq *s, int in_c, int in_h, int in_w)
 
 static nn_layer *add(nn_seq *s, nn_layer_kind kind, const char *name)
 {
-    if (s->status != NN_OK) return NULL;
+    if (!s || s->status != NN_OK) return NULL;
+    if (!name) {
+        s->status = nn_error(NN_E_ARG, "sequential: layer %d has no name (NULL)", s->n + 1);
+        return NULL;
+    }
     if (s->n == NN_SEQ_MAX_LAYERS || strlen(name) >= sizeof s->l[0].name) {
         s->status = nn_error(NN_E_ARG, "sequential: too many layers or name '%s' too long", name);
         return NULL;
@@ -43,10 +48,25 @@ static nn_layer *add(nn_seq *s, nn_layer_kind kind, const char *name)
     return l;
 }
 
+/* Layer sizes beyond this are typos, not networks: keeping every argument in
+ * [lo, NN_SEQ_ARG_MAX] also keeps the shape arithmetic far from overflow. */
+#define NN_SEQ_ARG_MAX (1 << 20)
+
+/* Records NN_E_ARG naming the layer and the argument when v is outside
+ * [lo, NN_SEQ_ARG_MAX]; false then (the layer is dropped: the model fails to build). */
+static bool arg_ok(nn_seq *s, const nn_layer *l, const char *what, int v, int lo)
+{
+    if (v >= lo && v <= NN_SEQ_ARG_MAX) return true;
+    s->status = nn_error(NN_E_ARG, "sequential: %s: %s = %d is outside [%d, %d]", l->name, what, v, lo, NN_SEQ_ARG_MAX);
+    return false;
+}
+
 void nn_seq_conv(nn_seq *s, const char *name, int out, int k, int stride, int pad, int groups, float bias_init)
 {
     nn_layer *l = add(s, NN_L_CONV, name);
-    if (!l) return;
+    if (!l || !arg_ok(s, l, "output channels", out, 1) || !arg_ok(s, l, "kernel", k, 1) ||
+        !arg_ok(s, l, "stride", stride, 1) || !arg_ok(s, l, "padding", pad, 0) || !arg_ok(s, l, "groups", groups, 1))
+        return;
     l->out = out;
     l->k = k;
     l->stride = stride;
@@ -66,7 +86,7 @@ void nn_seq_lrn(nn_seq *s, const char *name, nn_lrn_params p)
 void nn_seq_maxpool(nn_seq *s, const char *name, int k, int stride)
 {
     nn_layer *l = add(s, NN_L_MAXPOOL, name);
-    if (!l) return;
+    if (!l || !arg_ok(s, l, "window", k, 1) || !arg_ok(s, l, "stride", stride, 1)) return;
     l->k = k;
     l->stride = stride;
 }
@@ -74,7 +94,12 @@ void nn_seq_maxpool(nn_seq *s, const char *name, int k, int stride)
 void nn_seq_dropout(nn_seq *s, const char *name, float p)
 {
     nn_layer *l = add(s, NN_L_DROPOUT, name);
-    if (l) l->p = p;
+    if (!l) return;
+    if (!(p >= 0.0f && p <= 1.0f)) {
+        s->status = nn_error(NN_E_ARG, "sequential: %s: dropout p = %g is outside [0, 1]", l->name, (double)p);
+        return;
+    }
+    l->p = p;
 }
 
 void nn_seq_flatten(nn_seq *s, const char *name) { add(s, NN_L_FLATTEN, name); }
@@ -82,64 +107,135 @@ void nn_seq_flatten(nn_seq *s, const char *name) { add(s, NN_L_FLATTEN, name); }
 void nn_seq_linear(nn_seq *s, const char *name, int out, float bias_init)
 {
     nn_layer *l = add(s, NN_L_LINEAR, name);
-    if (!l) return;
+    if (!l || !arg_ok(s, l, "output features", out, 1)) return;
     l->out = out;
     l->bias_init = bias_init;
 }
 
-static const char *kind_name(nn_layer_kind k)
+/* ---- each layer kind once: shape rule, parameters, op call, summary ---- */
+
+/* A layer's shape rule per image: (c, h, w) in place; flat says a flatten
+ * came before. Sets l->params and l->macs. NN_E_SHAPE naming the layer. */
+typedef nn_status (*layer_infer_fn)(nn_layer *l, int *c, int *h, int *w, bool *flat);
+
+static nn_status conv_infer(nn_layer *l, int *c, int *h, int *w, bool *flat)
 {
-    static const char *const n[] = {"conv", "relu", "lrn", "maxpool", "dropout", "flatten", "linear"};
-    return n[k];
+    if (*flat) return nn_error(NN_E_SHAPE, "model: %s (conv) comes after flatten", l->name);
+    int g = l->groups ? l->groups : 1;
+    if (*c % g || l->out % g)
+        return nn_error(NN_E_SHAPE, "model: %s (conv, groups %d): %d input and %d output channels must divide by the groups",
+                        l->name, g, *c, l->out);
+    int oh = (*h + 2 * l->pad - l->k) / l->stride + 1, ow = (*w + 2 * l->pad - l->k) / l->stride + 1;
+    if (*h + 2 * l->pad < l->k || *w + 2 * l->pad < l->k)
+        return nn_error(NN_E_SHAPE, "model: %s (conv %dx%d): input %dx%dx%d is smaller than the kernel (input size too small)",
+                        l->name, l->k, l->k, *c, *h, *w);
+    l->params = (long long)l->out * (*c / g) * l->k * l->k + l->out;
+    l->macs = (long long)l->out * (*c / g) * l->k * l->k * oh * ow;
+    *c = l->out; *h = oh; *w = ow;
+    return NN_OK;
 }
+
+static nn_status pool_infer(nn_layer *l, int *c, int *h, int *w, bool *flat)
+{
+    (void)flat;
+    if (*h < l->k || *w < l->k)
+        return nn_error(NN_E_SHAPE, "model: %s (maxpool %dx%d/%d): input %dx%dx%d is smaller than the window (input size too small)",
+                        l->name, l->k, l->k, l->stride, *c, *h, *w);
+    *h = (*h - l->k) / l->stride + 1;
+    *w = (*w - l->k) / l->stride + 1;
+    return NN_OK;
+}
+
+static nn_status flatten_infer(nn_layer *l, int *c, int *h, int *w, bool *flat)
+{
+    long long n = (long long)*c * *h * *w;
+    if (n > NN_SEQ_ARG_MAX * 64LL)
+        return nn_error(NN_E_SHAPE, "model: %s (flatten): %dx%dx%d = %lld features is too many", l->name, *c, *h, *w, n);
+    *c = (int)n;
+    *h = *w = 1;
+    *flat = true;
+    return NN_OK;
+}
+
+static nn_status linear_infer(nn_layer *l, int *c, int *h, int *w, bool *flat)
+{
+    (void)h; (void)w;
+    if (!*flat) return nn_error(NN_E_SHAPE, "model: %s (linear) needs a flatten before it", l->name);
+    l->params = (long long)l->out * *c + l->out;
+    l->macs = (long long)l->out * *c;
+    *c = l->out;
+    return NN_OK;
+}
+
+/* relu, lrn, dropout: the shape passes through */
+static nn_status same_infer(nn_layer *l, int *c, int *h, int *w, bool *flat)
+{
+    (void)l; (void)c; (void)h; (void)w; (void)flat;
+    return NN_OK;
+}
+
+/* The op's parameters from the layer's fields, into the registry's case. */
+static void conv_args(const nn_layer *l, nn_op_case *c)
+{
+    nn_conv2d_params p = {l->stride, l->stride, l->pad, l->pad, l->groups};
+    nn_op_case_set_args(c, &p, sizeof p);
+}
+static void lrn_args(const nn_layer *l, nn_op_case *c) { nn_op_case_set_args(c, &l->lrn, sizeof l->lrn); }
+static void pool_args(const nn_layer *l, nn_op_case *c)
+{
+    nn_pool_params p = {l->k, l->k, l->stride, l->stride, 0, 0};
+    nn_op_case_set_args(c, &p, sizeof p);
+}
+static void dropout_args(const nn_layer *l, nn_op_case *c) { nn_op_case_set_args(c, &l->p, sizeof l->p); }
+
+/* The summary's op column: "conv 11x11/4 p2", "maxpool 3x3/2". */
+static void conv_describe(const nn_layer *l, char *b, size_t n)
+{
+    snprintf(b, n, "conv %dx%d/%d p%d%s", l->k, l->k, l->stride, l->pad,
+             l->groups > 1 ? (l->groups == 2 ? " g2" : " g") : "");
+}
+static void pool_describe(const nn_layer *l, char *b, size_t n)
+{
+    snprintf(b, n, "maxpool %dx%d/%d", l->k, l->k, l->stride);
+}
+static void lrn_describe(const nn_layer *l, char *b, size_t n) { snprintf(b, n, "lrn n%d", l->lrn.size); }
+static void dropout_describe(const nn_layer *l, char *b, size_t n) { snprintf(b, n, "dropout %.2g", (double)l->p); }
+
+typedef struct layer_kind {
+    const char *name;         /* the summary's op column when describe is NULL */
+    const nn_op_info *op;     /* the registered op the layer runs; NULL: flatten (a view) */
+    layer_infer_fn infer;
+    void (*args)(const nn_layer *l, nn_op_case *c); /* NULL: the op takes no parameters */
+    bool weights;             /* the op's inputs are (h, weight, bias) */
+    void (*describe)(const nn_layer *l, char *b, size_t n);
+} layer_kind;
+
+/* Indexed by nn_layer_kind. */
+static const layer_kind kinds[] = {
+    [NN_L_CONV] = {"conv", &nn_op_conv2d, conv_infer, conv_args, true, conv_describe},
+    [NN_L_RELU] = {"relu", &nn_op_relu, same_infer, NULL, false, NULL},
+    [NN_L_LRN] = {"lrn", &nn_op_lrn, same_infer, lrn_args, false, lrn_describe},
+    [NN_L_MAXPOOL] = {"maxpool", &nn_op_maxpool2d, pool_infer, pool_args, false, pool_describe},
+    [NN_L_DROPOUT] = {"dropout", &nn_op_dropout, same_infer, dropout_args, false, dropout_describe},
+    [NN_L_FLATTEN] = {"flatten", NULL, flatten_infer, NULL, false, NULL},
+    [NN_L_LINEAR] = {"linear", &nn_op_linear, linear_infer, NULL, true, NULL},
+};
+
+_Static_assert(sizeof kinds / sizeof kinds[0] == NN_L_LINEAR + 1, "one row per nn_layer_kind");
 
 nn_status nn_seq_infer(nn_seq *s)
 {
+    if (!s) return nn_error(NN_E_ARG, "model: NULL sequential model");
     if (s->status != NN_OK) return s->status;
     int c = s->in_c, h = s->in_h, w = s->in_w;
-    if (c < 1 || h < 1 || w < 1)
+    if (c < 1 || h < 1 || w < 1 || c > NN_SEQ_ARG_MAX || h > NN_SEQ_ARG_MAX || w > NN_SEQ_ARG_MAX)
         return nn_error(NN_E_SHAPE, "model: input %dx%dx%d is not a valid image size", c, h, w);
     bool flat = false;
     for (int i = 0; i < s->n; i++) {
         nn_layer *l = &s->l[i];
         l->in_shape[0] = c; l->in_shape[1] = h; l->in_shape[2] = w;
         l->params = l->macs = 0;
-        switch (l->kind) {
-        case NN_L_CONV: {
-            if (flat) return nn_error(NN_E_SHAPE, "model: %s (conv) comes after flatten", l->name);
-            int g = l->groups ? l->groups : 1;
-            if (c % g || l->out % g)
-                return nn_error(NN_E_SHAPE, "model: %s (conv, groups %d): %d input and %d output channels must divide by the groups",
-                                l->name, g, c, l->out);
-            int oh = (h + 2 * l->pad - l->k) / l->stride + 1, ow = (w + 2 * l->pad - l->k) / l->stride + 1;
-            if (h + 2 * l->pad < l->k || w + 2 * l->pad < l->k)
-                return nn_error(NN_E_SHAPE, "model: %s (conv %dx%d): input %dx%dx%d is smaller than the kernel (input size too small)",
-                                l->name, l->k, l->k, c, h, w);
-            l->params = (long long)l->out * (c / g) * l->k * l->k + l->out;
-            l->macs = (long long)l->out * (c / g) * l->k * l->k * oh * ow;
-            c = l->out; h = oh; w = ow;
-            break;
-        }
-        case NN_L_MAXPOOL:
-            if (h < l->k || w < l->k)
-                return nn_error(NN_E_SHAPE, "model: %s (maxpool %dx%d/%d): input %dx%dx%d is smaller than the window (input size too small)",
-                                l->name, l->k, l->k, l->stride, c, h, w);
-            h = (h - l->k) / l->stride + 1;
-            w = (w - l->k) / l->stride + 1;
-            break;
-        case NN_L_FLATTEN:
-            c = c * h * w; h = w = 1;
-            flat = true;
-            break;
-        case NN_L_LINEAR:
-            if (!flat) return nn_error(NN_E_SHAPE, "model: %s (linear) needs a flatten before it", l->name);
-            l->params = (long long)l->out * c + l->out;
-            l->macs = (long long)l->out * c;
-            c = l->out;
-            break;
-        case NN_L_RELU: case NN_L_LRN: case NN_L_DROPOUT:
-            break;
-        }
+        NN_TRY(kinds[l->kind].infer(l, &c, &h, &w, &flat));
         l->out_shape[0] = c; l->out_shape[1] = h; l->out_shape[2] = w;
     }
     return NN_OK;
@@ -196,19 +292,19 @@ void nn_seq_free(nn_seq *s)
     nn_params_clear(&s->params);
 }
 
+const nn_op_info *nn_seq_layer_op(const nn_layer *l) { return kinds[l->kind].op; }
+
 nn_tensor *nn_seq_step(nn_ctx *ctx, const nn_layer *l, nn_tensor *h)
 {
-    switch (l->kind) {
-    case NN_L_CONV:
-        return nn_conv2d(ctx, h, l->w, l->b, (nn_conv2d_params){l->stride, l->stride, l->pad, l->pad, l->groups});
-    case NN_L_RELU: return nn_relu(ctx, h);
-    case NN_L_LRN: return nn_lrn(ctx, h, l->lrn);
-    case NN_L_MAXPOOL: return nn_maxpool2d(ctx, h, (nn_pool_params){l->k, l->k, l->stride, l->stride, 0, 0});
-    case NN_L_DROPOUT: return nn_dropout(ctx, h, l->p);
-    case NN_L_FLATTEN: return nn_flatten(ctx, h);
-    case NN_L_LINEAR: return nn_linear(ctx, h, l->w, l->b);
-    }
-    return NULL;
+    const layer_kind *k = &kinds[l->kind];
+    if (!k->op) return nn_flatten(ctx, h);
+    /* through the registry's call, as gradcheck and the GPU test call it;
+     * the case lives on the stack: nothing is allocated per step */
+    nn_op_case c;
+    c.n = k->weights ? 3 : 1;
+    if (k->args) k->args(l, &c);
+    nn_tensor *const in[3] = {h, l->w, l->b};
+    return k->op->call(ctx, in, &c);
 }
 
 nn_tensor *nn_seq_forward(nn_ctx *ctx, nn_seq *s, nn_tensor *x)
@@ -289,16 +385,8 @@ void nn_seq_print_summary(const nn_seq *s, FILE *f)
     for (int i = 0; i < s->n; i++) {
         const nn_layer *l = &s->l[i];
         char op[48];
-        switch (l->kind) {
-        case NN_L_CONV:
-            snprintf(op, sizeof op, "conv %dx%d/%d p%d%s", l->k, l->k, l->stride, l->pad,
-                     l->groups > 1 ? (l->groups == 2 ? " g2" : " g") : "");
-            break;
-        case NN_L_MAXPOOL: snprintf(op, sizeof op, "maxpool %dx%d/%d", l->k, l->k, l->stride); break;
-        case NN_L_LRN: snprintf(op, sizeof op, "lrn n%d", l->lrn.size); break;
-        case NN_L_DROPOUT: snprintf(op, sizeof op, "dropout %.2g", (double)l->p); break;
-        default: snprintf(op, sizeof op, "%s", kind_name(l->kind)); break;
-        }
+        if (kinds[l->kind].describe) kinds[l->kind].describe(l, op, sizeof op);
+        else snprintf(op, sizeof op, "%s", kinds[l->kind].name);
         if (l->kind == NN_L_FLATTEN) flat = true;
         if (flat)
             snprintf(shape, sizeof shape, "%d", l->out_shape[0]);

@@ -2,7 +2,7 @@
  * checkpoint folder. Each step allocates nothing once the context's arenas
  * have grown (the batch tensors are made once; a partial last batch gets its
  * own pair, also made once). */
-#include "train.h"
+#include "models/train.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../core/backend.h"
+#include "core/backend.h"
 
 struct nn_trainer {
     nn_train_model m;

@@ -20,9 +20,9 @@
 
 #include <signal.h>
 
-#include "../io/dataset.h"
-#include "checkpoint.h"
-#include "evaluate.h"
+#include "io/dataset.h"
+#include "models/checkpoint.h"
+#include "models/evaluate.h"
 
 /* Your own model: out = forward(ctx, model, x) gives (N, classes) logits for
  * x (N, in_c, in_h, in_w), composed of ops on ctx (errors left on ctx). */

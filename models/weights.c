@@ -1,13 +1,13 @@
 /* Weights-only files (see weights.h): the architecture read off the shapes,
  * then every tensor checked against the model those shapes describe. */
-#include "weights.h"
+#include "models/weights.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../io/safetensors.h"
-#include "checkpoint.h"
+#include "io/safetensors.h"
+#include "models/checkpoint.h"
 
 /* Largest input size tried when fc6's input fixes the size. */
 #define MAX_SIZE 4096

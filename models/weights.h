@@ -11,7 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "model.h"
+#include "models/model.h"
 
 /* What the caller knows better than the shapes; 0 (or "") means "infer".
  * A hint the shapes contradict is an error naming the tensor. */

@@ -1,7 +1,7 @@
 /* add: y = a + b elementwise, same shape (the glue for residual branches and
  * for summing losses). Built on the backend's copy and axpy. */
-#include "../core/op.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/ops.h"
 
 static nn_status add_backward(nn_ctx *ctx, nn_node *nd)
 {

@@ -8,9 +8,10 @@
 #include <omp.h>
 #include <string.h>
 
-#include "../core/op.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
+#include "ops/registry.h"
 
 /* Two ways to cut a batch, chosen from the geometry alone:
  *  - by worker (the training case, batch >= cores): each OpenMP thread takes
@@ -746,3 +747,29 @@ nn_tensor *nn_conv2d(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, nn_c
     }
     return y;
 }
+
+/* ---- registry entry (ops/registry.h) ---- */
+
+static nn_tensor *conv2d_call(nn_ctx *ctx, nn_tensor *const *in, void *user)
+{
+    const nn_op_case *c = user;
+    nn_conv2d_params p;
+    memcpy(&p, c->args, sizeof p);
+    return nn_conv2d(ctx, in[0], in[1], c->n > 2 ? in[2] : NULL, p);
+}
+
+static nn_status conv2d_gc_case(nn_op_case *c, nn_rng *r, nn_device dev)
+{
+    int g = nn_op_pick(r, 1, 3), n = nn_op_pick(r, 1, 2), ci = g * nn_op_pick(r, 1, 3), co = g * nn_op_pick(r, 1, 3);
+    int k = nn_op_pick(r, 1, 5), s = nn_op_pick(r, 1, 3), p = nn_op_pick(r, 0, k / 2);
+    int h = nn_op_pick(r, k + 1, k + 8), w = nn_op_pick(r, k + 1, k + 8);
+    nn_conv2d_params cp = {s, s, p, p, g};
+    nn_op_case_set_args(c, &cp, sizeof cp);
+    snprintf(c->about, sizeof c->about, "stride %d, pad %d, groups %d", s, p, g);
+    int xs[4] = {n, ci, h, w}, ws[4] = {co, ci / g, k, k}, bs[1] = {co};
+    NN_TRY(nn_op_case_rand(c, "x", r, dev, -1, 1, 4, xs));
+    NN_TRY(nn_op_case_rand(c, "w", r, dev, -1, 1, 4, ws));
+    return nn_op_case_rand(c, "b", r, dev, -1, 1, 1, bs);
+}
+
+const nn_op_info nn_op_conv2d = {"conv2d", conv2d_gc_case, conv2d_call};

@@ -5,10 +5,11 @@
  * (a view sharing x's data, gradient passed through). p = 1: zeros, zero
  * gradient. The generator advances by numel only in training with 0 < p < 1,
  * so evaluating (or p in {0, 1}) never shifts the masks later steps draw. */
-#include "../core/op.h"
-#include "../core/philox.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "core/philox.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
+#include "ops/registry.h"
 
 /* Philox is ~40 integer multiplies per element: threads pay off early. */
 #define DROPOUT_PAR_MIN 8192
@@ -92,3 +93,25 @@ nn_tensor *nn_dropout(nn_ctx *ctx, nn_tensor *x, float p)
     }
     return y;
 }
+
+/* ---- registry entry (ops/registry.h) ---- */
+
+static nn_tensor *dropout_call(nn_ctx *ctx, nn_tensor *const *in, void *user)
+{
+    float p;
+    memcpy(&p, ((const nn_op_case *)user)->args, sizeof p);
+    return nn_dropout(ctx, in[0], p);
+}
+
+static nn_status dropout_gc_case(nn_op_case *c, nn_rng *r, nn_device dev)
+{
+    /* training mode; the checker restarts the generator before every
+     * evaluation, so all of them see the same mask */
+    float p = 0.1f + 0.7f * nn_rng_uniform1(r);
+    nn_op_case_set_args(c, &p, sizeof p);
+    snprintf(c->about, sizeof c->about, "p %.3g, training", (double)p);
+    int xs[4] = {nn_op_pick(r, 1, 2), nn_op_pick(r, 1, 4), nn_op_pick(r, 2, 7), nn_op_pick(r, 2, 7)};
+    return nn_op_case_rand(c, "x", r, dev, -1, 1, 4, xs);
+}
+
+const nn_op_info nn_op_dropout = {"dropout", dropout_gc_case, dropout_call};

@@ -3,9 +3,10 @@
  * The CPU kernels are one cblas_sgemm per product. */
 #include <cblas.h>
 
-#include "../core/op.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
+#include "ops/registry.h"
 
 /* Below this many floats, an OpenMP team costs more than it saves. */
 #define LINEAR_OMP_MIN 32768
@@ -104,3 +105,22 @@ nn_tensor *nn_linear(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b)
     }
     return y;
 }
+
+/* ---- registry entry (ops/registry.h) ---- */
+
+static nn_tensor *linear_call(nn_ctx *ctx, nn_tensor *const *in, void *user)
+{
+    return nn_linear(ctx, in[0], in[1], ((const nn_op_case *)user)->n > 2 ? in[2] : NULL);
+}
+
+static nn_status linear_gc_case(nn_op_case *c, nn_rng *r, nn_device dev)
+{
+    int n = nn_op_pick(r, 1, 4), i = nn_op_pick(r, 1, 12), o = nn_op_pick(r, 1, 10);
+    int xs[2] = {n, i}, ws[2] = {o, i}, bs[1] = {o};
+    snprintf(c->about, sizeof c->about, "-");
+    NN_TRY(nn_op_case_rand(c, "x", r, dev, -1, 1, 2, xs));
+    NN_TRY(nn_op_case_rand(c, "w", r, dev, -1, 1, 2, ws));
+    return nn_op_case_rand(c, "b", r, dev, -1, 1, 1, bs);
+}
+
+const nn_op_info nn_op_linear = {"linear", linear_gc_case, linear_call};

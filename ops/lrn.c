@@ -1,5 +1,5 @@
 /* lrn: local response normalization across channels on (N, C, H, W) float32,
- * the paper's formula (alpha NOT divided by size, see ops.h and ALEXNET.md):
+ * the paper's formula (alpha NOT divided by size, see ops.h and docs/alexnet.md):
  *   scale[c] = k + alpha * sum_{j = max(0, c - size/2)}^{min(C-1, c + size/2)} x[j]^2
  *   y[c]     = x[c] * scale[c]^-beta
  * size/2 is integer division, so an even size uses a window of size + 1
@@ -7,9 +7,10 @@
  * PyTorch's asymmetric even window is NOT reproduced. */
 #include <math.h>
 
-#include "../core/op.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
+#include "ops/registry.h"
 
 /* Spatial positions handled together: the channel loop runs over a tile so
  * the innermost loop is contiguous and vectorizes, and the running window sum
@@ -261,3 +262,27 @@ nn_tensor *nn_lrn(nn_ctx *ctx, nn_tensor *x, nn_lrn_params p)
     }
     return y;
 }
+
+/* ---- registry entry (ops/registry.h) ---- */
+
+static nn_tensor *lrn_call(nn_ctx *ctx, nn_tensor *const *in, void *user)
+{
+    nn_lrn_params p;
+    memcpy(&p, ((const nn_op_case *)user)->args, sizeof p);
+    return nn_lrn(ctx, in[0], p);
+}
+
+static nn_status lrn_gc_case(nn_op_case *c, nn_rng *r, nn_device dev)
+{
+    /* The paper's alpha (1e-4) makes LRN nearly linear, which would let a
+     * wrong cross-channel term pass: a larger alpha and inputs in [-2, 2]
+     * give that term weight. */
+    nn_lrn_params p = {2 * nn_op_pick(r, 1, 3) + 1, 0.05f + 0.45f * nn_rng_uniform1(r), NN_LRN_BETA, NN_LRN_K};
+    nn_op_case_set_args(c, &p, sizeof p);
+    snprintf(c->about, sizeof c->about, "size %d, alpha %.3g, beta %g, k %g", p.size, (double)p.alpha,
+             (double)p.beta, (double)p.k);
+    int xs[4] = {nn_op_pick(r, 1, 2), nn_op_pick(r, 1, 9), nn_op_pick(r, 2, 5), nn_op_pick(r, 2, 5)};
+    return nn_op_case_rand(c, "x", r, dev, -2, 2, 4, xs);
+}
+
+const nn_op_info nn_op_lrn = {"lrn", lrn_gc_case, lrn_call};

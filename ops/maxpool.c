@@ -8,9 +8,10 @@
 #include <limits.h>
 #include <math.h>
 
-#include "../core/op.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
+#include "ops/registry.h"
 
 #define POOL_PAR_MIN 16384 /* output elements below which threads do not pay */
 #define POOL_ROW 64         /* outputs of a row handled together on the stack */
@@ -289,3 +290,40 @@ nn_tensor *nn_maxpool2d(nn_ctx *ctx, nn_tensor *x, nn_pool_params p)
     }
     return y;
 }
+
+/* ---- registry entry (ops/registry.h) ---- */
+
+static nn_tensor *maxpool2d_call(nn_ctx *ctx, nn_tensor *const *in, void *user)
+{
+    nn_pool_params p;
+    memcpy(&p, ((const nn_op_case *)user)->args, sizeof p);
+    return nn_maxpool2d(ctx, in[0], p);
+}
+
+static nn_status maxpool2d_gc_case(nn_op_case *c, nn_rng *r, nn_device dev)
+{
+    int k = nn_op_pick(r, 2, 3), s = nn_op_pick(r, 1, k), p = nn_op_pick(r, 0, k / 2);
+    nn_pool_params pp = {k, k, s, s, p, p};
+    nn_op_case_set_args(c, &pp, sizeof pp);
+    snprintf(c->about, sizeof c->about, "kernel %d, stride %d, pad %d", k, s, p);
+    int xs[4] = {nn_op_pick(r, 1, 2), nn_op_pick(r, 1, 3), nn_op_pick(r, k + 1, k + 7), nn_op_pick(r, k + 1, k + 7)};
+    /* Distinct values 0.05 apart (a shuffled ramp): a step of eps = 0.01 can
+     * never reorder two of them, so no point sits on a tie. */
+    size_t n = (size_t)xs[0] * xs[1] * xs[2] * xs[3];
+    int32_t *perm = malloc(n * sizeof *perm);
+    float *v = malloc(n * sizeof *v);
+    nn_status st = NN_OK;
+    if (!perm || !v) {
+        st = nn_error(NN_E_NOMEM, "maxpool2d: out of memory for a gradcheck case");
+    } else {
+        for (size_t i = 0; i < n; i++) perm[i] = (int32_t)i;
+        nn_rng_shuffle(r, perm, n);
+        for (size_t i = 0; i < n; i++) v[i] = 0.05f * ((float)perm[i] - 0.5f * (float)n);
+        st = nn_op_case_host(c, "x", dev, NN_F32, 4, xs, v);
+    }
+    free(perm);
+    free(v);
+    return st;
+}
+
+const nn_op_info nn_op_maxpool2d = {"maxpool2d", maxpool2d_gc_case, maxpool2d_call};

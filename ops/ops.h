@@ -7,9 +7,9 @@
 #ifndef NN_OPS_H
 #define NN_OPS_H
 
-#include "../core/defaults.h"
-#include "../core/graph.h"
-#include "../core/tensor.h"
+#include "core/defaults.h"
+#include "core/graph.h"
+#include "core/tensor.h"
 
 /* Zero fields take the defaults: stride 1, padding 0, groups 1. */
 typedef struct nn_conv2d_params {

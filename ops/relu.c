@@ -1,8 +1,9 @@
 /* relu: y = max(x, 0) over any shape; dx += dy where y > 0 (so the gradient
  * at exactly 0 is 0, as in PyTorch). */
-#include "../core/op.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
+#include "ops/registry.h"
 
 nn_status nn_cpu_relu_forward(size_t n, const float *x, float *y)
 {
@@ -47,3 +48,20 @@ nn_tensor *nn_relu(nn_ctx *ctx, nn_tensor *x)
     if (nn_op_wants_grad(ctx, 1, &x) && !nn_op_record(ctx, &relu_def, y, 1, &x)) return NULL;
     return y;
 }
+
+/* ---- registry entry (ops/registry.h) ---- */
+
+static nn_tensor *relu_call(nn_ctx *ctx, nn_tensor *const *in, void *user)
+{
+    (void)user;
+    return nn_relu(ctx, in[0]);
+}
+
+static nn_status relu_gc_case(nn_op_case *c, nn_rng *r, nn_device dev)
+{
+    int xs[4] = {nn_op_pick(r, 1, 2), nn_op_pick(r, 1, 4), nn_op_pick(r, 2, 7), nn_op_pick(r, 2, 7)};
+    snprintf(c->about, sizeof c->about, "-");
+    return nn_op_case_rand(c, "x", r, dev, -1, 1, 4, xs);
+}
+
+const nn_op_info nn_op_relu = {"relu", relu_gc_case, relu_call};

@@ -2,8 +2,8 @@
  * shares the input's data (a view); its gradient is added back unchanged. */
 #include <string.h>
 
-#include "../core/op.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/ops.h"
 
 static nn_status reshape_backward(nn_ctx *ctx, nn_node *nd)
 {

@@ -5,9 +5,10 @@
  * are kept for backward: dx += dloss * (probs - onehot) / N. */
 #include <math.h>
 
-#include "../core/op.h"
-#include "cpu_kernels.h"
-#include "ops.h"
+#include "core/op.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
+#include "ops/registry.h"
 
 #define XENT_PAR_MIN 65536 /* logits below which threads do not pay */
 #define XENT_BLOCKS 64
@@ -126,3 +127,24 @@ nn_tensor *nn_softmax_xent(nn_ctx *ctx, nn_tensor *logits, nn_tensor *labels)
     }
     return loss;
 }
+
+/* ---- registry entry (ops/registry.h) ---- */
+
+static nn_tensor *xent_call(nn_ctx *ctx, nn_tensor *const *in, void *user)
+{
+    (void)user;
+    return nn_softmax_xent(ctx, in[0], in[1]);
+}
+
+static nn_status xent_gc_case(nn_op_case *c, nn_rng *r, nn_device dev)
+{
+    int n = nn_op_pick(r, 1, 5), k = nn_op_pick(r, 2, 10);
+    int xs[2] = {n, k}, ls[1] = {n};
+    int32_t labels[5];
+    for (int i = 0; i < n; i++) labels[i] = (int32_t)nn_rng_below(r, (uint32_t)k);
+    snprintf(c->about, sizeof c->about, "%d classes", k);
+    NN_TRY(nn_op_case_rand(c, "logits", r, dev, -3, 3, 2, xs));
+    return nn_op_case_host(c, "labels", dev, NN_I32, 1, ls, labels);
+}
+
+const nn_op_info nn_op_softmax_xent = {"softmax_xent", xent_gc_case, xent_call};

@@ -1,14 +1,14 @@
 /* SGD with momentum (the paper's rule), Adam/AdamW, and the schedules; the CPU
  * update kernels live here too (the CUDA ones in cuda/optim.cu). */
-#include "optim.h"
+#include "optim/optim.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "../core/backend.h"
-#include "../core/defaults.h"
-#include "../ops/cpu_kernels.h"
+#include "core/backend.h"
+#include "core/defaults.h"
+#include "ops/cpu_kernels.h"
 
 nn_status nn_cpu_sgd_update(size_t n, float *w, const float *g, float *v, float lr, float momentum,
                             float wd)

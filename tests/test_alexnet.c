@@ -1,10 +1,10 @@
-/* AlexNet as ALEXNET.md defines it: parameter and multiply-add counts per
+/* AlexNet as docs/alexnet.md defines it: parameter and multiply-add counts per
  * layer, the two-tower variant, the paper's initialization, PyTorch-style
  * names, input sizes that do not fit, and a forward/backward at a small size. */
 #include <string.h>
 
 #include "models/model.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 static void test_counts_match_the_paper(void **state)
 {
@@ -30,7 +30,7 @@ static void test_counts_match_the_paper(void **state)
             }
     assert_int_equal(found, 8);
     assert_true(fabs((double)nn_seq_macs(&s) / 1e9 - 1.135) < 0.001);
-    /* output shapes of the table in ALEXNET.md */
+    /* output shapes of the table in docs/alexnet.md */
     assert_int_equal(s.l[0].out_shape[1], 55);
     assert_int_equal(s.l[3].out_shape[1], 27);
     assert_int_equal(s.l[7].out_shape[1], 13);

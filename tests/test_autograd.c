@@ -2,7 +2,7 @@
  * the arena's steady state, and backward's errors. */
 #include <string.h>
 
-#include "testutil.h"
+#include "tests/testutil.h"
 
 static nn_tensor *leaf(uint64_t seed, int n)
 {
@@ -153,6 +153,34 @@ static void test_errors(void **state)
     nn_ctx_free(ctx);
 }
 
+/* One error channel: the context's first failure reaches nn_errmsg() through
+ * nn_ctx_status() even after other calls overwrote the thread's message, and
+ * nn_backward on the poisoned graph reports that same first failure. */
+static void test_ctx_error_is_nn_errmsg(void **state)
+{
+    (void)state;
+    nn_ctx *ctx = nn_ctx_new();
+    nn_tensor *x = leaf(7, 4), *z = tu_rand(8, -1, 1, 1, (int[]){5});
+    assert_null(nn_add(ctx, x, z));
+    nn_error(NN_E_IO, "something else since");
+    nn_clear_error();
+    assert_int_equal(nn_ctx_status(ctx), NN_E_SHAPE);
+    assert_non_null(strstr(nn_errmsg(), "add: shapes 4 and 5 differ"));
+    assert_string_equal(nn_errmsg(), nn_ctx_errmsg(ctx));
+    nn_error(NN_E_IO, "something else since");
+    assert_int_equal(nn_backward(ctx, x), NN_E_SHAPE);
+    assert_non_null(strstr(nn_errmsg(), "add: shapes 4 and 5 differ"));
+    /* no error: the thread's message is left alone */
+    nn_ctx_reset(ctx);
+    nn_error(NN_E_IO, "unrelated");
+    assert_int_equal(nn_ctx_status(ctx), NN_OK);
+    assert_string_equal(nn_errmsg(), "unrelated");
+    assert_int_equal(nn_ctx_status(NULL), NN_E_ARG);
+    nn_tensor_free(z);
+    nn_tensor_free(x);
+    nn_ctx_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -162,6 +190,7 @@ int main(void)
         cmocka_unit_test(test_zeroing_and_accumulation_across_calls),
         cmocka_unit_test(test_steady_state_allocates_nothing),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_ctx_error_is_nn_errmsg),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,7 @@
 #include <zlib.h>
 
 #include "io/dataset.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 static void test_resize_matches_half_pixel_convention(void **state)
 {

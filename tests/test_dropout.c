@@ -6,7 +6,7 @@
 
 #include "core/philox.h"
 #include "ops/cpu_kernels.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 /* Drop fraction and mean of y over n = 2^20 elements: for a fair generator the
  * number dropped is Binomial(n, p), standard deviation sqrt(p (1-p) / n) in

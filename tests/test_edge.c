@@ -8,7 +8,8 @@
 #include <float.h>
 #include <string.h>
 
-#include "testutil.h"
+#include "models/sequential.h"
+#include "tests/testutil.h"
 
 /* References computed here in float64 from the same float inputs. The ops
  * reduce in float32 over at most a few dozen terms: TU_FWD_* applies. */
@@ -543,6 +544,49 @@ static void test_bad_inputs_name_the_op(void **state)
     for (int i = 0; i < 11; i++) nn_tensor_free(zoo[i]);
 }
 
+/* The sequential builder on bad arguments: each is NN_E_ARG (or NN_E_SHAPE)
+ * from nn_seq_build naming the layer and the argument, never a crash (a
+ * stride of 0 divided by zero, a NULL name was dereferenced). */
+static void test_sequential_bad_arguments(void **state)
+{
+    (void)state;
+    struct {
+        const char *what;  /* expected in the message */
+        int case_id;
+    } cases[] = {
+        {"stride = 0", 0}, {"kernel = 0", 1}, {"padding = -1", 2}, {"groups = 0", 3}, {"output channels = -4", 4},
+        {"window = 0", 5}, {"stride = -2", 6}, {"output features = 0", 7}, {"dropout p = 1.5", 8},
+        {"no name", 9}, {"kernel = 2000000", 10}, {"not a valid image size", 11},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        nn_seq *s = calloc(1, sizeof *s);
+        assert_non_null(s);
+        nn_seq_init(s, 1, cases[i].case_id == 11 ? 0 : 8, 8);
+        switch (cases[i].case_id) {
+        case 0: nn_seq_conv(s, "c", 4, 3, 0, 1, 1, 0.0f); break;
+        case 1: nn_seq_conv(s, "c", 4, 0, 1, 1, 1, 0.0f); break;
+        case 2: nn_seq_conv(s, "c", 4, 3, 1, -1, 1, 0.0f); break;
+        case 3: nn_seq_conv(s, "c", 4, 3, 1, 1, 0, 0.0f); break;
+        case 4: nn_seq_conv(s, "c", -4, 3, 1, 1, 1, 0.0f); break;
+        case 5: nn_seq_maxpool(s, "p", 0, 1); break;
+        case 6: nn_seq_maxpool(s, "p", 2, -2); break;
+        case 7: nn_seq_flatten(s, "f"); nn_seq_linear(s, "l", 0, 0.0f); break;
+        case 8: nn_seq_dropout(s, "d", 1.5f); break;
+        case 9: nn_seq_relu(s, NULL); break;
+        case 10: nn_seq_conv(s, "c", 4, 2000000, 1, 1, 1, 0.0f); break;
+        case 11: nn_seq_relu(s, "r"); break;
+        }
+        nn_seq_relu(s, "after"); /* layers added after a failure are ignored */
+        nn_rng rng = nn_rng_make(1);
+        nn_status st = nn_seq_build(s, NN_CPU, NN_INIT_HE, &rng);
+        assert_true(st == NN_E_ARG || st == NN_E_SHAPE);
+        if (!strstr(nn_errmsg(), cases[i].what)) fail_msg("case %zu: '%s' lacks '%s'", i, nn_errmsg(), cases[i].what);
+        nn_seq_free(s);
+        free(s);
+    }
+    assert_int_equal(nn_seq_infer(NULL), NN_E_ARG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -556,6 +600,7 @@ int main(void)
         cmocka_unit_test(test_one_by_one),
         cmocka_unit_test(test_batch_one_network),
         cmocka_unit_test(test_bad_inputs_name_the_op),
+        cmocka_unit_test(test_sequential_bad_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

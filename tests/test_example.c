@@ -1,10 +1,10 @@
 /* The README's example network, compiled and run: it must train. The test
- * also checks that README.md still shows exactly this code, so the two cannot
- * drift apart. */
+ * also checks that README.md and examples/readme_network.c still show exactly
+ * this code, so the three cannot drift apart. */
 #include <string.h>
 
 #include "core/params.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 /* ---- begin README example ---- */
 #include "core/graph.h"
@@ -27,7 +27,7 @@ nn_status train_steps(nn_tensor *x, nn_tensor *y, nn_params *ps, int steps)
         h = nn_maxpool2d(ctx, h, (nn_pool_params){.kernel_h = 3, .kernel_w = 3, .stride_h = 2, .stride_w = 2});
         h = nn_linear(ctx, nn_flatten(ctx, h), w2, b2);
         nn_tensor *loss = nn_softmax_xent(ctx, h, y);
-        if (!loss) s = nn_ctx_status(ctx);               /* nn_ctx_errmsg(ctx) says why */
+        if (!loss) s = nn_ctx_status(ctx);               /* nn_errmsg() says why */
         if (s == NN_OK) s = nn_backward(ctx, loss);
         if (s == NN_OK) s = nn_optim_step(opt);
         if (s == NN_OK) s = nn_params_zero_grad(ps);
@@ -120,6 +120,13 @@ static void test_readme_shows_this_code(void **state)
     a += strlen("README example ---- */\n");
     char *code = strndup(a, (size_t)(b - a));
     if (!strstr(readme, code)) fail_msg("README.md no longer shows the code of tests/test_example.c");
+    /* and the standalone program .ci/install_check.sh builds against the
+     * installed library is the same code */
+    snprintf(p, sizeof p, "%s/examples/readme_network.c", root);
+    char *example = slurp(p);
+    assert_non_null(example);
+    if (!strstr(example, code)) fail_msg("examples/readme_network.c no longer holds the README's code");
+    free(example);
     free(code);
     free(readme);
     free(self);

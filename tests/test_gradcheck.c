@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "core/op.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 /* y = x^2 elementwise with a backward that is off by a factor (scale). */
 static float g_scale;

@@ -1,7 +1,7 @@
 /* IDX reader: the real Fashion-MNIST files (skipped if absent) and small
  * gzipped/plain files written here: round trips, bad magic/type/dims,
  * truncation, trailing bytes, forged sizes, corrupt gzip, missing files. */
-#include "testutil.h"
+#include "tests/testutil.h"
 
 #include <string.h>
 #include <sys/resource.h>

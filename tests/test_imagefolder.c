@@ -4,7 +4,7 @@
  * files, the label mapping, resize + center crop against a float64 area-filter
  * reference, crops/flips/10-crop geometry on coded pixels, the statistics and
  * PCA lighting draws, determinism and resuming, and a short training run. */
-#include "testutil.h"
+#include "tests/testutil.h"
 
 #include <string.h>
 #include <sys/stat.h>

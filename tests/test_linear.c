@@ -4,7 +4,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "testutil.h"
+#include "tests/testutil.h"
 
 /* A float32 sum of K products is off from the exact sum by about 2^-24 times
  * the sum of |products| in practice (the rounding errors of the partial sums

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "ops/cpu_kernels.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 /* The hand-worked example below is one power of a 3-term sum: float32 gets
  * it within a few ulp; 1e-6 relative is 8 ulp. */

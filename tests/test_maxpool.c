@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "ops/cpu_kernels.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 typedef struct pool_case {
     int n, c, h, w;

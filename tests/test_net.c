@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "optim/optim.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 static void test_tiny_network_loss_falls(void **state)
 {

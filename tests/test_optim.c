@@ -2,7 +2,7 @@
 #include <string.h>
 
 #include "optim/optim.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 /* float32 updates against a float64 recurrence over a few steps */
 #define OPT_TOL 1e-5

@@ -1,7 +1,7 @@
 /* PNG: write then read back RGB and gray pictures pixel for pixel; read
  * palette/RGBA/16-bit/interlaced files made here with libpng directly;
  * corrupt, truncated, forged and foreign files; atomic writes. */
-#include "testutil.h"
+#include "tests/testutil.h"
 
 #include <dirent.h>
 #include <png.h>

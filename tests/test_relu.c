@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "ops/cpu_kernels.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 static void test_forward_matches_reference(void **state)
 {

@@ -1,7 +1,7 @@
 /* safetensors: bitwise round trips (F32/I32/I64/U8, scalars, empty tensors,
  * metadata), the file read back by an independent Python reader, every kind
  * of corrupt header, and atomic writes that leave nothing behind on failure. */
-#include "testutil.h"
+#include "tests/testutil.h"
 
 #include <dirent.h>
 #include <signal.h>

@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "core/philox.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 static void test_philox_known_answers(void **state)
 {

@@ -14,7 +14,7 @@
 #include "io/jpeg.h"
 #include "io/png.h"
 #include "io/safetensors.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 static char g_bin[4096], g_src[4096], g_tmp[256];
 

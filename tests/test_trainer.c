@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "convnet.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 /* ---- a model of our own: logits = W flatten(x) + b, 1x4x4 -> 2 classes ---- */
 

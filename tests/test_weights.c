@@ -17,7 +17,7 @@
 #include "io/safetensors.h"
 #include "models/metrics.h"
 #include "models/weights.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 static char g_bin[4096], g_src[4096], g_tmp[256], g_ck[512], g_dir[512];
 static bool g_trained;

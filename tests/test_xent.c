@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "ops/cpu_kernels.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 /* Loss and gradient in float64: lse by the max-subtracted sum. */
 static double xent_ref(int n, int k, const float *x, const int32_t *lab, double *grad)

@@ -1,5 +1,5 @@
 /* Option tables for the subcommands (see cli.h). */
-#include "cli.h"
+#include "tools/cli.h"
 
 #include <errno.h>
 #include <math.h>

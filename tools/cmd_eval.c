@@ -13,11 +13,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "data.h"
+#include "tools/cli.h"
+#include "tools/data.h"
+#include "core/backend.h"
 #include "io/dataset.h"
 #include "io/png.h"
-#include "model_cli.h"
+#include "tools/model_cli.h"
 #include "models/checkpoint.h"
 #include "models/evaluate.h"
 

@@ -2,7 +2,7 @@
  * training record, models/metrics.h). */
 #include <stdio.h>
 
-#include "cli.h"
+#include "tools/cli.h"
 #include "models/metrics.h"
 
 int cmd_plot(int argc, char **argv)

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
-#include "model_cli.h"
+#include "tools/cli.h"
+#include "tools/model_cli.h"
 #include "io/dataset.h"
 #include "io/photo.h"
 #include "io/safetensors.h"

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
+#include "tools/cli.h"
 #include "models/model.h"
 
 #define UNSET INT_MIN /* cli_parse cannot produce it (its range is +-(2^31-1)) */

@@ -13,8 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "data.h"
+#include "tools/cli.h"
+#include "tools/data.h"
 #include "core/backend.h"
 #include "io/dataset.h"
 #include "models/checkpoint.h"

@@ -1,5 +1,5 @@
 /* Opening either kind of data for the commands (see data.h). */
-#include "data.h"
+#include "tools/data.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,11 +1,11 @@
 /* Opening models for eval, predict and filters (see model_cli.h). */
-#include "model_cli.h"
+#include "tools/model_cli.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli.h"
+#include "tools/cli.h"
 #include "core/backend.h"
 #include "models/checkpoint.h"
 

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "fuzz_util.h"
+#include "tests/fuzz/fuzz_util.h"
 #include "io/idx.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "core/tensor.h"
-#include "fuzz_util.h"
+#include "tests/fuzz/fuzz_util.h"
 #include "io/safetensors.h"
 #include "models/checkpoint.h"
 #include "models/weights.h"
