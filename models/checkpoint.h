@@ -116,7 +116,8 @@ nn_status nn_checkpoint_write(const char *path, const nn_checkpoint_desc *d);
  * dtype and shape checked), the optimizer state into opt and the training
  * state into st (each if not NULL; st needs a checkpoint written with one),
  * and every metadata key/value of the file into meta if not NULL (yours under
- * "user.KEY"; the normalization under "train.mean" and "train.std"; the
+ * "user.KEY"; the normalization under "train.mean" and "train.std", an image
+ * folder's under "data.mean", "data.std" and "data.resize"; the
  * model under "model.*"). meta is reset first and owned by the caller. */
 nn_status nn_checkpoint_read(const char *path, const nn_params *params, nn_optim *opt, nn_train_state *st,
                              nn_ckpt_meta *meta);
