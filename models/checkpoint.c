@@ -3,6 +3,7 @@
 #include "models/checkpoint.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,6 +181,21 @@ static nn_status write_user(nn_st_writer *w, const nn_ckpt_meta *m)
     return NN_OK;
 }
 
+static nn_status write_norm(nn_st_writer *w, const nn_data_norm *n)
+{
+    if (n->channels < 1 || n->channels > 3)
+        return nn_error(NN_E_ARG, "checkpoint: data normalization of %d channels (1 to 3)", n->channels);
+    char mean[128] = "", std[128] = "";
+    for (int c = 0; c < n->channels; c++) {
+        size_t k = strlen(mean), j = strlen(std);
+        snprintf(mean + k, sizeof mean - k, "%s%.9g", c ? "," : "", (double)n->mean[c]);
+        snprintf(std + j, sizeof std - j, "%s%.9g", c ? "," : "", (double)n->std[c]);
+    }
+    NN_TRY(nn_st_writer_meta(w, "data.mean", mean));
+    NN_TRY(nn_st_writer_meta(w, "data.std", std));
+    return meta_u(w, "data.resize", (uint64_t)n->resize);
+}
+
 static nn_status fill_writer(nn_st_writer *w, const nn_checkpoint_desc *d)
 {
     NN_TRY(nn_st_writer_meta(w, "format", META_FORMAT));
@@ -196,6 +212,7 @@ static nn_status fill_writer(nn_st_writer *w, const nn_checkpoint_desc *d)
         NN_TRY(meta_f(w, "train.mean", d->mean));
         NN_TRY(meta_f(w, "train.std", d->std));
     }
+    if (d->norm) NN_TRY(write_norm(w, d->norm));
     return write_user(w, d->meta);
 }
 
@@ -422,6 +439,51 @@ nn_status nn_checkpoint_read(const char *path, const nn_params *params, nn_optim
     NN_TRY(nn_st_open(path, &f));
     nn_status s = read_all(f, params, opt, st, meta);
     nn_st_close(f);
+    return s;
+}
+
+/* "a,b,c" (1 to 3 finite numbers) into v; the count, or 0 if it does not parse. */
+static int parse_floats(const char *s, float v[3])
+{
+    int n = 0;
+    for (char *end; n < 3; s = end + 1) {
+        v[n] = strtof(s, &end);
+        if (end == s || !isfinite(v[n])) return 0;
+        n++;
+        if (*end == '\0') return n;
+        if (*end != ',') return 0;
+    }
+    return 0;
+}
+
+static nn_status read_norm(const nn_st_file *f, nn_data_norm *n, bool *found)
+{
+    const char *mean = nn_st_meta(f, "data.mean"), *std = nn_st_meta(f, "data.std");
+    if (!mean && !std) return NN_OK;
+    int a = mean ? parse_floats(mean, n->mean) : 0, b = std ? parse_floats(std, n->std) : 0;
+    if (a == 0 || a != b)
+        return nn_error(NN_E_FORMAT, "%s: checkpoint metadata data.mean = '%s' and data.std = '%s' are not 1 to 3 "
+                                     "numbers each, as many of both", nn_st_path(f), mean ? mean : "", std ? std : "");
+    for (int c = 0; c < a; c++)
+        if (!(n->std[c] > 0))
+            return nn_error(NN_E_FORMAT, "%s: checkpoint metadata data.std = '%s' holds a value that is not positive",
+                            nn_st_path(f), std);
+    n->channels = a;
+    NN_TRY(get_i(f, "data.resize", &n->resize));
+    *found = true;
+    return NN_OK;
+}
+
+nn_status nn_checkpoint_read_norm(const char *path, nn_data_norm *norm, bool *found)
+{
+    if (!path || !norm || !found) return nn_error(NN_E_ARG, "checkpoint: NULL path, normalization or flag");
+    memset(norm, 0, sizeof *norm);
+    *found = false;
+    nn_st_file *f = NULL;
+    NN_TRY(nn_st_open(path, &f));
+    nn_status s = read_norm(f, norm, found);
+    nn_st_close(f);
+    if (s != NN_OK) memset(norm, 0, sizeof *norm), *found = false;
     return s;
 }
 

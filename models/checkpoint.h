@@ -80,6 +80,18 @@ nn_status nn_ckpt_meta_set(nn_ckpt_meta *m, const char *key, const char *value);
 const char *nn_ckpt_meta_get(const nn_ckpt_meta *m, const char *key);
 void nn_ckpt_meta_free(nn_ckpt_meta *m);
 
+/* The normalization of image-folder data (io/imagefolder.h), per channel,
+ * for pixel values p in [0, 255] after the short side is resized to `resize`
+ * and the center crop taken: x = (p - mean[c]) / std[c]. Stored as
+ * "data.mean" and "data.std" ("R,G,B") and "data.resize". The folder loader
+ * subtracts the per-pixel mean image, whose average per channel is mean[c]:
+ * the stored means are what a photo needs without the training folder. */
+typedef struct nn_data_norm {
+    int channels;          /* 1 or 3 */
+    int resize;
+    float mean[3], std[3];
+} nn_data_norm;
+
 /* What nn_checkpoint_write stores. Only params is required. */
 typedef struct nn_checkpoint_desc {
     const nn_params *params;     /* the weights, under their names */
@@ -92,6 +104,7 @@ typedef struct nn_checkpoint_desc {
     bool has_norm;               /* without st: store mean/std below as the normalization */
     float mean, std;
     const nn_ckpt_meta *meta;    /* your key/values, stored as "user.KEY" (NULL: none) */
+    const nn_data_norm *norm;    /* an image folder's normalization (NULL: none) */
 } nn_checkpoint_desc;
 
 /* Writes d to path atomically. NN_E_ARG for a NULL path, d or d->params, an
@@ -103,10 +116,16 @@ nn_status nn_checkpoint_write(const char *path, const nn_checkpoint_desc *d);
  * dtype and shape checked), the optimizer state into opt and the training
  * state into st (each if not NULL; st needs a checkpoint written with one),
  * and every metadata key/value of the file into meta if not NULL (yours under
- * "user.KEY"; the normalization under "train.mean" and "train.std"; the
+ * "user.KEY"; the normalization under "train.mean" and "train.std", an image
+ * folder's under "data.mean", "data.std" and "data.resize"; the
  * model under "model.*"). meta is reset first and owned by the caller. */
 nn_status nn_checkpoint_read(const char *path, const nn_params *params, nn_optim *opt, nn_train_state *st,
                              nn_ckpt_meta *meta);
+
+/* The data normalization of a checkpoint written with desc.norm: *found
+ * false (and norm zeroed) when the file holds none. Errors: the file cannot
+ * be read, or its data.* values do not parse. */
+nn_status nn_checkpoint_read_norm(const char *path, nn_data_norm *norm, bool *found);
 
 /* The built-in models (nn_model_build): seq built from cfg; opt and st may
  * be NULL. cfg NULL is allowed (no model config stored; load it with

@@ -61,4 +61,43 @@ nn_status nn_metrics_svg(const nn_metrics_row *rows, int n, const char *title, c
 /* DIR/metrics.jsonl -> DIR/curves.svg; *bad as nn_metrics_read. */
 nn_status nn_metrics_plot(const char *dir, int *bad);
 
+/* ---- the logger: a ready-made trainer event handler (models/train.h) ----
+ * Writes DIR/metrics.jsonl as a run goes: a "step" train line every
+ * log_every optimizer steps (loss and top-1 over the batches since the last
+ * such line; top5 null: the trainer does not measure it on training batches),
+ * and at each epoch's end an "epoch" train line (the epoch's batches run by
+ * this process) and an "epoch" test line (the evaluation; images_per_s null),
+ * then redraws DIR/curves.svg.
+ *
+ * A resumed run continues the file: opening drops the lines of steps after
+ * start_step (steps the checkpoint being resumed had not reached, about to be
+ * run again: a crash after logging them, or a resume from an earlier
+ * checkpoint), so every step and epoch appears once and in order; elapsed_s
+ * continues from the last line kept. A fresh run (start_step 0) starts the
+ * file anew.
+ *
+ *     nn_metrics_logger *log;
+ *     nn_metrics_logger_open(&log, dir, 50, st.step);
+ *     cfg.on_event = nn_metrics_on_event, cfg.user = log;   (or call it from yours)
+ *     ... nn_trainer_run ...
+ *     nn_metrics_logger_free(log);
+ *
+ * The handler cannot return a status: a failed write or plot is kept (the
+ * first one; training goes on) and read with nn_metrics_logger_status. */
+typedef struct nn_metrics_logger nn_metrics_logger;
+struct nn_train_event;
+
+/* dir must exist or be creatable by the trainer before the first event
+ * (nn_trainer_run creates its checkpoint_dir). log_every 0: no step lines.
+ * *dropped (may be NULL): lines removed as described above. Errors: the file
+ * exists and cannot be read or rewritten; NN_E_ARG for a NULL dir or a
+ * negative log_every. */
+nn_status nn_metrics_logger_open(nn_metrics_logger **out, const char *dir, int log_every, int64_t start_step,
+                                 int *dropped);
+void nn_metrics_logger_free(nn_metrics_logger *l);
+/* The trainer's on_event: user is the logger. */
+void nn_metrics_on_event(const struct nn_train_event *ev, void *user);
+/* NN_OK, or the first failure so far with its message in msg (may be NULL). */
+nn_status nn_metrics_logger_status(const nn_metrics_logger *l, const char **msg);
+
 #endif

@@ -89,7 +89,7 @@ static nn_status save(nn_trainer *t, const char *path)
     if (!t->cfg.checkpoint_dir) return NN_OK;
     t->saved = true;
     nn_checkpoint_desc d = {.params = t->params, .cfg = t->m.cfg, .arch = t->m.arch, .init = t->m.init,
-                            .opt = t->opt, .st = t->st, .meta = t->m.meta};
+                            .opt = t->opt, .st = t->st, .meta = t->m.meta, .norm = t->m.norm};
     return nn_checkpoint_write(path, &d);
 }
 

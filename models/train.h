@@ -40,6 +40,7 @@ typedef struct nn_train_model {
     const char *arch;            /* your model's name when cfg is NULL (may be NULL) */
     const char *init;            /* the init used, e.g. nn_init_name(NN_INIT_HE) (may be NULL) */
     const nn_ckpt_meta *meta;    /* your key/values, stored as "user.KEY" (may be NULL) */
+    const nn_data_norm *norm;    /* the data's normalization, for predict (may be NULL) */
 } nn_train_model;
 
 typedef enum nn_train_event_kind {

@@ -178,6 +178,22 @@ static void class_names(photo_model *m)
 /* The paper's 256 -> 224 ratio at any model size, as the folder loader. */
 static int folder_resize(int crop) { return (crop * NN_IMGF_RESIZE + NN_IMGF_CROP / 2) / NN_IMGF_CROP; }
 
+/* The per-channel normalization an image-folder run stored (checkpoint.h nn_data_norm). */
+static bool stored_norm(photo_model *m, const photo_opts *o)
+{
+    nn_data_norm n;
+    bool found = false;
+    if (nn_checkpoint_read_norm(o->ckpt, &n, &found) != NN_OK || !found) return false;
+    nn_photo_prep *p = &m->prep;
+    for (int c = 0; c < 3; c++) {
+        int k = c < n.channels ? c : 0;
+        p->mean[c] = n.mean[k] / 255.0f;
+        p->std[c] = n.std[k] / 255.0f;
+    }
+    if (!o->resize && n.resize >= p->crop) p->resize = n.resize;
+    return true;
+}
+
 static int choose_norm(photo_model *m, const photo_opts *o, bool only)
 {
     nn_photo_prep *p = &m->prep;
@@ -195,6 +211,7 @@ static int choose_norm(photo_model *m, const photo_opts *o, bool only)
         p->stats = nn_imgf_get_stats(m->folder);
         return CLI_OK;
     }
+    if (!only && stored_norm(m, o)) return CLI_OK;
     if (fmnist_like) {
         p->mean[0] = m->st.mean;
         p->std[0] = m->st.std;
@@ -203,8 +220,8 @@ static int choose_norm(photo_model *m, const photo_opts *o, bool only)
         return CLI_OK;
     }
     if (!only) {
-        nn_error(NN_E_ARG, "%s was trained on an image folder and does not hold its mean image: pass --data DIR (the "
-                 "training folder) or --mean and --std", o->ckpt);
+        nn_error(NN_E_ARG, "%s was trained on an image folder and holds no normalization (written before checkpoints "
+                 "stored it): pass --data DIR (the training folder) or --mean and --std", o->ckpt);
         return cli_lib_fail("predict");
     }
     /* weights-only: what such a model was most likely trained with */
@@ -377,8 +394,8 @@ int cmd_predict(int argc, char **argv)
                       "Photos (JPEG, PNG): each is resized (short side), center-cropped to the model's\n"
                       "input (or cut into the paper's 10 views), converted to gray for 1-channel models\n"
                       "and normalized as the model's training data was: the checkpoint's mean and std\n"
-                      "(Fashion-MNIST), the mean image of --data DIR/train (image-folder training), or\n"
-                      "--mean/--std; the top classes are printed with their probabilities.\n"
+                      "(Fashion-MNIST; image-folder training stores per-channel ones), the exact mean image\n"
+                      "of --data DIR/train, or --mean/--std; the top classes are printed with their probabilities.\n"
                       "Tensor mode: the float32 tensor 'input' (N, C, S, S), already normalized, gives\n"
                       "the logits (N, classes) in a safetensors file, written atomically.\n"
                       "A weights-only file (PyTorch's safetensors.torch.save_file) carries no\n"

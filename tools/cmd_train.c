@@ -19,7 +19,10 @@
 #include "io/dataset.h"
 #include "models/checkpoint.h"
 #include "models/evaluate.h"
+#include "models/metrics.h"
 #include "models/train.h"
+#include "models/weights.h"
+#include "model_cli.h"
 
 /* The default run: AlexNet's architecture at half width on 64x64 inputs fits
  * the 15-minute budget of a 2-core CPU; the full model is one flag away.
@@ -35,13 +38,14 @@
 #define DEF_DROPOUT 0.3f
 #define DEF_LR_SGD 0.01f
 #define DEF_LR_ADAM 1e-3f
+#define DEF_LOG_EVERY 50 /* steps between metrics.jsonl step lines: a few hundred lines per run, not thousands */
 
 /* returned by the steps below to mean "carry on" (any other value is the exit status) */
 #define GO_ON (-1)
 
 typedef struct train_opts {
-    const char *model, *device, *data, *ckdir, *resume, *optim, *schedule, *init;
-    int size, epochs, batch, threads, groups, fc, limit, test_limit, stop_after;
+    const char *model, *device, *data, *ckdir, *resume, *optim, *schedule, *init, *init_from;
+    int size, epochs, batch, threads, groups, fc, limit, test_limit, stop_after, log_every;
     float width, lr, momentum, wd, dropout;
     uint64_t seed;
     bool augment, no_augment, decay_bias, skip_nonfinite, quiet;
@@ -58,6 +62,10 @@ typedef struct train_run {
     cli_data data;
     nn_seq seq;
     nn_trainer *tr;
+    nn_data_norm norm;  /* an image folder's, stored in the checkpoints for predict */
+    bool has_norm;
+    nn_metrics_logger *log;
+    bool log_warned;
     bool tty;
     double last_print;  /* elapsed time of the last progress line */
 } train_run;
@@ -86,7 +94,12 @@ static const char about[] =
     "--dropout 0.5 --schedule plateau --batch 128 (on a GPU: --device cuda).\n"
     "A checkpoint is written to DIR/last.safetensors every epoch and on Ctrl-C; --resume continues it\n"
     "exactly, taking the model, data, optimizer and schedule settings from the checkpoint (only --epochs,\n"
-    "to extend the run, --device, --threads, --checkpoint-dir, --stop-after and --quiet apply).";
+    "to extend the run, --device, --threads, --checkpoint-dir, --stop-after, --log-every and --quiet apply).\n"
+    "--init-from FILE fine-tunes: the architecture and weights of FILE (a convnet checkpoint or a weights-only\n"
+    "file as PyTorch saves it), the classes and channels of the data; tensors whose shape differs (the last\n"
+    "layer for another number of classes) are freshly initialized and named; the optimizer starts fresh.\n"
+    "Every epoch (and every --log-every steps) a JSON line goes to DIR/metrics.jsonl and DIR/curves.svg is\n"
+    "redrawn (DIR: --checkpoint-dir); a resumed run continues both.";
 
 /* Flags into r->o; GO_ON, or the exit status (0 for --help, 2 for a usage error). */
 static int parse_opts(train_run *r, int argc, char **argv)
@@ -94,13 +107,13 @@ static int parse_opts(train_run *r, int argc, char **argv)
     train_opts o = {
         .model = "alexnet", .device = NULL, .data = NULL, .ckdir = "runs/train", .resume = NULL,
         .optim = "adam", .schedule = "cosine", .init = "he",
-        .size = DEF_SIZE, .epochs = DEF_EPOCHS, .batch = DEF_BATCH, .threads = 0, .groups = 1, .fc = DEF_FC,
+        .size = 0, .log_every = DEF_LOG_EVERY, .epochs = DEF_EPOCHS, .batch = DEF_BATCH, .threads = 0, .groups = 1, .fc = DEF_FC,
         .width = DEF_WIDTH, .lr = 0, .momentum = NN_SGD_MOMENTUM, .wd = NN_SGD_WEIGHT_DECAY, .dropout = DEF_DROPOUT,
         .seed = 1,
     };
     const cli_opt opts[] = {
         {"model", CLI_STR, &o.model, "NAME", "alexnet (default) or lenet"},
-        {"size", CLI_INT, &o.size, "S", "input size S x S (default 64; the paper: 224)"},
+        {"size", CLI_INT, &o.size, "S", "input size S x S (default 64; the paper: 224; with --init-from: FILE's)"},
         {"width", CLI_FLOAT, &o.width, "W", "AlexNet conv channel multiplier (default 0.5; paper 1)"},
         {"fc", CLI_INT, &o.fc, "F", "AlexNet hidden fully connected width (default 1024; paper 4096)"},
         {"groups", CLI_INT, &o.groups, "G", "1 single tower (default) or 2 (the paper's two-GPU split)"},
@@ -120,6 +133,8 @@ static int parse_opts(train_run *r, int argc, char **argv)
         {"data", CLI_STR, &o.data, "DIR", "folder with the Fashion-MNIST .gz files"},
         {"checkpoint-dir", CLI_STR, &o.ckdir, "DIR", "where checkpoints go (default runs/train)"},
         {"resume", CLI_STR, &o.resume, "FILE", "continue from a checkpoint (or DIR/last.safetensors)"},
+        {"init-from", CLI_STR, &o.init_from, "FILE", "fine-tune: start from FILE's architecture and weights (see above)"},
+        {"log-every", CLI_INT, &o.log_every, "N", "a metrics.jsonl line every N steps (default 50; 0: epochs only)"},
         {"augment", CLI_BOOL, &o.augment, NULL, "augment the training images (default for image folders: crops, flips, PCA lighting; for Fashion-MNIST: shifts and flips)"},
         {"no-augment", CLI_BOOL, &o.no_augment, NULL, "no augmentation (the default for Fashion-MNIST)"},
         {"limit", CLI_INT, &o.limit, "N", "use only the first N training images"},
@@ -141,8 +156,10 @@ static int validate(const train_opts *o)
     if (o->lr < 0) return cli_fail("train", "--lr must be positive");
     if (o->augment && o->no_augment) return cli_fail("train", "--augment and --no-augment contradict each other");
     if (o->threads < 0 || o->threads > 1024) return cli_fail("train", "--threads must be between 1 and 1024");
-    if (o->limit < 0 || o->test_limit < 0 || o->stop_after < 0)
-        return cli_fail("train", "--limit, --test-limit and --stop-after must be positive");
+    if (o->limit < 0 || o->test_limit < 0 || o->stop_after < 0 || o->log_every < 0 || o->size < 0)
+        return cli_fail("train", "--size, --limit, --test-limit, --stop-after and --log-every must be positive");
+    if (o->init_from && o->resume)
+        return cli_fail("train", "--init-from starts a new run from FILE's weights, --resume continues a run: give one");
     return GO_ON;
 }
 
@@ -167,13 +184,13 @@ static void model_from_flags(const train_opts *o, nn_model_config *cfg)
 {
     if (strcmp(o->model, "alexnet") == 0) {
         cfg->in_channels = 1;
-        cfg->in_size = o->size;
+        cfg->in_size = o->size ? o->size : DEF_SIZE;
         cfg->classes = 10;
         cfg->groups = o->groups;
         cfg->width = o->width;
         cfg->fc = o->fc;
         cfg->dropout = o->dropout;
-    } else if (o->size != DEF_SIZE) {
+    } else if (o->size) {
         cfg->in_size = o->size;
     }
 }
@@ -184,7 +201,15 @@ static int fresh_config(train_run *r)
     const train_opts *o = &r->o;
     if (strcmp(o->model, "alexnet") != 0 && strcmp(o->model, "lenet") != 0)
         return cli_fail("train", "unknown --model '%s' (expected alexnet or lenet)", o->model);
-    model_from_flags(o, &r->cfg);
+    if (o->init_from) {
+        /* the file's architecture; its input size unless --size picks one a weights-only file leaves open */
+        nn_weights_hints h = {.in_size = o->size};
+        bool only;
+        if (cli_model_config("train", o->init_from, &h, &r->cfg, &only) != NN_OK) return cli_lib_fail("train");
+        if (strcmp(r->cfg.arch, "alexnet") == 0) r->cfg.dropout = o->dropout;
+    } else {
+        model_from_flags(o, &r->cfg);
+    }
     if (nn_init_parse(o->init, &r->cfg.init) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
     nn_train_recipe rc = {.optim = {.lr = o->lr, .momentum = o->momentum, .weight_decay = o->wd,
                                     .decay_bias = o->decay_bias},
@@ -243,10 +268,17 @@ static int open_data(train_run *r)
         st->mean = d->mean;
         st->std = d->std;
         snprintf(st->classes, sizeof st->classes, "%s", d->classes_joined);
-        if (d->folder) { /* the model follows the data: RGB, its classes */
+        if (d->folder || o->init_from) { /* the model follows the data: RGB, its classes */
             r->cfg.in_channels = d->channels;
             r->cfg.classes = d->classes;
         }
+    }
+    if (d->folder) {
+        const nn_imgf_stats *s = nn_imgf_get_stats(d->itr);
+        r->norm = (nn_data_norm){.channels = 3, .resize = s->size};
+        memcpy(r->norm.mean, s->mean, sizeof r->norm.mean);
+        memcpy(r->norm.std, s->std, sizeof r->norm.std);
+        r->has_norm = true;
     }
     if (r->cfg.in_channels != d->channels || r->cfg.classes != d->classes) {
         fprintf(stderr, "convnet train: the model takes %d channels and %d classes, the data has %d and %d\n",
@@ -290,9 +322,21 @@ static void print_epoch(train_run *r, const nn_train_event *ev)
     r->last_print = -1e9; /* the next epoch's first step is shown */
 }
 
+/* The metrics logger after the printing; its first failure is shown once (training goes on). */
+static void log_event(train_run *r, const nn_train_event *ev)
+{
+    const char *msg;
+    nn_metrics_on_event(ev, r->log);
+    if (!r->log_warned && nn_metrics_logger_status(r->log, &msg) != NN_OK) {
+        fprintf(stderr, "\nconvnet train: warning: %s (training goes on without metrics)\n", msg);
+        r->log_warned = true;
+    }
+}
+
 static void on_event(const nn_train_event *ev, void *user)
 {
     train_run *r = user;
+    if (r->log) log_event(r, ev);
     if (ev->kind == NN_TRAIN_EPOCH) {
         print_epoch(r, ev);
     } else if (ev->kind == NN_TRAIN_SKIP) {
@@ -331,11 +375,40 @@ static void print_header(const train_run *r)
 
 /* ---- the run ---- */
 
+static void report_fresh(const char *name, const char *why, void *user)
+{
+    fprintf(stderr, "convnet train: --init-from %s: %s: %s\n", (const char *)user, name, why);
+}
+
+/* --init-from: FILE's tensors that fit; the others keep their fresh init and are named. */
+static nn_status init_from(train_run *r)
+{
+    int loaded = 0;
+    NN_TRY(nn_weights_load_into(&r->seq, r->o.init_from, true, report_fresh, (void *)r->o.init_from, &loaded));
+    if (loaded == 0)
+        return nn_error(NN_E_SHAPE, "--init-from %s: no tensor of the file fits the model", r->o.init_from);
+    printf("initialized %d of %d parameter tensors from %s\n", loaded, r->seq.params.n, r->o.init_from);
+    return NN_OK;
+}
+
+static nn_status open_log(train_run *r)
+{
+    int dropped = 0;
+    NN_TRY(nn_metrics_logger_open(&r->log, r->o.ckdir, r->o.log_every, r->st.step, &dropped));
+    if (dropped && r->o.resume)
+        printf("metrics: %d line(s) of %s/metrics.jsonl after step %lld dropped (those steps run again)\n", dropped,
+               r->o.ckdir, (long long)r->st.step);
+    return NN_OK;
+}
+
 static nn_status make_trainer(train_run *r)
 {
     nn_rng init_rng = nn_rng_make(r->st.seed);
     NN_TRY(nn_model_build(&r->seq, &r->cfg, r->dev, &init_rng));
-    nn_train_model m = {.seq = &r->seq, .classes = r->cfg.classes, .cfg = &r->cfg};
+    if (r->o.init_from) NN_TRY(init_from(r));
+    NN_TRY(open_log(r));
+    nn_train_model m = {.seq = &r->seq, .classes = r->cfg.classes, .cfg = &r->cfg,
+                        .norm = r->has_norm ? &r->norm : NULL};
     nn_trainer_config tc = {.dev = r->dev, .checkpoint_dir = r->o.ckdir, .skip_nonfinite = r->o.skip_nonfinite,
                             .stop_after = r->o.stop_after, .stop = &g_signal, .on_event = on_event, .user = r};
     NN_TRY(nn_trainer_new(&r->tr, &m, &r->data.train_src, &r->data.test_src, &r->st, &tc));
@@ -400,6 +473,7 @@ static int train(train_run *r)
         rc = 1;
     }
     nn_trainer_free(r->tr);
+    nn_metrics_logger_free(r->log);
     nn_seq_free(&r->seq);
     return rc;
 }
