@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../io/atomic.h"
-#include "metrics.h"
-#include "train.h"
+#include "io/atomic.h"
+#include "models/metrics.h"
+#include "models/train.h"
 
 struct nn_metrics_logger {
     char dir[4096], path[4200];

@@ -18,7 +18,7 @@
 #include "io/safetensors.h"
 #include "models/checkpoint.h"
 #include "models/model.h"
-#include "testutil.h"
+#include "tests/testutil.h"
 
 static char g_bin[4096], g_src[4096], g_tmp[256], g_data[512], g_src_ck[512];
 

@@ -22,7 +22,7 @@
 #include "models/metrics.h"
 #include "models/train.h"
 #include "models/weights.h"
-#include "model_cli.h"
+#include "tools/model_cli.h"
 
 /* The default run: AlexNet's architecture at half width on 64x64 inputs fits
  * the 15-minute budget of a 2-core CPU; the full model is one flag away.
