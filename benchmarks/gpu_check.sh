@@ -110,12 +110,17 @@ sys.exit(0 if (o["buildtype"], o["gpu_sm"], o["tests"]) == ("release", sys.argv[
     rm -rf "$stage"
     mkdir -p "$stage/bin" "$stage/lib" "$stage/dev/pkgconfig" "$carry"
     cp "$bdir/tools/convnet" "$bdir/tests/test_cuda" "$stage/bin/"
+    # the CUDA backend is a module (libconvnet_cuda.so.N): convnet dlopen()s it
+    # from ../cuda/ beside its bin/, and test_cuda's runpath is $ORIGIN/../cuda
+    mkdir -p "$stage/cuda"
+    cp -L "$bdir"/cuda/libconvnet_cuda.so.[0-9] "$stage/cuda/"
 
     # the libraries ldd lists, and the packages that own them
     local libs=() pkgs=() l p
     mapfile -t libs < <(ldd "$stage/bin/convnet" "$stage/bin/test_cuda" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
     for l in "${libs[@]}"; do
         is_system_lib "$(basename "$l")" && continue
+        case $(basename "$l") in libconvnet*) continue ;; esac # ours: carried above
         p=$(dpkg -S "$l" 2>/dev/null || dpkg -S "$(readlink -f "$l")" 2>/dev/null || dpkg -S "/usr$l" 2>/dev/null) || p=
         p=${p%%:*}
         [ -n "$p" ] && pkgs+=("$p")
@@ -131,6 +136,7 @@ sys.exit(0 if (o["buildtype"], o["gpu_sm"], o["tests"]) == ("release", sys.argv[
         local name f
         name=$(basename "$l")
         is_system_lib "$name" && continue
+        case $name in libconvnet*) continue ;; esac
         f=$(find "$debs/root" -name "$name" 2>/dev/null | head -1)
         if [ -z "$f" ]; then
             # no package (no network, or a library from outside Debian): the installed copy is the same file
@@ -166,7 +172,7 @@ sys.exit(0 if (o["buildtype"], o["gpu_sm"], o["tests"]) == ("release", sys.argv[
         echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), cuda=$cuda, sm_$sm"
         echo "packages: ${pkgs[*]}"
         echo "sources $(sources_digest)"
-        (cd "$stage" && find bin lib -type f -printf '%s %p\n' | sort -k2)
+        (cd "$stage" && find bin lib cuda -type f -printf '%s %p\n' | sort -k2)
     } >"$stage/MANIFEST"
 
     rm -f "$carry/bundle.tar.xz"
@@ -388,6 +394,8 @@ fallback_build() {
     [ "${1:-}" = configure-only ] && return 0
     env PATH="$(dirname "$nvcc"):$PATH" LIBRARY_PATH="$work/lib" ninja -C "$fb" tools/convnet tests/test_cuda || return 1
     cp "$fb/tools/convnet" "$fb/tests/test_cuda" "$bin/"
+    mkdir -p "$bin/../cuda"
+    cp -L "$fb"/cuda/libconvnet_cuda.so.[0-9] "$bin/../cuda/"
 }
 export -f find_cuda_bin fallback_build
 if step "carried binaries start" 10 sh -c "ldd '$bin/convnet' '$bin/test_cuda' | grep -q 'not found' && exit 1; \
@@ -405,6 +413,10 @@ fi
 # ---- 3. the GPU test suite: it must run, not skip ----
 # (here the carried program runs too: its GPU tests skip, the others must pass)
 [ "$mode" = dry ] && step "carried test_cuda runs (GPU tests skip)" 60 env LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
+# the CUDA module travels beside bin/ (convnet looks in ../cuda/); its own
+# libraries resolve there too (a missing one would only show on the GPU)
+[ "$mode" = dry ] && step "carried CUDA module resolves" 10 sh -c "m=\$(ls '$bin'/../cuda/libconvnet_cuda.so.* 2>/dev/null) && \
+    [ -n \"\$m\" ] && ! env LD_LIBRARY_PATH='$libpath' ldd \$m | grep 'not found'"
 gstep "gpu tests (test_cuda)" 90 env LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
 rc=$?
 if [ "$mode" = run ] && [ $rc -ne 0 ] && [ $rc -ne 125 ]; then
