@@ -39,6 +39,22 @@ void nn_ctx_reset(nn_ctx *ctx);
 /* Gradient recording (default on). Off = inference: ops record nothing and
  * their outputs never require grad. Returns the previous setting. */
 bool nn_ctx_set_grad(nn_ctx *ctx, bool enabled);
+/* Memory during backward (default: released). Once an op's backward has run,
+ * its output's gradient is consumed and its data read for the last time, so
+ * both go back to the arena for reuse: after nn_backward, only the root, the
+ * inputs of the op that produced it (the logits under a loss) and leaves keep
+ * their data and gradients. Retain on keeps every op output's data and
+ * gradient readable until the reset (tests that inspect intermediates).
+ * Returns the previous setting. */
+bool nn_ctx_set_retain(nn_ctx *ctx, bool retain);
+
+/* Gives an unrecorded op output's memory (t->data) back to the context's
+ * arena for reuse in this step; t->data becomes NULL. For inference
+ * (gradients off), where an activation is dead once its consumer has run.
+ * Ignores NULL, heap tensors, recorded outputs and memory not from the arena;
+ * t must not be a view whose memory another live tensor still uses. */
+void nn_ctx_release(nn_ctx *ctx, nn_tensor *t);
+
 /* Training mode (default on): dropout active. Off: dropout is the identity. */
 bool nn_ctx_set_training(nn_ctx *ctx, bool training);
 bool nn_ctx_training(const nn_ctx *ctx);

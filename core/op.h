@@ -24,6 +24,8 @@ struct nn_node {
     nn_tensor *out;
     nn_tensor *in[NN_MAX_INPUTS];
     int nin;
+    bool alias;    /* out's data is an input's (a view, an in-place op): never released by it */
+    bool keep;     /* backward leaves out's data and gradient readable (root, logits) */
     void *saved;   /* op-specific, allocated with nn_op_host() */
 };
 
