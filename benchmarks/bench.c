@@ -472,6 +472,15 @@ static nn_status bench_ops(const bench_opts *o, const nn_seq *s, dev_result *dr)
 
 /* ---- the whole model (run in a child process) ---- */
 
+static void drop_param_grads(nn_params *ps)
+{
+    for (int i = 0; i < ps->n; i++) {
+        nn_tensor_free(ps->p[i].t->grad);
+        ps->p[i].t->grad = NULL;
+        ps->p[i].t->requires_grad = false;
+    }
+}
+
 static nn_status model_phase(const bench_opts *o, nn_device dev, bool train, phase_result *pr)
 {
     nn_model_config cfg = nn_alexnet_config();
@@ -493,7 +502,10 @@ static nn_status model_phase(const bench_opts *o, nn_device dev, bool train, pha
         goto out;
     }
     for (int i = 0; i < o->batch; i++) labels[i] = (int32_t)nn_rng_below(&rng, (uint32_t)cfg.classes);
-    if ((st = nn_optim_new(&opt, &oc, &seq.params)) || (st = nn_tensor_new(&x, NN_F32, dev, 4, xs)) ||
+    /* inference keeps no gradients and no optimizer state (PyTorch's
+     * inference worker holds none either: its .grad stay None) */
+    if (!train) drop_param_grads(&seq.params);
+    if ((train && (st = nn_optim_new(&opt, &oc, &seq.params))) || (st = nn_tensor_new(&x, NN_F32, dev, 4, xs)) ||
         (st = nn_tensor_uniform(x, &rng, -1.0f, 1.0f)) ||
         (st = nn_tensor_from(&yl, NN_I32, dev, 1, &o->batch, labels)))
         goto out;

@@ -46,6 +46,11 @@ typedef struct nn_arena {
 
 struct nn_ctx {
     nn_arena arena[NN_NDEVICES];
+    /* Graph bookkeeping (tensor structs, nodes, saved parameters): host
+     * memory of its own, kept apart from tensor data so that these small
+     * never-released blocks do not sit between released activations and
+     * stop their holes from merging. */
+    nn_arena meta;
     nn_node **tape;
     size_t ntape, tape_cap;
     bool grad_enabled, training;
@@ -196,6 +201,7 @@ nn_ctx *nn_ctx_new(void)
     nn_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
     for (int d = 0; d < NN_NDEVICES; d++) ctx->arena[d].dev = (nn_device)d;
+    ctx->meta.dev = NN_CPU;
     ctx->grad_enabled = true;
     ctx->training = true;
     ctx->rng = nn_rng_make(0);
@@ -209,6 +215,7 @@ void nn_ctx_free(nn_ctx *ctx)
         arena_release(&ctx->arena[d]);
         if (ctx->scratch[d]) nn_backend_get((nn_device)d)->free(ctx->scratch[d]);
     }
+    arena_release(&ctx->meta);
     free(ctx->tape);
     free(ctx);
 }
@@ -216,6 +223,7 @@ void nn_ctx_free(nn_ctx *ctx)
 void nn_ctx_reset(nn_ctx *ctx)
 {
     for (int d = 0; d < NN_NDEVICES; d++) arena_reset(ctx, &ctx->arena[d]);
+    arena_reset(ctx, &ctx->meta);
     ctx->ntape = 0;
     ctx->status = NN_OK;
     ctx->msg[0] = '\0';
@@ -328,7 +336,7 @@ const nn_backend *nn_op_backend(nn_ctx *ctx, const char *op, nn_device dev)
 
 void *nn_op_host(nn_ctx *ctx, size_t bytes)
 {
-    void *p = arena_alloc(ctx, &ctx->arena[NN_CPU], bytes);
+    void *p = arena_alloc(ctx, &ctx->meta, bytes);
     if (!p) nn_op_fail(ctx, NN_E_NOMEM, "out of host memory (arena, %zu bytes)", bytes);
     return p;
 }

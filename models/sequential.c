@@ -211,6 +211,16 @@ nn_tensor *nn_seq_step(nn_ctx *ctx, const nn_layer *l, nn_tensor *h)
     return NULL;
 }
 
+/* Whether the relu at layer i may overwrite its input h: h is the previous
+ * layer's fresh output (not the caller's x), and that layer's backward never
+ * reads its own output (conv and linear read their inputs). */
+static bool relu_in_place(const nn_seq *s, int i, const nn_tensor *h, const nn_tensor *x)
+{
+    if (h == x || i == 0) return false;
+    nn_layer_kind prev = s->l[i - 1].kind;
+    return prev == NN_L_CONV || prev == NN_L_LINEAR;
+}
+
 nn_tensor *nn_seq_forward(nn_ctx *ctx, nn_seq *s, nn_tensor *x)
 {
     if (!x) return NULL;
@@ -221,7 +231,15 @@ nn_tensor *nn_seq_forward(nn_ctx *ctx, nn_seq *s, nn_tensor *x)
         return nn_ctx_fail(ctx, NN_E_SHAPE);
     }
     nn_tensor *h = x;
-    for (int i = 0; i < s->n && h; i++) h = nn_seq_step(ctx, &s->l[i], h);
+    for (int i = 0; i < s->n && h; i++) {
+        nn_tensor *next = s->l[i].kind == NN_L_RELU && relu_in_place(s, i, h, x) ? nn_relu_(ctx, h)
+                                                                                 : nn_seq_step(ctx, &s->l[i], h);
+        /* unrecorded (gradients off): nothing reads h again once its only
+         * consumer has run, so the next layers reuse its memory (unless the
+         * new output is h's memory: a view, an in-place op) */
+        if (next && h != x && !h->node && next->data != h->data) nn_ctx_release(ctx, h);
+        h = next;
+    }
     return h;
 }
 

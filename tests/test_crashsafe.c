@@ -301,10 +301,12 @@ static void test_kill9_leaves_a_loadable_checkpoint(void **state)
 
 /* ---- SIGINT / SIGTERM and resume equivalence ------------------------------ */
 
-/* 2 epochs of 32 steps (~1 s of training, so the signals below land inside
- * it); threads 1 so the arithmetic repeats exactly. */
-#define SIG_EPOCHS "2"
-#define SIG_STEPS 64
+/* 4 epochs of 32 steps (~0.5 s of LeNet training at ~9000 images/s on one
+ * quiet core, and more when loaded, so the signals below land inside it;
+ * at 2 epochs a fast machine finished before the 250 ms SIGTERM); threads 1
+ * so the arithmetic repeats exactly. */
+#define SIG_EPOCHS "4"
+#define SIG_STEPS 128
 
 static void sig_args(char **a, const char *dir, bool resume)
 {
