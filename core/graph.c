@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "op.h"
@@ -136,6 +138,18 @@ static int arena_chunk_of(const nn_arena *a, const char *p)
     return -1;
 }
 
+/* A growing step (more than one chunk) cannot merge holes across chunks, so
+ * released blocks there are reused less well than in the steady state's one
+ * chunk; their host pages go back to the system at once, so that this
+ * one-off step does not set the process's peak resident memory. (A released
+ * block's contents are garbage anyway: reused pages come back zeroed.) */
+static void arena_discard(char *p, size_t bytes)
+{
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)p + page - 1) / page * page, hi = ((uintptr_t)p + bytes) / page * page;
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 /* Returns a block from arena_alloc (same size) for reuse in this step. */
 static void arena_free(nn_arena *a, void *ptr, size_t bytes)
 {
@@ -163,6 +177,7 @@ static void arena_free(nn_arena *a, void *ptr, size_t bytes)
         a->hole[i] = (arena_hole){p, bytes, ci};
         a->nholes++;
     } /* else: the list is full; the block idles until the reset */
+    if (a->dev == NN_CPU && a->nchunks > 1) arena_discard(p, bytes);
     arena_trim(a);
 }
 
@@ -252,7 +267,8 @@ bool nn_ctx_set_retain(nn_ctx *ctx, bool retain)
 
 void nn_ctx_release(nn_ctx *ctx, nn_tensor *t)
 {
-    if (!ctx || !t || t->owned || t->node || !t->data) return;
+    if (!ctx || !t || t->owned || !t->data || ctx->retain) return;
+    if (t->node && t->node->alias) return; /* the memory is another tensor's */
     release_data(ctx, t);
 }
 
@@ -463,6 +479,7 @@ static nn_status grads_for_inputs(nn_ctx *ctx, nn_node *nd)
 
 static void release_data(nn_ctx *ctx, nn_tensor *t)
 {
+    if (!t->data) return; /* released already (nn_ctx_release) */
     arena_free(&ctx->arena[t->device], t->data, nn_tensor_bytes(t));
     t->data = NULL;
 }
@@ -480,6 +497,10 @@ static void release_after(nn_ctx *ctx, nn_node *nd)
         t->grad = NULL;
     }
     if (!nd->alias) release_data(ctx, t);
+    if (nd->buf) {
+        arena_free(&ctx->arena[t->device], nd->buf, nd->buf_bytes);
+        nd->buf = NULL;
+    }
 }
 
 /* Shared by both entries: the seed, then the tape in reverse, gradients made

@@ -48,11 +48,13 @@ bool nn_ctx_set_grad(nn_ctx *ctx, bool enabled);
  * Returns the previous setting. */
 bool nn_ctx_set_retain(nn_ctx *ctx, bool retain);
 
-/* Gives an unrecorded op output's memory (t->data) back to the context's
- * arena for reuse in this step; t->data becomes NULL. For inference
- * (gradients off), where an activation is dead once its consumer has run.
- * Ignores NULL, heap tensors, recorded outputs and memory not from the arena;
- * t must not be a view whose memory another live tensor still uses. */
+/* Gives an op output's memory (t->data) back to the context's arena for
+ * reuse in this step; t->data becomes NULL. The caller vouches that nothing
+ * reads it again: no later op of the forward and no backward (for inference,
+ * an activation whose consumer has run; in training, an input that neither
+ * its consumer's nor its producer's backward reads, as an LRN output under a
+ * maxpool). Ignores NULL, heap tensors, views and in-place outputs (their
+ * memory is another tensor's), memory not from the arena, and retain mode. */
 void nn_ctx_release(nn_ctx *ctx, nn_tensor *t);
 
 /* Training mode (default on): dropout active. Off: dropout is the identity. */
