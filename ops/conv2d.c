@@ -36,6 +36,24 @@
 #ifndef CONV_WINO5
 #define CONV_WINO5 0
 #endif
+/* The cost model that picks Winograd or im2col + GEMM per layer shape, in
+ * multiply-adds at GEMM speed per image:
+ *   im2col + GEMM: 9 hw C O  +  T_ELEM * 9 hw C   (the column matrix)
+ *   Winograd:      16 T C O / WINO_GEMM_EFF  +  T_ELEM * 16 T (C + O)
+ * with T = ceil(h/2) ceil(w/2) 4x4 tiles (F(2x2, 3x3)); a tile on a map of
+ * odd size is partly padding, so on AlexNet's 3x3 maps at 64x64 input (4
+ * tiles for 9 outputs) Winograd does 79% of the MACs, in 16 narrow GEMMs,
+ * plus transforms of every tile: measured there (2 threads, batch 64) it
+ * was 1.6x slower than im2col + GEMM in backward and no faster forward,
+ * while on 13x13 maps (paper size) it gains. T_ELEM: one transformed or
+ * copied element costs about as much as 32 MACs at GEMM speed (a GEMM core
+ * does 16 FMAs a cycle, a transform loop about one element at a time with a
+ * scattered store); WINO_GEMM_EFF: the 16 small GEMMs run at ~80% of one
+ * large one. Both from this machine's measurements; only the choice they
+ * imply matters, and it is a pure function of the shape (so reruns and
+ * resumes take the same path, bit for bit). */
+#define CONV_T_ELEM 32.0
+#define CONV_WINO_GEMM_EFF 0.8
 /* Below this many floats moved, starting an OpenMP team costs more than it saves. */
 #define CONV_OMP_MIN 32768
 
@@ -56,6 +74,21 @@ typedef struct conv_plan {
     size_t wu;       /* floats of the transformed weights (shared) */
     size_t wv;       /* floats per worker: transformed inputs and products */
 } conv_plan;
+
+static bool force_winograd;
+
+void nn_cpu_conv2d_force_winograd(bool on) { force_winograd = on; }
+
+/* Whether Winograd costs less than im2col + GEMM for a 3x3 layer (the model above). */
+static bool wino_pays(const nn_conv2d_geom *g, int cg, int og)
+{
+    if (force_winograd) return true;
+    const double hw = (double)g->h * g->w, T = (double)((g->h + 1) / 2) * ((g->w + 1) / 2);
+    const double C = cg, O = og;
+    const double gemm = 9.0 * hw * C * O + CONV_T_ELEM * 9.0 * hw * C;
+    const double wino = 16.0 * T * C * O / CONV_WINO_GEMM_EFF + CONV_T_ELEM * 16.0 * T * (C + O);
+    return wino < gemm;
+}
 
 static conv_plan conv_plan_make(const nn_conv2d_geom *g)
 {
@@ -84,7 +117,8 @@ static conv_plan conv_plan_make(const nn_conv2d_geom *g)
     P.tmp = P.chunk > 1 ? (size_t)P.og * cols : 0;
     P.dw = P.workers > 1 ? (size_t)g->oc * P.k : 0;
     P.wino = P.workers > 1 && g->kh == g->kw && ((g->kh == 3 && CONV_WINO3) || (g->kh == 5 && CONV_WINO5)) && g->sh == 1 && g->sw == 1 &&
-             g->ph == g->kh / 2 && g->pw == g->kw / 2 && g->h >= g->kh && g->w >= g->kw;
+             g->ph == g->kh / 2 && g->pw == g->kw / 2 && g->h >= g->kh && g->w >= g->kw &&
+             (g->kh != 3 || wino_pays(g, P.cg, P.og));
     /* (on maps smaller than the kernel, some weights see only padding: their
      * exact gradient is 0, and Winograd's cancellation would leave rounding
      * noise of the other taps' size there) */

@@ -6,6 +6,10 @@
 #include "../core/backend.h"
 
 size_t nn_cpu_conv2d_workspace(const nn_conv2d_geom *g);
+/* Tests only: Winograd wherever a shape allows it (true), or where the cost
+ * model picks it (false, the default), so both paths stay tested on small
+ * shapes. Process-wide; set it before building a graph, not during one. */
+void nn_cpu_conv2d_force_winograd(bool on);
 nn_status nn_cpu_conv2d_forward(const nn_conv2d_geom *g, const float *x, const float *w,
                                 const float *b, float *y, void *ws);
 nn_status nn_cpu_conv2d_backward(const nn_conv2d_geom *g, const float *x, const float *w,
