@@ -12,6 +12,11 @@
  * ordinary control flow (train/eval, any composition), and the arenas keep
  * their memory across resets: after the first step a step allocates nothing
  * (the arenas grow once to the step's high-water mark, then are reused).
+ * Within a step, memory whose last reader has run goes back to the arena and
+ * is reused: backward releases each op output's gradient and data once the
+ * op's own backward has run (gradients are made only when first needed),
+ * and inference releases each activation once its consumer has run, so a
+ * step's peak is the live set, not everything it ever held.
  *
  * Ops report errors through the context: an op that fails returns NULL and
  * leaves the context's sticky status and message; an op given NULL returns
