@@ -359,10 +359,29 @@ static nn_status bench_ops(const bench_opts *o, const nn_seq *s, dev_result *dr)
 
 /* ---- the whole model (run in a child process) ---- */
 
+/* For the inference phase: the model builder gave every parameter a zeroed
+ * gradient; an inference-only process keeps none (PyTorch's inference worker
+ * holds none either: its .grad stay None). Their pages were resident for a
+ * moment, so the peak resident set restarts from here (Linux: clear_refs 5
+ * resets VmHWM; elsewhere the build's peak stays in the figure). */
+static void drop_param_grads(nn_params *ps)
+{
+    for (int i = 0; i < ps->n; i++) {
+        nn_tensor_free(ps->p[i].t->grad);
+        ps->p[i].t->grad = NULL;
+        ps->p[i].t->requires_grad = false;
+    }
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (f) {
+        fputs("5", f);
+        fclose(f);
+    }
+}
+
 static nn_status model_phase(const bench_opts *o, nn_device dev, bool train, phase_result *pr)
 {
-    nn_model_config cfg = nn_alexnet_config();
-    cfg.in_size = o->size;
+    nn_model_config cfg;
+    NN_TRY(bench_model_config(o, &cfg));
     nn_rng rng = nn_rng_make(1);
     nn_seq seq = {0};
     nn_optim *opt = NULL;
@@ -372,6 +391,10 @@ static nn_status model_phase(const bench_opts *o, nn_device dev, bool train, pha
     nn_status st = nn_model_build(&seq, &cfg, dev, &rng);
     if (st) return st;
     nn_optim_config oc = nn_optim_paper_sgd();
+    if (strcmp(o->optim, "sgd") != 0) { /* train's defaults for the others */
+        oc = (nn_optim_config){.lr = 1e-3f};
+        NN_TRY(nn_optim_parse_kind(o->optim, &oc.kind));
+    }
     int xs[4] = {o->batch, cfg.in_channels, cfg.in_size, cfg.in_size};
     int32_t *labels = malloc((size_t)o->batch * sizeof *labels);
     double t[MAX_REPEATS];
@@ -380,7 +403,8 @@ static nn_status model_phase(const bench_opts *o, nn_device dev, bool train, pha
         goto out;
     }
     for (int i = 0; i < o->batch; i++) labels[i] = (int32_t)nn_rng_below(&rng, (uint32_t)cfg.classes);
-    if ((st = nn_optim_new(&opt, &oc, &seq.params)) || (st = nn_tensor_new(&x, NN_F32, dev, 4, xs)) ||
+    if (!train) drop_param_grads(&seq.params);
+    if ((train && (st = nn_optim_new(&opt, &oc, &seq.params))) || (st = nn_tensor_new(&x, NN_F32, dev, 4, xs)) ||
         (st = nn_tensor_uniform(x, &rng, -1.0f, 1.0f)) ||
         (st = nn_tensor_from(&yl, NN_I32, dev, 1, &o->batch, labels)))
         goto out;
@@ -438,17 +462,55 @@ out:
     return st;
 }
 
+nn_status bench_model_config(const bench_opts *o, nn_model_config *cfg)
+{
+    if (strcmp(o->model, "lenet") == 0) {
+        *cfg = nn_lenet_config();
+    } else if (strcmp(o->model, "alexnet") == 0) {
+        *cfg = nn_alexnet_config();
+        cfg->width = o->width;
+        cfg->fc = o->fc;
+        cfg->dropout = o->dropout;
+    } else {
+        return nn_error(NN_E_ARG, "bench: unknown --model '%s' (expected alexnet or lenet)", o->model);
+    }
+    if (o->size) cfg->in_size = o->size;
+    if (o->channels) cfg->in_channels = o->channels;
+    if (o->classes) cfg->classes = o->classes;
+    return NN_OK;
+}
+
+const char *bench_model_title(const bench_opts *o, char *buf, size_t n)
+{
+    nn_model_config c = {0};
+    if (bench_model_config(o, &c) != NN_OK) {
+        snprintf(buf, n, "%s", o->model);
+    } else if (strcmp(c.arch, "alexnet") == 0) {
+        snprintf(buf, n, "AlexNet %dx%dx%d -> %d (width %g, fc %d)", c.in_channels, c.in_size, c.in_size, c.classes,
+                 (double)c.width, c.fc);
+    } else {
+        snprintf(buf, n, "LeNet %dx%dx%d -> %d", c.in_channels, c.in_size, c.in_size, c.classes);
+    }
+    return buf;
+}
+
 /* Re-executes this program for one model phase and reads its result line. */
 static nn_status spawn_phase(const bench_opts *o, nn_device dev, bool train, phase_result *pr)
 {
-    char b[16], th[16], r[16], sz[16];
+    char b[16], th[16], r[16], sz[16], wd[32], fc[16], dr[32], ch[16], cl[16];
     snprintf(b, sizeof b, "%d", o->batch);
     snprintf(th, sizeof th, "%d", o->threads);
     snprintf(r, sizeof r, "%d", o->repeats);
     snprintf(sz, sizeof sz, "%d", o->size);
+    snprintf(wd, sizeof wd, "%.9g", (double)o->width);
+    snprintf(fc, sizeof fc, "%d", o->fc);
+    snprintf(dr, sizeof dr, "%.9g", (double)o->dropout);
+    snprintf(ch, sizeof ch, "%d", o->channels);
+    snprintf(cl, sizeof cl, "%d", o->classes);
     char *argv[] = {"convnet", "bench", "--phase", train ? "train" : "infer", "--device",
                     (char *)nn_device_name(dev), "--batch", b, "--threads", th, "--repeats", r,
-                    "--size", sz, NULL};
+                    "--size", sz, "--model", (char *)o->model, "--optim", (char *)o->optim, "--width", wd,
+                    "--fc", fc, "--dropout", dr, "--channels", ch, "--classes", cl, NULL};
     int fd[2];
     if (pipe(fd) != 0) return nn_error(NN_E_IO, "bench: pipe failed");
     fflush(stdout);
@@ -482,10 +544,15 @@ static nn_status spawn_phase(const bench_opts *o, nn_device dev, bool train, pha
     return NN_OK;
 }
 static const char USAGE[] = "[--device cpu|cuda|all] [--batch B] [--threads T] [--repeats R] [--size S] "
-                            "[--json FILE] [--svg FILE] [--ops-only|--model-only]";
+                            "[--model alexnet|lenet] [--width W] [--fc F] [--dropout P] [--channels C] "
+                            "[--classes K] [--optim sgd|adam|adamw] [--json FILE] [--svg FILE] "
+                            "[--ops-only|--model-only]";
 static const char ABOUT[] =
-    "Times every op of AlexNet (forward and backward, at the model's layer shapes) and the whole\n"
-    "training step (forward, backward, SGD update) and inference, on each backend built.\n"
+    "Times every op of a model (forward and backward, at the model's layer shapes) and the whole\n"
+    "training step (forward, backward, optimizer update) and inference, on each backend built.\n"
+    "The model: the paper's AlexNet (3x224x224 -> 1000, SGD) unless the flags say otherwise;\n"
+    "what `convnet train` runs with no options: --size 64 --width 0.5 --fc 1024 --dropout 0.3\n"
+    "--channels 1 --classes 10 --optim adam; LeNet: --model lenet.\n"
     "Each kernel is validated against a float64 reference first; times are medians of R\n"
     "repeats after warm-up. Rates: GFLOP/s from counted FLOPs (conv/linear: 2 x MACs forward,\n"
     "twice that backward) and their share of the SGEMM rate measured here first. Peak memory:\n"
@@ -494,13 +561,21 @@ static const char ABOUT[] =
 
 int cmd_bench(int argc, char **argv)
 {
-    bench_opts o = {.device = "all", .batch = 64, .threads = 0, .repeats = 5, .size = 224};
+    bench_opts o = {.device = "all", .batch = 64, .threads = 0, .repeats = 5, .size = 0, .model = "alexnet",
+                    .optim = "sgd", .width = 1.0f, .fc = 4096, .dropout = 0.5f, .channels = 0, .classes = 0};
     const cli_opt opts[] = {
         {"device", CLI_STR, &o.device, "DEV", "cpu, cuda or all (default: every backend built)"},
         {"batch", CLI_INT, &o.batch, "B", "batch size (default 64)"},
         {"threads", CLI_INT, &o.threads, "T", "CPU threads (default: all cores)"},
         {"repeats", CLI_INT, &o.repeats, "R", "timed repeats after warm-up; the median is reported (default 5)"},
-        {"size", CLI_INT, &o.size, "S", "input size S x S (default 224)"},
+        {"size", CLI_INT, &o.size, "S", "input size S x S (default: the model's, 224 or 28)"},
+        {"model", CLI_STR, &o.model, "NAME", "alexnet (default) or lenet"},
+        {"width", CLI_FLOAT, &o.width, "W", "alexnet conv channel multiplier (default 1)"},
+        {"fc", CLI_INT, &o.fc, "F", "alexnet hidden fully connected width (default 4096)"},
+        {"dropout", CLI_FLOAT, &o.dropout, "P", "alexnet dropout (default 0.5)"},
+        {"channels", CLI_INT, &o.channels, "C", "input channels (default: the model's, 3 or 1)"},
+        {"classes", CLI_INT, &o.classes, "K", "classes (default: the model's, 1000 or 10)"},
+        {"optim", CLI_STR, &o.optim, "KIND", "sgd (the paper's rule, default), adam or adamw (lr 1e-3)"},
         {"json", CLI_STR, &o.json, "FILE", "write every number to FILE as JSON"},
         {"svg", CLI_STR, &o.svg, "FILE", "write a chart of the time per layer to FILE"},
         {"ops-only", CLI_BOOL, &o.ops_only, NULL, "time the ops only"},
@@ -513,7 +588,11 @@ int cmd_bench(int argc, char **argv)
     if (o.batch < 1 || o.batch > 65536) return cli_fail("bench", "--batch must be between 1 and 65536");
     if (o.threads < 0 || o.threads > 1024) return cli_fail("bench", "--threads must be between 1 and 1024");
     if (o.repeats < 1 || o.repeats > MAX_REPEATS) return cli_fail("bench", "--repeats must be between 1 and %d", MAX_REPEATS);
-    if (o.size < 63 || o.size > 4096) return cli_fail("bench", "--size must be between 63 and 4096");
+    if (o.size != 0 && (o.size < 8 || o.size > 4096)) return cli_fail("bench", "--size must be between 8 and 4096");
+    if (o.channels < 0 || o.channels > 64 || o.classes < 0 || o.classes > 100000)
+        return cli_fail("bench", "--channels must be 1 to 64 and --classes 1 to 100000");
+    nn_optim_kind ok;
+    if (nn_optim_parse_kind(o.optim, &ok) != NN_OK) return cli_fail("bench", "%s", nn_errmsg());
     if (o.ops_only && o.model_only) return cli_fail("bench", "--ops-only and --model-only exclude each other");
     if (o.threads == 0) o.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (o.threads < 1) o.threads = 1;
@@ -547,17 +626,19 @@ int cmd_bench(int argc, char **argv)
         return 0;
     }
 
-    nn_model_config cfg = nn_alexnet_config();
-    cfg.in_size = o.size;
+    nn_model_config cfg;
     nn_seq seq;
-    if (nn_model_build(&seq, &cfg, NN_CPU, NULL) != NN_OK) return cli_fail("bench", "%s", nn_errmsg());
+    if (bench_model_config(&o, &cfg) != NN_OK || nn_model_build(&seq, &cfg, NN_CPU, NULL) != NN_OK)
+        return cli_fail("bench", "%s", nn_errmsg());
+    o.size = cfg.in_size;
 
     char cpu[256];
     bench_cpu_name(cpu, sizeof cpu);
     printf("machine: %s, %ld cores; %d threads; %s\n", cpu, sysconf(_SC_NPROCESSORS_ONLN), o.threads,
            openblas_get_config());
-    printf("AlexNet 3x%dx%d -> %d, batch %d, fp32; %.3f G MAC/image forward\n", o.size, o.size, cfg.classes, o.batch,
-           (double)nn_seq_macs(&seq) / 1e9);
+    char title[128];
+    printf("%s, batch %d, fp32, %s; %.3f G MAC/image forward\n", bench_model_title(&o, title, sizeof title), o.batch,
+           o.optim, (double)nn_seq_macs(&seq) / 1e9);
     fflush(stdout);
 
     dev_result *drs = calloc((size_t)nd, sizeof *drs);

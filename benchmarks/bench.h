@@ -7,7 +7,7 @@
 #include <stddef.h>
 
 #include "core/backend.h"
-#include "models/sequential.h"
+#include "models/model.h"
 
 #define MAX_OPS 40
 
@@ -15,6 +15,11 @@ typedef struct bench_opts {
     const char *device, *json, *svg, *phase;
     int batch, threads, repeats, size;
     bool ops_only, model_only;
+    /* the model, as `convnet train` names it (defaults: the paper's AlexNet
+     * and SGD rule; size 0 = the model's own input size) */
+    const char *model, *optim;
+    float width, dropout;
+    int fc, channels, classes;
 } bench_opts;
 
 typedef struct op_result {
@@ -102,6 +107,11 @@ struct bench_op {
 const bench_op *bench_op_find(const char *op);
 /* Device memory for a case (nothing for 0 bytes). */
 nn_status bench_case_alloc(op_case *c, void **p, size_t bytes);
+
+/* The model config the options describe. */
+nn_status bench_model_config(const bench_opts *o, nn_model_config *cfg);
+/* "alexnet 3x224x224 -> 1000 (width 1, fc 4096)" into buf (for titles). */
+const char *bench_model_title(const bench_opts *o, char *buf, size_t n);
 
 /* "AMD EPYC ..." from /proc/cpuinfo into buf. */
 void bench_cpu_name(char *buf, size_t n);

@@ -73,7 +73,8 @@ void bench_print_ops(const dev_result *dr, int repeats)
 void bench_print_model(const dev_result *drs, int nd, const nn_seq *s, const bench_opts *o)
 {
     double ftrain = bench_model_flop(s, o->batch, true), finfer = bench_model_flop(s, o->batch, false);
-    printf("\nAlexNet 3x%dx%d, batch %d (median of %d steps)\n", o->size, o->size, o->batch, o->repeats);
+    char title[128];
+    printf("\n%s, batch %d (median of %d steps)\n", bench_model_title(o, title, sizeof title), o->batch, o->repeats);
     printf("  %-34s", "");
     for (int d = 0; d < nd; d++) printf(" %16s", nn_device_name(drs[d].dev));
     printf("\n");
@@ -130,7 +131,10 @@ nn_status bench_write_json(const char *path, const dev_result *drs, int nd, cons
     cJSON_AddNumberToObject(m, "cores", (double)sysconf(_SC_NPROCESSORS_ONLN));
     cJSON_AddStringToObject(m, "openblas", openblas_get_config());
     cJSON *cfg = cJSON_AddObjectToObject(root, "config");
-    cJSON_AddStringToObject(cfg, "model", "alexnet");
+    cJSON_AddStringToObject(cfg, "model", o->model);
+    cJSON_AddNumberToObject(cfg, "width", o->width);
+    cJSON_AddNumberToObject(cfg, "fc", o->fc);
+    cJSON_AddStringToObject(cfg, "optim", o->optim);
     cJSON_AddNumberToObject(cfg, "size", o->size);
     cJSON_AddNumberToObject(cfg, "batch", o->batch);
     cJSON_AddNumberToObject(cfg, "threads", o->threads);
@@ -197,8 +201,9 @@ nn_status bench_write_svg(const char *path, const dev_result *drs, int nd, const
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"11\">\n",
             left + width + 120, height);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    fprintf(f, "<text x=\"10\" y=\"20\" font-size=\"14\">AlexNet 3x%dx%d, batch %d: time per layer, forward (dark) + backward (light), ms (median of %d)</text>\n",
-            o->size, o->size, o->batch, o->repeats);
+    char title[128];
+    fprintf(f, "<text x=\"10\" y=\"20\" font-size=\"14\">%s, batch %d: time per layer, forward (dark) + backward (light), ms (median of %d)</text>\n",
+            bench_model_title(o, title, sizeof title), o->batch, o->repeats);
     for (int d = 0; d < nd; d++)
         fprintf(f, "<rect x=\"%d\" y=\"32\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"%d\" y=\"42\">%s</text>\n",
                 10 + d * 90, colors[d % 2], 26 + d * 90, nn_device_name(drs[d].dev));

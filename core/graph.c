@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/backend.h"
 #include "core/op.h"
@@ -11,28 +13,51 @@
 #define ARENA_ALIGN 256
 #define ARENA_MAX_CHUNKS 48
 #define ARENA_MIN_CHUNK ((size_t)1 << 20)
+/* Released blocks remembered for reuse; a release beyond this many holes is
+ * simply not reused until the next reset (a step has ~2 per op at most). */
+#define ARENA_MAX_FREE 256
 
 typedef struct arena_chunk {
     char *base;
     size_t cap, used;
 } arena_chunk;
 
-/* A bump allocator over chunks from a backend. When a step outgrows it, it adds
- * a chunk; the next reset merges all chunks into one of their total size, so
- * from the second step on a step of the same shape allocates nothing. */
+/* A hole left by a released block, inside chunk `chunk` (never spanning two:
+ * two chunks may sit back to back in address space yet be two allocations). */
+typedef struct arena_hole {
+    char *p;
+    size_t n;
+    int chunk;
+} arena_hole;
+
+/* A bump allocator over chunks from a backend, with a free list of released
+ * blocks (activations whose last reader has run, gradients already consumed)
+ * that later allocations of the same step reuse, best fit first. When a step
+ * outgrows it, it adds a chunk; the next reset merges all chunks into one of
+ * their total size and empties the free list, so from the second step on a
+ * step of the same shape allocates nothing (the sequence of allocations and
+ * releases is the same every step, hence so is the layout). */
 typedef struct nn_arena {
     nn_device dev;
     arena_chunk chunk[ARENA_MAX_CHUNKS];
     int nchunks;
+    arena_hole hole[ARENA_MAX_FREE]; /* sorted by address, neighbours merged */
+    int nholes;
     size_t in_use, peak;
 } nn_arena;
 
 struct nn_ctx {
     nn_arena arena[NN_NDEVICES];
+    /* Graph bookkeeping (tensor structs, nodes, saved parameters): host
+     * memory of its own, kept apart from tensor data so that these small
+     * never-released blocks do not sit between released activations and
+     * stop their holes from merging. */
+    nn_arena meta;
     nn_node **tape;
     size_t ntape, tape_cap;
     bool grad_enabled, training;
     bool backward_done;           /* this graph was backpropagated: a second pass would add its gradients twice */
+    bool retain; /* keep every op output's data and gradient through backward */
     nn_rng rng;
     nn_status status;
     char msg[1024];
@@ -41,30 +66,123 @@ struct nn_ctx {
     size_t scratch_cap[NN_NDEVICES];
 };
 
-static void *arena_alloc(nn_ctx *ctx, nn_arena *a, size_t bytes)
+static size_t arena_round(size_t bytes)
 {
     bytes = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-    if (bytes == 0) bytes = ARENA_ALIGN;
+    return bytes ? bytes : ARENA_ALIGN;
+}
+
+/* The smallest hole that fits (the first of equal ones), cut from its front. */
+static void *arena_from_holes(nn_arena *a, size_t bytes)
+{
+    int best = -1;
+    for (int i = 0; i < a->nholes; i++)
+        if (a->hole[i].n >= bytes && (best < 0 || a->hole[i].n < a->hole[best].n)) best = i;
+    if (best < 0) return NULL;
+    arena_hole *h = &a->hole[best];
+    void *p = h->p;
+    h->p += bytes;
+    h->n -= bytes;
+    if (h->n == 0) {
+        memmove(h, h + 1, (size_t)(a->nholes - best - 1) * sizeof *h);
+        a->nholes--;
+    }
+    return p;
+}
+
+static void *arena_alloc(nn_ctx *ctx, nn_arena *a, size_t bytes)
+{
+    bytes = arena_round(bytes);
+    void *p = arena_from_holes(a, bytes);
+    if (p) {
+        a->in_use += bytes;
+        if (a->in_use > a->peak) a->peak = a->in_use;
+        return p;
+    }
     arena_chunk *c = a->nchunks ? &a->chunk[a->nchunks - 1] : NULL;
     if (!c || c->cap - c->used < bytes) {
         const nn_backend *be = nn_backend_need(a->dev, "arena");
         if (!be || a->nchunks == ARENA_MAX_CHUNKS) return NULL;
         size_t cap = c ? c->cap * 2 : ARENA_MIN_CHUNK;
         if (cap < bytes) cap = bytes;
-        void *p = NULL;
-        if (be->alloc(&p, cap) != NN_OK) return NULL;
+        void *q = NULL;
+        if (be->alloc(&q, cap) != NN_OK) return NULL;
         ctx->system_allocs++;
         c = &a->chunk[a->nchunks++];
-        c->base = p;
+        c->base = q;
         c->cap = cap;
         c->used = 0;
     }
-    void *p = c->base + c->used;
+    p = c->base + c->used;
     c->used += bytes;
     a->in_use += bytes;
     if (a->in_use > a->peak) a->peak = a->in_use;
     return p;
 }
+
+/* Holes at the top of the last chunk go back to its bump pointer. */
+static void arena_trim(nn_arena *a)
+{
+    while (a->nholes && a->nchunks) {
+        arena_hole *h = &a->hole[a->nholes - 1];
+        arena_chunk *c = &a->chunk[a->nchunks - 1];
+        if (h->chunk != a->nchunks - 1 || h->p + h->n != c->base + c->used) return;
+        c->used -= h->n;
+        a->nholes--;
+    }
+}
+
+static int arena_chunk_of(const nn_arena *a, const char *p)
+{
+    for (int i = 0; i < a->nchunks; i++)
+        if (p >= a->chunk[i].base && p < a->chunk[i].base + a->chunk[i].cap) return i;
+    return -1;
+}
+
+/* A growing step (more than one chunk) cannot merge holes across chunks, so
+ * released blocks there are reused less well than in the steady state's one
+ * chunk; their host pages go back to the system at once, so that this
+ * one-off step does not set the process's peak resident memory. (A released
+ * block's contents are garbage anyway: reused pages come back zeroed.) */
+static void arena_discard(char *p, size_t bytes)
+{
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)p + page - 1) / page * page, hi = ((uintptr_t)p + bytes) / page * page;
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+/* Returns a block from arena_alloc (same size) for reuse in this step. */
+static void arena_free(nn_arena *a, void *ptr, size_t bytes)
+{
+    char *p = ptr;
+    bytes = arena_round(bytes);
+    int ci = arena_chunk_of(a, p);
+    if (ci < 0) return; /* not this arena's (a view of a heap tensor) */
+    a->in_use -= bytes;
+    int i = 0;
+    while (i < a->nholes && a->hole[i].p < p) i++;
+    arena_hole *prev = i > 0 ? &a->hole[i - 1] : NULL, *next = i < a->nholes ? &a->hole[i] : NULL;
+    bool join_prev = prev && prev->chunk == ci && prev->p + prev->n == p;
+    bool join_next = next && next->chunk == ci && p + bytes == next->p;
+    if (join_prev && join_next) {
+        prev->n += bytes + next->n;
+        memmove(next, next + 1, (size_t)(a->nholes - i - 1) * sizeof *next);
+        a->nholes--;
+    } else if (join_prev) {
+        prev->n += bytes;
+    } else if (join_next) {
+        next->p = p;
+        next->n += bytes;
+    } else if (a->nholes < ARENA_MAX_FREE) {
+        memmove(&a->hole[i + 1], &a->hole[i], (size_t)(a->nholes - i) * sizeof *a->hole);
+        a->hole[i] = (arena_hole){p, bytes, ci};
+        a->nholes++;
+    } /* else: the list is full; the block idles until the reset */
+    if (a->dev == NN_CPU && a->nchunks > 1) arena_discard(p, bytes);
+    arena_trim(a);
+}
+
+static void release_data(nn_ctx *ctx, nn_tensor *t);
 
 static void arena_release(nn_arena *a)
 {
@@ -72,6 +190,7 @@ static void arena_release(nn_arena *a)
     for (int i = 0; i < a->nchunks; i++) be->free(a->chunk[i].base);
     a->nchunks = 0;
     a->in_use = 0;
+    a->nholes = 0;
 }
 
 static void arena_reset(nn_ctx *ctx, nn_arena *a)
@@ -90,6 +209,7 @@ static void arena_reset(nn_ctx *ctx, nn_arena *a)
     }
     for (int i = 0; i < a->nchunks; i++) a->chunk[i].used = 0;
     a->in_use = 0;
+    a->nholes = 0;
 }
 
 nn_ctx *nn_ctx_new(void)
@@ -97,6 +217,7 @@ nn_ctx *nn_ctx_new(void)
     nn_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
     for (int d = 0; d < NN_NDEVICES; d++) ctx->arena[d].dev = (nn_device)d;
+    ctx->meta.dev = NN_CPU;
     ctx->grad_enabled = true;
     ctx->training = true;
     ctx->rng = nn_rng_make(0);
@@ -110,6 +231,7 @@ void nn_ctx_free(nn_ctx *ctx)
         arena_release(&ctx->arena[d]);
         if (ctx->scratch[d]) nn_backend_get((nn_device)d)->free(ctx->scratch[d]);
     }
+    arena_release(&ctx->meta);
     free(ctx->tape);
     free(ctx);
 }
@@ -117,6 +239,7 @@ void nn_ctx_free(nn_ctx *ctx)
 void nn_ctx_reset(nn_ctx *ctx)
 {
     for (int d = 0; d < NN_NDEVICES; d++) arena_reset(ctx, &ctx->arena[d]);
+    arena_reset(ctx, &ctx->meta);
     ctx->ntape = 0;
     ctx->backward_done = false;
     ctx->status = NN_OK;
@@ -135,6 +258,20 @@ bool nn_ctx_set_training(nn_ctx *ctx, bool training)
     bool old = ctx->training;
     ctx->training = training;
     return old;
+}
+
+bool nn_ctx_set_retain(nn_ctx *ctx, bool retain)
+{
+    bool old = ctx->retain;
+    ctx->retain = retain;
+    return old;
+}
+
+void nn_ctx_release(nn_ctx *ctx, nn_tensor *t)
+{
+    if (!ctx || !t || t->owned || !t->data || ctx->retain) return;
+    if (t->node && t->node->alias) return; /* the memory is another tensor's */
+    release_data(ctx, t);
 }
 
 bool nn_ctx_training(const nn_ctx *ctx) { return ctx->training; }
@@ -231,7 +368,7 @@ const nn_backend *nn_op_backend(nn_ctx *ctx, const char *op, nn_device dev)
 
 void *nn_op_host(nn_ctx *ctx, size_t bytes)
 {
-    void *p = arena_alloc(ctx, &ctx->arena[NN_CPU], bytes);
+    void *p = arena_alloc(ctx, &ctx->meta, bytes);
     if (!p) nn_op_fail(ctx, NN_E_NOMEM, "out of host memory (arena, %zu bytes)", bytes);
     return p;
 }
@@ -319,7 +456,11 @@ nn_node *nn_op_record(nn_ctx *ctx, const nn_op_def *op, nn_tensor *out, int n, n
     nd->op = op;
     nd->out = out;
     nd->nin = n;
-    for (int i = 0; i < n; i++) nd->in[i] = in[i];
+    for (int i = 0; i < n; i++) {
+        nd->in[i] = in[i];
+        /* a view (reshape) or an in-place op: the memory is the input's */
+        if (in[i] && in[i]->data == out->data) nd->alias = true;
+    }
     out->node = nd;
     out->requires_grad = true;
     ctx->tape[ctx->ntape++] = nd;
@@ -339,18 +480,59 @@ static nn_status ensure_grad(nn_ctx *ctx, nn_tensor *t)
     return be->memset0(t->grad->data, nn_tensor_bytes(t->grad));
 }
 
-/* Shared by both entries: zeroed grads for every op output, the seed, then the
- * tape in reverse. */
+/* Before a node's backward: a zeroed gradient for each input that is an op
+ * output and has none yet (the first of its consumers, in reverse order, to
+ * get here creates it; the others accumulate into it). Leaves keep their own
+ * heap gradients; inputs that need none keep NULL and the op skips them. */
+static nn_status grads_for_inputs(nn_ctx *ctx, nn_node *nd)
+{
+    for (int i = 0; i < nd->nin; i++) {
+        nn_tensor *t = nd->in[i];
+        if (t && t->node && !t->grad) NN_TRY(ensure_grad(ctx, t));
+    }
+    return NN_OK;
+}
+
+static void release_data(nn_ctx *ctx, nn_tensor *t)
+{
+    if (!t->data) return; /* released already (nn_ctx_release) */
+    arena_free(&ctx->arena[t->device], t->data, nn_tensor_bytes(t));
+    t->data = NULL;
+}
+
+/* After a node's backward every consumer of its output has run its own, so
+ * the output's gradient is consumed and its data read for the last time:
+ * both go back to the arena for the rest of the step (a view's data belongs
+ * to the tensor it views, and goes with that one's producer). */
+static void release_after(nn_ctx *ctx, nn_node *nd)
+{
+    nn_tensor *t = nd->out;
+    if (ctx->retain || nd->keep) return;
+    if (t->grad) {
+        release_data(ctx, t->grad);
+        t->grad = NULL;
+    }
+    if (!nd->alias) release_data(ctx, t);
+    if (nd->buf) {
+        arena_free(&ctx->arena[t->device], nd->buf, nd->buf_bytes);
+        nd->buf = NULL;
+    }
+}
+
+/* Shared by both entries: the seed, then the tape in reverse, gradients made
+ * as they are first needed and released once consumed. The root and its
+ * producer's inputs (the logits under a loss) stay readable afterwards. */
 static nn_status run_backward(nn_ctx *ctx, nn_tensor *y, const float *dy_host)
 {
     if (!y->node)
         return nn_error(NN_E_ARG, "backward: the output depends on no tensor that requires grad "
                                   "(or was computed with gradients off)");
-    for (size_t i = 0; i < ctx->ntape; i++) {
-        nn_status s = ensure_grad(ctx, ctx->tape[i]->out);
-        if (s != NN_OK) return s; /* with the thread's message (arena or backend) */
-    }
+    nn_status s = ensure_grad(ctx, y);
+    if (s != NN_OK) return s; /* with the thread's message (arena or backend) */
     ctx->backward_done = true;
+    y->node->keep = true;
+    for (int i = 0; i < y->node->nin; i++)
+        if (y->node->in[i] && y->node->in[i]->node) y->node->in[i]->node->keep = true;
     const nn_backend *be = nn_backend_get(y->device);
     if (dy_host)
         NN_TRY(be->copy(y->grad->data, y->device, dy_host, NN_CPU, y->numel * sizeof(float)));
@@ -358,11 +540,18 @@ static nn_status run_backward(nn_ctx *ctx, nn_tensor *y, const float *dy_host)
         NN_TRY(be->fill(nn_f32(y->grad), 1, 1.0f));
     for (size_t i = ctx->ntape; i-- > 0;) {
         nn_node *nd = ctx->tape[i];
-        nn_status s = nd->op->backward(ctx, nd);
+        if (!nd->out->grad) { /* nothing flows back through it (not on a path to y) */
+            if (!nd->keep && !ctx->retain && !nd->alias) release_data(ctx, nd->out);
+            continue;
+        }
+        s = grads_for_inputs(ctx, nd);
+        if (s != NN_OK) return s; /* with the thread's message */
+        s = nd->op->backward(ctx, nd);
         if (s != NN_OK) {
             ctx_fail(ctx, s);
             return s;
         }
+        release_after(ctx, nd);
     }
     return NN_OK;
 }

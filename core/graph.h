@@ -12,6 +12,11 @@
  * ordinary control flow (train/eval, any composition), and the arenas keep
  * their memory across resets: after the first step a step allocates nothing
  * (the arenas grow once to the step's high-water mark, then are reused).
+ * Within a step, memory whose last reader has run goes back to the arena and
+ * is reused: backward releases each op output's gradient and data once the
+ * op's own backward has run (gradients are made only when first needed),
+ * and inference releases each activation once its consumer has run, so a
+ * step's peak is the live set, not everything it ever held.
  *
  * Ops report errors through the context: an op that fails returns NULL and
  * leaves the context's sticky status and message; an op given NULL returns
@@ -39,6 +44,24 @@ void nn_ctx_reset(nn_ctx *ctx);
 /* Gradient recording (default on). Off = inference: ops record nothing and
  * their outputs never require grad. Returns the previous setting. */
 bool nn_ctx_set_grad(nn_ctx *ctx, bool enabled);
+/* Memory during backward (default: released). Once an op's backward has run,
+ * its output's gradient is consumed and its data read for the last time, so
+ * both go back to the arena for reuse: after nn_backward, only the root, the
+ * inputs of the op that produced it (the logits under a loss) and leaves keep
+ * their data and gradients. Retain on keeps every op output's data and
+ * gradient readable until the reset (tests that inspect intermediates).
+ * Returns the previous setting. */
+bool nn_ctx_set_retain(nn_ctx *ctx, bool retain);
+
+/* Gives an op output's memory (t->data) back to the context's arena for
+ * reuse in this step; t->data becomes NULL. The caller vouches that nothing
+ * reads it again: no later op of the forward and no backward (for inference,
+ * an activation whose consumer has run; in training, an input that neither
+ * its consumer's nor its producer's backward reads, as an LRN output under a
+ * maxpool). Ignores NULL, heap tensors, views and in-place outputs (their
+ * memory is another tensor's), memory not from the arena, and retain mode. */
+void nn_ctx_release(nn_ctx *ctx, nn_tensor *t);
+
 /* Training mode (default on): dropout active. Off: dropout is the identity. */
 bool nn_ctx_set_training(nn_ctx *ctx, bool training);
 bool nn_ctx_training(const nn_ctx *ctx);

@@ -24,7 +24,13 @@ struct nn_node {
     nn_tensor *out;
     nn_tensor *in[NN_MAX_INPUTS];
     int nin;
+    bool alias;    /* out's data is an input's (a view, an in-place op): never released by it */
+    bool keep;     /* backward leaves out's data and gradient readable (root, logits) */
     void *saved;   /* op-specific, allocated with nn_op_host() */
+    /* A buffer from nn_op_dev() on out's device that only this backward reads
+     * (an argmax, a dropout mask): released with the output after it. */
+    void *buf;
+    size_t buf_bytes;
 };
 
 /* Returns true if the context already failed or any of the n inputs is NULL

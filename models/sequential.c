@@ -307,6 +307,31 @@ nn_tensor *nn_seq_step(nn_ctx *ctx, const nn_layer *l, nn_tensor *h)
     return k->op->call(ctx, in, &c);
 }
 
+/* Whether the relu at layer i may overwrite its input h: h is the previous
+ * layer's fresh output (not the caller's x), and that layer's backward never
+ * reads its own output (conv and linear read their inputs). */
+static bool relu_in_place(const nn_seq *s, int i, const nn_tensor *h, const nn_tensor *x)
+{
+    if (h == x || i == 0) return false;
+    nn_layer_kind prev = s->l[i - 1].kind;
+    return prev == NN_L_CONV || prev == NN_L_LINEAR;
+}
+
+/* Whether layer i's input h, the previous layer's output, is dead once layer
+ * i has run (each layer's output has one consumer, the next layer).
+ * Unrecorded (gradients off): always. Recorded: when neither backward
+ * reads it: layer i's (maxpool keeps its argmax, dropout its mask) nor the
+ * producer's (LRN recomputes its output; relu reads its own, conv and linear
+ * never read theirs but relu in place shares that memory). */
+static bool dead_after(const nn_seq *s, int i, const nn_tensor *h)
+{
+    if (!h->node) return true;
+    nn_layer_kind self = s->l[i].kind, prev = s->l[i - 1].kind;
+    bool self_reads_input = !(self == NN_L_MAXPOOL || self == NN_L_DROPOUT);
+    bool prev_reads_output = prev == NN_L_RELU;
+    return !self_reads_input && !prev_reads_output;
+}
+
 nn_tensor *nn_seq_forward(nn_ctx *ctx, nn_seq *s, nn_tensor *x)
 {
     if (!x) return NULL;
@@ -317,7 +342,12 @@ nn_tensor *nn_seq_forward(nn_ctx *ctx, nn_seq *s, nn_tensor *x)
         return nn_ctx_fail(ctx, NN_E_SHAPE);
     }
     nn_tensor *h = x;
-    for (int i = 0; i < s->n && h; i++) h = nn_seq_step(ctx, &s->l[i], h);
+    for (int i = 0; i < s->n && h; i++) {
+        nn_tensor *next = s->l[i].kind == NN_L_RELU && relu_in_place(s, i, h, x) ? nn_relu_(ctx, h)
+                                                                                 : nn_seq_step(ctx, &s->l[i], h);
+        if (next && h != x && next->data != h->data && dead_after(s, i, h)) nn_ctx_release(ctx, h);
+        h = next;
+    }
     return h;
 }
 

@@ -6,4 +6,9 @@
 
 #include "core/backend.h"
 
+/* Tests only: Winograd wherever a shape allows it (true), or where the cost
+ * model picks it (false, the default), so both paths stay tested on small
+ * shapes. Process-wide; set it before building a graph, not during one. */
+void nn_cpu_conv2d_force_winograd(bool on);
+
 #endif

@@ -90,6 +90,8 @@ nn_tensor *nn_dropout(nn_ctx *ctx, nn_tensor *x, float p)
         nn_node *nd = nn_op_record(ctx, &dropout_def, y, 1, &x);
         if (!nd) return NULL;
         nd->saved = sv;
+        nd->buf = mask;
+        nd->buf_bytes = mask ? x->numel : 0;
     }
     return y;
 }

@@ -179,9 +179,10 @@ nn_status nn_cpu_lrn_backward(const nn_lrn_geom *g, const float *x, const float 
 /* The scale (k + alpha * window sum) is as large as x: keeping it for
  * backward would cost a whole activation per LRN (122 MB in AlexNet at batch
  * 64). It lives in the context's scratch instead, a few images at a time, and
- * backward recomputes it by running the forward kernel again on the same
- * images (which rewrites y with the same values): one extra cheap pass for
- * every backend, and the scratch stays small. */
+ * backward recomputes it, and y beside it, by running the forward kernel
+ * again on the same images: one extra cheap pass for every backend, and the
+ * op's output is never read by its backward, so once its consumers have run
+ * it can go (AlexNet's maxpool keeps its argmax and lets it go). */
 #define LRN_SCRATCH_FLOATS ((size_t)2 << 20)
 
 /* Images per kernel call so that their scale fits LRN_SCRATCH_FLOATS (at least one). */
@@ -204,16 +205,17 @@ static nn_status lrn_backward(nn_ctx *ctx, nn_node *nd)
     const size_t per = (size_t)g->c * (size_t)g->h * (size_t)g->w;
     const int chunk = lrn_chunk(g);
     if (per == 0) return NN_OK;
-    float *scale = nn_op_scratch(ctx, dev, (size_t)chunk * per * sizeof(float));
+    /* scale and the recomputed y, chunk images of each */
+    float *scale = nn_op_scratch(ctx, dev, 2 * (size_t)chunk * per * sizeof(float));
     if (!scale) return nn_ctx_status(ctx);
+    float *y = scale + (size_t)chunk * per;
     const float *x = nn_f32(nd->in[0]), *dy = nn_f32(nd->out->grad);
-    float *y = nn_f32(nd->out);
     for (int n0 = 0; n0 < g->n; n0 += chunk) {
         nn_lrn_geom gc = *g;
         gc.n = g->n - n0 < chunk ? g->n - n0 : chunk;
         const size_t off = (size_t)n0 * per;
-        NN_TRY(be->lrn_forward(&gc, x + off, y + off, scale));
-        NN_TRY(be->lrn_backward(&gc, x + off, y + off, scale, dy + off, dx + off));
+        NN_TRY(be->lrn_forward(&gc, x + off, y, scale));
+        NN_TRY(be->lrn_backward(&gc, x + off, y, scale, dy + off, dx + off));
     }
     return NN_OK;
 }

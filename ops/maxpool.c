@@ -187,10 +187,12 @@ nn_status nn_cpu_maxpool_backward(const nn_pool_geom *g, const int32_t *argmax, 
     return NN_OK;
 }
 
-/* The argmax is as large as y: instead of keeping it for backward (34 MB in
- * AlexNet at batch 64), the forward writes it to the context's scratch a few
- * images at a time, and backward recomputes it by running the forward kernel
- * again on the same images (which rewrites y with the same values). */
+/* When the op is recorded, the argmax of the whole batch is kept for
+ * backward (int32, as large as y: 17 MB for AlexNet's pool1 at batch 64), so
+ * backward needs neither x nor y: the input (an LRN's output in AlexNet, 71
+ * MB there) can then be released as soon as the forward has read it (see
+ * nn_seq_forward). Unrecorded (inference), the argmax goes to the context's
+ * scratch a few images at a time. */
 #define POOL_SCRATCH_INTS ((size_t)1 << 20)
 
 /* Images per kernel call so that their argmax fits POOL_SCRATCH_INTS (at least one). */
@@ -203,27 +205,20 @@ static int pool_chunk(const nn_pool_geom *g)
     return (int)nb;
 }
 
+typedef struct pool_saved {
+    nn_pool_geom g;
+    int32_t *argmax; /* (N, C, OH, OW), on the op's device */
+} pool_saved;
+
 static nn_status maxpool_backward(nn_ctx *ctx, nn_node *nd)
 {
+    (void)ctx;
     float *dx = nn_op_grad_in(nd, 0);
     if (!dx) return NN_OK;
-    const nn_pool_geom *g = nd->saved;
-    const nn_device dev = nd->out->device;
-    const nn_backend *be = nn_backend_get(dev);
-    const size_t in_per = (size_t)g->c * g->h * g->w, out_per = (size_t)g->c * g->oh * g->ow;
-    if (out_per == 0) return NN_OK;
-    const int chunk = pool_chunk(g);
-    int32_t *argmax = nn_op_scratch(ctx, dev, (size_t)chunk * out_per * sizeof(int32_t));
-    if (!argmax) return nn_ctx_status(ctx);
-    const float *x = nn_f32(nd->in[0]), *dy = nn_f32(nd->out->grad);
-    float *y = nn_f32(nd->out);
-    for (int n0 = 0; n0 < g->n; n0 += chunk) {
-        nn_pool_geom gc = *g;
-        gc.n = g->n - n0 < chunk ? g->n - n0 : chunk;
-        NN_TRY(be->maxpool_forward(&gc, x + (size_t)n0 * in_per, y + (size_t)n0 * out_per, argmax));
-        NN_TRY(be->maxpool_backward(&gc, argmax, dy + (size_t)n0 * out_per, dx + (size_t)n0 * in_per));
-    }
-    return NN_OK;
+    const pool_saved *sv = nd->saved;
+    if ((size_t)sv->g.c * sv->g.oh * sv->g.ow == 0) return NN_OK;
+    const nn_backend *be = nn_backend_get(nd->out->device);
+    return be->maxpool_backward(&sv->g, sv->argmax, nn_f32(nd->out->grad), dx);
 }
 
 static const nn_op_def maxpool_def = {"maxpool2d", maxpool_backward};
@@ -269,8 +264,17 @@ nn_tensor *nn_maxpool2d(nn_ctx *ctx, nn_tensor *x, nn_pool_params p)
     nn_tensor *y = nn_op_tensor(ctx, NN_F32, x->device, 4, oshape);
     if (!y) return NULL;
     const size_t in_per = (size_t)g.c * g.h * g.w, out_per = (size_t)g.c * g.oh * g.ow;
-    const int chunk = pool_chunk(&g);
-    int32_t *argmax = out_per ? nn_op_scratch(ctx, x->device, (size_t)chunk * out_per * sizeof(int32_t)) : NULL;
+    const bool record = nn_op_wants_grad(ctx, 1, &x);
+    pool_saved *sv = NULL;
+    if (record) {
+        if (!(sv = nn_op_host(ctx, sizeof *sv))) return NULL;
+        sv->g = g;
+        sv->argmax = nn_op_dev(ctx, x->device, (size_t)g.n * out_per * sizeof(int32_t));
+        if (!sv->argmax) return NULL;
+    }
+    const int chunk = record ? g.n : pool_chunk(&g);
+    int32_t *argmax = record ? sv->argmax
+                             : out_per ? nn_op_scratch(ctx, x->device, (size_t)chunk * out_per * sizeof(int32_t)) : NULL;
     if (out_per && !argmax) return NULL;
     for (int n0 = 0; out_per && n0 < g.n; n0 += chunk) {
         nn_pool_geom gc = g;
@@ -280,13 +284,12 @@ nn_tensor *nn_maxpool2d(nn_ctx *ctx, nn_tensor *x, nn_pool_params p)
         if (s != NN_OK) return nn_op_fail_status(ctx, s);
     }
 
-    if (nn_op_wants_grad(ctx, 1, &x)) {
-        nn_pool_geom *sv = nn_op_host(ctx, sizeof *sv);
-        if (!sv) return NULL;
-        *sv = g;
+    if (record) {
         nn_node *nd = nn_op_record(ctx, &maxpool_def, y, 1, &x);
         if (!nd) return NULL;
         nd->saved = sv;
+        nd->buf = sv->argmax;
+        nd->buf_bytes = (size_t)g.n * out_per * sizeof(int32_t);
     }
     return y;
 }

@@ -25,6 +25,11 @@ nn_tensor *nn_conv2d(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, nn_c
 
 /* y = max(x, 0); the gradient at exactly 0 is taken as 0. */
 nn_tensor *nn_relu(nn_ctx *ctx, nn_tensor *x);
+/* The same, overwriting x's memory (x's values are relu(x) afterwards). Only
+ * where nothing reads x's old values again: not the forward's later ops, and
+ * not x's producer's backward (conv2d and linear read their inputs, never
+ * their output, so a relu right after one of them may overwrite). */
+nn_tensor *nn_relu_(nn_ctx *ctx, nn_tensor *x);
 
 /* Local response normalization across channels, the paper's formula:
  *   y[c] = x[c] / (k + alpha * sum_{j=max(0,c-size/2)}^{min(C-1,c+size/2)} x[j]^2)^beta

@@ -1,5 +1,7 @@
 /* relu: y = max(x, 0) over any shape; dx += dy where y > 0 (so the gradient
  * at exactly 0 is 0, as in PyTorch). */
+#include <string.h>
+
 #include "core/op.h"
 #include "ops/cpu_kernels.h"
 #include "ops/ops.h"
@@ -35,19 +37,30 @@ static nn_status relu_backward(nn_ctx *ctx, nn_node *nd)
 
 static const nn_op_def relu_def = {"relu", relu_backward};
 
-nn_tensor *nn_relu(nn_ctx *ctx, nn_tensor *x)
+static nn_tensor *relu(nn_ctx *ctx, nn_tensor *x, bool in_place)
 {
     if (nn_op_skip(ctx, "relu", 1, &x)) return NULL;
     if (x->dtype != NN_F32) return nn_op_fail(ctx, NN_E_ARG, "relu: input must be float32");
     const nn_backend *be = nn_op_backend(ctx, "relu", x->device);
     if (!be) return NULL;
-    nn_tensor *y = nn_op_tensor(ctx, NN_F32, x->device, x->ndim, x->shape);
-    if (!y) return NULL;
+    nn_tensor *y;
+    if (in_place) {
+        /* a new tensor over x's memory, so autograd still sees x -> y */
+        if (!(y = nn_op_host(ctx, sizeof *y))) return NULL;
+        *y = (nn_tensor){.ndim = x->ndim, .numel = x->numel, .dtype = NN_F32, .device = x->device,
+                         .data = x->data};
+        memcpy(y->shape, x->shape, sizeof y->shape);
+    } else if (!(y = nn_op_tensor(ctx, NN_F32, x->device, x->ndim, x->shape))) {
+        return NULL;
+    }
     nn_status s = be->relu_forward(x->numel, nn_f32(x), nn_f32(y));
     if (s != NN_OK) return nn_op_fail_status(ctx, s);
     if (nn_op_wants_grad(ctx, 1, &x) && !nn_op_record(ctx, &relu_def, y, 1, &x)) return NULL;
     return y;
 }
+
+nn_tensor *nn_relu(nn_ctx *ctx, nn_tensor *x) { return relu(ctx, x, false); }
+nn_tensor *nn_relu_(nn_ctx *ctx, nn_tensor *x) { return relu(ctx, x, true); }
 
 /* ---- registry entry (ops/registry.h) ---- */
 

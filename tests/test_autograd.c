@@ -1,5 +1,6 @@
 /* Autograd: fan-out accumulation, long chains, no-grad mode, gradient zeroing,
- * the arena's steady state, and backward's errors. */
+ * the arena's steady state, memory released during backward, relu in place,
+ * and backward's errors. */
 #include <string.h>
 
 #include "tests/testutil.h"
@@ -127,6 +128,83 @@ static void test_steady_state_allocates_nothing(void **state)
     nn_ctx_free(ctx);
 }
 
+/* A chain of 20 relus over 100k floats: backward with memory released as it
+ * goes needs a few buffers at a time, retain mode one gradient per op on
+ * top of every output; both give the same gradient, bit for bit, and only
+ * retain keeps an intermediate's gradient and data readable. */
+static void test_backward_releases_memory(void **state)
+{
+    (void)state;
+    enum { N = 100000, DEPTH = 20 };
+    nn_tensor *x = leaf(7, N);
+    float *dy = calloc(N, sizeof *dy), *g0 = malloc(N * sizeof *g0);
+    assert_true(dy && g0);
+    for (int i = 0; i < N; i++) dy[i] = (float)(i % 7) - 3.0f;
+    size_t peak[2];
+    for (int retain = 1; retain >= 0; retain--) {
+        nn_ctx *ctx = nn_ctx_new();
+        nn_ctx_set_retain(ctx, retain);
+        nn_tensor *h = x, *mid = NULL;
+        assert_int_equal(nn_tensor_zero_grad(x), NN_OK);
+        for (int i = 0; i < DEPTH; i++) {
+            h = nn_relu(ctx, nn_add(ctx, h, x));
+            if (i == DEPTH / 2) mid = h;
+        }
+        assert_int_equal(nn_backward_with(ctx, h, dy), NN_OK);
+        peak[retain] = nn_ctx_peak_bytes(ctx, NN_CPU);
+        if (retain) {
+            memcpy(g0, nn_f32(x->grad), N * sizeof *g0);
+            assert_non_null(mid->grad);
+            assert_non_null(mid->data);
+        } else {
+            assert_memory_equal(nn_f32(x->grad), g0, N * sizeof *g0);
+            assert_null(mid->grad);
+            assert_null(mid->data);
+            assert_non_null(h->grad); /* the root stays readable */
+        }
+        nn_ctx_free(ctx);
+    }
+    /* retain: 2 * DEPTH outputs and as many gradients, 4 * DEPTH buffers in
+     * all; released: every output (the forward keeps them all) and a few
+     * gradients (the tape is a chain: at most three live at once) */
+    const size_t buf = N * sizeof(float);
+    assert_true(peak[1] >= 4 * DEPTH * buf);
+    assert_true(peak[0] <= (2 * DEPTH + 4) * buf + 4096 * DEPTH);
+    free(dy);
+    free(g0);
+    nn_tensor_free(x);
+}
+
+/* relu in place after an op that never reads its output (add): the same
+ * values and gradients as the out-of-place relu, bit for bit, and the
+ * output shares its input's memory. */
+static void test_relu_in_place(void **state)
+{
+    (void)state;
+    nn_tensor *x = leaf(8, 1000);
+    float dy[1000], g0[1000], y0[1000];
+    for (int i = 0; i < 1000; i++) dy[i] = (float)(i % 5) - 2.0f;
+    for (int in_place = 0; in_place < 2; in_place++) {
+        nn_ctx *ctx = nn_ctx_new();
+        assert_int_equal(nn_tensor_zero_grad(x), NN_OK);
+        nn_tensor *a = nn_add(ctx, x, x);
+        nn_tensor *y = in_place ? nn_relu_(ctx, a) : nn_relu(ctx, a);
+        assert_non_null(y);
+        assert_true((y->data == a->data) == (bool)in_place);
+        nn_tensor *z = nn_add(ctx, y, x);
+        assert_int_equal(nn_backward_with(ctx, z, dy), NN_OK);
+        if (!in_place) {
+            memcpy(g0, nn_f32(x->grad), sizeof g0);
+            memcpy(y0, nn_f32(z), sizeof y0);
+        } else {
+            assert_memory_equal(nn_f32(x->grad), g0, sizeof g0);
+            assert_memory_equal(nn_f32(z), y0, sizeof y0);
+        }
+        nn_ctx_free(ctx);
+    }
+    nn_tensor_free(x);
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -189,6 +267,8 @@ int main(void)
         cmocka_unit_test(test_no_grad_mode),
         cmocka_unit_test(test_zeroing_and_accumulation_across_calls),
         cmocka_unit_test(test_steady_state_allocates_nothing),
+        cmocka_unit_test(test_backward_releases_memory),
+        cmocka_unit_test(test_relu_in_place),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_ctx_error_is_nn_errmsg),
     };

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "ops/cpu_kernels.h"
 #include "tests/testutil.h"
 
 /* A float32 sum of K products is off from the exact sum by about 2^-24 times
@@ -198,10 +199,13 @@ static void test_forward_matches_reference(void **state)
     (void)state;
     nn_ctx *ctx = nn_ctx_new();
     assert_non_null(ctx);
-    for (size_t ci = 0; ci < sizeof fwd_cases / sizeof fwd_cases[0]; ci++) {
-        const conv_case *k = &fwd_cases[ci];
+    for (size_t ci = 0; ci < 2 * sizeof fwd_cases / sizeof fwd_cases[0]; ci++) {
+        /* each case as the cost model chooses, then with Winograd forced where allowed */
+        const size_t nc = sizeof fwd_cases / sizeof fwd_cases[0];
+        nn_cpu_conv2d_force_winograd(ci >= nc);
+        const conv_case *k = &fwd_cases[ci % nc];
         ref_geom g = geom_of(k);
-        conv_tensors t = make_tensors(k, 100 + 10 * ci, false);
+        conv_tensors t = make_tensors(k, 100 + 10 * (ci % nc), false);
         nn_ctx_reset(ctx);
         nn_tensor *y = run_conv(ctx, k, &t);
         double *ref = malloc(y_numel(&g) * sizeof *ref), *mag = malloc(y_numel(&g) * sizeof *mag);
@@ -213,6 +217,7 @@ static void test_forward_matches_reference(void **state)
         free(mag);
         free_tensors(&t);
     }
+    nn_cpu_conv2d_force_winograd(false);
     nn_ctx_free(ctx);
 }
 
@@ -316,10 +321,16 @@ static void test_backward_matches_reference(void **state)
     /* every code path of the kernel: several images per GEMM with and without
      * groups, depthwise, x as its own column matrix, one image per GEMM, and a
      * partial last chunk */
-    /* every kernel path, the Winograd ones (3x3 stride 1: cases 1, 5, 9, 10, 16) included */
+    /* every kernel path, the Winograd ones (3x3 stride 1: cases 1, 5, 9, 10, 16) included:
+     * once as the cost model chooses (im2col + GEMM at these few channels),
+     * once with Winograd wherever the shape allows it */
     const size_t which[] = {1, 2, 3, 4, 5, 8, 9, 10, 11, 13, 15, 16};
-    for (size_t i = 0; i < sizeof which / sizeof which[0]; i++)
-        check_backward_case(&fwd_cases[which[i]], 300 + 10 * i);
+    for (int force = 0; force < 2; force++) {
+        nn_cpu_conv2d_force_winograd(force);
+        for (size_t i = 0; i < sizeof which / sizeof which[0]; i++)
+            check_backward_case(&fwd_cases[which[i]], 300 + 10 * i);
+    }
+    nn_cpu_conv2d_force_winograd(false);
 }
 
 /* Backward kernels accumulate: a second backward without zeroing doubles

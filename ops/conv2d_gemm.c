@@ -1,0 +1,478 @@
+/* conv2d on the CPU: the plan (how to cut the batch, Winograd or not), im2col
+ * + GEMM, and the forward and backward drivers; the Winograd transforms are
+ * in ops/conv2d_winograd.c, the op's wiring in ops/conv2d.c.
+ * x (N,C,H,W), w (O,C/G,KH,KW), b (O) or NULL -> y (N,O,OH,OW).
+ * The CPU kernels lower each group of a chunk of images to one cblas_sgemm
+ * through im2col (forward, dW) and col2im (dX), one chunk per OpenMP worker
+ * when the batch has at least as many images as the machine has cores. */
+#include <cblas.h>
+#include <limits.h>
+#include <omp.h>
+#include <string.h>
+
+#include "core/op.h"
+#include "ops/conv2d_cpu.h"
+#include "ops/cpu_kernels.h"
+#include "ops/ops.h"
+
+/* Two ways to cut a batch, chosen from the geometry alone:
+ *  - by worker (the training case, batch >= cores): each OpenMP thread takes
+ *    whole images and runs its own single-threaded GEMMs (OpenBLAS runs
+ *    single-threaded inside a parallel region) on its own column buffer, so
+ *    threads never wait on each other inside a GEMM, the output needs no
+ *    reshuffle when one image fills a GEMM, and dW is summed per thread and
+ *    reduced once;
+ *  - whole batch (few images): several images share one GEMM so that its
+ *    N = images * OH * OW is wide enough for OpenBLAS to split among its
+ *    threads even on 13x13 maps (AlexNet's late layers: one image gives N = 169). */
+#define CONV_TARGET_COLS 4096    /* whole batch: GEMM width */
+#define CONV_WORKER_COLS 640     /* by worker: GEMM width (13x13 maps: 4 images per GEMM) */
+#define CONV_MAX_COL_BYTES ((size_t)64 << 20)
+#define CONV_MAX_WORKERS 64
+/* Which kernels go through Winograd (compile-time switches for measuring).
+ * 5x5 is off: as four 3x3 blocks it moves four times the transformed input,
+ * and on this 2-core machine conv2's forward came out even and its backward
+ * ~15% slower than im2col + GEMM. 3x3 (conv3-5) gains. */
+#ifndef CONV_WINO3
+#define CONV_WINO3 1
+#endif
+#ifndef CONV_WINO5
+#define CONV_WINO5 0
+#endif
+/* The cost model that picks Winograd or im2col + GEMM per layer shape, in
+ * multiply-adds at GEMM speed per image:
+ *   im2col + GEMM: 9 hw C O  +  T_ELEM * 9 hw C   (the column matrix)
+ *   Winograd:      16 T C O / WINO_GEMM_EFF  +  T_ELEM * 16 T (C + O)
+ * with T = ceil(h/2) ceil(w/2) 4x4 tiles (F(2x2, 3x3)); a tile on a map of
+ * odd size is partly padding, so on AlexNet's 3x3 maps at 64x64 input (4
+ * tiles for 9 outputs) Winograd does 79% of the MACs, in 16 narrow GEMMs,
+ * plus transforms of every tile: measured there (2 threads, batch 64) it
+ * was 1.6x slower than im2col + GEMM in backward and no faster forward,
+ * while on 13x13 maps (paper size) it gains. T_ELEM: one transformed or
+ * copied element costs about as much as 32 MACs at GEMM speed (a GEMM core
+ * does 16 FMAs a cycle, a transform loop about one element at a time with a
+ * scattered store); WINO_GEMM_EFF: the 16 small GEMMs run at ~80% of one
+ * large one. Both from this machine's measurements; only the choice they
+ * imply matters, and it is a pure function of the shape (so reruns and
+ * resumes take the same path, bit for bit). */
+#define CONV_T_ELEM 32.0
+#define CONV_WINO_GEMM_EFF 0.8
+/* Below this many floats moved, starting an OpenMP team costs more than it saves. */
+#define CONV_OMP_MIN 32768
+
+/* How the kernels cut the work; a pure function of the geometry (and of the
+ * machine's core count, fixed for the process), so the workspace size and the
+ * kernels always agree. */
+typedef struct conv_plan {
+    int cg, og;      /* input and output channels per group */
+    int k;           /* GEMM depth: cg * kh * kw */
+    size_t hw, ohw;  /* input and output plane sizes */
+    int workers;     /* > 1: cut by worker, each with its own buffers; 1: whole batch */
+    int chunk;       /* images per GEMM */
+    bool direct;     /* 1x1, stride 1, no padding, one image per GEMM: x is its own column matrix */
+    size_t col, tmp; /* floats per worker: column matrix, (og, chunk*ohw) GEMM output */
+    size_t dw;       /* floats per extra worker: its private dW */
+    bool wino;       /* 3x3 pad 1 or 5x5 pad 2, stride 1, by worker: forward and dX by Winograd */
+    int nbk;         /* Winograd: 3x3 blocks of the kernel (1 for 3x3; 4 for 5x5 padded to 6x6) */
+    size_t wu;       /* floats of the transformed weights (shared) */
+    size_t wv;       /* floats per worker: transformed inputs and products */
+} conv_plan;
+
+static bool force_winograd;
+
+void nn_cpu_conv2d_force_winograd(bool on) { force_winograd = on; }
+
+/* Whether Winograd costs less than im2col + GEMM for a 3x3 layer (the model above). */
+static bool wino_pays(const nn_conv2d_geom *g, int cg, int og)
+{
+    if (force_winograd) return true;
+    const double hw = (double)g->h * g->w, T = (double)((g->h + 1) / 2) * ((g->w + 1) / 2);
+    const double C = cg, O = og;
+    const double gemm = 9.0 * hw * C * O + CONV_T_ELEM * 9.0 * hw * C;
+    const double wino = 16.0 * T * C * O / CONV_WINO_GEMM_EFF + CONV_T_ELEM * 16.0 * T * (C + O);
+    return wino < gemm;
+}
+
+static conv_plan conv_plan_make(const nn_conv2d_geom *g)
+{
+    conv_plan P;
+    P.cg = g->c / g->groups;
+    P.og = g->oc / g->groups;
+    P.k = P.cg * g->kh * g->kw;
+    P.hw = (size_t)g->h * (size_t)g->w;
+    P.ohw = (size_t)g->oh * (size_t)g->ow;
+    int cores = omp_get_num_procs();
+    cores = cores < 1 ? 1 : cores > CONV_MAX_WORKERS ? CONV_MAX_WORKERS : cores;
+    P.workers = cores > 1 && g->n >= cores ? cores : 1;
+    size_t target = P.workers > 1 ? CONV_WORKER_COLS : CONV_TARGET_COLS;
+    size_t chunk = P.ohw ? (target + P.ohw - 1) / P.ohw : 1;
+    size_t per = (size_t)P.k * P.ohw * sizeof(float);
+    size_t fit = per ? CONV_MAX_COL_BYTES / P.workers / per : chunk;
+    size_t share = ((size_t)g->n + P.workers - 1) / P.workers; /* keep every worker busy */
+    if (chunk > fit) chunk = fit;
+    if (chunk > share) chunk = share;
+    if (chunk < 1) chunk = 1;
+    P.chunk = (int)chunk;
+    P.direct = P.chunk == 1 && g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 &&
+               g->pw == 0;
+    size_t cols = (size_t)P.chunk * P.ohw;
+    P.col = P.direct ? 0 : (size_t)P.k * cols;
+    P.tmp = P.chunk > 1 ? (size_t)P.og * cols : 0;
+    P.dw = P.workers > 1 ? (size_t)g->oc * P.k : 0;
+    P.wino = P.workers > 1 && g->kh == g->kw && ((g->kh == 3 && CONV_WINO3) || (g->kh == 5 && CONV_WINO5)) && g->sh == 1 && g->sw == 1 &&
+             g->ph == g->kh / 2 && g->pw == g->kw / 2 && g->h >= g->kh && g->w >= g->kw &&
+             (g->kh != 3 || wino_pays(g, P.cg, P.og));
+    /* (on maps smaller than the kernel, some weights see only padding: their
+     * exact gradient is 0, and Winograd's cancellation would leave rounding
+     * noise of the other taps' size there) */
+    P.nbk = g->kh == 5 ? 4 : 1;
+    if (P.wino) {
+        size_t tiles = (size_t)P.chunk * ((g->h + 1) / 2) * ((g->w + 1) / 2);
+        size_t cmax = P.cg > P.og ? P.cg : P.og;
+        P.wu = 16 * (size_t)g->groups * P.og * P.cg * P.nbk;
+        /* V (16, blocks * cin, tiles) and M (16, cout, tiles) */
+        P.wv = 16 * (size_t)(P.nbk + 1) * cmax * tiles;
+    } else {
+        P.wu = P.wv = 0;
+    }
+    return P;
+}
+
+size_t nn_cpu_conv2d_workspace(const nn_conv2d_geom *g)
+{
+    conv_plan P = conv_plan_make(g);
+    /* Winograd: the shared transformed weights, and a dW accumulator per worker */
+    return ((P.col + P.tmp + P.wv + P.wu) * P.workers + P.dw * (P.workers - 1) + P.wu) * sizeof(float);
+}
+
+/* The outputs i in [*i0, *i1) of n_out whose input index i*s + off lies in [0, len). */
+static void valid_range(int n_out, int s, int off, int len, int *i0, int *i1)
+{
+    int a = off < 0 ? (-off + s - 1) / s : 0;
+    int b = len - 1 - off < 0 ? 0 : (len - 1 - off) / s + 1;
+    if (a > n_out) a = n_out;
+    if (b > n_out) b = n_out;
+    if (b < a) b = a;
+    *i0 = a;
+    *i1 = b;
+}
+
+/* col[(c*kh + p)*kw + q][b*ohw + i*ow + j] = x_b[c][i*sh + p - ph][j*sw + q - pw], 0 in the
+ * padding, for nb images from x (already at the group's first channel). par: may
+ * start threads (false inside a worker). */
+static void im2col(const nn_conv2d_geom *g, const conv_plan *P, const float *x, int nb, float *col, bool par)
+{
+    const size_t ld = (size_t)nb * P->ohw, xs = (size_t)g->c * P->hw;
+    const int cg = P->cg, ow = g->ow;
+#pragma omp parallel for collapse(2) if (par && (size_t)P->k * ld > CONV_OMP_MIN)
+    for (int b = 0; b < nb; b++) {
+        for (int c = 0; c < cg; c++) {
+            const float *xc = x + (size_t)b * xs + (size_t)c * P->hw;
+            for (int p = 0; p < g->kh; p++) {
+                int i0, i1;
+                valid_range(g->oh, g->sh, p - g->ph, g->h, &i0, &i1);
+                for (int q = 0; q < g->kw; q++) {
+                    int j0, j1, off = q - g->pw;
+                    valid_range(ow, g->sw, off, g->w, &j0, &j1);
+                    float *d = col + ((size_t)(c * g->kh + p) * g->kw + q) * ld + (size_t)b * P->ohw;
+                    memset(d, 0, (size_t)i0 * ow * sizeof(float));
+                    for (int i = i0; i < i1; i++) {
+                        float *dr = d + (size_t)i * ow;
+                        const float *xr = xc + (size_t)(i * g->sh + p - g->ph) * g->w;
+                        for (int j = 0; j < j0; j++) dr[j] = 0.0f;
+                        if (g->sw == 1) {
+                            memcpy(dr + j0, xr + j0 + off, (size_t)(j1 - j0) * sizeof(float));
+                        } else {
+                            for (int j = j0; j < j1; j++) dr[j] = xr[j * g->sw + off];
+                        }
+                        for (int j = j1; j < ow; j++) dr[j] = 0.0f;
+                    }
+                    memset(d + (size_t)i1 * ow, 0, (size_t)(g->oh - i1) * ow * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
+/* The adjoint of im2col: dx_b[c][...] += col entries, padding dropped. Each
+ * (image, channel) plane belongs to one thread, so the += never races. */
+static void col2im_add(const nn_conv2d_geom *g, const conv_plan *P, const float *col, int nb, float *dx,
+                       bool par)
+{
+    const size_t ld = (size_t)nb * P->ohw, xs = (size_t)g->c * P->hw;
+    const int cg = P->cg, ow = g->ow;
+#pragma omp parallel for collapse(2) if (par && (size_t)P->k * ld > CONV_OMP_MIN)
+    for (int b = 0; b < nb; b++) {
+        for (int c = 0; c < cg; c++) {
+            float *xc = dx + (size_t)b * xs + (size_t)c * P->hw;
+            for (int p = 0; p < g->kh; p++) {
+                int i0, i1;
+                valid_range(g->oh, g->sh, p - g->ph, g->h, &i0, &i1);
+                for (int q = 0; q < g->kw; q++) {
+                    int j0, j1, off = q - g->pw;
+                    valid_range(ow, g->sw, off, g->w, &j0, &j1);
+                    const float *d =
+                        col + ((size_t)(c * g->kh + p) * g->kw + q) * ld + (size_t)b * P->ohw;
+                    for (int i = i0; i < i1; i++) {
+                        const float *dr = d + (size_t)i * ow;
+                        float *xr = xc + (size_t)(i * g->sh + p - g->ph) * g->w;
+                        if (g->sw == 1) {
+                            float *xo = xr + j0 + off;
+                            const float *dd = dr + j0;
+#pragma omp simd
+                            for (int j = 0; j < j1 - j0; j++) xo[j] += dd[j];
+                        } else {
+                            for (int j = j0; j < j1; j++) xr[j * g->sw + off] += dr[j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Copies nb images' planes of one group (images ys floats apart) to or from
+ * the GEMM's (og, nb*ohw) matrix; src_is_mat says which side src is. With
+ * bias (to the images only), adds bias[o] on the way. */
+static void move_planes(const conv_plan *P, int nb, size_t ys, const float *src, float *dst,
+                        bool src_is_mat, const float *bias, bool par)
+{
+    const size_t ld = (size_t)nb * P->ohw, ohw = P->ohw;
+    const int og = P->og;
+#pragma omp parallel for collapse(2) if (par && (size_t)og * ld > CONV_OMP_MIN)
+    for (int b = 0; b < nb; b++) {
+        for (int o = 0; o < og; o++) {
+            size_t img = (size_t)b * ys + (size_t)o * ohw, mat = (size_t)o * ld + (size_t)b * ohw;
+            float *d = dst + (src_is_mat ? img : mat);
+            const float *sp = src + (src_is_mat ? mat : img);
+            if (bias) {
+                const float bo = bias[o];
+#pragma omp simd
+                for (size_t k = 0; k < ohw; k++) d[k] = sp[k] + bo;
+            } else {
+                memcpy(d, sp, ohw * sizeof(float));
+            }
+        }
+    }
+}
+
+/* y[n,o] += b[o] for nb images (y at the first image). */
+static void add_bias(const nn_conv2d_geom *g, const conv_plan *P, int nb, const float *b, float *y, bool par)
+{
+    const int oc = g->oc;
+    const size_t ohw = P->ohw;
+#pragma omp parallel for collapse(2) if (par && (size_t)nb * oc * ohw > CONV_OMP_MIN)
+    for (int i = 0; i < nb; i++) {
+        for (int o = 0; o < oc; o++) {
+            float *p = y + ((size_t)i * oc + o) * ohw;
+            const float bo = b[o];
+#pragma omp simd
+            for (size_t k = 0; k < ohw; k++) p[k] += bo;
+        }
+    }
+}
+
+
+/* Forward of images n0 .. n0+nb-1 with one worker's buffers. */
+static void conv_fwd_chunk(const nn_conv2d_geom *g, const conv_plan *P, const float *x, const float *w,
+                           const float *b, float *y, int n0, int nb, float *col, float *tmp, bool par)
+{
+    const size_t xs = (size_t)g->c * P->hw, ys = (size_t)g->oc * P->ohw;
+    const int ncol = nb * (int)P->ohw;
+    for (int grp = 0; grp < g->groups; grp++) {
+        const float *xg = x + (size_t)n0 * xs + (size_t)grp * P->cg * P->hw;
+        const float *wg = w + (size_t)grp * P->og * P->k;
+        float *yg = y + (size_t)n0 * ys + (size_t)grp * P->og * P->ohw;
+        const float *B = xg;
+        int ldb = (int)P->hw;
+        if (!P->direct) {
+            im2col(g, P, xg, nb, col, par);
+            B = col;
+            ldb = ncol;
+        }
+        if (nb == 1) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P->og, ncol, P->k, 1.0f, wg, P->k, B, ldb,
+                        0.0f, yg, (int)P->ohw);
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P->og, ncol, P->k, 1.0f, wg, P->k, B, ldb,
+                        0.0f, tmp, ncol);
+            move_planes(P, nb, ys, tmp, yg, true, b ? b + (size_t)grp * P->og : NULL, par);
+        }
+    }
+    if (b && nb == 1) add_bias(g, P, nb, b, y + (size_t)n0 * ys, par);
+}
+
+nn_status nn_cpu_conv2d_forward(const nn_conv2d_geom *g, const float *x, const float *w,
+                                const float *b, float *y, void *ws)
+{
+    const conv_plan P = conv_plan_make(g);
+    const int nchunks = (g->n + P.chunk - 1) / P.chunk;
+    float *U = (float *)ws + (size_t)P.workers * (P.col + P.tmp + P.wv);
+    if (P.wino) {
+        for (int grp = 0; grp < g->groups; grp++)
+            nn_wino_weights(w + (size_t)grp * P.og * P.k, P.og, P.cg, g->kh, false, U + (size_t)grp * P.wu / g->groups);
+    }
+    if (P.workers > 1) {
+        const int nt = omp_get_max_threads() < P.workers ? omp_get_max_threads() : P.workers;
+        const size_t xs = (size_t)g->c * P.hw, ys = (size_t)g->oc * P.ohw;
+#pragma omp parallel num_threads(nt)
+        {
+            float *col = (float *)ws + (size_t)omp_get_thread_num() * (P.col + P.tmp + P.wv);
+#pragma omp for schedule(static)
+            for (int c = 0; c < nchunks; c++) {
+                const int n0 = c * P.chunk, nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
+                if (!P.wino) {
+                    conv_fwd_chunk(g, &P, x, w, b, y, n0, nb, col, col + P.col, false);
+                    continue;
+                }
+                float *V = col + P.col + P.tmp, *M = V + P.wv / (P.nbk + 1) * P.nbk;
+                for (int grp = 0; grp < g->groups; grp++)
+                    nn_wino_conv(x + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw, xs, P.cg, g->h, g->w, nb, g->kh,
+                              U + (size_t)grp * P.wu / g->groups, P.og,
+                              y + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw, ys,
+                              b ? b + (size_t)grp * P.og : NULL, false, V, M);
+            }
+        }
+    } else {
+        for (int c = 0; c < nchunks; c++) {
+            const int n0 = c * P.chunk, nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
+            conv_fwd_chunk(g, &P, x, w, b, y, n0, nb, (float *)ws, (float *)ws + P.col, true);
+        }
+    }
+    return NN_OK;
+}
+
+/* Backward of images n0 .. n0+nb-1 with one worker's buffers: dw (this
+ * worker's accumulator) += dY col^T, and dx of these images += col2im(W^T dY). */
+static void conv_bwd_chunk(const nn_conv2d_geom *g, const conv_plan *P, const float *x, const float *w,
+                           const float *dy, float *dx, float *dw, int n0, int nb, float *col, float *tmp,
+                           bool par)
+{
+    const size_t xs = (size_t)g->c * P->hw, ys = (size_t)g->oc * P->ohw;
+    const int ncol = nb * (int)P->ohw;
+    for (int grp = 0; grp < g->groups; grp++) {
+        const size_t xoff = (size_t)n0 * xs + (size_t)grp * P->cg * P->hw;
+        const float *wg = w + (size_t)grp * P->og * P->k;
+        const float *dyg = dy + (size_t)n0 * ys + (size_t)grp * P->og * P->ohw;
+        int lddy = (int)P->ohw;
+        if (nb > 1) {
+            move_planes(P, nb, ys, dyg, tmp, false, NULL, par);
+            dyg = tmp;
+            lddy = ncol;
+        }
+        if (dw) { /* dW_g += dY_g col^T */
+            const float *B = x + xoff;
+            int ldb = (int)P->hw;
+            if (!P->direct) {
+                im2col(g, P, x + xoff, nb, col, par);
+                B = col;
+                ldb = ncol;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, P->og, P->k, ncol, 1.0f, dyg, lddy, B, ldb,
+                        1.0f, dw + (size_t)grp * P->og * P->k, P->k);
+        }
+        if (dx) { /* dcol = W_g^T dY_g, then col2im; col is free again after dW */
+            if (P->direct) {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P->k, ncol, P->og, 1.0f, wg, P->k, dyg,
+                            lddy, 1.0f, dx + xoff, (int)P->hw);
+            } else {
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, P->k, ncol, P->og, 1.0f, wg, P->k, dyg,
+                            lddy, 0.0f, col, ncol);
+                col2im_add(g, P, col, nb, dx + xoff, par);
+            }
+        }
+    }
+}
+
+nn_status nn_cpu_conv2d_backward(const nn_conv2d_geom *g, const float *x, const float *w,
+                                 const float *dy, float *dx, float *dw, float *db, void *ws)
+{
+    const conv_plan P = conv_plan_make(g);
+    const size_t ys = (size_t)g->oc * P.ohw;
+    if (db) {
+        const int n = g->n, oc = g->oc;
+        const size_t ohw = P.ohw;
+#pragma omp parallel for if ((size_t)n * ys > CONV_OMP_MIN)
+        for (int o = 0; o < oc; o++) {
+            double s = 0.0; /* N*OH*OW terms: a float total would drift */
+            for (int i = 0; i < n; i++) {
+                const float *p = dy + ((size_t)i * oc + o) * ohw;
+                float t = 0.0f;
+#pragma omp simd reduction(+ : t)
+                for (size_t k = 0; k < ohw; k++) t += p[k];
+                s += t;
+            }
+            db[o] += (float)s;
+        }
+    }
+    if (!dx && !dw) return NN_OK;
+
+    const int nchunks = (g->n + P.chunk - 1) / P.chunk;
+    if (P.workers > 1) {
+        const int nt = omp_get_max_threads() < P.workers ? omp_get_max_threads() : P.workers;
+        /* worker 0 accumulates straight into dw; the others into their own
+         * zeroed copies, added to dw once at the end (in worker order: the
+         * result depends only on the thread count) */
+        float *priv = (float *)ws + (size_t)P.workers * (P.col + P.tmp + P.wv);
+        float *U = priv + (size_t)(P.workers - 1) * P.dw;
+        float *acc = U + P.wu; /* Winograd: one dW accumulator (P.wu floats) per worker */
+        const size_t nw = P.dw, xs = (size_t)g->c * P.hw, gu = P.wu / (size_t)g->groups;
+        if (P.wino && dx) {
+            for (int grp = 0; grp < g->groups; grp++)
+                nn_wino_weights(w + (size_t)grp * P.og * P.k, P.og, P.cg, g->kh, true, U + (size_t)grp * gu);
+        }
+#pragma omp parallel num_threads(nt)
+        {
+            const int t = omp_get_thread_num();
+            float *col = (float *)ws + (size_t)t * (P.col + P.tmp + P.wv);
+            float *V = col + P.col + P.tmp, *M = V + P.wv / (P.nbk + 1) * P.nbk;
+            float *mydw = dw && t > 0 && !P.wino ? priv + (size_t)(t - 1) * nw : dw;
+            float *myacc = acc + (size_t)t * P.wu;
+            if (dw && t > 0 && !P.wino) memset(mydw, 0, nw * sizeof(float));
+            if (dw && P.wino) memset(myacc, 0, P.wu * sizeof(float));
+#pragma omp for schedule(static)
+            for (int c = 0; c < nchunks; c++) {
+                const int n0 = c * P.chunk, nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
+                if (!P.wino) {
+                    conv_bwd_chunk(g, &P, x, w, dy, dx, mydw, n0, nb, col, col + P.col, false);
+                    continue;
+                }
+                for (int grp = 0; grp < g->groups; grp++) {
+                    const float *dyg = dy + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw;
+                    if (dw)
+                        nn_wino_dw_acc(x + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw, xs, P.cg, dyg, ys, P.og, g->h,
+                                    g->w, nb, g->kh, myacc + (size_t)grp * gu, V, M);
+                    if (dx)
+                        nn_wino_conv(dyg, ys, P.og, g->h, g->w, nb, g->kh, U + (size_t)grp * gu, P.cg,
+                                  dx + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw, xs, NULL, true, V, M);
+                }
+            }
+            if (dw && P.wino) { /* sum the accumulators in worker order, then back to 3x3 blocks */
+                if (nt > 1) {
+#pragma omp for schedule(static)
+                    for (size_t i = 0; i < P.wu; i++) {
+                        float s = acc[i];
+                        for (int u = 1; u < nt; u++) s += acc[(size_t)u * P.wu + i];
+                        acc[i] = s;
+                    }
+                }
+                for (int grp = 0; grp < g->groups; grp++)
+                    nn_wino_dw_out(acc + (size_t)grp * gu, P.og, P.cg, g->kh, dw + (size_t)grp * P.og * P.k);
+            } else if (dw && nt > 1) {
+#pragma omp for schedule(static)
+                for (size_t i = 0; i < nw; i++) {
+                    float s = 0.0f;
+                    for (int u = 1; u < nt; u++) s += priv[(size_t)(u - 1) * nw + i];
+                    dw[i] += s;
+                }
+            }
+        }
+    } else {
+        for (int c = 0; c < nchunks; c++) {
+            const int n0 = c * P.chunk, nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
+            conv_bwd_chunk(g, &P, x, w, dy, dx, dw, n0, nb, (float *)ws, (float *)ws + P.col, true);
+        }
+    }
+    return NN_OK;
+}
+
