@@ -34,6 +34,7 @@ struct nn_ctx {
     bool grad_enabled, training;
     bool backward_done;           /* this graph was backpropagated: a second pass would add its gradients twice */
     nn_rng rng;
+    int shard_first, shard_total; /* nn_ctx_set_shard; total 0: not sharded */
     nn_status status;
     char msg[1024];
     size_t system_allocs;
@@ -139,6 +140,18 @@ bool nn_ctx_set_training(nn_ctx *ctx, bool training)
 
 bool nn_ctx_training(const nn_ctx *ctx) { return ctx->training; }
 nn_rng *nn_ctx_rng(nn_ctx *ctx) { return &ctx->rng; }
+
+void nn_ctx_set_shard(nn_ctx *ctx, int first, int total)
+{
+    ctx->shard_first = total > 0 ? first : 0;
+    ctx->shard_total = total > 0 ? total : 0;
+}
+
+void nn_ctx_shard(const nn_ctx *ctx, int *first, int *total)
+{
+    *first = ctx->shard_first;
+    *total = ctx->shard_total;
+}
 nn_status nn_ctx_status(const nn_ctx *ctx) { return ctx->status; }
 const char *nn_ctx_errmsg(const nn_ctx *ctx) { return ctx->msg; }
 size_t nn_ctx_nodes(const nn_ctx *ctx) { return ctx->ntape; }
