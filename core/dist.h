@@ -47,7 +47,8 @@ void nn_dist_set_timeout(double seconds);
 double nn_dist_timeout(void);
 
 /* buf[i] = sum over ranks of buf[i], n floats on dev; the sum's order is rank
- * order for two ranks (addition commutes); beyond that MPI's or NCCL's. */
+ * order for two ranks (addition commutes); beyond that MPI's or NCCL's. Under
+ * a launcher it calls MPI or NCCL even for one rank. */
 nn_status nn_dist_allreduce_sum(float *buf, size_t n, nn_device dev);
 /* The same for host doubles (counts, sums of losses). */
 nn_status nn_dist_allreduce_sum_f64(double *buf, int n);

@@ -56,6 +56,7 @@ struct nn_dp {
     const nn_backend *be;
     int ranks;         /* processes, or slices emulated in this one */
     int local_n;       /* rows per rank */
+    bool reduces;      /* the after_backward hook packs, sums and unpacks */
     float *flat;       /* every gradient, then the loss: nflat floats on cfg.dev */
     size_t nflat;
     double reduce_s;
@@ -92,7 +93,10 @@ static nn_status setup(nn_dp *dp)
         return nn_error(NN_E_ARG, "data parallel: the batch of %d does not divide by %d processes; choose a "
                                   "multiple of %d (--batch is the global batch)", batch, dp->ranks, dp->ranks);
     dp->local_n = batch / dp->ranks;
-    if (dp->ranks == 1) return NN_OK;
+    /* one rank under a launcher still takes the reduction path (MPI or NCCL
+     * with one member: the same bits as no launcher), so it can be checked alone */
+    dp->reduces = dp->ranks > 1 || nn_dist_active();
+    if (!dp->reduces) return NN_OK;
     if (dp->ranks > 1 && !dp->cfg.train_shard) return nn_error(NN_E_ARG, "data parallel: no sharded training source");
     dp->be = nn_backend_need(dp->cfg.dev, "data parallel");
     if (!dp->be) return NN_E_DEVICE;
@@ -202,7 +206,7 @@ static nn_status reduce(nn_dp *dp)
     return NN_OK;
 }
 
-/* Test-only: this rank dies or hangs before the step's agreement. */
+/* Test-only: this rank dies, hangs or is signalled before the step's agreement. */
 static void inject_fault(const nn_dp *dp, int64_t step)
 {
     if (step != dp->cfg.fault_step) return;
@@ -211,6 +215,7 @@ static void inject_fault(const nn_dp *dp, int64_t step)
         fflush(stderr);
         raise(SIGKILL);
     }
+    if (nn_dist_rank() == dp->cfg.signal_rank) raise(SIGUSR1); /* the caller's handler sets the request */
     if (nn_dist_rank() == dp->cfg.hang_rank) {
         fprintf(stderr, "rank %d: hanging at step %lld (test)\n", nn_dist_rank(), (long long)step);
         fflush(stderr);
@@ -227,7 +232,7 @@ nn_status nn_dp_after_backward(nn_dp *dp)
     snprintf(what, sizeof what, "step %lld", (long long)step);
     NN_TRY(nn_dist_agree(flags, 1, what));
     *dp->cfg.agreed = (sig_atomic_t)flags[0];
-    return dp->ranks > 1 ? reduce(dp) : NN_OK;
+    return dp->reduces ? reduce(dp) : NN_OK;
 }
 
 nn_status nn_dp_after_eval(nn_dp *dp, nn_eval_result *res)

@@ -49,7 +49,8 @@ typedef struct nn_dp_config {
     volatile sig_atomic_t *request, *agreed;
     nn_shard *train_shard;  /* the trainer's training source (its rows) */
     int ranks_emulated;     /* test-only: > 1 computes that many slices in one process */
-    int hang_rank, die_rank; /* test-only fault injection at step fault_step (-1: none) */
+    /* test-only, at step fault_step (-1: none): that rank dies, hangs, or sends itself SIGUSR1 */
+    int hang_rank, die_rank, signal_rank;
     int64_t fault_step;
 } nn_dp_config;
 

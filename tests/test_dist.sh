@@ -14,8 +14,9 @@ W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 cd "$W"
 # --bind-to none: mpirun's default core binding slows threads; root needs the flag
-MPI=(mpirun --bind-to none -np 2)
-[ "$(id -u)" = 0 ] && MPI+=(--allow-run-as-root)
+RUN=(mpirun --bind-to none)
+[ "$(id -u)" = 0 ] && RUN+=(--allow-run-as-root)
+MPI=("${RUN[@]}" -np 2)
 # Open MPI's own allocations are not ours to chase under LeakSanitizer
 export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$(dirname "$COMPARE")/openmpi.supp"
 fails=0
@@ -34,6 +35,12 @@ LENET=(train --model lenet --limit 256 --test-limit 100 --batch 32 --epochs 1 --
 "$CONVNET" "${ALEX[@]}" --emulate-ranks 2 --checkpoint-dir e2 > e2.log 2>&1 || bad "emulation: $(tail -3 e2.log)"
 same r2/last.safetensors e2/last.safetensors "2 ranks bitwise equal to 2 slices in one process (AlexNet, dropout)"
 grep -q "gradient all-reduce:" r2.log && ok "all-reduce time reported: $(grep 'gradient all-reduce' r2.log)"
+
+# 1b. one rank under mpirun takes the reduction path (pack, MPI sum, unpack):
+#     the same bits as no launcher (with a GPU, the same check runs NCCL)
+"${RUN[@]}" -np 1 "$CONVNET" "${LENET[@]}" --checkpoint-dir m1 > m1.log 2>&1 || bad "1 rank: $(tail -3 m1.log)"
+"$CONVNET" "${LENET[@]}" --checkpoint-dir p1 > p1.log 2>&1 || bad "no launcher: $(tail -3 p1.log)"
+same m1/last.safetensors p1/last.safetensors "1 rank under mpirun bitwise equal to no launcher"
 
 # 2. 2 ranks vs 1 process at the same global batch: one SGD step at lr 1 gives
 #    the gradient; then Adam for an epoch stays close
@@ -73,6 +80,14 @@ for kind in die hang; do
     if grep -q "$pat" f.log; then ok "$kind: status $rc, '$(grep -o "$pat" f.log | head -1)'"; else
         bad "$kind: no message naming rank 1: $(cat f.log)"; fi
 done
+
+# 4b. SIGUSR1 on rank 1 alone at step 3: every rank stops after step 3 (agreed),
+#     exit 128 + 10, one checkpoint at step 3 that resumes
+"${MPI[@]}" "$CONVNET" "${LENET[@]}" --fault signal:1:3 --checkpoint-dir u > u.log 2>&1
+rc=$?
+if [ $rc = 138 ] && grep -q "stopped by signal 10 after step 3" u.log && [ -e u/last.safetensors ]; then
+    ok "SIGUSR1 on rank 1: all stopped after step 3, status 138"
+else bad "SIGUSR1 on rank 1: status $rc: $(tail -5 u.log)"; fi
 
 # 5. a global batch that does not divide by the ranks is a clear error
 "${MPI[@]}" "$CONVNET" "${LENET[@]}" --batch 33 > b.log 2>&1 && bad "batch 33 on 2 ranks was accepted"

@@ -139,7 +139,7 @@ static int parse_opts(train_run *r, int argc, char **argv)
         {"quiet", CLI_BOOL, &o.quiet, NULL, "no progress bar"},
         {"dist-timeout", CLI_FLOAT, &o.dist_timeout, "S", "under mpirun/srun: end the job when a rank does not answer within S seconds (default 300)"},
         {"emulate-ranks", CLI_INT, &o.emulate_ranks, "N", "(tests) compute each batch as N ranks would, in turn, in this one process"},
-        {"fault", CLI_STR, &o.fault, "KIND:RANK:STEP", "(tests) die or hang: that rank dies (SIGKILL) or hangs at that step"},
+        {"fault", CLI_STR, &o.fault, "KIND:RANK:STEP", "(tests) die, hang or signal: that rank dies (SIGKILL), hangs, or gets SIGUSR1 at that step"},
     };
     int rc = cli_parse("train", "[OPTIONS]", about, opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
     r->o = o;
@@ -369,9 +369,8 @@ static void print_header(const train_run *r)
            nn_optim_kind_name(st->optim.kind), (double)st->lr, nn_sched_kind_name(st->sched.kind), st->batch_size,
            st->epochs, (unsigned long long)st->seed, nn_device_name(r->dev), r->threads);
     if (r->ranks > 1)
-        printf("data parallel: %d processes (%s), %d images each per step; gradients summed by %s; timeout %g s\n",
-               r->ranks, nn_dist_backend(NN_CPU)[0] == 'n' ? "none" : "mpi", st->batch_size / r->ranks,
-               nn_dist_backend(r->dev), nn_dist_timeout());
+        printf("data parallel: %d processes, %d images each per step; gradients summed by %s; timeout %g s\n",
+               r->ranks, st->batch_size / r->ranks, nn_dist_backend(r->dev), nn_dist_timeout());
     else if (r->o.emulate_ranks > 1)
         printf("emulating %d ranks in one process (test)\n", r->o.emulate_ranks);
     if (r->o.resume)
@@ -394,17 +393,18 @@ static nn_status after_eval(nn_trainer *t, nn_eval_result *res, void *user)
     return nn_dp_after_eval(((train_run *)user)->dp, res);
 }
 
-/* --fault die:R:S / hang:R:S into the dp config */
+/* --fault die:R:S / hang:R:S / signal:R:S into the dp config */
 static nn_status parse_fault(const char *f, nn_dp_config *dc)
 {
-    dc->die_rank = dc->hang_rank = -1;
+    dc->die_rank = dc->hang_rank = dc->signal_rank = -1;
     if (!f) return NN_OK;
     char kind[8];
     int rank;
     long long step;
-    if (sscanf(f, "%7[a-z]:%d:%lld", kind, &rank, &step) != 3 || (strcmp(kind, "die") && strcmp(kind, "hang")))
-        return nn_error(NN_E_ARG, "--fault '%s': expected die:RANK:STEP or hang:RANK:STEP", f);
-    *(strcmp(kind, "die") == 0 ? &dc->die_rank : &dc->hang_rank) = rank;
+    if (sscanf(f, "%7[a-z]:%d:%lld", kind, &rank, &step) != 3 ||
+        (strcmp(kind, "die") && strcmp(kind, "hang") && strcmp(kind, "signal")))
+        return nn_error(NN_E_ARG, "--fault '%s': expected die:RANK:STEP, hang:RANK:STEP or signal:RANK:STEP", f);
+    *(strcmp(kind, "die") == 0 ? &dc->die_rank : strcmp(kind, "hang") == 0 ? &dc->hang_rank : &dc->signal_rank) = rank;
     dc->fault_step = step;
     return NN_OK;
 }
@@ -446,7 +446,7 @@ static int report_end(const train_run *r, const nn_train_result *res)
     if (r->rank != 0) return res->end == NN_TRAIN_STOP_REQUESTED ? 128 + g_agreed : 0;
     int64_t steps;
     double red = nn_dp_reduce_seconds(r->dp, &steps);
-    if (steps && r->ranks > 1) printf("gradient all-reduce: %.2f ms per step over %lld steps (%zu floats)\n", 1e3 * red / steps,
+    if (steps && nn_dist_active()) printf("gradient all-reduce: %.2f ms per step over %lld steps (%zu floats)\n", 1e3 * red / steps,
                       (long long)steps, (size_t)nn_seq_params(&r->seq) + 1);
     if (res->mid_epoch && r->tty) fputc('\n', stderr);
     if (res->end == NN_TRAIN_STOP_REQUESTED) {
