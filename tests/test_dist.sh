@@ -14,11 +14,13 @@ W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 cd "$W"
 # --bind-to none: mpirun's default core binding slows threads; root needs the flag
-RUN=(mpirun --bind-to none)
+# Under ASan (.ci/run), no leak check inside mpirun: Open MPI 4.1 leaves ~14 KB
+# per rank allocated from its plugins, whose frames LeakSanitizer cannot name
+# (so no suppression file matches them). The one-process runs below (the
+# emulation, no launcher) still check models/dist_train.c's own memory.
+RUN=(env "ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" mpirun --bind-to none)
 [ "$(id -u)" = 0 ] && RUN+=(--allow-run-as-root)
 MPI=("${RUN[@]}" -np 2)
-# Open MPI's own allocations are not ours to chase under LeakSanitizer
-export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$(dirname "$COMPARE")/openmpi.supp"
 fails=0
 ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
