@@ -8,10 +8,12 @@
  * ever made. MPI stays inside core/dist.c; GPU buffers go through NCCL when the
  * build has it (on the context's stream), through host copies otherwise.
  *
- * Every collective waits at most the timeout (nn_dist_set_timeout): a peer
- * that died or hangs gives NN_E_IO with a message naming it where the
- * collective can tell (nn_dist_agree), never an endless wait. The library
- * never ends the job: a program that gets such a status calls nn_dist_abort. */
+ * Every collective but the host sum waits at most the timeout
+ * (nn_dist_set_timeout): a peer that died or hangs gives NN_E_IO with a
+ * message naming it where the collective can tell (nn_dist_agree), never an
+ * endless wait. The host sum blocks (twice as fast): call nn_dist_agree first
+ * in each step, as the trainer does. The library never ends the job: a
+ * program that gets such a status calls nn_dist_abort. */
 #ifndef NN_DIST_H
 #define NN_DIST_H
 
@@ -48,7 +50,8 @@ double nn_dist_timeout(void);
 
 /* buf[i] = sum over ranks of buf[i], n floats on dev; the sum's order is rank
  * order for two ranks (addition commutes); beyond that MPI's or NCCL's. Under
- * a launcher it calls MPI or NCCL even for one rank. */
+ * a launcher it calls MPI or NCCL even for one rank. Host buffers: a blocking
+ * MPI_Allreduce (see above); device buffers: NCCL polled against the timeout. */
 nn_status nn_dist_allreduce_sum(float *buf, size_t n, nn_device dev);
 /* The same for host doubles (counts, sums of losses). */
 nn_status nn_dist_allreduce_sum_f64(double *buf, int n);
