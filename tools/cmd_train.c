@@ -96,7 +96,9 @@ static const char about[] =
     "--dropout 0.5 --schedule plateau --batch 128 (on a GPU: --device cuda).\n"
     "A checkpoint is written to DIR/last.safetensors every epoch and on Ctrl-C; --resume continues it\n"
     "exactly, taking the model, data, optimizer and schedule settings from the checkpoint (only --epochs,\n"
-    "to extend the run, --device, --threads, --checkpoint-dir, --stop-after and --quiet apply).";
+    "to extend the run, --device, --threads, --checkpoint-dir, --stop-after and --quiet apply).\n"
+    "Under mpirun or srun: N processes train as one, --batch being the global batch (README: \"Many\n"
+    "processes, many machines\"); SIGUSR1 saves and stops like SIGINT.";
 
 /* Flags into r->o; GO_ON, or the exit status (0 for --help, 2 for a usage error). */
 static int parse_opts(train_run *r, int argc, char **argv)
