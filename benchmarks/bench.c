@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "core/backend.h"
+#include "core/threads.h"
 #if NN_HAVE_CUDA
 #include "cuda/gemm.h"
 #endif
@@ -594,10 +595,8 @@ int cmd_bench(int argc, char **argv)
     nn_optim_kind ok;
     if (nn_optim_parse_kind(o.optim, &ok) != NN_OK) return cli_fail("bench", "%s", nn_errmsg());
     if (o.ops_only && o.model_only) return cli_fail("bench", "--ops-only and --model-only exclude each other");
-    if (o.threads == 0) o.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (o.threads < 1) o.threads = 1;
-    openblas_set_num_threads(o.threads);
-    omp_set_num_threads(o.threads);
+    if (o.threads < 0) return cli_fail("bench", "--threads must be at least 1 (0: this process's CPUs)");
+    if (nn_set_threads(o.threads, &o.threads) != NN_OK) return cli_fail("bench", "%s", nn_errmsg());
 
     nn_device devs[NN_NDEVICES];
     int nd = 0;

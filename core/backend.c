@@ -7,14 +7,13 @@
 #include <string.h>
 
 #include "config.h"
+#include "cuda/module.h"
 
 #if NN_HAVE_CUDA
 #include <dlfcn.h>
 #include <pthread.h>
 #include <string.h>
 #include <unistd.h>
-
-#include "cuda/module.h"
 
 static pthread_once_t cuda_once = PTHREAD_ONCE_INIT;
 static const nn_cuda_module *cuda_mod;
@@ -77,6 +76,15 @@ static const nn_cuda_module *cuda_module(void)
     return cuda_mod;
 }
 #endif
+
+const nn_cuda_module *nn_cuda_module_get(void)
+{
+#if NN_HAVE_CUDA
+    return cuda_module();
+#else
+    return NULL;
+#endif
+}
 
 const nn_backend *nn_backend_get(nn_device d)
 {

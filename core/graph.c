@@ -59,6 +59,7 @@ struct nn_ctx {
     bool backward_done;           /* this graph was backpropagated: a second pass would add its gradients twice */
     bool retain; /* keep every op output's data and gradient through backward */
     nn_rng rng;
+    int shard_first, shard_total; /* nn_ctx_set_shard; total 0: not sharded */
     nn_status status;
     char msg[1024];
     size_t system_allocs;
@@ -276,6 +277,19 @@ void nn_ctx_release(nn_ctx *ctx, nn_tensor *t)
 
 bool nn_ctx_training(const nn_ctx *ctx) { return ctx->training; }
 nn_rng *nn_ctx_rng(nn_ctx *ctx) { return &ctx->rng; }
+
+void nn_ctx_set_shard(nn_ctx *ctx, int first, int total)
+{
+    ctx->shard_first = total > 0 ? first : 0;
+    ctx->shard_total = total > 0 ? total : 0;
+}
+
+void nn_ctx_shard(const nn_ctx *ctx, int *first, int *total)
+{
+    *first = ctx->shard_first;
+    *total = ctx->shard_total;
+}
+
 /* One error channel: asking the context for its error also makes its message
  * the thread's again (something may have overwritten it since), so callers
  * read nn_errmsg() and never copy one message into the other. */

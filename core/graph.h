@@ -69,6 +69,13 @@ bool nn_ctx_training(const nn_ctx *ctx);
 /* The generator dropout draws from (owned by the context, state saveable). */
 nn_rng *nn_ctx_rng(nn_ctx *ctx);
 
+/* Data parallelism: this context's batches are rows [first, first + n) of a
+ * global batch of `total` rows, so dropout draws its masks by global row (and
+ * advances the generator by the global batch's count): N processes draw what
+ * one process draws on the whole batch. total 0 (the default): not sharded. */
+void nn_ctx_set_shard(nn_ctx *ctx, int first, int total);
+void nn_ctx_shard(const nn_ctx *ctx, int *first, int *total);
+
 /* The first error since the last reset (NN_OK if none). When there is one,
  * this call also makes its message the thread's nn_errmsg() again, so after
  *     if (!loss) return nn_ctx_status(ctx);

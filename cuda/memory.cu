@@ -51,6 +51,21 @@ extern "C" bool nn_cuda_present(void)
     return device_ok;
 }
 
+/* One process per GPU (core/dist.c): device index % count becomes this
+ * thread's current device; called before any other CUDA call, so the probe,
+ * the stream and every allocation land on it. */
+extern "C" nn_status nn_cuda_select_device(int index)
+{
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n <= 0) {
+        (void)cudaGetLastError();
+        return NN_OK; /* no GPU: the CPU backend runs, nothing to select */
+    }
+    e = cudaSetDevice(index % n);
+    return e == cudaSuccess ? NN_OK : nn_cuda_fail(e, "selecting the device", __FILE__, __LINE__);
+}
+
 static pthread_once_t stream_once = PTHREAD_ONCE_INIT;
 static cudaStream_t the_stream;
 static cudaError_t stream_err;
@@ -67,6 +82,8 @@ nn_status nn_cuda_stream(cudaStream_t *s)
     if (stream_err != cudaSuccess) return nn_cuda_fail(stream_err, "creating the stream", __FILE__, __LINE__);
     return NN_OK;
 }
+
+/* The stream for C callers (core/dist.c hands it to NCCL). */
 
 /* ---- the caching allocator ---- */
 

@@ -8,6 +8,13 @@
 
 extern const nn_backend nn_cuda_backend;
 bool nn_cuda_present(void);
+nn_status nn_cuda_select_device(int index); /* memory.cu */
+#if NN_CUDA_HAVE_NCCL
+extern const nn_cuda_nccl nn_cuda_nccl_table; /* nccl.cu */
+#define NCCL_TABLE (&nn_cuda_nccl_table)
+#else
+#define NCCL_TABLE NULL
+#endif
 
 static nn_cuda_host_error_fn host_error;
 
@@ -29,7 +36,7 @@ const nn_cuda_module *nn_cuda_module_open(nn_cuda_host_error_fn err);
 
 const nn_cuda_module *nn_cuda_module_open(nn_cuda_host_error_fn err)
 {
-    static const nn_cuda_module m = {&nn_cuda_backend, nn_cuda_present};
+    static const nn_cuda_module m = {&nn_cuda_backend, nn_cuda_present, nn_cuda_select_device, NCCL_TABLE};
     host_error = err;
     return &m;
 }

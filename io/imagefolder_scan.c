@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/threads.h"
 #include "io/imagefolder_impl.h"
 
 #define CACHE_MAGIC "CNVIMGF1"
@@ -16,8 +17,8 @@
 int imgf_threads(int t)
 {
     if (t > 0) return t;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+    int n = nn_cpu_count(); /* this process's CPUs (affinity), not the machine's */
+    return n > 256 ? 256 : n;
 }
 
 char *imgf_join(const char *a, const char *b)

@@ -28,6 +28,7 @@ struct nn_trainer {
     nn_tensor *xb, *yb;        /* full batches */
     nn_tensor *xp, *yp;        /* the partial last batch, if any */
     float *logits;             /* batch_size x classes, host */
+    float loss;                /* this step's (after_backward may replace it) */
     char last[4096], best[4096];
     /* this run */
     double t_start;
@@ -195,6 +196,8 @@ nn_status nn_trainer_resume(nn_trainer *t, const char *path)
 nn_params *nn_trainer_params(nn_trainer *t) { return t ? t->params : NULL; }
 nn_optim *nn_trainer_optim(nn_trainer *t) { return t ? t->opt : NULL; }
 nn_train_state *nn_trainer_state(nn_trainer *t) { return t ? t->st : NULL; }
+nn_ctx *nn_trainer_ctx(nn_trainer *t) { return t ? t->ctx : NULL; }
+float *nn_trainer_step_loss(nn_trainer *t) { return t ? &t->loss : NULL; }
 
 /* ---- one step ---- */
 
@@ -240,8 +243,8 @@ static nn_tensor *forward(nn_trainer *t, nn_tensor *x)
     return t->m.seq ? nn_seq_forward(t->ctx, t->m.seq, x) : t->m.forward(t->ctx, t->m.model, x);
 }
 
-/* Forward, loss and backward on (x, y); *lv the loss, t->logits the outputs. */
-static nn_status forward_backward(nn_trainer *t, nn_tensor *x, nn_tensor *y, float *lv)
+/* Forward, loss and backward on (x, y); *lv the loss, logits (if not NULL) the outputs. */
+static nn_status forward_backward(nn_trainer *t, nn_tensor *x, nn_tensor *y, float *lv, float *logits)
 {
     nn_ctx_reset(t->ctx);
     nn_ctx_set_training(t->ctx, true);
@@ -254,7 +257,17 @@ static nn_status forward_backward(nn_trainer *t, nn_tensor *x, nn_tensor *y, flo
         return nn_error(s, "step %lld: %s", (long long)t->st->step + 1, msg);
     }
     NN_TRY(nn_tensor_read(loss, lv));
-    return nn_tensor_read(out, t->logits);
+    return logits ? nn_tensor_read(out, logits) : NN_OK;
+}
+
+nn_status nn_trainer_grad(nn_trainer *t, const float *hx, const int32_t *hy, int n, float *loss)
+{
+    if (!t || !hx || !hy || !loss) return nn_error(NN_E_ARG, "trainer: NULL argument to nn_trainer_grad");
+    nn_tensor *x = NULL, *y = NULL;
+    NN_TRY(batch_for(t, n, &x, &y));
+    NN_TRY(nn_tensor_write(x, hx));
+    NN_TRY(nn_tensor_write(y, hy));
+    return forward_backward(t, x, y, loss, NULL);
 }
 
 /* The first parameter whose gradient holds a NaN or Inf, or NULL. */
@@ -306,13 +319,13 @@ static nn_status train_batch(nn_trainer *t, const float *hx, const int32_t *hy, 
     nn_optim_set_lr(t->opt, nn_schedule_step(&sc, st->step, (int64_t)st->epochs * t->train.batches));
     nn_train_set_schedule(st, &sc);
     nn_tensor *x = NULL, *y = NULL;
-    float lv = NAN;
     const char *bad = NULL;
     NN_TRY(batch_for(t, n, &x, &y));
     NN_TRY(nn_tensor_write(x, hx));
     NN_TRY(nn_tensor_write(y, hy));
-    NN_TRY(forward_backward(t, x, y, &lv));
+    NN_TRY(forward_backward(t, x, y, &t->loss, t->logits));
     if (t->cfg.after_backward) NN_TRY(t->cfg.after_backward(t, t->cfg.user));
+    float lv = t->loss;
     NN_TRY(nonfinite_grad(t, &bad));
     if (isfinite(lv) && !bad) {
         NN_TRY(take_step(t, lv, hy, n));
@@ -384,6 +397,7 @@ static nn_status end_epoch(nn_trainer *t)
     nn_train_state *st = t->st;
     nn_train_event ev = {.kind = NN_TRAIN_EPOCH, .epoch_time = now() - t->t0};
     NN_TRY(evaluate(t, &ev.eval));
+    if (t->cfg.after_eval) NN_TRY(t->cfg.after_eval(t, &ev.eval, t->cfg.user));
     ev.test_acc = ev.eval.n ? (float)ev.eval.top1 / (float)ev.eval.n : 0.0f;
     nn_schedule sc = nn_train_schedule(st);
     ev.prev_lr = st->lr;

@@ -94,7 +94,10 @@ typedef struct nn_trainer_config {
      * optimizer step (e.g. to all-reduce the gradients across processes); a
      * status other than NN_OK ends the run with it. May be NULL. */
     nn_status (*after_backward)(nn_trainer *t, void *user);
-    void *user;                     /* passed to on_event and after_backward */
+    /* Called after each evaluation, before the schedule sees it (e.g. to sum
+     * the counts of every process's share of the evaluation data). May be NULL. */
+    nn_status (*after_eval)(nn_trainer *t, nn_eval_result *res, void *user);
+    void *user;                     /* passed to on_event and the hooks */
 } nn_trainer_config;
 
 /* Why nn_trainer_run returned. */
@@ -136,6 +139,16 @@ nn_status nn_trainer_run(nn_trainer *t, nn_train_result *res);
 nn_params *nn_trainer_params(nn_trainer *t);
 nn_optim *nn_trainer_optim(nn_trainer *t);
 nn_train_state *nn_trainer_state(nn_trainer *t);
+/* For after_backward: the context the step ran on (its generator, its shard:
+ * core/graph.h), and the step's loss, which the hook may replace (e.g. by the
+ * mean over processes) before the non-finite check and the counts see it. */
+nn_ctx *nn_trainer_ctx(nn_trainer *t);
+float *nn_trainer_step_loss(nn_trainer *t);
+/* Forward and backward of one more batch of n images (host x, y) on the
+ * trainer's context, adding to the parameters' gradients; *loss its mean loss.
+ * For hooks that compute a batch in several slices (models/dist_train.c's
+ * one-process check of data parallelism). */
+nn_status nn_trainer_grad(nn_trainer *t, const float *hx, const int32_t *hy, int n, float *loss);
 
 /* Removes "NAME.safetensors.tmp.PID" files in dir whose writer process is
  * gone (left by a run killed while saving; the file they replaced is intact). */

@@ -101,7 +101,9 @@ static conv_plan conv_plan_make(const nn_conv2d_geom *g)
     P.k = P.cg * g->kh * g->kw;
     P.hw = (size_t)g->h * (size_t)g->w;
     P.ohw = (size_t)g->oh * (size_t)g->ow;
-    int cores = omp_get_num_procs();
+    /* the threads this process was given (nn_set_threads), not the machine's
+     * cores: N processes on one machine, or a taskset, must not oversubscribe */
+    int cores = omp_get_max_threads();
     cores = cores < 1 ? 1 : cores > CONV_MAX_WORKERS ? CONV_MAX_WORKERS : cores;
     P.workers = cores > 1 && g->n >= cores ? cores : 1;
     size_t target = P.workers > 1 ? CONV_WORKER_COLS : CONV_TARGET_COLS;

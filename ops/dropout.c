@@ -4,7 +4,8 @@
  * and the uint8 mask is kept for backward. Eval mode or p = 0: the identity
  * (a view sharing x's data, gradient passed through). p = 1: zeros, zero
  * gradient. The generator advances by numel only in training with 0 < p < 1,
- * so evaluating (or p in {0, 1}) never shifts the masks later steps draw. */
+ * so evaluating (or p in {0, 1}) never shifts the masks later steps draw.
+ * A sharded context (data parallelism) draws by global row: see take_counters. */
 #include "core/op.h"
 #include "core/philox.h"
 #include "ops/cpu_kernels.h"
@@ -36,6 +37,20 @@ nn_status nn_cpu_dropout_backward(size_t n, const uint8_t *mask, float p, const 
 #pragma omp parallel for simd if (n > 65536)
     for (size_t i = 0; i < n; i++) dx[i] += mask[i] ? dy[i] / q : 0.0f;
     return NN_OK;
+}
+
+/* The counters of this call's masks. Sharded (nn_ctx_set_shard), row r of
+ * this batch is row first + r of the global batch: its counters sit where one
+ * process on the global batch draws them, and the generator moves past the
+ * whole global batch's. */
+static uint64_t take_counters(nn_ctx *ctx, const nn_tensor *x)
+{
+    nn_rng *r = nn_ctx_rng(ctx);
+    int first, total;
+    nn_ctx_shard(ctx, &first, &total);
+    if (total <= 0 || x->ndim < 1 || x->shape[0] < 1) return nn_rng_take(r, x->numel);
+    uint64_t per_row = x->numel / (uint64_t)x->shape[0];
+    return nn_rng_take(r, per_row * (uint64_t)total) + per_row * (uint64_t)first;
 }
 
 typedef struct dropout_saved {
@@ -76,9 +91,8 @@ nn_tensor *nn_dropout(nn_ctx *ctx, nn_tensor *x, float p)
     } else {
         mask = nn_op_dev(ctx, x->device, x->numel);
         if (!mask) return NULL;
-        nn_rng *r = nn_ctx_rng(ctx);
-        uint64_t off = nn_rng_take(r, x->numel);
-        s = be->dropout_forward(x->numel, nn_f32(x), nn_f32(y), mask, p, r->seed, off);
+        uint64_t off = take_counters(ctx, x);
+        s = be->dropout_forward(x->numel, nn_f32(x), nn_f32(y), mask, p, nn_ctx_rng(ctx)->seed, off);
     }
     if (s != NN_OK) return nn_op_fail_status(ctx, s);
 

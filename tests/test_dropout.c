@@ -1,7 +1,7 @@
 /* dropout: the mask's statistics and its exact agreement with the counter-
  * based generator, reproducibility from (seed, offset), backward reusing the
  * forward's mask, the identities (eval mode, p = 0), p = 1, how the generator
- * advances, a gradient check, and bad p. */
+ * advances, drawing by global row when sharded, a gradient check, and bad p. */
 #include <string.h>
 
 #include "core/philox.h"
@@ -253,6 +253,35 @@ static void expect_error(nn_tensor *x, float p)
     nn_ctx_free(ctx);
 }
 
+/* Sharded (nn_ctx_set_shard): rows [2, 6) of a global batch of 6 rows, drawn
+ * by a context that sees only those rows, get the masks of those rows in the
+ * whole batch, and the generator ends where the whole batch leaves it. A
+ * local-index draw (the old rule) would repeat rows 0 and 1's masks. */
+static void test_shard_draws_global_rows(void **state)
+{
+    (void)state;
+    enum { ROWS = 6, COLS = 5, FIRST = 2, LOCAL = 4 };
+    int sw[2] = {ROWS, COLS}, sl[2] = {LOCAL, COLS};
+    nn_tensor *xw = NULL, *xl = NULL;
+    assert_int_equal(nn_tensor_new(&xw, NN_F32, NN_CPU, 2, sw), NN_OK);
+    assert_int_equal(nn_tensor_new(&xl, NN_F32, NN_CPU, 2, sl), NN_OK);
+    assert_int_equal(nn_tensor_fill(xw, 1.0f), NN_OK);
+    assert_int_equal(nn_tensor_fill(xl, 1.0f), NN_OK);
+    nn_ctx *whole = nn_ctx_new(), *part = nn_ctx_new();
+    *nn_ctx_rng(whole) = *nn_ctx_rng(part) = (nn_rng){42, 1000};
+    nn_ctx_set_shard(part, FIRST, ROWS);
+    nn_tensor *yw = nn_dropout(whole, xw, 0.5f), *yl = nn_dropout(part, xl, 0.5f);
+    assert_non_null(yw);
+    assert_non_null(yl);
+    assert_memory_equal(nn_f32(yl), nn_f32(yw) + FIRST * COLS, LOCAL * COLS * sizeof(float));
+    assert_int_equal(nn_ctx_rng(part)->offset, nn_ctx_rng(whole)->offset);
+    assert_int_equal(nn_ctx_rng(whole)->offset, 1000 + ROWS * COLS);
+    nn_ctx_free(whole);
+    nn_ctx_free(part);
+    nn_tensor_free(xw);
+    nn_tensor_free(xl);
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -282,6 +311,7 @@ int main(void)
         cmocka_unit_test(test_statistics),
         cmocka_unit_test(test_matches_generator),
         cmocka_unit_test(test_reproducible),
+        cmocka_unit_test(test_shard_draws_global_rows),
         cmocka_unit_test(test_backward_same_mask),
         cmocka_unit_test(test_eval_is_identity),
         cmocka_unit_test(test_p0_is_identity),

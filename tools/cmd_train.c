@@ -3,9 +3,7 @@
  * epoch (and on SIGINT / SIGTERM), and resumes exactly from a checkpoint.
  * The training itself is the library's (models/train.h): this file parses
  * flags, opens the data, and prints what the trainer reports. */
-#include <cblas.h>
 #include <math.h>
-#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,8 +14,11 @@
 #include "tools/cli.h"
 #include "tools/data.h"
 #include "core/backend.h"
+#include "core/threads.h"
 #include "io/dataset.h"
+#include "core/dist.h"
 #include "models/checkpoint.h"
+#include "models/dist_train.h"
 #include "models/evaluate.h"
 #include "models/metrics.h"
 #include "models/train.h"
@@ -44,9 +45,9 @@
 #define GO_ON (-1)
 
 typedef struct train_opts {
-    const char *model, *device, *data, *ckdir, *resume, *optim, *schedule, *init, *init_from;
-    int size, epochs, batch, threads, groups, fc, limit, test_limit, stop_after, log_every;
-    float width, lr, momentum, wd, dropout;
+    const char *model, *device, *data, *ckdir, *resume, *optim, *schedule, *init, *init_from, *fault;
+    int size, epochs, batch, threads, groups, fc, limit, test_limit, stop_after, log_every, emulate_ranks;
+    float width, lr, momentum, wd, dropout, dist_timeout;
     uint64_t seed;
     bool augment, no_augment, decay_bias, skip_nonfinite, quiet;
 } train_opts;
@@ -68,9 +69,14 @@ typedef struct train_run {
     bool log_warned;
     bool tty;
     double last_print;  /* elapsed time of the last progress line */
+    /* data parallelism (models/dist_train.h) */
+    int rank, ranks;
+    nn_shard train_shard, test_shard;
+    nn_dp *dp;
 } train_run;
 
 static volatile sig_atomic_t g_signal;
+static volatile sig_atomic_t g_agreed; /* g_signal as every rank agreed on it (what the trainer watches) */
 
 static void on_signal(int sig) { g_signal = sig; }
 
@@ -99,7 +105,9 @@ static const char about[] =
     "file as PyTorch saves it), the classes and channels of the data; tensors whose shape differs (the last\n"
     "layer for another number of classes) are freshly initialized and named; the optimizer starts fresh.\n"
     "Every epoch (and every --log-every steps) a JSON line goes to DIR/metrics.jsonl and DIR/curves.svg is\n"
-    "redrawn (DIR: --checkpoint-dir); a resumed run continues both.";
+    "redrawn (DIR: --checkpoint-dir); a resumed run continues both.\n"
+    "Under mpirun or srun: N processes train as one, --batch being the global batch (README: \"Many\n"
+    "processes, many machines\"); SIGUSR1 saves and stops like SIGINT.";
 
 /* Flags into r->o; GO_ON, or the exit status (0 for --help, 2 for a usage error). */
 static int parse_opts(train_run *r, int argc, char **argv)
@@ -142,6 +150,9 @@ static int parse_opts(train_run *r, int argc, char **argv)
         {"skip-nonfinite", CLI_BOOL, &o.skip_nonfinite, NULL, "skip a batch whose loss or gradient is not finite instead of stopping"},
         {"stop-after", CLI_INT, &o.stop_after, "N", "stop after N optimizer steps of this run, saving a checkpoint to resume from"},
         {"quiet", CLI_BOOL, &o.quiet, NULL, "no progress bar"},
+        {"dist-timeout", CLI_FLOAT, &o.dist_timeout, "S", "under mpirun/srun: end the job when a rank does not answer within S seconds (default 300)"},
+        {"emulate-ranks", CLI_INT, &o.emulate_ranks, "N", "(tests) compute each batch as N ranks would, in turn, in this one process"},
+        {"fault", CLI_STR, &o.fault, "KIND:RANK:STEP", "(tests) die, hang or signal: that rank dies (SIGKILL), hangs, or gets SIGUSR1 at that step"},
     };
     int rc = cli_parse("train", "[OPTIONS]", about, opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
     r->o = o;
@@ -160,6 +171,12 @@ static int validate(const train_opts *o)
         return cli_fail("train", "--size, --limit, --test-limit, --stop-after and --log-every must be positive");
     if (o->init_from && o->resume)
         return cli_fail("train", "--init-from starts a new run from FILE's weights, --resume continues a run: give one");
+    if (o->emulate_ranks < 0 || o->emulate_ranks > 1024 || o->dist_timeout < 0)
+        return cli_fail("train", "--emulate-ranks must be between 1 and 1024, --dist-timeout positive");
+    int ranks = nn_dist_size() > 1 ? nn_dist_size() : o->emulate_ranks > 1 ? o->emulate_ranks : 1;
+    if (!o->resume && o->batch % ranks)
+        return cli_fail("train", "--batch %d (the global batch) does not divide by %d processes: use a multiple of %d",
+                        o->batch, ranks, ranks);
     return GO_ON;
 }
 
@@ -242,14 +259,15 @@ static int setup_device(train_run *r)
         fprintf(stderr, "convnet train: %s\n", nn_errmsg());
         return 1;
     }
-    r->threads = r->o.threads ? r->o.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (r->threads < 1) r->threads = 1;
-    openblas_set_num_threads(r->threads);
-    omp_set_num_threads(r->threads);
+    /* 0: the cores this process may run on (mpirun --bind-to, srun
+     * --cpus-per-task, taskset), not the machine's: N processes share them */
+    if (nn_set_threads(r->o.threads, &r->threads) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
     return GO_ON;
 }
 
 /* The data; a fresh run takes its normalization and classes (and, for an image folder, its channels) from it. */
+static void shard_data(train_run *r);
+
 static int open_data(train_run *r)
 {
     const train_opts *o = &r->o;
@@ -285,7 +303,20 @@ static int open_data(train_run *r)
                 r->cfg.in_channels, r->cfg.classes, d->channels, d->classes);
         return 1;
     }
+    shard_data(r);
     return GO_ON;
+}
+
+/* Each rank's rows of every batch (the one-process emulation takes slice 0
+ * and computes the others itself); evaluation is split the same way. */
+static void shard_data(train_run *r)
+{
+    int emu = r->o.emulate_ranks > 1 && r->ranks == 1 ? r->o.emulate_ranks : 1;
+    if (r->ranks == 1 && emu == 1) return;
+    size_t img = (size_t)r->cfg.in_channels * (size_t)r->cfg.in_size * (size_t)r->cfg.in_size;
+    cli_data *d = &r->data;
+    d->train_src = nn_shard_source(&r->train_shard, &d->train_src, r->rank, r->ranks * emu, img);
+    if (r->ranks > 1) d->test_src = nn_shard_source(&r->test_shard, &d->test_src, r->rank, r->ranks, img);
 }
 
 /* ---- printing what the trainer reports ---- */
@@ -336,6 +367,7 @@ static void log_event(train_run *r, const nn_train_event *ev)
 static void on_event(const nn_train_event *ev, void *user)
 {
     train_run *r = user;
+    if (r->rank != 0) return; /* rank 0 speaks (and logs) for all */
     if (r->log) log_event(r, ev);
     if (ev->kind == NN_TRAIN_EPOCH) {
         print_epoch(r, ev);
@@ -367,6 +399,11 @@ static void print_header(const train_run *r)
     printf("training: %s, lr %g, %s schedule, batch %d, %d epochs, seed %llu, on %s with %d threads\n",
            nn_optim_kind_name(st->optim.kind), (double)st->lr, nn_sched_kind_name(st->sched.kind), st->batch_size,
            st->epochs, (unsigned long long)st->seed, nn_device_name(r->dev), r->threads);
+    if (r->ranks > 1)
+        printf("data parallel: %d processes, %d images each per step; gradients summed by %s; timeout %g s\n",
+               r->ranks, st->batch_size / r->ranks, nn_dist_backend(r->dev), nn_dist_timeout());
+    else if (r->o.emulate_ranks > 1)
+        printf("emulating %d ranks in one process (test)\n", r->o.emulate_ranks);
     if (r->o.resume)
         printf("resumed from %s at epoch %d, batch %d (step %lld)\n", r->resume_path, st->epoch + 1, st->batch,
                (long long)st->step);
@@ -401,19 +438,53 @@ static nn_status open_log(train_run *r)
     return NN_OK;
 }
 
+static nn_status after_backward(nn_trainer *t, void *user)
+{
+    (void)t;
+    return nn_dp_after_backward(((train_run *)user)->dp);
+}
+
+static nn_status after_eval(nn_trainer *t, nn_eval_result *res, void *user)
+{
+    (void)t;
+    return nn_dp_after_eval(((train_run *)user)->dp, res);
+}
+
+/* --fault die:R:S / hang:R:S / signal:R:S into the dp config */
+static nn_status parse_fault(const char *f, nn_dp_config *dc)
+{
+    dc->die_rank = dc->hang_rank = dc->signal_rank = -1;
+    if (!f) return NN_OK;
+    char kind[8];
+    int rank;
+    long long step;
+    if (sscanf(f, "%7[a-z]:%d:%lld", kind, &rank, &step) != 3 ||
+        (strcmp(kind, "die") && strcmp(kind, "hang") && strcmp(kind, "signal")))
+        return nn_error(NN_E_ARG, "--fault '%s': expected die:RANK:STEP, hang:RANK:STEP or signal:RANK:STEP", f);
+    *(strcmp(kind, "die") == 0 ? &dc->die_rank : strcmp(kind, "hang") == 0 ? &dc->hang_rank : &dc->signal_rank) = rank;
+    dc->fault_step = step;
+    return NN_OK;
+}
+
 static nn_status make_trainer(train_run *r)
 {
     nn_rng init_rng = nn_rng_make(r->st.seed);
     NN_TRY(nn_model_build(&r->seq, &r->cfg, r->dev, &init_rng));
     if (r->o.init_from) NN_TRY(init_from(r));
-    NN_TRY(open_log(r));
+    if (r->rank == 0) NN_TRY(open_log(r));
     nn_train_model m = {.seq = &r->seq, .classes = r->cfg.classes, .cfg = &r->cfg,
                         .norm = r->has_norm ? &r->norm : NULL};
-    nn_trainer_config tc = {.dev = r->dev, .checkpoint_dir = r->o.ckdir, .skip_nonfinite = r->o.skip_nonfinite,
-                            .stop_after = r->o.stop_after, .stop = &g_signal, .on_event = on_event, .user = r};
+    /* rank 0 writes the checkpoints; every rank stops on the agreed flag */
+    nn_trainer_config tc = {.dev = r->dev, .checkpoint_dir = r->rank == 0 ? r->o.ckdir : NULL,
+                            .skip_nonfinite = r->o.skip_nonfinite, .stop_after = r->o.stop_after, .stop = &g_agreed,
+                            .on_event = on_event, .after_backward = after_backward, .after_eval = after_eval,
+                            .user = r};
     NN_TRY(nn_trainer_new(&r->tr, &m, &r->data.train_src, &r->data.test_src, &r->st, &tc));
     if (r->o.resume) NN_TRY(nn_trainer_resume(r->tr, r->resume_path));
-    return NN_OK;
+    nn_dp_config dc = {.dev = r->dev, .request = &g_signal, .agreed = &g_agreed, .train_shard = &r->train_shard,
+                       .ranks_emulated = r->ranks == 1 ? r->o.emulate_ranks : 0};
+    NN_TRY(parse_fault(r->o.fault, &dc));
+    return nn_dp_new(&r->dp, r->tr, &dc);
 }
 
 /* before the "training:" line: a signal sent once that line is out is
@@ -425,18 +496,24 @@ static void catch_signals(void)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL); /* Slurm's --signal: mpirun turns SIGTERM into SIGKILL a second later */
 }
 
 /* The last lines of a run that stopped or finished, and its exit status. */
 static int report_end(const train_run *r, const nn_train_result *res)
 {
     const nn_train_state *st = &r->st;
+    if (r->rank != 0) return res->end == NN_TRAIN_STOP_REQUESTED ? 128 + g_agreed : 0;
+    int64_t steps;
+    double red = nn_dp_reduce_seconds(r->dp, &steps);
+    if (steps && nn_dist_active()) printf("gradient all-reduce: %.2f ms per step over %lld steps (%zu floats)\n", 1e3 * red / steps,
+                      (long long)steps, (size_t)nn_seq_params(&r->seq) + 1);
     if (res->mid_epoch && r->tty) fputc('\n', stderr);
     if (res->end == NN_TRAIN_STOP_REQUESTED) {
         fprintf(stderr, "convnet train: stopped by signal %d after step %lld; checkpoint saved to %s\n"
                         "  continue with: convnet train --resume %s\n",
-                (int)g_signal, (long long)st->step, res->last_path, res->last_path);
-        return 128 + g_signal;
+                (int)g_agreed, (long long)st->step, res->last_path, res->last_path);
+        return 128 + g_agreed;
     }
     if (res->end == NN_TRAIN_STOPPED_AFTER && res->mid_epoch)
         printf("stopped after %d steps as asked (epoch %d, batch %d); checkpoint saved to %s\n", r->o.stop_after,
@@ -460,18 +537,29 @@ static int train(train_run *r)
     if (s == NN_OK) {
         catch_signals();
         r->tty = isatty(STDERR_FILENO) && !r->o.quiet;
-        print_header(r);
+        if (r->rank == 0) print_header(r);
         s = nn_trainer_run(r->tr, &res);
+        /* the end of the run is a checkpoint too (a mid-epoch stop saved one) */
+        if (s == NN_OK || s == NN_E_INTERRUPTED) {
+            nn_status c = nn_dp_check(r->dp, "at the end of the run");
+            if (c != NN_OK) s = c;
+        }
     }
     int rc;
     if (s == NN_OK || (s == NN_E_INTERRUPTED && res.end == NN_TRAIN_STOP_REQUESTED)) {
         rc = report_end(r, &res);
     } else {
-        if (!r->o.quiet) fputc('\n', stderr);
-        fprintf(stderr, "convnet train: %s%s\n", nn_errmsg(),
+        if (!r->o.quiet && r->rank == 0) fputc('\n', stderr);
+        char who[32] = "";
+        if (r->ranks > 1) snprintf(who, sizeof who, "rank %d: ", r->rank);
+        fprintf(stderr, "convnet train: %s%s%s\n", who, nn_errmsg(),
                 s == NN_E_NONFINITE ? " (lower --lr, or --skip-nonfinite to skip such batches)" : "");
         rc = 1;
+        /* a non-finite step is decided alike on every rank; anything else may
+         * leave the others waiting: end them all */
+        if (r->ranks > 1 && s != NN_E_NONFINITE) nn_dist_abort(rc);
     }
+    nn_dp_free(r->dp);
     nn_trainer_free(r->tr);
     nn_metrics_logger_free(r->log);
     nn_seq_free(&r->seq);
@@ -484,12 +572,22 @@ int cmd_train(int argc, char **argv)
     train_run *r = &run;
     memset(r, 0, sizeof *r);
     int rc = parse_opts(r, argc, argv);
-    if (rc == GO_ON) rc = validate(&r->o);
+    if (rc != GO_ON) return rc;
+    /* first: the local rank picks the GPU before any CUDA call */
+    if (nn_dist_init() != NN_OK) {
+        fprintf(stderr, "convnet train: %s\n", nn_errmsg());
+        nn_dist_abort(1);
+    }
+    r->rank = nn_dist_rank(), r->ranks = nn_dist_size();
+    if (r->o.dist_timeout > 0) nn_dist_set_timeout(r->o.dist_timeout);
+    if (r->rank != 0) r->o.quiet = true;
+    rc = validate(&r->o);
     if (rc == GO_ON) rc = configure(r);
     if (rc == GO_ON) rc = setup_device(r);
-    if (rc != GO_ON) return rc;
-    rc = open_data(r);
+    if (rc == GO_ON) rc = open_data(r);
     if (rc == GO_ON) rc = train(r);
     cli_data_close(&r->data);
-    return rc;
+    /* a usage error on every rank alike ends each cleanly; finalize waits for all */
+    nn_dist_finalize();
+    return rc == GO_ON ? 0 : rc;
 }

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(gcc meson ninja-build pkg-config python3
           libopenblas-openmp-dev libcmocka-dev zlib1g-dev libcjson-dev libpng-dev
-          libjpeg62-turbo-dev dataset-fashion-mnist)
+          libjpeg62-turbo-dev dataset-fashion-mnist openmpi-bin libopenmpi-dev)
 
 install_missing() {
     local missing=()
