@@ -118,31 +118,45 @@ void nn_seq_linear(nn_seq *s, const char *name, int out, float bias_init)
  * came before. Sets l->params and l->macs. NN_E_SHAPE naming the layer. */
 typedef nn_status (*layer_infer_fn)(nn_layer *l, int *c, int *h, int *w, bool *flat);
 
+static void conv_describe(const nn_layer *l, char *b, size_t n);
+static void pool_describe(const nn_layer *l, char *b, size_t n);
+
+/* An op's shape rule failed for layer l on a (c, h, w) input: its message,
+ * prefixed with the layer (the first one that does not fit). */
+static nn_status layer_misfit(const nn_layer *l, void (*describe)(const nn_layer *, char *, size_t), int c, int h,
+                              int w, nn_status s)
+{
+    char what[48], why[512];
+    describe(l, what, sizeof what);
+    snprintf(why, sizeof why, "%s", nn_errmsg());
+    return nn_error(s, "model: %s (%s) on input %dx%dx%d: %s", l->name, what, c, h, w, why);
+}
+
+/* The op's own rule (ops/conv2d.c) on one image */
 static nn_status conv_infer(nn_layer *l, int *c, int *h, int *w, bool *flat)
 {
     if (*flat) return nn_error(NN_E_SHAPE, "model: %s (conv) comes after flatten", l->name);
     int g = l->groups ? l->groups : 1;
-    if (*c % g || l->out % g)
-        return nn_error(NN_E_SHAPE, "model: %s (conv, groups %d): %d input and %d output channels must divide by the groups",
-                        l->name, g, *c, l->out);
-    int oh = (*h + 2 * l->pad - l->k) / l->stride + 1, ow = (*w + 2 * l->pad - l->k) / l->stride + 1;
-    if (*h + 2 * l->pad < l->k || *w + 2 * l->pad < l->k)
-        return nn_error(NN_E_SHAPE, "model: %s (conv %dx%d): input %dx%dx%d is smaller than the kernel (input size too small)",
-                        l->name, l->k, l->k, *c, *h, *w);
+    const int x[4] = {1, *c, *h, *w}, wt[4] = {l->out, *c / g, l->k, l->k};
+    nn_conv2d_geom geo;
+    nn_status s = nn_conv2d_shape(x, wt, (nn_conv2d_params){l->stride, l->stride, l->pad, l->pad, g}, &geo);
+    if (s != NN_OK) return layer_misfit(l, conv_describe, *c, *h, *w, s);
     l->params = (long long)l->out * (*c / g) * l->k * l->k + l->out;
-    l->macs = (long long)l->out * (*c / g) * l->k * l->k * oh * ow;
-    *c = l->out; *h = oh; *w = ow;
+    l->macs = (long long)l->out * (*c / g) * l->k * l->k * geo.oh * geo.ow;
+    *c = l->out; *h = geo.oh; *w = geo.ow;
     return NN_OK;
 }
 
+/* The op's own rule (ops/maxpool.c) on one image */
 static nn_status pool_infer(nn_layer *l, int *c, int *h, int *w, bool *flat)
 {
     (void)flat;
-    if (*h < l->k || *w < l->k)
-        return nn_error(NN_E_SHAPE, "model: %s (maxpool %dx%d/%d): input %dx%dx%d is smaller than the window (input size too small)",
-                        l->name, l->k, l->k, l->stride, *c, *h, *w);
-    *h = (*h - l->k) / l->stride + 1;
-    *w = (*w - l->k) / l->stride + 1;
+    const int x[4] = {1, *c, *h, *w};
+    nn_pool_geom geo;
+    nn_status s = nn_maxpool2d_shape(x, (nn_pool_params){l->k, l->k, l->stride, l->stride, 0, 0}, &geo);
+    if (s != NN_OK) return layer_misfit(l, pool_describe, *c, *h, *w, s);
+    *h = geo.oh;
+    *w = geo.ow;
     return NN_OK;
 }
 

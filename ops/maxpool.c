@@ -223,6 +223,32 @@ static nn_status maxpool_backward(nn_ctx *ctx, nn_node *nd)
 
 static const nn_op_def maxpool_def = {"maxpool2d", maxpool_backward};
 
+nn_status nn_maxpool2d_shape(const int x[4], nn_pool_params p, nn_pool_geom *g)
+{
+    if (p.kernel_h < 1 || p.kernel_w < 1)
+        return nn_error(NN_E_ARG, "maxpool2d: kernel %dx%d must be at least 1x1", p.kernel_h, p.kernel_w);
+    int sh = p.stride_h ? p.stride_h : p.kernel_h, sw = p.stride_w ? p.stride_w : p.kernel_w;
+    if (sh < 0 || sw < 0)
+        return nn_error(NN_E_ARG, "maxpool2d: stride %dx%d must be positive (0 = kernel)", p.stride_h, p.stride_w);
+    if (p.pad_h < 0 || p.pad_w < 0 || p.pad_h > p.kernel_h / 2 || p.pad_w > p.kernel_w / 2)
+        return nn_error(NN_E_ARG, "maxpool2d: padding %dx%d must be between 0 and half the kernel %dx%d", p.pad_h,
+                        p.pad_w, p.kernel_h, p.kernel_w);
+    const int H = x[2], W = x[3];
+    if ((long long)H * W > INT32_MAX)
+        return nn_error(NN_E_SHAPE, "maxpool2d: a %dx%d plane is too large for int32 indices", H, W);
+    /* in long long: kernel and padding are user values and may be huge */
+    const long long eh = (long long)H + 2LL * p.pad_h, ew = (long long)W + 2LL * p.pad_w;
+    if (eh < p.kernel_h || ew < p.kernel_w)
+        return nn_error(NN_E_SHAPE, "maxpool2d: kernel %dx%d is larger than the padded input %dx%dx%dx%d (pad %dx%d)",
+                        p.kernel_h, p.kernel_w, x[0], x[1], x[2], x[3], p.pad_h, p.pad_w);
+    *g = (nn_pool_geom){
+        .n = x[0], .c = x[1], .h = H, .w = W,
+        .kh = p.kernel_h, .kw = p.kernel_w, .sh = sh, .sw = sw, .ph = p.pad_h, .pw = p.pad_w,
+        .oh = (int)((eh - p.kernel_h) / sh + 1), .ow = (int)((ew - p.kernel_w) / sw + 1),
+    };
+    return NN_OK;
+}
+
 nn_tensor *nn_maxpool2d(nn_ctx *ctx, nn_tensor *x, nn_pool_params p)
 {
     if (nn_op_skip(ctx, "maxpool2d", 1, &x)) return NULL;
@@ -231,35 +257,12 @@ nn_tensor *nn_maxpool2d(nn_ctx *ctx, nn_tensor *x, nn_pool_params p)
     if (x->ndim != 4)
         return nn_op_fail(ctx, NN_E_SHAPE, "maxpool2d: input must be 4-D (N, C, H, W), got %s",
                           nn_shape_str(x, xs, sizeof xs));
-    if (p.kernel_h < 1 || p.kernel_w < 1)
-        return nn_op_fail(ctx, NN_E_ARG, "maxpool2d: kernel %dx%d must be at least 1x1", p.kernel_h,
-                          p.kernel_w);
-    int sh = p.stride_h ? p.stride_h : p.kernel_h, sw = p.stride_w ? p.stride_w : p.kernel_w;
-    if (sh < 0 || sw < 0)
-        return nn_op_fail(ctx, NN_E_ARG, "maxpool2d: stride %dx%d must be positive (0 = kernel)",
-                          p.stride_h, p.stride_w);
-    if (p.pad_h < 0 || p.pad_w < 0 || p.pad_h > p.kernel_h / 2 || p.pad_w > p.kernel_w / 2)
-        return nn_op_fail(ctx, NN_E_ARG,
-                          "maxpool2d: padding %dx%d must be between 0 and half the kernel %dx%d",
-                          p.pad_h, p.pad_w, p.kernel_h, p.kernel_w);
-    const int H = x->shape[2], W = x->shape[3];
-    if ((long long)H * W > INT32_MAX)
-        return nn_op_fail(ctx, NN_E_SHAPE, "maxpool2d: a %dx%d plane is too large for int32 indices",
-                          H, W);
-    /* in long long: kernel and padding are user values and may be huge */
-    const long long eh = (long long)H + 2LL * p.pad_h, ew = (long long)W + 2LL * p.pad_w;
-    if (eh < p.kernel_h || ew < p.kernel_w)
-        return nn_op_fail(ctx, NN_E_SHAPE,
-                          "maxpool2d: kernel %dx%d is larger than the padded input %s (pad %dx%d)",
-                          p.kernel_h, p.kernel_w, nn_shape_str(x, xs, sizeof xs), p.pad_h, p.pad_w);
+    nn_pool_geom g;
+    nn_status gs = nn_maxpool2d_shape(x->shape, p, &g);
+    if (gs != NN_OK) return nn_op_fail_status(ctx, gs);
     const nn_backend *be = nn_op_backend(ctx, "maxpool2d", x->device);
     if (!be) return NULL;
 
-    nn_pool_geom g = {
-        .n = x->shape[0], .c = x->shape[1], .h = H, .w = W,
-        .kh = p.kernel_h, .kw = p.kernel_w, .sh = sh, .sw = sw, .ph = p.pad_h, .pw = p.pad_w,
-        .oh = (int)((eh - p.kernel_h) / sh + 1), .ow = (int)((ew - p.kernel_w) / sw + 1),
-    };
     int oshape[4] = {g.n, g.c, g.oh, g.ow};
     nn_tensor *y = nn_op_tensor(ctx, NN_F32, x->device, 4, oshape);
     if (!y) return NULL;

@@ -7,6 +7,7 @@
 #ifndef NN_OPS_H
 #define NN_OPS_H
 
+#include "core/backend.h" /* the geometry structs */
 #include "core/defaults.h"
 #include "core/graph.h"
 #include "core/tensor.h"
@@ -22,6 +23,11 @@ typedef struct nn_conv2d_params {
  * x (N,C,H,W), w (O,C/groups,KH,KW), b (O) or NULL -> y (N,O,OH,OW),
  * OH = (H + 2ph - KH)/sh + 1. C and O must both divide by groups. */
 nn_tensor *nn_conv2d(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, nn_conv2d_params p);
+/* conv2d's shape rule alone, for planning (the sequential builder): the
+ * shapes of x (N,C,H,W) and w (O,C/groups,KH,KW) and p give the geometry (the
+ * output is N x O x g->oh x g->ow), or the NN_E_SHAPE / NN_E_ARG status and
+ * message nn_conv2d would give. */
+nn_status nn_conv2d_shape(const int x[4], const int w[4], nn_conv2d_params p, nn_conv2d_geom *g);
 
 /* y = max(x, 0); the gradient at exactly 0 is taken as 0. */
 nn_tensor *nn_relu(nn_ctx *ctx, nn_tensor *x);
@@ -51,6 +57,10 @@ typedef struct nn_pool_params {
     int pad_h, pad_w;
 } nn_pool_params;
 nn_tensor *nn_maxpool2d(nn_ctx *ctx, nn_tensor *x, nn_pool_params p);
+/* maxpool2d's shape rule alone: x's shape (N,C,H,W) and p give the geometry
+ * (output N x C x g->oh x g->ow), or the status and message nn_maxpool2d
+ * would give. */
+nn_status nn_maxpool2d_shape(const int x[4], nn_pool_params p, nn_pool_geom *g);
 
 /* Inverted dropout: in training y = x * keep / (1 - p) with keep drawn from the
  * context's generator (keep iff uniform >= p); identity in eval mode or p = 0;

@@ -587,6 +587,39 @@ static void test_sequential_bad_arguments(void **state)
     assert_int_equal(nn_seq_infer(NULL), NN_E_ARG);
 }
 
+/* The shape rules alone (what the sequential builder plans with) give the
+ * shapes the ops produce: AlexNet's conv1 and pool1 (docs/alexnet.md), and
+ * the op's error for a kernel that does not fit. */
+static void test_shape_rules(void **state)
+{
+    (void)state;
+    nn_conv2d_geom g;
+    const int x[4] = {2, 3, 224, 224}, w[4] = {96, 3, 11, 11};
+    assert_int_equal(nn_conv2d_shape(x, w, (nn_conv2d_params){4, 4, 2, 2, 1}, &g), NN_OK);
+    assert_int_equal(g.oh, 55);
+    assert_int_equal(g.ow, 55);
+    nn_pool_geom pg;
+    const int y[4] = {2, 96, 55, 55};
+    assert_int_equal(nn_maxpool2d_shape(y, (nn_pool_params){3, 3, 2, 2, 0, 0}, &pg), NN_OK);
+    assert_int_equal(pg.oh, 27);
+    const int tiny[4] = {1, 3, 6, 6};
+    assert_int_equal(nn_conv2d_shape(tiny, w, (nn_conv2d_params){4, 4, 2, 2, 1}, &g), NN_E_SHAPE);
+    assert_non_null(strstr(nn_errmsg(), "does not fit"));
+    const int w2[4] = {96, 2, 11, 11}; /* 3 channels do not split into groups of 2 */
+    assert_int_equal(nn_conv2d_shape(x, w2, (nn_conv2d_params){4, 4, 2, 2, 2}, &g), NN_E_SHAPE);
+    /* the op itself says the same */
+    nn_ctx *ctx = nn_ctx_new();
+    nn_tensor *xt, *wt;
+    assert_int_equal(nn_tensor_new(&xt, NN_F32, NN_CPU, 4, tiny), NN_OK);
+    assert_int_equal(nn_tensor_new(&wt, NN_F32, NN_CPU, 4, w), NN_OK);
+    assert_null(nn_conv2d(ctx, xt, wt, NULL, (nn_conv2d_params){4, 4, 2, 2, 1}));
+    assert_int_equal(nn_ctx_status(ctx), NN_E_SHAPE);
+    assert_non_null(strstr(nn_errmsg(), "does not fit"));
+    nn_tensor_free(xt);
+    nn_tensor_free(wt);
+    nn_ctx_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -601,6 +634,7 @@ int main(void)
         cmocka_unit_test(test_batch_one_network),
         cmocka_unit_test(test_bad_inputs_name_the_op),
         cmocka_unit_test(test_sequential_bad_arguments),
+        cmocka_unit_test(test_shape_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
