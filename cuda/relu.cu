@@ -2,7 +2,8 @@
  * dx += dy where y > 0 (the gradient at exactly 0 is 0), as ops/relu.c. */
 #include "cuda/common.cuh"
 
-static __global__ void relu_forward_kernel(size_t n, const float *__restrict__ x, float *__restrict__ y)
+/* x and y may be one buffer (nn_relu_ runs in place): no __restrict__ here */
+static __global__ void relu_forward_kernel(size_t n, const float *x, float *y)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const float v = x[i];
