@@ -23,59 +23,10 @@
 static char g_bin[4096], g_src[4096], g_tmp[256], g_data[512], g_src_ck[512];
 
 #define CLASSES 4
-static const char *const cls[CLASSES] = {"blue", "gray", "green", "red"};
-static const int rgb[CLASSES][3] = {{20, 60, 200}, {128, 128, 128}, {30, 190, 40}, {210, 40, 30}};
-
-static int run(char *out, size_t n, const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t k = 0;
-    if (out && n) {
-        k = fread(out, 1, n - 1, p);
-        out[k] = '\0';
-    }
-    char sink[4096];
-    while (fread(sink, 1, sizeof sink, p) > 0) {
-    }
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
+static const tu_colour_class cls[CLASSES] = {
+    {"blue", {20, 60, 200}}, {"gray", {128, 128, 128}}, {"green", {30, 190, 40}}, {"red", {210, 40, 30}}};
 
 /* Four colour classes, JPEG and PNG, odd sizes, noisy. */
-static void make_folder(const char *root)
-{
-    const char *split[2] = {"train", "val"};
-    char p[1024];
-    for (int s = 0; s < 2; s++)
-        for (int c = 0; c < CLASSES; c++) {
-            snprintf(p, sizeof p, "mkdir -p %s/%s/%s", root, split[s], cls[c]);
-            assert_int_equal(system(p), 0);
-            for (int i = 0; i < (s ? 4 : 16); i++) {
-                int w = 40 + 3 * i, h = 30 + 2 * (i % 5);
-                uint8_t *px = malloc((size_t)w * h * 3);
-                assert_non_null(px);
-                nn_rng r = nn_rng_make((uint64_t)(s * 1000 + c * 100 + i));
-                for (int k = 0; k < w * h * 3; k++) {
-                    int v = rgb[c][k % 3] + (int)nn_rng_below(&r, 50) - 25;
-                    px[k] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
-                }
-                snprintf(p, sizeof p, "%s/%s/%s/%03d.%s", root, split[s], cls[c], i, i % 3 ? "jpg" : "png");
-                if (i % 3)
-                    assert_int_equal(nn_jpeg_write(p, w, h, 3, px, 90, 0), NN_OK);
-                else
-                    assert_int_equal(nn_png_write_rgb(p, w, h, px), NN_OK);
-                free(px);
-            }
-        }
-}
-
 /* A 10-class RGB AlexNet checkpoint (random weights: what matters is which tensors carry over). */
 static void make_source_checkpoint(const char *path)
 {
@@ -98,7 +49,7 @@ static int setup(void **state)
     if (!mkdtemp(g_tmp)) return -1;
     snprintf(g_data, sizeof g_data, "%s/colours", g_tmp);
     snprintf(g_src_ck, sizeof g_src_ck, "%s/ten.safetensors", g_tmp);
-    make_folder(g_data);
+    tu_make_colour_folder(g_data, cls, CLASSES, 16, 4, 3, 50);
     make_source_checkpoint(g_src_ck);
     return 0;
 }
@@ -133,7 +84,7 @@ static void test_init_from_replaces_last_layer(void **state)
 {
     (void)state;
     char out[16384], ck[600];
-    int rc = run(out, sizeof out, "%s train --data %s --init-from %s --epochs 1 --lr 1e-30 " FT " --checkpoint-dir %s/still",
+    int rc = tu_run(out, sizeof out, "%s train --data %s --init-from %s --epochs 1 --lr 1e-30 " FT " --checkpoint-dir %s/still",
                  g_bin, g_data, g_src_ck, g_tmp);
     if (rc) fail_msg("train --init-from failed (%d):\n%s", rc, out);
     assert_non_null(strstr(out, "classifier.7.weight: shape (10, 32) in the file, 4x32 in the model"));
@@ -144,11 +95,11 @@ static void test_init_from_replaces_last_layer(void **state)
     assert_true(same_tensor(g_src_ck, ck, "stage1.0.weight"));
     assert_true(same_tensor(g_src_ck, ck, "classifier.5.weight"));
     /* with --resume: one or the other */
-    rc = run(out, sizeof out, "%s train --data %s --init-from %s --resume %s", g_bin, g_data, g_src_ck, ck);
+    rc = tu_run(out, sizeof out, "%s train --data %s --init-from %s --resume %s", g_bin, g_data, g_src_ck, ck);
     assert_int_equal(rc, 2);
     assert_non_null(strstr(out, "--init-from"));
     /* a file nothing of which fits */
-    rc = run(out, sizeof out, "%s train --data %s --init-from %s/colours/train/red/001.jpg " FT " --checkpoint-dir %s/x",
+    rc = tu_run(out, sizeof out, "%s train --data %s --init-from %s/colours/train/red/001.jpg " FT " --checkpoint-dir %s/x",
              g_bin, g_data, g_tmp, g_tmp);
     assert_int_not_equal(rc, 0);
 }
@@ -194,7 +145,7 @@ static void check_metrics(const char *path, int epochs, int *steps)
 static void check_svg(const char *path)
 {
     char out[4096];
-    int rc = run(out, sizeof out, "python3 -c 'import sys, xml.etree.ElementTree as E; "
+    int rc = tu_run(out, sizeof out, "python3 -c 'import sys, xml.etree.ElementTree as E; "
                                   "r = E.parse(sys.argv[1]).getroot(); assert r.tag.endswith(\"svg\"), r.tag' %s", path);
     if (rc) fail_msg("%s is not well-formed SVG:\n%s", path, out);
 }
@@ -208,7 +159,7 @@ static void test_metrics_resume_and_predict(void **state)
     char out[16384], dir[512], path[600];
     snprintf(dir, sizeof dir, "%s/ft", g_tmp);
     /* 4 steps an epoch: stop after 6 (epoch 2, batch 2) */
-    int rc = run(out, sizeof out, "%s train --data %s --init-from %s --epochs 4 --lr 0.003 --log-every 2 --stop-after 6 " FT
+    int rc = tu_run(out, sizeof out, "%s train --data %s --init-from %s --epochs 4 --lr 0.003 --log-every 2 --stop-after 6 " FT
                  " --checkpoint-dir %s", g_bin, g_data, g_src_ck, dir);
     if (rc) fail_msg("fine-tuning failed (%d):\n%s", rc, out);
     assert_non_null(strstr(out, "stopped after 6 steps"));
@@ -219,7 +170,7 @@ static void test_metrics_resume_and_predict(void **state)
     fputs("{\"kind\":\"step\",\"split\":\"train\",\"epoch\":2,\"step\":8,\"loss\":9,\"top1\":0,\"top5\":null,"
           "\"lr\":0.1,\"images_per_s\":1,\"elapsed_s\":99}\n{\"kind\":\"ep", fp);
     fclose(fp);
-    rc = run(out, sizeof out, "%s train --resume %s --data %s --log-every 2 --quiet --threads 2 --checkpoint-dir %s", g_bin, dir,
+    rc = tu_run(out, sizeof out, "%s train --resume %s --data %s --log-every 2 --quiet --threads 2 --checkpoint-dir %s", g_bin, dir,
                  g_data, dir);
     if (rc) fail_msg("resume failed (%d):\n%s", rc, out);
     assert_non_null(strstr(out, "2 line(s)"));
@@ -228,20 +179,20 @@ static void test_metrics_resume_and_predict(void **state)
     assert_int_equal(steps, 8); /* steps 2, 4, ..., 16 */
     snprintf(path, sizeof path, "%s/curves.svg", dir);
     check_svg(path);
-    assert_int_equal(run(out, sizeof out, "%s plot %s", g_bin, dir), 0);
+    assert_int_equal(tu_run(out, sizeof out, "%s plot %s", g_bin, dir), 0);
     check_svg(path);
     /* predict with the stored normalization: no --data, --mean or --std */
     for (int c = 0; c < CLASSES; c++) {
-        rc = run(out, sizeof out, "%s predict --checkpoint %s/last.safetensors --top 1 %s/val/%s/001.jpg %s/val/%s/003.png",
-                 g_bin, dir, g_data, cls[c], g_data, cls[c]);
+        rc = tu_run(out, sizeof out, "%s predict --checkpoint %s/last.safetensors --top 1 %s/val/%s/001.jpg %s/val/%s/003.png",
+                 g_bin, dir, g_data, cls[c].name, g_data, cls[c].name);
         if (rc) fail_msg("predict failed (%d):\n%s", rc, out);
         assert_null(strstr(out, "normaliz")); /* no note, no complaint */
         const char *first = strstr(out, "%  ");
         assert_non_null(first);
         const char *second = strstr(first + 3, "%  ");
         assert_non_null(second);
-        if (strncmp(first + 3, cls[c], strlen(cls[c])) != 0 || strncmp(second + 3, cls[c], strlen(cls[c])) != 0)
-            fail_msg("photos of %s:\n%s", cls[c], out);
+        if (strncmp(first + 3, cls[c].name, strlen(cls[c].name)) != 0 || strncmp(second + 3, cls[c].name, strlen(cls[c].name)) != 0)
+            fail_msg("photos of %s:\n%s", cls[c].name, out);
     }
 }
 

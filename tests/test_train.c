@@ -18,29 +18,6 @@
 
 static char g_bin[4096], g_src[4096], g_tmp[256];
 
-/* Runs a shell command, captures stdout+stderr into out, returns the exit status. */
-static int run(char *out, size_t n, const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t k = 0;
-    if (out && n) {
-        k = fread(out, 1, n - 1, p);
-        out[k] = '\0';
-    }
-    char sink[4096];
-    while (fread(sink, 1, sizeof sink, p) > 0) {
-    }
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
 static bool have_data(void)
 {
     char p[512];
@@ -71,7 +48,7 @@ static void test_lenet_learns(void **state)
     (void)state;
     if (!have_data()) skip();
     char out[16384];
-    int rc = run(out, sizeof out,
+    int rc = tu_run(out, sizeof out,
                  "%s train --model lenet --limit 3000 --test-limit 1000 --epochs 1 --batch 32 --optim sgd --lr 0.05 "
                  "--no-augment --quiet --threads 2 --checkpoint-dir %s/lenet",
                  g_bin, g_tmp);
@@ -109,21 +86,21 @@ static void test_resume_is_exact(void **state)
     if (!have_data()) skip();
     char out[16384], a[512], b[512], c[512];
     /* straight: 2 epochs of 10 steps */
-    int rc = run(out, sizeof out, "%s train " TINY " --epochs 2 --checkpoint-dir %s/a", g_bin, g_tmp);
+    int rc = tu_run(out, sizeof out, "%s train " TINY " --epochs 2 --checkpoint-dir %s/a", g_bin, g_tmp);
     if (rc) fail_msg("%s", out);
     /* stopped mid-epoch 2 (step 13), then resumed */
-    rc = run(out, sizeof out, "%s train " TINY " --epochs 2 --stop-after 13 --checkpoint-dir %s/b", g_bin, g_tmp);
+    rc = tu_run(out, sizeof out, "%s train " TINY " --epochs 2 --stop-after 13 --checkpoint-dir %s/b", g_bin, g_tmp);
     if (rc) fail_msg("%s", out);
     assert_non_null(strstr(out, "stopped after 13 steps"));
-    rc = run(out, sizeof out, "%s train --resume %s/b --epochs 2 --test-limit 64 --quiet --threads 2 --checkpoint-dir %s/b", g_bin,
+    rc = tu_run(out, sizeof out, "%s train --resume %s/b --epochs 2 --test-limit 64 --quiet --threads 2 --checkpoint-dir %s/b", g_bin,
              g_tmp, g_tmp);
     if (rc) fail_msg("%s", out);
     assert_non_null(strstr(out, "resumed from"));
     /* stopped at the epoch boundary (10 steps an epoch), then resumed; the
      * cosine schedule spans --epochs, so that stays 2 */
-    rc = run(out, sizeof out, "%s train " TINY " --epochs 2 --stop-after 10 --checkpoint-dir %s/c", g_bin, g_tmp);
+    rc = tu_run(out, sizeof out, "%s train " TINY " --epochs 2 --stop-after 10 --checkpoint-dir %s/c", g_bin, g_tmp);
     if (rc) fail_msg("%s", out);
-    rc = run(out, sizeof out, "%s train --resume %s/c/last.safetensors --epochs 2 --test-limit 64 --quiet --threads 2 --checkpoint-dir %s/c",
+    rc = tu_run(out, sizeof out, "%s train --resume %s/c/last.safetensors --epochs 2 --test-limit 64 --quiet --threads 2 --checkpoint-dir %s/c",
              g_bin, g_tmp, g_tmp);
     if (rc) fail_msg("%s", out);
     snprintf(a, sizeof a, "%s/a/last.safetensors", g_tmp);
@@ -133,9 +110,9 @@ static void test_resume_is_exact(void **state)
     assert_same_checkpoint(a, c);
 
     /* the checkpoint in an independent reader, with the PyTorch-style names */
-    if (run(NULL, 0, "python3 -c 'import json, struct'") == 0) {
+    if (tu_run(NULL, 0, "python3 -c 'import json, struct'") == 0) {
         static char py[1 << 16];
-        rc = run(py, sizeof py, "python3 %s/tests/st_read.py %s", g_src, a);
+        rc = tu_run(py, sizeof py, "python3 %s/tests/st_read.py %s", g_src, a);
         if (rc) fail_msg("st_read.py: %s", py);
         const char *names[] = {"tensor stage1.0.weight F32 16x1x11x11", "tensor stage2.0.bias F32",
                                "tensor classifier.2.weight F32 32x", "tensor classifier.7.bias F32 10 ",
@@ -155,12 +132,12 @@ static void test_corrupt_checkpoint(void **state)
     struct stat sb;
     if (stat(src, &sb) != 0) skip(); /* needs the resume test's run */
     /* truncated by a quarter */
-    int rc = run(NULL, 0, "head -c %lld %s > %s", (long long)(sb.st_size * 3 / 4), src, bad);
+    int rc = tu_run(NULL, 0, "head -c %lld %s > %s", (long long)(sb.st_size * 3 / 4), src, bad);
     assert_int_equal(rc, 0);
-    rc = run(out, sizeof out, "%s train --resume %s --quiet --checkpoint-dir %s/d", g_bin, bad, g_tmp);
+    rc = tu_run(out, sizeof out, "%s train --resume %s --quiet --checkpoint-dir %s/d", g_bin, bad, g_tmp);
     assert_int_equal(rc, 1);
     assert_non_null(strstr(out, bad));
-    rc = run(out, sizeof out, "%s eval --checkpoint %s", g_bin, bad);
+    rc = tu_run(out, sizeof out, "%s eval --checkpoint %s", g_bin, bad);
     assert_int_equal(rc, 1);
     assert_non_null(strstr(out, bad));
     /* nothing was written for the failed resume */
@@ -168,52 +145,24 @@ static void test_corrupt_checkpoint(void **state)
     assert_int_not_equal(access(bad, F_OK), 0);
 }
 
-/* An image folder of two colour classes (JPEG and PNG, odd sizes), plus a broken file. */
-static void make_folder(const char *root)
-{
-    const char *split[2] = {"train", "val"}, *cls[2] = {"blue", "red"};
-    char p[1024];
-    for (int s = 0; s < 2; s++)
-        for (int c = 0; c < 2; c++) {
-            snprintf(p, sizeof p, "mkdir -p %s/%s/%s", root, split[s], cls[c]);
-            assert_int_equal(system(p), 0);
-            for (int i = 0; i < (s ? 8 : 32); i++) {
-                int w = 40 + 3 * i, h = 30 + 2 * (i % 5);
-                uint8_t *px = malloc((size_t)w * h * 3);
-                nn_rng r = nn_rng_make((uint64_t)(s * 1000 + c * 100 + i));
-                for (int k = 0; k < w * h; k++) {
-                    int noise = (int)nn_rng_below(&r, 60);
-                    px[3 * k + 0] = (uint8_t)(c ? 150 + noise : noise);
-                    px[3 * k + 1] = (uint8_t)(60 + noise);
-                    px[3 * k + 2] = (uint8_t)(c ? noise : 150 + noise);
-                }
-                /* mostly JPEG, some PNG */
-                snprintf(p, sizeof p, "%s/%s/%s/%03d.%s", root, split[s], cls[c], i, i % 4 ? "jpg" : "png");
-                if (i % 4)
-                    assert_int_equal(nn_jpeg_write(p, w, h, 3, px, 90, 0), NN_OK);
-                else
-                    assert_int_equal(nn_png_write_rgb(p, w, h, px), NN_OK);
-                free(px);
-            }
-        }
-    snprintf(p, sizeof p, "echo 'not a picture' > %s/train/red/broken.png", root);
-    assert_int_equal(system(p), 0);
-}
-
 static void test_image_folder_train_and_ten_crop(void **state)
 {
     (void)state;
     char out[16384], dir[512];
     snprintf(dir, sizeof dir, "%s/folder", g_tmp);
-    make_folder(dir);
-    int rc = run(out, sizeof out,
+    /* two colour classes, mostly JPEG, and a broken file the loader must name and skip */
+    tu_make_colour_folder(dir, (tu_colour_class[])TU_BLUE_RED, 2, 32, 8, 4, 60);
+    char broken[1024];
+    snprintf(broken, sizeof broken, "echo 'not a picture' > %s/train/red/broken.png", dir);
+    assert_int_equal(system(broken), 0);
+    int rc = tu_run(out, sizeof out,
                  "%s train --data %s --size 64 --width 0.125 --fc 32 --batch 16 --epochs 3 --quiet --threads 2 "
                  "--checkpoint-dir %s/fck",
                  g_bin, dir, g_tmp);
     if (rc) fail_msg("train on a folder failed (%d):\n%s", rc, out);
     assert_non_null(strstr(out, "2 classes"));
     assert_non_null(strstr(out, "broken.png")); /* reported by name, skipped */
-    rc = run(out, sizeof out, "%s eval --checkpoint %s/fck/last.safetensors --data %s --ten-crop", g_bin, g_tmp, dir);
+    rc = tu_run(out, sizeof out, "%s eval --checkpoint %s/fck/last.safetensors --data %s --ten-crop", g_bin, g_tmp, dir);
     if (rc) fail_msg("eval --ten-crop failed (%d):\n%s", rc, out);
     assert_non_null(strstr(out, "10 views"));
     assert_non_null(strstr(out, "red"));
@@ -222,22 +171,22 @@ static void test_image_folder_train_and_ten_crop(void **state)
     double acc = atof(p + 16);
     if (acc < 0.9) fail_msg("two colour classes, 10-crop top-1 %.3f:\n%s", acc, out);
     /* --ten-crop on Fashion-MNIST is a usage error */
-    assert_int_equal(run(out, sizeof out, "%s eval --checkpoint %s/fck/last.safetensors --ten-crop", g_bin, g_tmp), 2);
+    assert_int_equal(tu_run(out, sizeof out, "%s eval --checkpoint %s/fck/last.safetensors --ten-crop", g_bin, g_tmp), 2);
 }
 
 static void test_bad_flags(void **state)
 {
     (void)state;
     char out[4096];
-    assert_int_equal(run(out, sizeof out, "%s train --epochs 0", g_bin), 2);
+    assert_int_equal(tu_run(out, sizeof out, "%s train --epochs 0", g_bin), 2);
     assert_non_null(strstr(out, "--epochs"));
-    assert_int_equal(run(out, sizeof out, "%s train --batch x", g_bin), 2);
-    assert_int_equal(run(out, sizeof out, "%s train --optim lbfgs", g_bin), 2);
+    assert_int_equal(tu_run(out, sizeof out, "%s train --batch x", g_bin), 2);
+    assert_int_equal(tu_run(out, sizeof out, "%s train --optim lbfgs", g_bin), 2);
     assert_non_null(strstr(out, "lbfgs"));
-    assert_int_equal(run(out, sizeof out, "%s train --size 32", g_bin), 2);
+    assert_int_equal(tu_run(out, sizeof out, "%s train --size 32", g_bin), 2);
     assert_non_null(strstr(out, "stage"));
-    assert_int_equal(run(out, sizeof out, "%s train --device tpu", g_bin), 2);
-    assert_int_equal(run(out, sizeof out, "%s train --help", g_bin), 0);
+    assert_int_equal(tu_run(out, sizeof out, "%s train --device tpu", g_bin), 2);
+    assert_int_equal(tu_run(out, sizeof out, "%s train --help", g_bin), 0);
     assert_non_null(strstr(out, "--resume"));
 }
 

@@ -22,58 +22,7 @@
 static char g_bin[4096], g_src[4096], g_tmp[256], g_ck[512], g_dir[512];
 static bool g_trained;
 
-/* Runs a shell command, captures stdout (+ stderr unless quiet_err) into out, returns the exit status. */
-static int run(char *out, size_t n, const char *fmt, ...)
-{
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t k = 0;
-    if (out && n) {
-        k = fread(out, 1, n - 1, p);
-        out[k] = '\0';
-    }
-    char sink[4096];
-    while (fread(sink, 1, sizeof sink, p) > 0) {
-    }
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
 static bool have_python(void) { return system("python3 -c 'import json, struct, xml.etree.ElementTree' 2>/dev/null") == 0; }
-
-/* Two colour classes (red, blue), JPEG and PNG files of odd sizes. */
-static void make_folder(const char *root)
-{
-    const char *split[2] = {"train", "val"}, *cls[2] = {"blue", "red"};
-    char p[1024];
-    for (int s = 0; s < 2; s++)
-        for (int c = 0; c < 2; c++) {
-            snprintf(p, sizeof p, "mkdir -p %s/%s/%s", root, split[s], cls[c]);
-            assert_int_equal(system(p), 0);
-            for (int i = 0; i < (s ? 4 : 32); i++) {
-                int w = 40 + 3 * i, h = 30 + 2 * (i % 5);
-                uint8_t *px = malloc((size_t)w * h * 3);
-                nn_rng r = nn_rng_make((uint64_t)(s * 1000 + c * 100 + i));
-                for (int k = 0; k < w * h; k++) {
-                    int noise = (int)nn_rng_below(&r, 60);
-                    px[3 * k + 0] = (uint8_t)(c ? 150 + noise : noise);
-                    px[3 * k + 1] = (uint8_t)(60 + noise);
-                    px[3 * k + 2] = (uint8_t)(c ? noise : 150 + noise);
-                }
-                snprintf(p, sizeof p, "%s/%s/%s/%03d.%s", root, split[s], cls[c], i, i % 2 ? "jpg" : "png");
-                if (i % 2)
-                    assert_int_equal(nn_jpeg_write(p, w, h, 3, px, 90, 0), NN_OK);
-                else
-                    assert_int_equal(nn_png_write_rgb(p, w, h, px), NN_OK);
-                free(px);
-            }
-        }
-}
 
 static int setup(void **state)
 {
@@ -100,8 +49,8 @@ static void need_trained(void)
     if (g_trained) return;
     char out[16384];
     snprintf(g_dir, sizeof g_dir, "%s/folder", g_tmp);
-    make_folder(g_dir);
-    int rc = run(out, sizeof out,
+    tu_make_colour_folder(g_dir, (tu_colour_class[])TU_BLUE_RED, 2, 32, 4, 2, 60);
+    int rc = tu_run(out, sizeof out,
                  "%s train --data %s --size 64 --width 0.125 --fc 32 --batch 16 --epochs 3 --quiet --threads 2 "
                  "--checkpoint-dir %s/ck 2>&1",
                  g_bin, g_dir, g_tmp);
@@ -140,7 +89,7 @@ static float *logits_of(const char *model, const char *in, const char *tag, int 
 {
     char out[8192], y[600];
     snprintf(y, sizeof y, "%s/y_%s.safetensors", g_tmp, tag);
-    int rc = run(out, sizeof out, "%s predict --checkpoint %s --input %s --output %s 2>&1", g_bin, model, in, y);
+    int rc = tu_run(out, sizeof out, "%s predict --checkpoint %s --input %s --output %s 2>&1", g_bin, model, in, y);
     if (rc) fail_msg("predict on %s failed (%d):\n%s", model, rc, out);
     return read_logits(y, n, k);
 }
@@ -154,8 +103,8 @@ static void test_weights_only_same_logits(void **state)
     snprintf(w, sizeof w, "%s/w.safetensors", g_tmp);
     snprintf(w64, sizeof w64, "%s/w64.safetensors", g_tmp);
     snprintf(in, sizeof in, "%s/x.safetensors", g_tmp);
-    assert_int_equal(run(out, sizeof out, "python3 %s/tests/weights_only.py %s %s 2>&1", g_src, g_ck, w), 0);
-    assert_int_equal(run(out, sizeof out, "python3 %s/tests/weights_only.py %s %s --f64 2>&1", g_src, g_ck, w64), 0);
+    assert_int_equal(tu_run(out, sizeof out, "python3 %s/tests/weights_only.py %s %s 2>&1", g_src, g_ck, w), 0);
+    assert_int_equal(tu_run(out, sizeof out, "python3 %s/tests/weights_only.py %s %s --f64 2>&1", g_src, g_ck, w64), 0);
     assert_true(nn_weights_only(w));
     assert_false(nn_weights_only(g_ck));
     write_input(in, 3, 3, 64);
@@ -185,12 +134,12 @@ static void test_weights_only_same_logits(void **state)
     assert_int_equal(cfg.in_size, 64);
     /* eval and filters take it too (eval: the same accuracy as the checkpoint's) */
     char out2[8192];
-    assert_int_equal(run(out, sizeof out, "%s eval --checkpoint %s --data %s 2>&1", g_bin, g_ck, g_dir), 0);
-    int rc = run(out2, sizeof out2, "%s eval --checkpoint %s --data %s --size 64 2>&1", g_bin, w, g_dir);
+    assert_int_equal(tu_run(out, sizeof out, "%s eval --checkpoint %s --data %s 2>&1", g_bin, g_ck, g_dir), 0);
+    int rc = tu_run(out2, sizeof out2, "%s eval --checkpoint %s --data %s --size 64 2>&1", g_bin, w, g_dir);
     if (rc) fail_msg("eval of a weights-only file failed (%d):\n%s", rc, out2);
     assert_non_null(strstr(out2, "holds weights only"));
     assert_string_equal(strstr(out, "top-1 accuracy"), strstr(out2, "top-1 accuracy"));
-    rc = run(out, sizeof out, "%s filters --checkpoint %s --out %s/f.png 2>&1", g_bin, w, g_tmp);
+    rc = tu_run(out, sizeof out, "%s filters --checkpoint %s --out %s/f.png 2>&1", g_bin, w, g_tmp);
     if (rc) fail_msg("filters on a weights-only file failed (%d):\n%s", rc, out);
 }
 
@@ -267,7 +216,7 @@ static void test_contradictions_name_the_tensor(void **state)
     /* and through the command line, exit status 1 */
     char out[4096];
     write_model(p, "classifier.5.weight", 2, fc7, false);
-    assert_int_equal(run(out, sizeof out, "%s predict --checkpoint %s x.png 2>&1", g_bin, p), 1);
+    assert_int_equal(tu_run(out, sizeof out, "%s predict --checkpoint %s x.png 2>&1", g_bin, p), 1);
     assert_non_null(strstr(out, "classifier.5.weight"));
 }
 
@@ -325,14 +274,14 @@ static void test_predict_photos(void **state)
     char out[16384], cls[64], red[600], blue[600];
     snprintf(red, sizeof red, "%s/val/red/001.jpg", g_dir);   /* JPEG */
     snprintf(blue, sizeof blue, "%s/val/blue/002.png", g_dir); /* PNG */
-    int rc = run(out, sizeof out, "%s predict --checkpoint %s --data %s %s %s 2>&1", g_bin, g_ck, g_dir, red, blue);
+    int rc = tu_run(out, sizeof out, "%s predict --checkpoint %s --data %s %s %s 2>&1", g_bin, g_ck, g_dir, red, blue);
     if (rc) fail_msg("predict on photos failed (%d):\n%s", rc, out);
     top_class(out, red, cls, sizeof cls);
     assert_string_equal(cls, "red");
     top_class(out, blue, cls, sizeof cls);
     assert_string_equal(cls, "blue");
     /* --json for programs (stdout only), with the 10 views */
-    rc = run(out, sizeof out, "%s predict --checkpoint %s --data %s --ten-crop --json %s %s", g_bin, g_ck, g_dir, red,
+    rc = tu_run(out, sizeof out, "%s predict --checkpoint %s --data %s --ten-crop --json %s %s 2>/dev/null", g_bin, g_ck, g_dir, red,
              blue);
     assert_int_equal(rc, 0);
     cJSON *j = cJSON_Parse(out);
@@ -350,14 +299,14 @@ static void test_predict_photos(void **state)
     }
     cJSON_Delete(j);
     /* without the folder: the per-channel normalization the checkpoint stores */
-    rc = run(out, sizeof out, "%s predict --checkpoint %s %s %s 2>&1", g_bin, g_ck, red, blue);
+    rc = tu_run(out, sizeof out, "%s predict --checkpoint %s %s %s 2>&1", g_bin, g_ck, red, blue);
     if (rc) fail_msg("predict with the stored normalization failed (%d):\n%s", rc, out);
     top_class(out, red, cls, sizeof cls);
     assert_string_equal(cls, "red");
     top_class(out, blue, cls, sizeof cls);
     assert_string_equal(cls, "blue");
     /* an unreadable photo: named, exit 1 */
-    assert_int_equal(run(out, sizeof out, "%s predict --checkpoint %s --data %s %s/nothing.jpg 2>&1", g_bin, g_ck,
+    assert_int_equal(tu_run(out, sizeof out, "%s predict --checkpoint %s --data %s %s/nothing.jpg 2>&1", g_bin, g_ck,
                          g_dir, g_tmp), 1);
     assert_non_null(strstr(out, "nothing.jpg"));
 }
@@ -373,14 +322,14 @@ static void test_predict_weights_only_says_normalization(void **state)
     uint8_t px[50 * 40 * 3];
     for (size_t i = 0; i < sizeof px; i++) px[i] = (uint8_t)(i * 7);
     assert_int_equal(nn_png_write_rgb(img, 50, 40, px), NN_OK);
-    int rc = run(out, sizeof out, "%s predict --checkpoint %s --size 64 %s 2>&1", g_bin, p, img);
+    int rc = tu_run(out, sizeof out, "%s predict --checkpoint %s --size 64 %s 2>&1", g_bin, p, img);
     if (rc) fail_msg("predict failed (%d):\n%s", rc, out);
     assert_non_null(strstr(out, "assuming ImageNet"));
     assert_non_null(strstr(out, "class 0")); /* no class names in the file */
-    rc = run(out, sizeof out, "%s predict --checkpoint %s --size 64 --mean 0.5 --std 0.25 %s 2>&1", g_bin, p, img);
+    rc = tu_run(out, sizeof out, "%s predict --checkpoint %s --size 64 --mean 0.5 --std 0.25 %s 2>&1", g_bin, p, img);
     assert_int_equal(rc, 0);
     assert_null(strstr(out, "assuming"));
-    assert_int_equal(run(out, sizeof out, "%s predict --checkpoint %s --mean 0.5 %s 2>&1", g_bin, p, img), 2);
+    assert_int_equal(tu_run(out, sizeof out, "%s predict --checkpoint %s --mean 0.5 %s 2>&1", g_bin, p, img), 2);
 }
 
 static void test_metrics_lines_and_svg(void **state)
@@ -440,7 +389,7 @@ static void test_metrics_lines_and_svg(void **state)
     assert_int_equal((int)rows[9].step, 400);
     free(rows);
     /* the picture, through the command */
-    int rc = run(out, sizeof out, "%s plot %s 2>&1", g_bin, dir);
+    int rc = tu_run(out, sizeof out, "%s plot %s 2>&1", g_bin, dir);
     if (rc) fail_msg("plot failed (%d):\n%s", rc, out);
     assert_non_null(strstr(out, "skipped 1 line"));
     char svg[700];
@@ -455,7 +404,7 @@ static void test_metrics_lines_and_svg(void **state)
     assert_non_null(strstr(buf, "top-1 accuracy"));
     assert_non_null(strstr(buf, ">test<"));
     if (!have_python()) skip(); /* the XML check needs python3's xml.etree */
-    rc = run(out, sizeof out,
+    rc = tu_run(out, sizeof out,
              "python3 -c \"import sys, xml.etree.ElementTree as E; r = E.parse(sys.argv[1]).getroot(); "
              "n = sum(1 for e in r.iter() if e.tag.endswith('polyline')); print('polylines', n)\" %s 2>&1", svg);
     if (rc) fail_msg("curves.svg is not XML:\n%s", out);

@@ -9,15 +9,19 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <dirent.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "core/backend.h"
 #include "core/gradcheck.h"
 #include "core/graph.h"
 #include "core/tensor.h"
+#include "io/jpeg.h"
+#include "io/png.h"
 #include "ops/ops.h"
 
 /* float32 kernels against a float64 reference: the error grows with the
@@ -151,5 +155,74 @@ static inline int tu_count_temps(void)
 #ifndef HAVE_ASAN
 #define HAVE_ASAN 0
 #endif
+
+/* ---- programs and image folders, for the tests that run `convnet` ---- */
+
+/* Runs a shell command (printf-style) with stdout, and stderr unless the
+ * command redirects it itself ("2>" in it), into out (truncated to n - 1
+ * bytes, NUL-terminated; out may be NULL), draining the rest; returns its exit
+ * status (128 when it did not exit). */
+static inline int tu_run(char *out, size_t n, const char *fmt, ...)
+{
+    char cmd[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (!strstr(cmd, "2>")) strncat(cmd, " 2>&1", sizeof cmd - strlen(cmd) - 1);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    if (out && n) {
+        size_t k = fread(out, 1, n - 1, p);
+        out[k] = '\0';
+    }
+    char sink[4096];
+    while (fread(sink, 1, sizeof sink, p) > 0) {
+    }
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* A class of a generated image folder: its name and its colour. */
+typedef struct tu_colour_class {
+    const char *name;
+    int rgb[3];
+} tu_colour_class;
+
+/* ROOT/train/NAME and ROOT/val/NAME for each class: `train` and `val` noisy
+ * pictures of odd sizes (40+3i x 30+2(i%5)), each pixel the class's colour
+ * plus a uniform integer in [-noise/2, noise/2), clamped; picture i is a PNG
+ * when i % png_every == 0, a JPEG (quality 90) otherwise. Deterministic. */
+static inline void tu_make_colour_folder(const char *root, const tu_colour_class *cls, int nclasses, int train,
+                                         int val, int png_every, int noise)
+{
+    const char *split[2] = {"train", "val"};
+    char p[1024];
+    for (int s = 0; s < 2; s++)
+        for (int c = 0; c < nclasses; c++) {
+            snprintf(p, sizeof p, "mkdir -p %s/%s/%s", root, split[s], cls[c].name);
+            assert_int_equal(system(p), 0);
+            for (int i = 0; i < (s ? val : train); i++) {
+                int w = 40 + 3 * i, h = 30 + 2 * (i % 5);
+                uint8_t *px = malloc((size_t)w * h * 3);
+                assert_non_null(px);
+                nn_rng r = nn_rng_make((uint64_t)(s * 1000 + c * 100 + i));
+                for (int k = 0; k < w * h * 3; k++) {
+                    int v = cls[c].rgb[k % 3] + (int)nn_rng_below(&r, (uint32_t)noise) - noise / 2;
+                    px[k] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+                }
+                bool png = i % png_every == 0;
+                snprintf(p, sizeof p, "%s/%s/%s/%03d.%s", root, split[s], cls[c].name, i, png ? "png" : "jpg");
+                if (png)
+                    assert_int_equal(nn_png_write_rgb(p, w, h, px), NN_OK);
+                else
+                    assert_int_equal(nn_jpeg_write(p, w, h, 3, px, 90, 0), NN_OK);
+                free(px);
+            }
+        }
+}
+
+/* The two classes of the colour tests: blue and red, with 60 levels of noise. */
+#define TU_BLUE_RED {{"blue", {30, 90, 180}}, {"red", {180, 90, 30}}}
 
 #endif
