@@ -105,7 +105,7 @@ void nn_tensor_free(nn_tensor *t)
 {
     if (!t || !t->owned) return;
     const nn_backend *be = nn_backend_get(t->device);
-    if (be && t->data) be->free(t->data);
+    if (be && t->data && !t->view) be->free(t->data);
     nn_tensor_free(t->grad);
     free(t);
 }

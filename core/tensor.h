@@ -3,7 +3,8 @@
  * users can read shape and data directly.
  *
  * Ownership: a tensor made by nn_tensor_new/_from/... is owned by the caller
- * and released with nn_tensor_free (which also frees its grad). A tensor
+ * and released with nn_tensor_free (which also frees its grad; a grad that is
+ * a view into a parameter list's gradient block keeps its data). A tensor
  * returned by an op (nn_conv2d, ...) lives in its nn_ctx's arena: do not free
  * it; it is invalid after nn_ctx_reset or nn_ctx_free. */
 #ifndef NN_TENSOR_H
@@ -33,6 +34,8 @@ typedef struct nn_tensor {
     struct nn_tensor *grad;   /* same shape, F32, same device; NULL until needed */
     bool requires_grad;       /* a leaf whose gradient the user wants */
     bool owned;               /* true: heap tensor freed by nn_tensor_free */
+    bool view;                /* data lies in another allocation (a gradient block,
+                                 core/params.h): nn_tensor_free frees the struct only */
     struct nn_node *node;     /* the op that produced it (NULL for leaves) */
     const char *name;         /* optional, not owned (e.g. "stage1.0.weight") */
 } nn_tensor;

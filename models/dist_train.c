@@ -1,7 +1,6 @@
 /* Data parallelism on the trainer (see dist_train.h): the sharded source, the
- * flat gradient buffer (pack, one all-reduce, unpack: the model's parameters
- * keep their own gradient tensors, so the graph's allocation is untouched),
- * the agreed stop flags, the start broadcast and the hash check. */
+ * all-reduce on the parameters' gradient block (core/params.h: one call, no
+ * copies), the agreed stop flags, the start broadcast and the hash check. */
 #include "models/dist_train.h"
 
 #include <stdio.h>
@@ -56,9 +55,9 @@ struct nn_dp {
     const nn_backend *be;
     int ranks;         /* processes, or slices emulated in this one */
     int local_n;       /* rows per rank */
-    bool reduces;      /* the after_backward hook packs, sums and unpacks */
-    float *flat;       /* every gradient, then the loss: nflat floats on cfg.dev */
-    size_t nflat;
+    bool reduces;      /* the after_backward hook sums the gradient block across ranks */
+    float *acc;        /* test-only emulation: the sum of the slices' gradients, nacc floats */
+    size_t nacc;
     double reduce_s;
     int64_t steps;
 };
@@ -100,9 +99,9 @@ static nn_status setup(nn_dp *dp)
     if (dp->ranks > 1 && !dp->cfg.train_shard) return nn_error(NN_E_ARG, "data parallel: no sharded training source");
     dp->be = nn_backend_need(dp->cfg.dev, "data parallel");
     if (!dp->be) return NN_E_DEVICE;
-    dp->nflat = nn_params_count(nn_trainer_params(dp->t)) + 1;
-    NN_TRY(dp->be->alloc((void **)&dp->flat, dp->nflat * sizeof(float)));
-    if (!dp->flat) return nn_error(NN_E_NOMEM, "data parallel: no memory for the %zu-float gradient buffer", dp->nflat);
+    /* the trainer's block, with one more float for the loss */
+    NN_TRY(nn_params_flatten_grads(nn_trainer_params(dp->t), 1, NULL, &dp->nacc));
+    if (dp->cfg.ranks_emulated > 1) NN_TRY(dp->be->alloc((void **)&dp->acc, dp->nacc * sizeof(float)));
     int rank = world > 1 ? nn_dist_rank() : 0;
     nn_ctx_set_shard(nn_trainer_ctx(dp->t), rank * dp->local_n, batch);
     return broadcast_state(dp);
@@ -124,83 +123,72 @@ nn_status nn_dp_new(nn_dp **out, nn_trainer *t, const nn_dp_config *cfg)
 void nn_dp_free(nn_dp *dp)
 {
     if (!dp) return;
-    if (dp->flat) dp->be->free(dp->flat);
+    if (dp->acc) dp->be->free(dp->acc);
     free(dp);
 }
 
 /* ---- the step ---- */
 
-/* flat[off..] = (or +=) each gradient, in parameter order. */
-static nn_status pack(nn_dp *dp, bool add)
+/* gradients = their sum / ranks, in place over the block, as
+ * sum + (1/ranks - 1) sum: one pass, no second buffer. For 2 ranks (any power
+ * of two with a fused multiply-add) that is exactly sum / ranks, the bits of
+ * the former 0 + sum / ranks; otherwise within one rounding of it, and the
+ * same on every rank and in the emulation. One rank skips it: the bits of no
+ * launcher. The loss is read from its slot and divided on the host, as before. */
+static nn_status mean_of_sum(nn_dp *dp, float *block, size_t n)
 {
-    const nn_params *ps = nn_trainer_params(dp->t);
-    size_t off = 0;
-    for (int i = 0; i < ps->n; i++) {
-        const nn_tensor *p = ps->p[i].t;
-        if (!p->grad) NN_TRY(dp->be->memset0(dp->flat + off, p->numel * sizeof(float)));
-        else if (add) NN_TRY(dp->be->axpy(p->numel, 1.0f, nn_f32(p->grad), dp->flat + off));
-        else NN_TRY(dp->be->copy(dp->flat + off, dp->cfg.dev, nn_f32(p->grad), dp->cfg.dev, nn_tensor_bytes(p)));
-        off += p->numel;
-    }
-    return NN_OK;
-}
-
-/* each gradient = flat / ranks (0 + a x: the same bits as a x, fused or not) */
-static nn_status unpack(nn_dp *dp)
-{
-    const nn_params *ps = nn_trainer_params(dp->t);
     const float inv = 1.0f / (float)dp->ranks;
-    size_t off = 0;
-    for (int i = 0; i < ps->n; i++) {
-        const nn_tensor *p = ps->p[i].t;
-        if (p->grad) {
-            NN_TRY(dp->be->memset0(p->grad->data, nn_tensor_bytes(p)));
-            NN_TRY(dp->be->axpy(p->numel, inv, dp->flat + off, nn_f32(p->grad)));
-        }
-        off += p->numel;
-    }
+    if (dp->ranks > 1) NN_TRY(dp->be->axpy(n, inv - 1.0f, block, block));
     float sum;
-    NN_TRY(dp->be->copy(&sum, NN_CPU, dp->flat + off, dp->cfg.dev, sizeof sum));
+    NN_TRY(dp->be->copy(&sum, NN_CPU, block + n, dp->cfg.dev, sizeof sum));
     *nn_trainer_step_loss(dp->t) = inv * sum;
     return NN_OK;
 }
 
 /* Test-only: slices 1 .. ranks-1 of this global batch in turn, each from the
- * step's generator position with its global rows, added to flat in rank order. */
-static nn_status emulate_ranks(nn_dp *dp, float *loss_sum)
+ * step's generator position with its global rows, summed in rank order in
+ * dp->acc (slice 0's gradients first), then copied back to the block: where
+ * N ranks' all-reduce leaves the same sum. */
+static nn_status emulate_ranks(nn_dp *dp, float *block, size_t n, float *loss_sum)
 {
+    if (n > dp->nacc) return nn_error(NN_E_ARG, "data parallel: the gradient block grew after setup");
     nn_ctx *ctx = nn_trainer_ctx(dp->t);
     const nn_rng start = nn_trainer_state(dp->t)->dropout_rng; /* saved by the trainer after the last step */
     nn_rng after = *nn_ctx_rng(ctx);
     int total = nn_trainer_state(dp->t)->batch_size;
+    NN_TRY(dp->be->copy(dp->acc, dp->cfg.dev, block, dp->cfg.dev, n * sizeof(float)));
     for (int r = 1; r < dp->ranks; r++) {
         const float *x;
         const int32_t *y;
-        int n;
+        int rows;
         float l;
-        nn_shard_slice(dp->cfg.train_shard, r, &x, &y, &n);
+        nn_shard_slice(dp->cfg.train_shard, r, &x, &y, &rows);
         *nn_ctx_rng(ctx) = start;
         nn_ctx_set_shard(ctx, r * dp->local_n, total);
         NN_TRY(nn_params_zero_grad(nn_trainer_params(dp->t)));
-        NN_TRY(nn_trainer_grad(dp->t, x, y, n, &l));
-        NN_TRY(pack(dp, true));
+        NN_TRY(nn_trainer_grad(dp->t, x, y, rows, &l));
+        NN_TRY(dp->be->axpy(n, 1.0f, block, dp->acc));
         *loss_sum += l;
     }
     nn_ctx_set_shard(ctx, 0, total);
     *nn_ctx_rng(ctx) = after;
-    return NN_OK;
+    return dp->be->copy(block, dp->cfg.dev, dp->acc, dp->cfg.dev, n * sizeof(float));
 }
 
+/* The all-reduce runs on the parameters' gradient block itself (its extra
+ * float holds the loss): no copies around it. */
 static nn_status reduce(nn_dp *dp)
 {
     double t0 = now();
-    float *loss = nn_trainer_step_loss(dp->t);
-    NN_TRY(pack(dp, false));
-    float lsum = *loss;
-    if (dp->cfg.ranks_emulated > 1) NN_TRY(emulate_ranks(dp, &lsum));
-    NN_TRY(dp->be->copy(dp->flat + dp->nflat - 1, dp->cfg.dev, &lsum, NN_CPU, sizeof lsum));
-    NN_TRY(nn_dist_allreduce_sum(dp->flat, dp->nflat, dp->cfg.dev));
-    NN_TRY(unpack(dp));
+    float *block;
+    size_t n;
+    /* the same block every step (a no-op check) unless the parameters moved */
+    NN_TRY(nn_params_flatten_grads(nn_trainer_params(dp->t), 1, &block, &n));
+    float lsum = *nn_trainer_step_loss(dp->t);
+    if (dp->cfg.ranks_emulated > 1) NN_TRY(emulate_ranks(dp, block, n, &lsum));
+    NN_TRY(dp->be->copy(block + n, dp->cfg.dev, &lsum, NN_CPU, sizeof lsum));
+    NN_TRY(nn_dist_allreduce_sum(block, n + 1, dp->cfg.dev));
+    NN_TRY(mean_of_sum(dp, block, n));
     dp->reduce_s += now() - t0;
     dp->steps++;
     return NN_OK;

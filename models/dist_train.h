@@ -4,10 +4,11 @@
  *
  * Each rank takes rows [r * B/N, (r + 1) * B/N) of every global batch of B
  * (nn_shard_source, over the one deterministic order every rank draws), and its
- * context draws dropout by global row. After backward, the gradients of every
- * parameter are packed into ONE flat buffer on the model's device (plus one
- * slot for the loss), summed across ranks in one all-reduce, and unpacked
- * times 1/N: the mean over the global batch. A non-finite loss or gradient on
+ * context draws dropout by global row. After backward, the parameters'
+ * gradient block (nn_params_flatten_grads: every gradient in ONE allocation on
+ * the model's device, plus one float for the loss) is summed across ranks in
+ * one all-reduce, in place, and scaled by 1/N in place: the mean over the
+ * global batch. A non-finite loss or gradient on
  * any rank reaches every rank through that sum, so the non-finite decision is
  * the same everywhere; stop requests (signals) are agreed the same step
  * through nn_dist_agree. Weights and optimizer state go out from rank 0 at the
@@ -57,7 +58,7 @@ typedef struct nn_dp_config {
 typedef struct nn_dp nn_dp;
 
 /* Sets up data parallelism for trainer t (made with this rank's sources): the
- * flat gradient buffer, the context's shard, and the broadcast of rank 0's
+ * gradient block with its loss slot, the context's shard, and the broadcast of rank 0's
  * weights and optimizer state. With one process and no emulation, the hooks
  * only copy the stop request. */
 nn_status nn_dp_new(nn_dp **out, nn_trainer *t, const nn_dp_config *cfg);
@@ -72,7 +73,7 @@ nn_status nn_dp_after_eval(nn_dp *dp, nn_eval_result *res); /* also nn_dp_check:
 uint64_t nn_dp_hash(nn_dp *dp);
 nn_status nn_dp_check(nn_dp *dp, const char *when);
 
-/* Seconds spent in the gradient all-reduce (pack, sum, unpack) so far, and steps. */
+/* Seconds spent in the gradient all-reduce (sum and scale) so far, and steps. */
 double nn_dp_reduce_seconds(const nn_dp *dp, int64_t *steps);
 
 #endif

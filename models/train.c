@@ -133,6 +133,8 @@ static nn_status init_trainer(nn_trainer *t)
 {
     NN_TRY(check_model(&t->m));
     t->params = t->m.params;
+    /* one block: one zeroing memset and one non-finite count per step */
+    NN_TRY(nn_params_flatten_grads(t->params, 0, NULL, NULL));
     nn_train_state *st = t->st;
     NN_TRY(nn_optim_new(&t->opt, &st->optim, t->params));
     nn_optim_set_lr(t->opt, st->lr > 0 ? st->lr : st->optim.lr);
@@ -270,10 +272,18 @@ nn_status nn_trainer_grad(nn_trainer *t, const float *hx, const int32_t *hy, int
     return forward_backward(t, x, y, loss, NULL);
 }
 
-/* The first parameter whose gradient holds a NaN or Inf, or NULL. */
+/* The first parameter whose gradient holds a NaN or Inf, or NULL. While the
+ * list is flat, one count over the block (one host sync) decides whether to
+ * look for it at all. */
 static nn_status nonfinite_grad(const nn_trainer *t, const char **bad)
 {
     *bad = NULL;
+    size_t n, cnt = 0;
+    const float *block = nn_params_flat(t->params, &n);
+    if (block) {
+        NN_TRY(nn_backend_get(t->params->grad_dev)->count_nonfinite(n, block, &cnt));
+        if (!cnt) return NN_OK;
+    }
     for (int i = 0; i < t->params->n && !*bad; i++) {
         size_t cnt = 0;
         const nn_tensor *p = t->params->p[i].t;

@@ -32,7 +32,9 @@ typedef struct nn_train_model {
     nn_seq *seq;                 /* a built sequential model; or NULL and the next three */
     nn_forward_fn forward;
     void *model;                 /* passed to forward */
-    nn_params *params;           /* what the optimizer updates (each requires grad) */
+    nn_params *params;           /* what the optimizer updates (each requires grad); the
+                                    trainer puts their gradients in one block
+                                    (nn_params_flatten_grads), which nn_params_clear frees */
     int in_c, in_h, in_w;        /* input of one image (taken from seq when set) */
     int classes;
     /* stored in checkpoints: */

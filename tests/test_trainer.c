@@ -76,6 +76,7 @@ typedef struct watch {
     int steps, epochs, skips, hooks;
     int64_t stop_at;          /* set *stop after this step (0: never) */
     int poison_at;            /* hook: make a gradient NaN at this hook call (0: never) */
+    int poison_param;         /* ... of this parameter: 0 fc.weight, 1 fc.bias */
     volatile sig_atomic_t stop;
     float last_test_acc;
     nn_train_event last_step;
@@ -94,14 +95,15 @@ static void on_event(const nn_train_event *ev, void *user)
         assert_int_equal(ev->eval.n, N);
     } else {
         w->skips++;
-        assert_string_equal(ev->nonfinite, "fc.weight");
+        assert_string_equal(ev->nonfinite, w->poison_param ? "fc.bias" : "fc.weight");
     }
 }
 
 static nn_status after_backward(nn_trainer *t, void *user)
 {
     watch *w = user;
-    if (++w->hooks == w->poison_at) nn_f32(nn_trainer_params(t)->p[0].t->grad)[3] = NAN;
+    if (++w->hooks == w->poison_at)
+        nn_f32(nn_trainer_params(t)->p[w->poison_param].t->grad)[w->poison_param ? 1 : 3] = NAN;
     return NN_OK;
 }
 
@@ -223,6 +225,32 @@ static void test_trainer_nonfinite(void **state)
     assert_int_equal(res.skipped, 1);
     assert_int_equal(w.skips, 1);
     assert_int_equal(st.step, N / BATCH - 1);
+    tiny_free(&m);
+}
+
+/* The trainer counts non-finite gradients once over its gradient block; it
+ * must still name the parameter, here the second one (the bias). */
+static void test_trainer_nonfinite_names_parameter(void **state)
+{
+    (void)state;
+    tiny m;
+    tiny_make(&m, 1);
+    nn_train_state st = recipe_state(1);
+    watch w = {.poison_at = 2, .poison_param = 1};
+    nn_train_result res;
+    assert_int_equal(run_tiny(&m, &st, &w, NULL, NULL, false, &res), NN_E_NONFINITE);
+    const char *msg = nn_errmsg();
+    if (!strstr(msg, "step 2 (epoch 1, batch 2): the gradient of fc.bias is not finite; stopping"))
+        fail_msg("message: %s", msg);
+    assert_int_equal(st.step, 1);
+    /* the list stayed flat through the run: one block, every gradient in it */
+    assert_non_null(nn_params_flat(&m.ps, NULL));
+    tiny_free(&m);
+    tiny_make(&m, 1);
+    st = recipe_state(1);
+    w = (watch){.poison_at = 2, .poison_param = 1};
+    assert_int_equal(run_tiny(&m, &st, &w, NULL, NULL, true, &res), NN_OK);
+    assert_int_equal(w.skips, 1);
     tiny_free(&m);
 }
 
@@ -413,6 +441,7 @@ int main(void)
         cmocka_unit_test(test_trainer_custom_model_learns),
         cmocka_unit_test(test_trainer_stop_and_exact_resume),
         cmocka_unit_test(test_trainer_nonfinite),
+        cmocka_unit_test(test_trainer_nonfinite_names_parameter),
         cmocka_unit_test(test_trainer_bad_arguments),
         cmocka_unit_test(test_checkpoint_null_and_foreign),
         cmocka_unit_test(test_array_source_batches_and_tensors),
