@@ -1,8 +1,9 @@
 /* The gradient all-reduce of data-parallel training, alone: the sum of N
  * floats across the ranks mpirun started (default 62,378,344: the paper-size
- * AlexNet's gradients), and the pack/unpack passes around it (models/dist_train.c
- * copies each gradient in, then zeroes and scales it out). Validates the sum
- * first, then times median-of-5 after a warm-up.
+ * AlexNet's gradients), and the one pass after it: the trainer's gradients
+ * live in one block (nn_params_flatten_grads), summed in place and scaled by
+ * 1/N in place (models/dist_train.c). Validates the sum first, then times
+ * median-of-5 after a warm-up.
  *     mpirun --bind-to none -np 2 build/benchmarks/allreduce_bench [FLOATS] */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,10 +32,10 @@ int main(int argc, char **argv)
 {
     size_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 62378344;
     if (nn_dist_init() != NN_OK) return fprintf(stderr, "%s\n", nn_errmsg()), 1;
-    float *buf = malloc(n * sizeof *buf), *grad = malloc(n * sizeof *grad);
-    if (!buf || !grad) return fprintf(stderr, "out of memory\n"), 1;
+    float *buf = malloc(n * sizeof *buf);
+    if (!buf) return fprintf(stderr, "out of memory\n"), 1;
     int rank = nn_dist_rank(), size = nn_dist_size();
-    for (size_t i = 0; i < n; i++) buf[i] = (float)(rank + 1), grad[i] = 1.0f;
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(rank + 1);
     /* validate: the sum of 1..size everywhere */
     if (nn_dist_allreduce_sum(buf, n, NN_CPU) != NN_OK) return fprintf(stderr, "%s\n", nn_errmsg()), nn_dist_abort(1), 1;
     float want = nn_dist_active() ? (float)(size * (size + 1) / 2) : 1.0f;
@@ -45,17 +46,15 @@ int main(int argc, char **argv)
         double t0 = now();
         (void)nn_dist_allreduce_sum(buf, n, NN_CPU);
         double t1 = now();
-        (void)be->copy(buf, NN_CPU, grad, NN_CPU, n * sizeof *buf); /* pack */
-        (void)be->memset0(grad, n * sizeof *grad);                   /* unpack */
-        (void)be->axpy(n, 0.5f, buf, grad);
+        (void)be->axpy(n, 1.0f / (float)size - 1.0f, buf, buf); /* the in-place 1/N */
         tr[r] = t1 - t0, tp[r] = now() - t1;
     }
     qsort(tr, REPS, sizeof *tr, cmp);
     qsort(tp, REPS, sizeof *tp, cmp);
     if (rank == 0)
-        printf("%d ranks, %zu floats (%.1f MB): all-reduce %.1f ms, pack+unpack %.1f ms (median of %d)\n", size, n,
+        printf("%d ranks, %zu floats (%.1f MB): all-reduce %.1f ms, scale %.1f ms (median of %d)\n", size, n,
                n * 4e-6, 1e3 * tr[REPS / 2], 1e3 * tp[REPS / 2], REPS);
-    free(buf), free(grad);
+    free(buf);
     nn_dist_finalize();
     return 0;
 }

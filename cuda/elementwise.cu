@@ -13,7 +13,8 @@ static __global__ void fill_kernel(float *x, size_t n, float v)
         x[i] = v;
 }
 
-static __global__ void axpy_kernel(size_t n, float a, const float *__restrict__ x, float *__restrict__ y)
+/* x may be y (an in-place scale: y += (s - 1) y): no __restrict__ */
+static __global__ void axpy_kernel(size_t n, float a, const float *x, float *y)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] += a * x[i];
