@@ -133,8 +133,10 @@ static nn_status init_trainer(nn_trainer *t)
 {
     NN_TRY(check_model(&t->m));
     t->params = t->m.params;
-    /* one block: one zeroing memset and one non-finite count per step */
-    NN_TRY(nn_params_flatten_grads(t->params, 0, NULL, NULL));
+    /* one block: one zeroing memset and one non-finite count per step; the
+     * one extra float is where data parallelism (models/dist_train.c) sums the
+     * loss with the gradients, reserved here so it never re-makes the block */
+    NN_TRY(nn_params_flatten_grads(t->params, 1, NULL, NULL));
     nn_train_state *st = t->st;
     NN_TRY(nn_optim_new(&t->opt, &st->optim, t->params));
     nn_optim_set_lr(t->opt, st->lr > 0 ? st->lr : st->optim.lr);
