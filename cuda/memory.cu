@@ -298,7 +298,10 @@ extern "C" nn_status nn_cuda_copy(void *dst, nn_device dd, const void *src, nn_d
     /* From pageable host memory the call returns once the source is staged, so
      * the caller may reuse it; to the host we wait for the data. */
     NN_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, kind, s), "copy");
-    if (dd == NN_CPU) NN_CUDA_TRY(cudaStreamSynchronize(s), "copy to the host");
+    if (dd == NN_CPU) {
+        NN_CUDA_TRY(cudaStreamSynchronize(s), "copy to the host");
+        return nn_cuda_synced(); /* a lazily checked error is the reader's (the loss read) */
+    }
     return NN_OK;
 }
 
@@ -306,5 +309,5 @@ extern "C" nn_status nn_cuda_sync(void)
 {
     NN_CUDA_STREAM(s);
     NN_CUDA_TRY(cudaStreamSynchronize(s), "synchronize");
-    return NN_OK;
+    return nn_cuda_synced();
 }

@@ -15,6 +15,7 @@
 #include "optim/optim.h"
 #include "tests/testutil.h"
 #if NN_HAVE_CUDA
+#include "cuda/checks.h"
 #include "cuda/gemm.h"
 #endif
 
@@ -818,6 +819,57 @@ static void test_softmax_xent(void **state)
     nn_tensor_free(y);
 }
 
+/* NN_CUDA_LAZY_CHECKS: a bad label is flagged on the device and reported, with
+ * the eager check's status and message, by the next synchronizing call (the
+ * loss read, or nn_cuda_sync) and only once; the first of two bad batches
+ * wins; good labels give the eager path's loss bit for bit. */
+static void test_xent_lazy_label_check(void **state)
+{
+    (void)state;
+    NEED_GPU();
+#if NN_HAVE_CUDA
+    int ls[2] = {6, 10}, n = 6;
+    int32_t bad1[6] = {0, 9, 1, 12, -1, 3}, bad2[6] = {10, 0, 0, 0, 0, 0}, good[6] = {0, 9, 1, 2, 5, 3};
+    nn_tensor *lc = tu_rand(1150, -1, 1, 2, ls), *l = to_gpu(lc), *y1 = NULL, *y2 = NULL, *yg = NULL;
+    assert_int_equal(nn_tensor_from(&y1, NN_I32, NN_CUDA, 1, &n, bad1), NN_OK);
+    assert_int_equal(nn_tensor_from(&y2, NN_I32, NN_CUDA, 1, &n, bad2), NN_OK);
+    assert_int_equal(nn_tensor_from(&yg, NN_I32, NN_CUDA, 1, &n, good), NN_OK);
+    nn_ctx *ctx = nn_ctx_new();
+    float eager = 0, lazy = 0, v = 0;
+    nn_tensor *loss = nn_softmax_xent(ctx, l, yg);
+    assert_non_null(loss);
+    assert_int_equal(nn_tensor_read(loss, &eager), NN_OK);
+
+    nn_cuda_set_lazy_checks(true);
+    /* the op itself does not wait: it succeeds, the read fails */
+    assert_non_null(nn_softmax_xent(ctx, l, y1));
+    loss = nn_softmax_xent(ctx, l, y2);
+    assert_non_null(loss);
+    assert_int_equal(nn_ctx_status(ctx), NN_OK);
+    assert_int_equal(nn_tensor_read(loss, &v), NN_E_RANGE);
+    if (!strstr(nn_errmsg(), "softmax_xent: label 12 of sample 3 is outside [0, 10)"))
+        fail_msg("unexpected message: %s", nn_errmsg());
+    assert_int_equal(nn_tensor_read(loss, &v), NN_OK); /* reported once */
+    /* at a plain sync too */
+    assert_non_null(nn_softmax_xent(ctx, l, y2));
+    assert_int_equal(gpu()->sync(), NN_E_RANGE);
+    if (!strstr(nn_errmsg(), "softmax_xent: label 10 of sample 0 is outside [0, 10)"))
+        fail_msg("unexpected message: %s", nn_errmsg());
+    loss = nn_softmax_xent(ctx, l, yg);
+    assert_non_null(loss);
+    assert_int_equal(nn_tensor_read(loss, &lazy), NN_OK);
+    nn_cuda_set_lazy_checks(false);
+    assert_memory_equal(&eager, &lazy, sizeof eager);
+
+    nn_ctx_free(ctx);
+    nn_tensor_free(lc);
+    nn_tensor_free(l);
+    nn_tensor_free(y1);
+    nn_tensor_free(y2);
+    nn_tensor_free(yg);
+#endif
+}
+
 /* Every registered op (ops/registry.h) through the registry alone, so a new
  * op is covered here with no edit: its gradcheck case drawn on the CPU for a
  * few seeds, the GPU against the CPU (output and every gradient), then a
@@ -1019,6 +1071,7 @@ int main(void)
     /* the suite checks strict fp32 whatever the caller's environment; the
      * TF32 kernel is tested by forcing it (test_sgemm_variants) */
     unsetenv("NN_TF32");
+    unsetenv("NN_CUDA_LAZY_CHECKS"); /* the label check is eager, its test says; the lazy one is forced */
     /* NN_TEST_FILTER=test_sgemm* runs only the matching tests (gpu_check.sh
      * reruns a failed one alone with CUDA_LAUNCH_BLOCKING=1) */
     const char *only = getenv("NN_TEST_FILTER");
@@ -1039,6 +1092,7 @@ int main(void)
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_softmax_xent),
+        cmocka_unit_test(test_xent_lazy_label_check),
         cmocka_unit_test(test_every_registered_op),
         cmocka_unit_test(test_optimizers),
         cmocka_unit_test(test_small_network),
