@@ -78,6 +78,13 @@ nn_status nn_cuda_bad_label(int label, int sample, int classes);
  * one (cleared by reading), else NN_OK. */
 nn_status nn_cuda_synced(void);
 
+/* ---- upload.cu: staged host-to-device copies (cuda/upload.h) ---- */
+
+/* Whether a host-to-device copy of `bytes` goes through nn_cuda_upload. */
+bool nn_cuda_upload_staged(size_t bytes);
+/* dst (device) = src (pageable host), ordered on stream s as a copy on s would be. */
+nn_status nn_cuda_upload(void *dst, const void *src, size_t bytes, cudaStream_t s);
+
 /* ---- gemm.cu: our own SGEMM (row-major) ----
  * C = alpha * op(A) op(B) + beta * C with op(A) (M, K), op(B) (K, N), C (M, N);
  * ta: A is stored (K, M) with leading dimension lda, else (M, K); same for tb.

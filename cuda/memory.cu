@@ -295,6 +295,7 @@ extern "C" nn_status nn_cuda_copy(void *dst, nn_device dd, const void *src, nn_d
     cudaMemcpyKind kind = dd == NN_CPU   ? cudaMemcpyDeviceToHost
                           : sd == NN_CPU ? cudaMemcpyHostToDevice
                                          : cudaMemcpyDeviceToDevice;
+    if (kind == cudaMemcpyHostToDevice && nn_cuda_upload_staged(bytes)) return nn_cuda_upload(dst, src, bytes, s);
     /* From pageable host memory the call returns once the source is staged, so
      * the caller may reuse it; to the host we wait for the data. */
     NN_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, kind, s), "copy");

@@ -17,6 +17,7 @@
 #if NN_HAVE_CUDA
 #include "cuda/checks.h"
 #include "cuda/gemm.h"
+#include "cuda/upload.h"
 #endif
 
 /* The two devices do the same math with float additions in another order
@@ -290,6 +291,50 @@ static void test_memory(void **state)
     assert_int_equal(be->alloc(&p, 64), NN_OK);
     assert_int_equal(be->sync(), NN_OK);
     be->free(p);
+}
+
+/* NN_CUDA_PINNED: uploads staged through pinned buffers on a copy stream.
+ * Each round writes a new pattern into the one buffer x that the round
+ * before reads (y += x): an upload that overtook that read (the
+ * write-after-read hazard the copy stream must wait for) or one the compute
+ * stream did not wait for would change the sum. Sizes grow so the slots are
+ * reallocated, and wrap the ring several times. */
+static void test_pinned_uploads(void **state)
+{
+    (void)state;
+    NEED_GPU();
+#if NN_HAVE_CUDA
+    const nn_backend *be = gpu();
+    enum { ROUNDS = 11, N = 1 << 20 };
+    float *h = malloc(N * sizeof *h), *back = malloc(N * sizeof *back);
+    double *want = calloc(N, sizeof *want), *cur = calloc(N, sizeof *cur); /* cur: what x holds */
+    assert_true(h && back && want && cur);
+    void *x = NULL, *y = NULL;
+    assert_int_equal(be->alloc(&x, N * sizeof(float)), NN_OK);
+    assert_int_equal(be->alloc(&y, N * sizeof(float)), NN_OK);
+    assert_int_equal(be->fill(y, N, 0.0f), NN_OK);
+    assert_int_equal(be->fill(x, N, 0.0f), NN_OK);
+    nn_cuda_set_pinned_uploads(true);
+    for (int r = 0; r < ROUNDS; r++) {
+        const size_t n = (size_t)N >> (ROUNDS - 1 - r) / 2; /* 32 Ki .. 1 Mi floats */
+        for (size_t i = 0; i < n; i++) h[i] = (float)((i * 7 + (size_t)r * 13) % 101); /* exact sums */
+        assert_int_equal(be->copy(x, NN_CUDA, h, NN_CPU, n * sizeof(float)), NN_OK);
+        for (size_t i = 0; i < n; i++) h[i] = -1.0f; /* the caller may reuse its buffer at once */
+        for (size_t i = 0; i < n; i++) cur[i] = (double)((i * 7 + (size_t)r * 13) % 101);
+        for (size_t i = 0; i < N; i++) want[i] += cur[i]; /* past n: x keeps what it had */
+        assert_int_equal(be->axpy(N, 1.0f, x, y), NN_OK); /* no read back: the host runs ahead */
+    }
+    nn_cuda_set_pinned_uploads(false);
+    assert_int_equal(be->copy(back, NN_CPU, y, NN_CUDA, N * sizeof(float)), NN_OK);
+    for (size_t i = 0; i < N; i++)
+        if ((double)back[i] != want[i]) fail_msg("y[%zu] = %g, want %g", i, (double)back[i], want[i]);
+    be->free(x);
+    be->free(y);
+    free(h);
+    free(back);
+    free(want);
+    free(cur);
+#endif
 }
 
 static void test_elementwise(void **state)
@@ -1071,7 +1116,8 @@ int main(void)
     /* the suite checks strict fp32 whatever the caller's environment; the
      * TF32 kernel is tested by forcing it (test_sgemm_variants) */
     unsetenv("NN_TF32");
-    unsetenv("NN_CUDA_LAZY_CHECKS"); /* the label check is eager, its test says; the lazy one is forced */
+    unsetenv("NN_CUDA_LAZY_CHECKS");
+    unsetenv("NN_CUDA_PINNED"); /* plain copies; the staged ones are forced in test_pinned_uploads */ /* the label check is eager, its test says; the lazy one is forced */
     /* NN_TEST_FILTER=test_sgemm* runs only the matching tests (gpu_check.sh
      * reruns a failed one alone with CUDA_LAUNCH_BLOCKING=1) */
     const char *only = getenv("NN_TEST_FILTER");
@@ -1081,6 +1127,7 @@ int main(void)
         cmocka_unit_test(test_devices_must_match),
         cmocka_unit_test(test_memory),
         cmocka_unit_test(test_elementwise),
+        cmocka_unit_test(test_pinned_uploads),
         cmocka_unit_test(test_random_fills_match_the_cpu),
         cmocka_unit_test(test_sgemm),
         cmocka_unit_test(test_sgemm_variants),
