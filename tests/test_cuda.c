@@ -10,6 +10,7 @@
 #include "config.h"
 #include "core/backend.h"
 #include "core/philox.h"
+#include "io/resident.h"
 #include "models/model.h"
 #include "ops/registry.h"
 #include "optim/optim.h"
@@ -915,6 +916,65 @@ static void test_xent_lazy_label_check(void **state)
 #endif
 }
 
+/* Fashion-MNIST kept on the GPU (io/resident.h): every batch of two epochs
+ * is the CPU loader's bit for bit (the kernel rounds each product and sum as
+ * the C code does: io/sample.h), at AlexNet's size and the input's, with and
+ * without augmentation, a partial final batch included. */
+static void test_resident_data_matches_the_loader(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    nn_dataset d = {.n = 45, .c = 1, .h = 28, .w = 28, .classes = 10};
+    d.images = malloc((size_t)45 * 784);
+    d.labels = malloc(45 * sizeof *d.labels);
+    assert_true(d.images && d.labels);
+    for (size_t i = 0; i < (size_t)45 * 784; i++) d.images[i] = (uint8_t)(nn_philox(i, 1200).v[0] & 0xFF);
+    for (int i = 0; i < 45; i++) d.labels[i] = (int32_t)(nn_philox(i, 1201).v[0] % 10);
+    const int sizes[] = {224, 28, 67};
+    for (size_t t = 0; t < 3; t++) {
+        nn_loader_config c = {.batch = 16, .size = sizes[t], .shuffle = true, .augment = t != 1,
+                              .mean = 0.286f, .std = 0.353f, .seed = 1202 + t};
+        nn_loader *l = NULL;
+        nn_resident *r = NULL;
+        assert_int_equal(nn_loader_new(&l, &d, &c), NN_OK);
+        if (nn_resident_new(&r, &d, NN_CUDA, &c) != NN_OK) fail_msg("resident: %s", nn_errmsg());
+        const size_t img = (size_t)sizes[t] * sizes[t];
+        int xs[2] = {16, (int)img}, ys = 16;
+        nn_tensor *x = NULL, *y = NULL;
+        assert_int_equal(nn_tensor_new(&x, NN_F32, NN_CUDA, 2, xs), NN_OK);
+        assert_int_equal(nn_tensor_new(&y, NN_I32, NN_CUDA, 1, &ys), NN_OK);
+        float *hx = malloc(16 * img * sizeof *hx);
+        int32_t hy[16];
+        assert_non_null(hx);
+        for (int e = 0; e < 2; e++) {
+            assert_int_equal(nn_loader_start(l, e, 0), NN_OK);
+            assert_int_equal(nn_resident_start(r, e), NN_OK);
+            for (int b = 0;; b++) {
+                const float *lx;
+                const int32_t *ly;
+                int n, rn;
+                assert_int_equal(nn_loader_next(l, &lx, &ly, &n), NN_OK);
+                assert_int_equal(nn_resident_batch(r, b, x, y, &rn), NN_OK);
+                assert_int_equal(rn, n);
+                if (!n) break;
+                assert_int_equal(nn_tensor_read(x, hx), NN_OK);
+                assert_int_equal(nn_tensor_read(y, hy), NN_OK);
+                for (size_t q = 0; q < (size_t)n * img; q++)
+                    if (memcmp(hx + q, lx + q, sizeof *hx) != 0)
+                        fail_msg("size %d epoch %d batch %d: x[%zu] = %.9g on the GPU, %.9g from the loader",
+                                 sizes[t], e, b, q, (double)hx[q], (double)lx[q]);
+                assert_memory_equal(hy, ly, (size_t)n * sizeof *hy);
+            }
+        }
+        free(hx);
+        nn_tensor_free(x);
+        nn_tensor_free(y);
+        nn_resident_free(r);
+        nn_loader_free(l);
+    }
+    nn_dataset_free(&d);
+}
+
 /* Every registered op (ops/registry.h) through the registry alone, so a new
  * op is covered here with no edit: its gradcheck case drawn on the CPU for a
  * few seeds, the GPU against the CPU (output and every gradient), then a
@@ -1140,6 +1200,7 @@ int main(void)
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_xent_lazy_label_check),
+        cmocka_unit_test(test_resident_data_matches_the_loader),
         cmocka_unit_test(test_every_registered_op),
         cmocka_unit_test(test_optimizers),
         cmocka_unit_test(test_small_network),
