@@ -3,7 +3,8 @@
  * class (4 classes per power of two, so at most 25% is lost to rounding) and are
  * handed out again, so a steady-state training step calls neither cudaMalloc
  * nor cudaFree. Reuse is safe without events because every kernel and copy
- * runs on one stream, in order. */
+ * runs on one stream, in order (the staged uploads of upload.cu run on a copy
+ * stream, but between events that put them at their place in this order). */
 #include <pthread.h>
 #include <string.h>
 
