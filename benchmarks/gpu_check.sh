@@ -20,6 +20,7 @@
 #
 # Steps: unpack; binaries start (else a fallback build there); the GPU test
 # suite (a failure is rerun with CUDA_LAUNCH_BLOCKING=1 to name the kernel);
+# the switches NN_CUDA_LAZY_CHECKS and NN_CUDA_PINNED against a plain run;
 # gradcheck --device cuda; compute-sanitizer memcheck and racecheck; convnet
 # bench at batch 128 in strict fp32 and TF32 (NN_TF32=1) against PyTorch on the
 # same GPU in fp32 and with its default precision (TF32 for convolutions);
@@ -437,6 +438,30 @@ for t in test_conv2d test_linear; do
     gstep "$t with NN_FUSE_BIAS=1" 20 env NN_FUSE_BIAS=1 NN_TEST_FILTER="$t" LD_LIBRARY_PATH="$libpath" \
         "$bin/test_cuda"
 done
+# the no-sync switches change no number (NN_CUDA_LAZY_CHECKS=1: the label check
+# flagged on the device; NN_CUDA_PINNED=1: staged uploads): a short training
+# run logs the same losses, step for step, with and without them (the dry run
+# does it on the CPU, where they do nothing, to keep the step itself working)
+same_losses() { # DEVICE IMAGES
+    local d
+    for d in plain switched; do
+        env $([ $d = switched ] && echo NN_CUDA_LAZY_CHECKS=1 NN_CUDA_PINNED=1) LD_LIBRARY_PATH="$libpath" \
+            "$bin/convnet" train --device "$1" --data "$carry/fashion-mnist" --size 64 --limit "$2" \
+            --test-limit 128 --epochs 1 --batch 128 --log-every 1 --quiet --checkpoint-dir "$work/same_$d" \
+            >/dev/null || return 1
+        grep '"kind":"step"' "$work/same_$d/metrics.jsonl" | sed 's/,"images_per_s.*//' >"$work/same_$d.txt"
+    done
+    [ -s "$work/same_plain.txt" ] && diff "$work/same_plain.txt" "$work/same_switched.txt" &&
+        echo "$(wc -l <"$work/same_plain.txt") steps, the same losses"
+}
+export -f same_losses
+if [ ! -f "$carry/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
+    record "lazy checks + pinned uploads: same losses" "skip (data not carried)"
+elif [ "$mode" = dry ]; then
+    step "lazy checks + pinned uploads: same losses (dry run, cpu)" 60 same_losses cpu 256
+else
+    gstep "lazy checks + pinned uploads: same losses" 40 same_losses cuda 2560
+fi
 
 # ---- 4. gradients on the GPU ----
 gstep "gradcheck --device cuda" 25 env LD_LIBRARY_PATH="$libpath" "$bin/convnet" gradcheck --device cuda

@@ -42,6 +42,18 @@ typedef struct nn_linear_geom {
     int n, in, out;           /* x (n, in), w (out, in), y (n, out) */
 } nn_linear_geom;
 
+/* A batch built from a byte data set (io/sample.h has the formula): sample k
+ * is image order[k], at position first + k of epoch `epoch` (its augmentation). */
+typedef struct nn_u8_batch_geom {
+    int n;                    /* samples: x (n, c, size, size), y (n) */
+    int c, h, w;              /* each image c x h x w bytes */
+    int size;
+    int augment, epoch, first;
+    uint64_t seed;
+    float ry, rx;             /* h / size, w / size */
+    float inv, off;           /* x = v * inv - off */
+} nn_u8_batch_geom;
+
 /* One slot per line of core/backend_slots.h, in its order. */
 typedef struct nn_backend {
     const char *name;

@@ -8,7 +8,7 @@
  *
  * `op` names the op a kernel serves, as the op names itself in messages
  * ("conv2d"); nn_backend_supports() checks an op's kernels by it. The
- * memory, helper and optimizer slots belong to no op: their `op` is the
+ * memory, helper, data and optimizer slots belong to no op: their `op` is the
  * group they are in. Conventions for the kernels: see core/backend.h.
  * No include guard: meant to be expanded several times. */
 
@@ -68,6 +68,12 @@ NN_KERNEL(softmax_xent, nn_status, xent_forward, (int n, int classes, const floa
                                                   float *probs, float *loss))
 NN_KERNEL(softmax_xent, nn_status, xent_backward, (int n, int classes, const float *probs, const int32_t *labels,
                                                    const float *dloss, float *dx))
+
+/* data: a batch of a byte data set kept on the device (io/resident.h):
+ * x (n, c, size, size) = the loader's normalized, resized, augmented samples
+ * of images[order[k]] (io/sample.h), y[k] = labels[order[k]] */
+NN_KERNEL(data, nn_status, u8_batch, (const nn_u8_batch_geom *g, const uint8_t *images, const int32_t *labels,
+                                      const int32_t *order, float *x, int32_t *y))
 
 /* optimizers (see optim/optim.h for the formulas) */
 NN_KERNEL(optim, nn_status, sgd_update, (size_t n, float *w, const float *g, float *v, float lr, float momentum,

@@ -60,6 +60,31 @@ static inline unsigned nn_cuda_blocks(size_t n)
     return b ? (unsigned)b : 1u;
 }
 
+/* ---- checks.cu: errors found on the device, read at the next sync (cuda/checks.h) ---- */
+
+#define NN_CUDA_NO_BAD 0xFFFFFFFFFFFFFFFFull /* the clear label flag word */
+
+/* What the device leaves for the host; written by a kernel only while !set. */
+typedef struct nn_cuda_report {
+    int set, sample, label, classes;
+} nn_cuda_report;
+
+/* The device word (first bad sample << 32 | label) and the report's device
+ * address, made on first use. */
+nn_status nn_cuda_label_flags(unsigned long long **word, nn_cuda_report **report);
+/* NN_E_RANGE "softmax_xent: label L of sample S is outside [0, K)". */
+nn_status nn_cuda_bad_label(int label, int sample, int classes);
+/* After a stream synchronization: the error a kernel reported since the last
+ * one (cleared by reading), else NN_OK. */
+nn_status nn_cuda_synced(void);
+
+/* ---- upload.cu: staged host-to-device copies (cuda/upload.h) ---- */
+
+/* Whether a host-to-device copy of `bytes` goes through nn_cuda_upload. */
+bool nn_cuda_upload_staged(size_t bytes);
+/* dst (device) = src (pageable host), ordered on stream s as a copy on s would be. */
+nn_status nn_cuda_upload(void *dst, const void *src, size_t bytes, cudaStream_t s);
+
 /* ---- gemm.cu: our own SGEMM (row-major) ----
  * C = alpha * op(A) op(B) + beta * C with op(A) (M, K), op(B) (K, N), C (M, N);
  * ta: A is stored (K, M) with leading dimension lda, else (M, K); same for tb.

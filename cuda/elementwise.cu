@@ -105,7 +105,7 @@ extern "C" nn_status nn_cuda_count_nonfinite(size_t n, const float *x, size_t *h
     nn_cuda_scratch_free(d);
     if (e != cudaSuccess) return nn_cuda_fail(e, "count_nonfinite", __FILE__, __LINE__);
     *host_count = (size_t)h;
-    return NN_OK;
+    return nn_cuda_synced();
 }
 
 extern "C" nn_status nn_cuda_rng_uniform(float *x, size_t n, uint64_t seed, uint64_t offset, float lo, float hi)

@@ -3,7 +3,8 @@
  * class (4 classes per power of two, so at most 25% is lost to rounding) and are
  * handed out again, so a steady-state training step calls neither cudaMalloc
  * nor cudaFree. Reuse is safe without events because every kernel and copy
- * runs on one stream, in order. */
+ * runs on one stream, in order (the staged uploads of upload.cu run on a copy
+ * stream, but between events that put them at their place in this order). */
 #include <pthread.h>
 #include <string.h>
 
@@ -295,10 +296,14 @@ extern "C" nn_status nn_cuda_copy(void *dst, nn_device dd, const void *src, nn_d
     cudaMemcpyKind kind = dd == NN_CPU   ? cudaMemcpyDeviceToHost
                           : sd == NN_CPU ? cudaMemcpyHostToDevice
                                          : cudaMemcpyDeviceToDevice;
+    if (kind == cudaMemcpyHostToDevice && nn_cuda_upload_staged(bytes)) return nn_cuda_upload(dst, src, bytes, s);
     /* From pageable host memory the call returns once the source is staged, so
      * the caller may reuse it; to the host we wait for the data. */
     NN_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, kind, s), "copy");
-    if (dd == NN_CPU) NN_CUDA_TRY(cudaStreamSynchronize(s), "copy to the host");
+    if (dd == NN_CPU) {
+        NN_CUDA_TRY(cudaStreamSynchronize(s), "copy to the host");
+        return nn_cuda_synced(); /* a lazily checked error is the reader's (the loss read) */
+    }
     return NN_OK;
 }
 
@@ -306,5 +311,5 @@ extern "C" nn_status nn_cuda_sync(void)
 {
     NN_CUDA_STREAM(s);
     NN_CUDA_TRY(cudaStreamSynchronize(s), "synchronize");
-    return NN_OK;
+    return nn_cuda_synced();
 }

@@ -1,10 +1,13 @@
 /* Softmax cross-entropy on the GPU: logits, probs (N, K), int32 labels (N).
  * Per row, m = max(x): probs = exp(x - m) / sum, row loss = log(sum) - (x[label] - m)
  * with the sum and the loss in double, as ops/softmax_xent.c; *loss (one float
- * on the device) is their mean. Labels are validated on the device before
- * anything is written: a label outside [0, K) is NN_E_RANGE naming the first
- * such sample, as on the CPU (one small copy and a sync per call).
+ * on the device) is their mean. Labels are validated on the device: a label
+ * outside [0, K) is NN_E_RANGE naming the first such sample, as on the CPU.
+ * By default before anything is written (one small copy and a sync per call);
+ * with lazy checks (cuda/checks.h) the rows kernel flags it, its row loss is
+ * NaN, and the status comes from the next synchronizing call (the loss read).
  * Backward: dx += (dloss[0] / N) * (probs - onehot). */
+#include "cuda/checks.h"
 #include "cuda/common.cuh"
 
 #define NO_BAD_SAMPLE 0x7F7F7F7F /* what a 0x7F memset leaves in an int */
@@ -45,10 +48,12 @@ static __global__ void xent_check_kernel(int n, int k, const int32_t *__restrict
         if (labels[r] < 0 || labels[r] >= k) atomicMin(bad, r);
 }
 
-/* One block per row: probs and the row's loss. */
+/* One block per row: probs and the row's loss. bad: NULL when the labels were
+ * checked already, else the lazy flag word (checks.cu) that keeps the first
+ * bad sample with its label. */
 static __global__ void __launch_bounds__(NN_CUDA_THREADS)
 xent_rows_kernel(int k, const float *__restrict__ logits, const int32_t *__restrict__ labels,
-                 float *__restrict__ probs, double *__restrict__ row_loss)
+                 float *__restrict__ probs, double *__restrict__ row_loss, unsigned long long *bad)
 {
     __shared__ float shf[32];
     __shared__ double shd[32];
@@ -68,18 +73,46 @@ xent_rows_kernel(int k, const float *__restrict__ logits, const int32_t *__restr
     sum = block_reduce<double, op_sum<double>>(sum, shd);
     const float inv = (float)(1.0 / sum);
     for (int c = threadIdx.x; c < k; c += blockDim.x) p[c] *= inv;
-    if (threadIdx.x == 0) row_loss[r] = log(sum) - ((double)x[labels[r]] - (double)mx);
+    if (threadIdx.x != 0) return;
+    const int32_t lab = labels[r];
+    if (lab >= 0 && lab < k) {
+        row_loss[r] = log(sum) - ((double)x[lab] - (double)mx);
+    } else { /* only reached with lazy checks: the eager check stopped the call */
+        row_loss[r] = NAN;
+        if (bad) atomicMin(bad, (unsigned long long)r << 32 | (uint32_t)lab);
+    }
+}
+
+/* The lazy flag, when set, into the host's report (the first one stays until
+ * the host reads it), then cleared for the next call. One thread, after the
+ * rows kernel; reads only the device word unless a label was bad. */
+static __device__ void xent_publish(int k, unsigned long long *bad, nn_cuda_report *report)
+{
+    const unsigned long long v = *bad;
+    if (v == NN_CUDA_NO_BAD) return;
+    *bad = NN_CUDA_NO_BAD;
+    volatile nn_cuda_report *r = report;
+    if (r->set) return;
+    r->sample = (int)(v >> 32);
+    r->label = (int)(uint32_t)(v & 0xFFFFFFFFu);
+    r->classes = k;
+    __threadfence_system(); /* the fields before the flag, seen from the host */
+    r->set = 1;
 }
 
 /* loss = mean of the row losses, summed in a fixed order by one block */
 static __global__ void __launch_bounds__(NN_CUDA_THREADS)
-xent_mean_kernel(int n, const double *__restrict__ row_loss, float *__restrict__ loss)
+xent_mean_kernel(int n, int k, const double *__restrict__ row_loss, float *__restrict__ loss,
+                 unsigned long long *bad, nn_cuda_report *report)
 {
     __shared__ double sh[32];
     double s = 0.0;
     for (int r = threadIdx.x; r < n; r += blockDim.x) s += row_loss[r];
     s = block_reduce<double, op_sum<double>>(s, sh);
-    if (threadIdx.x == 0) *loss = (float)(s / n);
+    if (threadIdx.x == 0) {
+        *loss = (float)(s / n);
+        if (bad) xent_publish(k, bad, report);
+    }
 }
 
 static __global__ void xent_backward_kernel(int n, int k, const float *__restrict__ probs,
@@ -101,10 +134,11 @@ static void xent_check_cuda(int n, int k, const int32_t *labels, int *bad, cudaS
 }
 
 static void xent_forward_cuda(int n, int k, const float *logits, const int32_t *labels, float *probs,
-                              double *row_loss, float *loss, cudaStream_t s)
+                              double *row_loss, float *loss, unsigned long long *bad, nn_cuda_report *report,
+                              cudaStream_t s)
 {
-    xent_rows_kernel<<<n, NN_CUDA_THREADS, 0, s>>>(k, logits, labels, probs, row_loss);
-    xent_mean_kernel<<<1, NN_CUDA_THREADS, 0, s>>>(n, row_loss, loss);
+    xent_rows_kernel<<<n, NN_CUDA_THREADS, 0, s>>>(k, logits, labels, probs, row_loss, bad);
+    xent_mean_kernel<<<1, NN_CUDA_THREADS, 0, s>>>(n, k, row_loss, loss, bad, report);
 }
 
 static void xent_backward_cuda(int n, int k, const float *probs, const int32_t *labels, const float *dloss,
@@ -133,9 +167,7 @@ static nn_status check_labels(cudaStream_t s, int n, int classes, const int32_t 
     }
     nn_cuda_scratch_free(bad);
     if (e != cudaSuccess) return nn_cuda_fail(e, "softmax_xent label check", __FILE__, __LINE__);
-    if (hbad != NO_BAD_SAMPLE)
-        return nn_error(NN_E_RANGE, "softmax_xent: label %d of sample %d is outside [0, %d)", (int)hlabel, hbad,
-                        classes);
+    if (hbad != NO_BAD_SAMPLE) return nn_cuda_bad_label((int)hlabel, hbad, classes);
     return NN_OK;
 }
 
@@ -145,10 +177,15 @@ extern "C" nn_status nn_cuda_xent_forward(int n, int classes, const float *logit
     NN_CUDA_STREAM(s);
     if (n <= 0) return nn_cuda_memset0(loss, sizeof *loss); /* as the CPU: an empty batch has loss 0 */
     if (classes <= 0) return nn_error(NN_E_SHAPE, "softmax_xent: %d classes", classes);
-    NN_TRY(check_labels(s, n, classes, labels));
+    unsigned long long *bad = NULL;
+    nn_cuda_report *report = NULL;
+    if (nn_cuda_lazy_checks())
+        NN_TRY(nn_cuda_label_flags(&bad, &report));
+    else
+        NN_TRY(check_labels(s, n, classes, labels));
     double *row_loss = NULL;
     NN_TRY(nn_cuda_scratch((void **)&row_loss, (size_t)n * sizeof *row_loss));
-    xent_forward_cuda(n, classes, logits, labels, probs, row_loss, loss, s);
+    xent_forward_cuda(n, classes, logits, labels, probs, row_loss, loss, bad, report, s);
     const cudaError_t e = cudaGetLastError();
     nn_cuda_scratch_free(row_loss); /* later work on the stream runs after the mean */
     if (e != cudaSuccess) return nn_cuda_fail(e, "softmax_xent forward", __FILE__, __LINE__);

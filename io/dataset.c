@@ -10,6 +10,8 @@
 #include "core/philox.h"
 #include "core/rng.h"
 #include "io/idx.h"
+#include "io/resident.h"
+#include "io/sample.h"
 
 const char *const nn_fmnist_class_names[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
@@ -88,22 +90,36 @@ void nn_dataset_stats(const nn_dataset *ds, float *mean, float *std)
 
 void nn_resize_bilinear(const uint8_t *src, int sh, int sw, float *dst, int dh, int dw)
 {
-    float ry = (float)sh / (float)dh, rx = (float)sw / (float)dw;
-    for (int i = 0; i < dh; i++) {
-        float fy = ((float)i + 0.5f) * ry - 0.5f;
-        if (fy < 0) fy = 0;
-        int y0 = (int)fy, y1 = y0 + 1 < sh ? y0 + 1 : sh - 1;
-        float wy = fy - (float)y0;
-        for (int j = 0; j < dw; j++) {
-            float fx = ((float)j + 0.5f) * rx - 0.5f;
-            if (fx < 0) fx = 0;
-            int x0 = (int)fx, x1 = x0 + 1 < sw ? x0 + 1 : sw - 1;
-            float wx = fx - (float)x0;
-            float top = src[y0 * sw + x0] * (1 - wx) + src[y0 * sw + x1] * wx;
-            float bot = src[y1 * sw + x0] * (1 - wx) + src[y1 * sw + x1] * wx;
-            dst[i * dw + j] = top * (1 - wy) + bot * wy;
-        }
+    const float ry = (float)sh / (float)dh, rx = (float)sw / (float)dw;
+    for (int i = 0; i < dh; i++)
+        for (int j = 0; j < dw; j++) dst[i * dw + j] = nn_bilinear_at(src, sh, sw, ry, rx, i, j);
+}
+
+nn_u8_batch_geom nn_loader_geom(const nn_dataset *ds, const nn_loader_config *cfg, int epoch, int first, int n)
+{
+    return (nn_u8_batch_geom){
+        .n = n, .c = ds->c, .h = ds->h, .w = ds->w, .size = cfg->size,
+        .augment = cfg->augment, .epoch = epoch, .first = first, .seed = cfg->seed,
+        .ry = (float)ds->h / (float)cfg->size, .rx = (float)ds->w / (float)cfg->size,
+        .inv = 1.0f / (255.0f * cfg->std), .off = cfg->mean / cfg->std,
+    };
+}
+
+void nn_loader_order(const nn_loader_config *cfg, int n, int epoch, int32_t *order)
+{
+    for (int i = 0; i < n; i++) order[i] = i;
+    if (cfg->shuffle) {
+        nn_rng r = {cfg->seed ^ 0xDA7A0DE5ull, (uint64_t)epoch << 40};
+        nn_rng_shuffle(&r, order, (size_t)n);
     }
+}
+
+int nn_loader_count(const nn_dataset *ds, const nn_loader_config *cfg, int *nbatches)
+{
+    const int n = cfg->limit && cfg->limit < ds->n ? cfg->limit : ds->n;
+    *nbatches = cfg->drop_last ? n / cfg->batch : (n + cfg->batch - 1) / cfg->batch;
+    if (*nbatches < 1) *nbatches = 1; /* one partial batch then, whatever drop_last says */
+    return n;
 }
 
 /* ---- the loader ---- */
@@ -118,7 +134,6 @@ struct nn_loader {
     int32_t *y[2];
     int count[2];
     int full[2];          /* slot holds batch number full[k] - 1 (0: empty) */
-    float *tmp;           /* resize buffer, worker only */
     int epoch, make, give, held; /* held: slot handed out, freed on the next call */
     unsigned gen;         /* bumped by start: a batch made for an old epoch is dropped */
     bool stop, active;
@@ -128,49 +143,35 @@ struct nn_loader {
     pthread_cond_t cv;
 };
 
-#define AUG_KEY 0xA06D0A7Aull
-
-static void make_sample(nn_loader *l, int idx, int epoch, int pos, float *out)
+/* The CPU's u8_batch kernel (core/backend_slots.h), pixel by pixel through
+ * io/sample.h as cuda/data.cu's; the loader's worker makes its batches with
+ * it, so a resident data set on any device reproduces the loader. Serial: it
+ * runs on the loader's thread beside the training's own threads. */
+nn_status nn_cpu_u8_batch(const nn_u8_batch_geom *g, const uint8_t *images, const int32_t *labels,
+                          const int32_t *order, float *x, int32_t *y)
 {
-    const nn_dataset *ds = l->ds;
-    int S = l->cfg.size, C = ds->c;
-    int dx = 0, dy = 0, flip = 0;
-    if (l->cfg.augment) {
-        nn_philox_out r = nn_philox(((uint64_t)epoch << 32) | (uint32_t)pos, l->cfg.seed ^ AUG_KEY);
-        int P = S / 16;
-        dx = (int)(r.v[0] % (uint32_t)(2 * P + 1)) - P;
-        dy = (int)(r.v[1] % (uint32_t)(2 * P + 1)) - P;
-        flip = r.v[2] & 1;
-    }
-    float inv = 1.0f / (255.0f * l->cfg.std), off = l->cfg.mean / l->cfg.std;
-    for (int c = 0; c < C; c++) {
-        const uint8_t *src = ds->images + ((size_t)idx * C + c) * ds->h * ds->w;
-        if (S == ds->h && S == ds->w)
-            for (int i = 0; i < S * S; i++) l->tmp[i] = src[i];
-        else
-            nn_resize_bilinear(src, ds->h, ds->w, l->tmp, S, S);
-        float *o = out + (size_t)c * S * S;
-        for (int i = 0; i < S; i++) {
-            int si = i + dy;
-            for (int j = 0; j < S; j++) {
-                int sj = (flip ? S - 1 - j : j) + dx;
-                float v = (si >= 0 && si < S && sj >= 0 && sj < S) ? l->tmp[si * S + sj] : 0.0f;
-                o[i * S + j] = v * inv - off;
-            }
+    const int S = g->size;
+    const size_t plane = (size_t)g->h * g->w;
+    for (int k = 0; k < g->n; k++) {
+        int dx, dy, flip;
+        nn_sample_aug(g, g->first + k, &dx, &dy, &flip);
+        for (int c = 0; c < g->c; c++) {
+            const uint8_t *src = images + ((size_t)order[k] * g->c + c) * plane;
+            float *o = x + ((size_t)k * g->c + c) * S * S;
+            for (int i = 0; i < S; i++)
+                for (int j = 0; j < S; j++) o[i * S + j] = nn_sample_pixel(g, src, dx, dy, flip, i, j);
         }
+        y[k] = labels[order[k]];
     }
+    return NN_OK;
 }
 
 static void make_batch(nn_loader *l, int epoch, int b, int slot)
 {
     int B = l->cfg.batch, n = l->n;
     int first = b * B, cnt = first + B <= n ? B : n - first;
-    size_t img = (size_t)l->ds->c * l->cfg.size * l->cfg.size;
-    for (int k = 0; k < cnt; k++) {
-        int idx = l->order[first + k];
-        make_sample(l, idx, epoch, first + k, l->x[slot] + (size_t)k * img);
-        l->y[slot][k] = l->ds->labels[idx];
-    }
+    const nn_u8_batch_geom g = nn_loader_geom(l->ds, &l->cfg, epoch, first, cnt);
+    nn_cpu_u8_batch(&g, l->ds->images, l->ds->labels, l->order + first, l->x[slot], l->y[slot]);
     l->count[slot] = cnt;
 }
 
@@ -198,29 +199,33 @@ static void *worker(void *arg)
     return NULL;
 }
 
-nn_status nn_loader_new(nn_loader **out, const nn_dataset *ds, const nn_loader_config *cfg)
+nn_status nn_loader_check(const nn_dataset *ds, const nn_loader_config *cfg)
 {
-    if (!out || !ds || !cfg) return nn_error(NN_E_ARG, "loader: NULL output, data set or config");
-    *out = NULL;
+    if (!ds || !cfg) return nn_error(NN_E_ARG, "loader: NULL data set or config");
     if (cfg->batch < 1 || cfg->size < 1 || cfg->size > 4096 || !(cfg->std > 0) || cfg->limit < 0)
         return nn_error(NN_E_ARG, "loader: need batch >= 1, 1 <= size <= 4096, std > 0 and limit >= 0");
     if (ds->n < 1) return nn_error(NN_E_ARG, "loader: the data set is empty");
+    return NN_OK;
+}
+
+nn_status nn_loader_new(nn_loader **out, const nn_dataset *ds, const nn_loader_config *cfg)
+{
+    if (!out) return nn_error(NN_E_ARG, "loader: NULL output");
+    *out = NULL;
+    NN_TRY(nn_loader_check(ds, cfg));
     nn_loader *l = calloc(1, sizeof *l);
     if (!l) return nn_error(NN_E_NOMEM, "loader: out of memory");
     l->ds = ds;
     l->cfg = *cfg;
-    l->n = cfg->limit && cfg->limit < ds->n ? cfg->limit : ds->n;
-    l->nbatches = cfg->drop_last ? l->n / cfg->batch : (l->n + cfg->batch - 1) / cfg->batch;
-    if (l->nbatches < 1) l->nbatches = 1, l->cfg.drop_last = false;
+    l->n = nn_loader_count(ds, cfg, &l->nbatches);
     size_t img = (size_t)ds->c * cfg->size * cfg->size;
     l->order = malloc((size_t)l->n * sizeof *l->order);
-    l->tmp = malloc((size_t)cfg->size * cfg->size * sizeof *l->tmp);
     for (int k = 0; k < 2; k++) {
         l->x[k] = malloc(img * (size_t)cfg->batch * sizeof(float));
         l->y[k] = malloc((size_t)cfg->batch * sizeof(int32_t));
     }
     l->held = -1;
-    if (!l->order || !l->tmp || !l->x[0] || !l->x[1] || !l->y[0] || !l->y[1]) {
+    if (!l->order || !l->x[0] || !l->x[1] || !l->y[0] || !l->y[1]) {
         nn_loader_free(l);
         return nn_error(NN_E_NOMEM, "loader: out of memory for batches of %d", cfg->batch);
     }
@@ -250,7 +255,6 @@ void nn_loader_free(nn_loader *l)
         pthread_cond_destroy(&l->cv);
     }
     free(l->order);
-    free(l->tmp);
     for (int k = 0; k < 2; k++) {
         free(l->x[k]);
         free(l->y[k]);
@@ -266,11 +270,7 @@ nn_status nn_loader_start(nn_loader *l, int epoch, int first)
         return nn_error(NN_E_ARG, "loader: cannot start epoch %d at batch %d of %d", epoch, first, l->nbatches);
     pthread_mutex_lock(&l->mu);
     l->gen++;
-    for (int i = 0; i < l->n; i++) l->order[i] = i;
-    if (l->cfg.shuffle) {
-        nn_rng r = {l->cfg.seed ^ 0xDA7A0DE5ull, (uint64_t)epoch << 40};
-        nn_rng_shuffle(&r, l->order, (size_t)l->n);
-    }
+    nn_loader_order(&l->cfg, l->n, epoch, l->order);
     l->epoch = epoch;
     l->make = l->give = first;
     l->full[0] = l->full[1] = 0;

@@ -10,12 +10,15 @@
 #include "config.h"
 #include "core/backend.h"
 #include "core/philox.h"
+#include "io/resident.h"
 #include "models/model.h"
 #include "ops/registry.h"
 #include "optim/optim.h"
 #include "tests/testutil.h"
 #if NN_HAVE_CUDA
+#include "cuda/checks.h"
 #include "cuda/gemm.h"
+#include "cuda/upload.h"
 #endif
 
 /* The two devices do the same math with float additions in another order
@@ -289,6 +292,50 @@ static void test_memory(void **state)
     assert_int_equal(be->alloc(&p, 64), NN_OK);
     assert_int_equal(be->sync(), NN_OK);
     be->free(p);
+}
+
+/* NN_CUDA_PINNED: uploads staged through pinned buffers on a copy stream.
+ * Each round writes a new pattern into the one buffer x that the round
+ * before reads (y += x): an upload that overtook that read (the
+ * write-after-read hazard the copy stream must wait for) or one the compute
+ * stream did not wait for would change the sum. Sizes grow so the slots are
+ * reallocated, and wrap the ring several times. */
+static void test_pinned_uploads(void **state)
+{
+    (void)state;
+    NEED_GPU();
+#if NN_HAVE_CUDA
+    const nn_backend *be = gpu();
+    enum { ROUNDS = 11, N = 1 << 20 };
+    float *h = malloc(N * sizeof *h), *back = malloc(N * sizeof *back);
+    double *want = calloc(N, sizeof *want), *cur = calloc(N, sizeof *cur); /* cur: what x holds */
+    assert_true(h && back && want && cur);
+    void *x = NULL, *y = NULL;
+    assert_int_equal(be->alloc(&x, N * sizeof(float)), NN_OK);
+    assert_int_equal(be->alloc(&y, N * sizeof(float)), NN_OK);
+    assert_int_equal(be->fill(y, N, 0.0f), NN_OK);
+    assert_int_equal(be->fill(x, N, 0.0f), NN_OK);
+    nn_cuda_set_pinned_uploads(true);
+    for (int r = 0; r < ROUNDS; r++) {
+        const size_t n = (size_t)N >> (ROUNDS - 1 - r) / 2; /* 32 Ki .. 1 Mi floats */
+        for (size_t i = 0; i < n; i++) h[i] = (float)((i * 7 + (size_t)r * 13) % 101); /* exact sums */
+        assert_int_equal(be->copy(x, NN_CUDA, h, NN_CPU, n * sizeof(float)), NN_OK);
+        for (size_t i = 0; i < n; i++) h[i] = -1.0f; /* the caller may reuse its buffer at once */
+        for (size_t i = 0; i < n; i++) cur[i] = (double)((i * 7 + (size_t)r * 13) % 101);
+        for (size_t i = 0; i < N; i++) want[i] += cur[i]; /* past n: x keeps what it had */
+        assert_int_equal(be->axpy(N, 1.0f, x, y), NN_OK); /* no read back: the host runs ahead */
+    }
+    nn_cuda_set_pinned_uploads(false);
+    assert_int_equal(be->copy(back, NN_CPU, y, NN_CUDA, N * sizeof(float)), NN_OK);
+    for (size_t i = 0; i < N; i++)
+        if ((double)back[i] != want[i]) fail_msg("y[%zu] = %g, want %g", i, (double)back[i], want[i]);
+    be->free(x);
+    be->free(y);
+    free(h);
+    free(back);
+    free(want);
+    free(cur);
+#endif
 }
 
 static void test_elementwise(void **state)
@@ -818,6 +865,116 @@ static void test_softmax_xent(void **state)
     nn_tensor_free(y);
 }
 
+/* NN_CUDA_LAZY_CHECKS: a bad label is flagged on the device and reported, with
+ * the eager check's status and message, by the next synchronizing call (the
+ * loss read, or nn_cuda_sync) and only once; the first of two bad batches
+ * wins; good labels give the eager path's loss bit for bit. */
+static void test_xent_lazy_label_check(void **state)
+{
+    (void)state;
+    NEED_GPU();
+#if NN_HAVE_CUDA
+    int ls[2] = {6, 10}, n = 6;
+    int32_t bad1[6] = {0, 9, 1, 12, -1, 3}, bad2[6] = {10, 0, 0, 0, 0, 0}, good[6] = {0, 9, 1, 2, 5, 3};
+    nn_tensor *lc = tu_rand(1150, -1, 1, 2, ls), *l = to_gpu(lc), *y1 = NULL, *y2 = NULL, *yg = NULL;
+    assert_int_equal(nn_tensor_from(&y1, NN_I32, NN_CUDA, 1, &n, bad1), NN_OK);
+    assert_int_equal(nn_tensor_from(&y2, NN_I32, NN_CUDA, 1, &n, bad2), NN_OK);
+    assert_int_equal(nn_tensor_from(&yg, NN_I32, NN_CUDA, 1, &n, good), NN_OK);
+    nn_ctx *ctx = nn_ctx_new();
+    float eager = 0, lazy = 0, v = 0;
+    nn_tensor *loss = nn_softmax_xent(ctx, l, yg);
+    assert_non_null(loss);
+    assert_int_equal(nn_tensor_read(loss, &eager), NN_OK);
+
+    nn_cuda_set_lazy_checks(true);
+    /* the op itself does not wait: it succeeds, the read fails */
+    assert_non_null(nn_softmax_xent(ctx, l, y1));
+    loss = nn_softmax_xent(ctx, l, y2);
+    assert_non_null(loss);
+    assert_int_equal(nn_ctx_status(ctx), NN_OK);
+    assert_int_equal(nn_tensor_read(loss, &v), NN_E_RANGE);
+    if (!strstr(nn_errmsg(), "softmax_xent: label 12 of sample 3 is outside [0, 10)"))
+        fail_msg("unexpected message: %s", nn_errmsg());
+    assert_int_equal(nn_tensor_read(loss, &v), NN_OK); /* reported once */
+    /* at a plain sync too */
+    assert_non_null(nn_softmax_xent(ctx, l, y2));
+    assert_int_equal(gpu()->sync(), NN_E_RANGE);
+    if (!strstr(nn_errmsg(), "softmax_xent: label 10 of sample 0 is outside [0, 10)"))
+        fail_msg("unexpected message: %s", nn_errmsg());
+    loss = nn_softmax_xent(ctx, l, yg);
+    assert_non_null(loss);
+    assert_int_equal(nn_tensor_read(loss, &lazy), NN_OK);
+    nn_cuda_set_lazy_checks(false);
+    assert_memory_equal(&eager, &lazy, sizeof eager);
+
+    nn_ctx_free(ctx);
+    nn_tensor_free(lc);
+    nn_tensor_free(l);
+    nn_tensor_free(y1);
+    nn_tensor_free(y2);
+    nn_tensor_free(yg);
+#endif
+}
+
+/* Fashion-MNIST kept on the GPU (io/resident.h): every batch of two epochs
+ * is the CPU loader's bit for bit (the kernel rounds each product and sum as
+ * the C code does: io/sample.h), at AlexNet's size and the input's, with and
+ * without augmentation, a partial final batch included. */
+static void test_resident_data_matches_the_loader(void **state)
+{
+    (void)state;
+    NEED_GPU();
+    nn_dataset d = {.n = 45, .c = 1, .h = 28, .w = 28, .classes = 10};
+    d.images = malloc((size_t)45 * 784);
+    d.labels = malloc(45 * sizeof *d.labels);
+    assert_true(d.images && d.labels);
+    for (size_t i = 0; i < (size_t)45 * 784; i++) d.images[i] = (uint8_t)(nn_philox(i, 1200).v[0] & 0xFF);
+    for (int i = 0; i < 45; i++) d.labels[i] = (int32_t)(nn_philox(i, 1201).v[0] % 10);
+    const int sizes[] = {224, 28, 67};
+    for (size_t t = 0; t < 3; t++) {
+        nn_loader_config c = {.batch = 16, .size = sizes[t], .shuffle = true, .augment = t != 1,
+                              .mean = 0.286f, .std = 0.353f, .seed = 1202 + t};
+        nn_loader *l = NULL;
+        nn_resident *r = NULL;
+        assert_int_equal(nn_loader_new(&l, &d, &c), NN_OK);
+        if (nn_resident_new(&r, &d, NN_CUDA, &c) != NN_OK) fail_msg("resident: %s", nn_errmsg());
+        const size_t img = (size_t)sizes[t] * sizes[t];
+        int xs[2] = {16, (int)img}, ys = 16;
+        nn_tensor *x = NULL, *y = NULL;
+        assert_int_equal(nn_tensor_new(&x, NN_F32, NN_CUDA, 2, xs), NN_OK);
+        assert_int_equal(nn_tensor_new(&y, NN_I32, NN_CUDA, 1, &ys), NN_OK);
+        float *hx = malloc(16 * img * sizeof *hx);
+        int32_t hy[16];
+        assert_non_null(hx);
+        for (int e = 0; e < 2; e++) {
+            assert_int_equal(nn_loader_start(l, e, 0), NN_OK);
+            assert_int_equal(nn_resident_start(r, e), NN_OK);
+            for (int b = 0;; b++) {
+                const float *lx;
+                const int32_t *ly;
+                int n, rn;
+                assert_int_equal(nn_loader_next(l, &lx, &ly, &n), NN_OK);
+                assert_int_equal(nn_resident_batch(r, b, x, y, &rn), NN_OK);
+                assert_int_equal(rn, n);
+                if (!n) break;
+                assert_int_equal(nn_tensor_read(x, hx), NN_OK);
+                assert_int_equal(nn_tensor_read(y, hy), NN_OK);
+                for (size_t q = 0; q < (size_t)n * img; q++)
+                    if (memcmp(hx + q, lx + q, sizeof *hx) != 0)
+                        fail_msg("size %d epoch %d batch %d: x[%zu] = %.9g on the GPU, %.9g from the loader",
+                                 sizes[t], e, b, q, (double)hx[q], (double)lx[q]);
+                assert_memory_equal(hy, ly, (size_t)n * sizeof *hy);
+            }
+        }
+        free(hx);
+        nn_tensor_free(x);
+        nn_tensor_free(y);
+        nn_resident_free(r);
+        nn_loader_free(l);
+    }
+    nn_dataset_free(&d);
+}
+
 /* Every registered op (ops/registry.h) through the registry alone, so a new
  * op is covered here with no edit: its gradcheck case drawn on the CPU for a
  * few seeds, the GPU against the CPU (output and every gradient), then a
@@ -1019,6 +1176,8 @@ int main(void)
     /* the suite checks strict fp32 whatever the caller's environment; the
      * TF32 kernel is tested by forcing it (test_sgemm_variants) */
     unsetenv("NN_TF32");
+    unsetenv("NN_CUDA_LAZY_CHECKS");
+    unsetenv("NN_CUDA_PINNED"); /* plain copies; the staged ones are forced in test_pinned_uploads */ /* the label check is eager, its test says; the lazy one is forced */
     /* NN_TEST_FILTER=test_sgemm* runs only the matching tests (gpu_check.sh
      * reruns a failed one alone with CUDA_LAUNCH_BLOCKING=1) */
     const char *only = getenv("NN_TEST_FILTER");
@@ -1028,6 +1187,7 @@ int main(void)
         cmocka_unit_test(test_devices_must_match),
         cmocka_unit_test(test_memory),
         cmocka_unit_test(test_elementwise),
+        cmocka_unit_test(test_pinned_uploads),
         cmocka_unit_test(test_random_fills_match_the_cpu),
         cmocka_unit_test(test_sgemm),
         cmocka_unit_test(test_sgemm_variants),
@@ -1039,6 +1199,8 @@ int main(void)
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_softmax_xent),
+        cmocka_unit_test(test_xent_lazy_label_check),
+        cmocka_unit_test(test_resident_data_matches_the_loader),
         cmocka_unit_test(test_every_registered_op),
         cmocka_unit_test(test_optimizers),
         cmocka_unit_test(test_small_network),

@@ -1,0 +1,193 @@
+/* A data set kept on a device (io/resident.h) against the CPU loader, here on
+ * the CPU (test_cuda runs the same comparison on the GPU): the same batches bit
+ * for bit, through resizes up and down, augmentation, shuffling and a final
+ * partial batch; and the loader itself against its formula as it was written
+ * before it went through io/sample.h (so the shared per-pixel code changed no
+ * number). */
+#include <string.h>
+
+#include "core/philox.h"
+#include "io/resident.h"
+#include "tests/testutil.h"
+
+/* n random c x h x w images, labels in [0, 10) */
+static nn_dataset random_set(uint64_t seed, int n, int c, int h, int w)
+{
+    nn_dataset d = {.n = n, .c = c, .h = h, .w = w, .classes = 10};
+    const size_t bytes = (size_t)n * c * h * w;
+    d.images = malloc(bytes);
+    d.labels = malloc((size_t)n * sizeof *d.labels);
+    assert_true(d.images && d.labels);
+    for (size_t i = 0; i < bytes; i++) d.images[i] = (uint8_t)(nn_philox(i, seed).v[0] & 0xFF);
+    for (int i = 0; i < n; i++) d.labels[i] = (int32_t)(nn_philox(i, seed + 1).v[0] % 10);
+    return d;
+}
+
+/* The loader's sample as io/dataset.c computed it before io/sample.h: resize
+ * the plane, then shift, flip and normalize; float arithmetic in the same order. */
+static void old_resize(const uint8_t *src, int sh, int sw, float *dst, int dh, int dw)
+{
+    float ry = (float)sh / (float)dh, rx = (float)sw / (float)dw;
+    for (int i = 0; i < dh; i++) {
+        float fy = ((float)i + 0.5f) * ry - 0.5f;
+        if (fy < 0) fy = 0;
+        int y0 = (int)fy, y1 = y0 + 1 < sh ? y0 + 1 : sh - 1;
+        float wy = fy - (float)y0;
+        for (int j = 0; j < dw; j++) {
+            float fx = ((float)j + 0.5f) * rx - 0.5f;
+            if (fx < 0) fx = 0;
+            int x0 = (int)fx, x1 = x0 + 1 < sw ? x0 + 1 : sw - 1;
+            float wx = fx - (float)x0;
+            float top = src[y0 * sw + x0] * (1 - wx) + src[y0 * sw + x1] * wx;
+            float bot = src[y1 * sw + x0] * (1 - wx) + src[y1 * sw + x1] * wx;
+            dst[i * dw + j] = top * (1 - wy) + bot * wy;
+        }
+    }
+}
+
+static void old_sample(const nn_dataset *ds, const nn_loader_config *cfg, int idx, int epoch, int pos, float *out)
+{
+    int S = cfg->size, dx = 0, dy = 0, flip = 0;
+    if (cfg->augment) {
+        nn_philox_out r = nn_philox(((uint64_t)epoch << 32) | (uint32_t)pos, cfg->seed ^ 0xA06D0A7Aull);
+        int P = S / 16;
+        dx = (int)(r.v[0] % (uint32_t)(2 * P + 1)) - P;
+        dy = (int)(r.v[1] % (uint32_t)(2 * P + 1)) - P;
+        flip = r.v[2] & 1;
+    }
+    float *tmp = malloc((size_t)S * S * sizeof *tmp);
+    assert_non_null(tmp);
+    float inv = 1.0f / (255.0f * cfg->std), off = cfg->mean / cfg->std;
+    for (int c = 0; c < ds->c; c++) {
+        const uint8_t *src = ds->images + ((size_t)idx * ds->c + c) * ds->h * ds->w;
+        if (S == ds->h && S == ds->w)
+            for (int i = 0; i < S * S; i++) tmp[i] = src[i];
+        else
+            old_resize(src, ds->h, ds->w, tmp, S, S);
+        float *o = out + (size_t)c * S * S;
+        for (int i = 0; i < S; i++)
+            for (int j = 0; j < S; j++) {
+                int si = i + dy, sj = (flip ? S - 1 - j : j) + dx;
+                float v = (si >= 0 && si < S && sj >= 0 && sj < S) ? tmp[si * S + sj] : 0.0f;
+                o[i * S + j] = v * inv - off;
+            }
+    }
+    free(tmp);
+}
+
+/* Every batch of two epochs: the loader against the old formula (when
+ * `old`), and the resident set on `dev` against the loader, bit for bit. */
+static void compare(const nn_dataset *d, const nn_loader_config *c, nn_device dev, bool old)
+{
+    nn_loader *l = NULL;
+    nn_resident *r = NULL;
+    assert_int_equal(nn_loader_new(&l, d, c), NN_OK);
+    if (nn_resident_new(&r, d, dev, c) != NN_OK) fail_msg("resident: %s", nn_errmsg());
+    assert_int_equal(nn_resident_batches(r), nn_loader_batches(l));
+    const size_t img = (size_t)d->c * c->size * c->size;
+    int xs[2] = {c->batch, (int)img}, ys = c->batch;
+    nn_tensor *x = NULL, *y = NULL;
+    assert_int_equal(nn_tensor_new(&x, NN_F32, dev, 2, xs), NN_OK);
+    assert_int_equal(nn_tensor_new(&y, NN_I32, dev, 1, &ys), NN_OK);
+    float *hx = malloc(img * c->batch * sizeof *hx), *ref = malloc(img * sizeof *ref);
+    int32_t *hy = malloc((size_t)c->batch * sizeof *hy), *order = malloc((size_t)d->n * sizeof *order);
+    assert_true(hx && ref && hy && order);
+    for (int e = 0; e < 2; e++) {
+        assert_int_equal(nn_loader_start(l, e, 0), NN_OK);
+        assert_int_equal(nn_resident_start(r, e), NN_OK);
+        int nb;
+        const int used = nn_loader_count(d, c, &nb);
+        nn_loader_order(c, used, e, order);
+        for (int b = 0;; b++) {
+            const float *lx;
+            const int32_t *ly;
+            int n, rn;
+            assert_int_equal(nn_loader_next(l, &lx, &ly, &n), NN_OK);
+            assert_int_equal(nn_resident_batch(r, b, x, y, &rn), NN_OK);
+            assert_int_equal(rn, n);
+            if (!n) break;
+            assert_int_equal(nn_tensor_read(x, hx), NN_OK);
+            assert_int_equal(nn_tensor_read(y, hy), NN_OK);
+            for (int k = 0; k < n; k++) {
+                if (memcmp(hx + k * img, lx + k * img, img * sizeof *hx) != 0)
+                    fail_msg("%s: epoch %d batch %d sample %d differs from the loader's", nn_device_name(dev), e, b, k);
+                assert_int_equal(hy[k], ly[k]);
+                if (!old) continue;
+                const int pos = b * c->batch + k;
+                old_sample(d, c, order[pos], e, pos, ref);
+                if (memcmp(ref, lx + k * img, img * sizeof *ref) != 0)
+                    fail_msg("epoch %d batch %d sample %d: the loader changed its numbers", e, b, k);
+            }
+        }
+    }
+    free(hx);
+    free(ref);
+    free(hy);
+    free(order);
+    nn_tensor_free(x);
+    nn_tensor_free(y);
+    nn_resident_free(r);
+    nn_loader_free(l);
+}
+
+static void test_resident_cpu_matches_the_loader(void **state)
+{
+    (void)state;
+    nn_dataset d = random_set(5, 37, 1, 28, 28);
+    /* up (Fashion-MNIST to AlexNet-ish), down, odd, same size; augmented or
+     * not; a partial final batch (37 = 4 x 8 + 5) */
+    const int sizes[] = {64, 19, 28, 227};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        nn_loader_config c = {.batch = 8, .size = sizes[s], .shuffle = true, .augment = s % 2 == 0,
+                              .mean = 0.286f, .std = 0.353f, .seed = 7 + s};
+        compare(&d, &c, NN_CPU, true);
+    }
+    nn_dataset_free(&d);
+    nn_dataset rgb = random_set(6, 9, 3, 13, 17); /* channels, and h != w */
+    nn_loader_config c = {.batch = 4, .size = 24, .shuffle = true, .augment = true, .mean = 0.5f, .std = 0.25f,
+                          .seed = 2, .limit = 7};
+    compare(&rgb, &c, NN_CPU, true);
+    nn_dataset_free(&rgb);
+}
+
+static void test_resident_errors(void **state)
+{
+    (void)state;
+    nn_dataset d = random_set(8, 10, 1, 28, 28);
+    nn_loader_config c = {.batch = 4, .size = 32, .mean = 0, .std = 1};
+    nn_resident *r = NULL;
+    nn_loader_config bad = c;
+    bad.std = 0;
+    assert_int_equal(nn_resident_new(&r, &d, NN_CPU, &bad), NN_E_ARG);
+    assert_null(r);
+    assert_int_equal(nn_resident_new(&r, &d, NN_CPU, &c), NN_OK);
+    int xs[2] = {4, 32 * 32}, small[2] = {3, 32 * 32}, ys = 4, n = -1;
+    nn_tensor *x = NULL, *x3 = NULL, *y = NULL;
+    assert_int_equal(nn_tensor_new(&x, NN_F32, NN_CPU, 2, xs), NN_OK);
+    assert_int_equal(nn_tensor_new(&x3, NN_F32, NN_CPU, 2, small), NN_OK);
+    assert_int_equal(nn_tensor_new(&y, NN_I32, NN_CPU, 1, &ys), NN_OK);
+    assert_int_equal(nn_resident_batch(r, 0, x, y, &n), NN_E_ARG); /* no epoch started */
+    assert_non_null(strstr(nn_errmsg(), "no epoch started"));
+    assert_int_equal(nn_resident_start(r, 0), NN_OK);
+    assert_int_equal(nn_resident_batch(r, 0, x3, y, &n), NN_E_ARG); /* 3 images of room for 4 */
+    assert_non_null(strstr(nn_errmsg(), "batch 0 needs float32 x of 4096"));
+    assert_int_equal(nn_resident_batch(r, 0, y, x, &n), NN_E_ARG); /* swapped dtypes */
+    assert_int_equal(nn_resident_batch(r, 2, x3, y, &n), NN_OK);   /* the last: 2 images fit in 3 */
+    assert_int_equal(n, 2);
+    assert_int_equal(nn_resident_batch(r, 3, x, y, &n), NN_OK); /* past the end */
+    assert_int_equal(n, 0);
+    nn_tensor_free(x);
+    nn_tensor_free(x3);
+    nn_tensor_free(y);
+    nn_resident_free(r);
+    nn_dataset_free(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_resident_cpu_matches_the_loader),
+        cmocka_unit_test(test_resident_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
