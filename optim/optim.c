@@ -12,16 +12,8 @@
 #include "ops/cpu_kernels.h"
 
 /* The update kernels: one pass over (w, g, state), each thread a contiguous
- * span, the loop body cloned for AVX2 and picked when the library loads (the
- * divisions and square roots of Adam run 8 lanes wide instead of SSE2's 4).
- * Bit-exact across clones: GCC in ISO C mode (-std=c11) does not contract
- * a*b + c into an FMA, the "avx2" target has no FMA anyway, and each lane
- * does the scalar operations in the scalar order. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define OPTIM_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define OPTIM_CLONES
-#endif
+ * span whose loop has an AVX2 copy (NN_CPU_CLONES: Adam's divisions and
+ * square roots run 8 lanes wide instead of SSE2's 4, bit for bit alike). */
 /* Below this many parameters one thread does the update: waking the team
  * costs more (tens of microseconds on a loaded machine) than it saves. */
 #define OPTIM_PAR_MIN 65536
@@ -38,7 +30,7 @@ static void thread_span(size_t n, size_t *i0, size_t *i1)
     *i1 = *i0 + per < n ? *i0 + per : n;
 }
 
-static OPTIM_CLONES void sgd_span(size_t i0, size_t i1, float *restrict w, const float *restrict g,
+static NN_CPU_CLONES void sgd_span(size_t i0, size_t i1, float *restrict w, const float *restrict g,
                                   float *restrict v, float lr, float momentum, float wd)
 {
     for (size_t i = i0; i < i1; i++) {
@@ -61,7 +53,7 @@ nn_status nn_cpu_sgd_update(size_t n, float *w, const float *g, float *v, float 
 
 /* Adam's moments and step over [i0, i1); decoupled (AdamW): the decay
  * shrinks w before the step instead of entering the gradient. */
-static OPTIM_CLONES void adam_span(size_t i0, size_t i1, float *restrict w, const float *restrict g,
+static NN_CPU_CLONES void adam_span(size_t i0, size_t i1, float *restrict w, const float *restrict g,
                                    float *restrict m, float *restrict v, float lr, float beta1, float beta2,
                                    float eps, float wd, int decoupled, float bias1, float bias2)
 {
