@@ -168,6 +168,15 @@ static void valid_range(int n_out, int s, int off, int len, int *i0, int *i1)
 #define CONV_PAD_OW_MAX 32        /* output width up to which the padded path is taken */
 #define CONV_PAD_PLANE_MAX 8192   /* floats of the padded plane (32 KiB on the stack) */
 
+/* The row copies below are short: GCC's -O3 would turn a stride-1 copy loop
+ * into a memcpy call per row (loop distribution), which is what the padded
+ * path exists to avoid. col2im's additions have an AVX2 copy (NN_CPU_CLONES). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CONV_INLINE_COPIES __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define CONV_INLINE_COPIES
+#endif
+
 static bool pad_path(const nn_conv2d_geom *g)
 {
     return g->ow <= CONV_PAD_OW_MAX &&
@@ -188,9 +197,28 @@ static void pad_plane(const nn_conv2d_geom *g, const float *xc, float *xp)
 
 /* The column rows of one (image, channel) plane from its padded copy xp;
  * d at the plane's first row (c*kh*kw), rows ld floats apart. */
-static void im2col_padded(const nn_conv2d_geom *g, const float *xp, float *d, size_t ld)
+static CONV_INLINE_COPIES void im2col_padded(const nn_conv2d_geom *g, const float *xp, float *d, size_t ld)
 {
     const int wp = g->w + 2 * g->pw, ow = g->ow, sw = g->sw;
+    if (g->sh == 1 && sw == 1) {
+        /* Stride 1: column q of the kernel sees the plane's columns q .. q+ow-1;
+         * packed as xq (hp, ow), the rows of kernel row p are xq's rows p ..
+         * p+oh-1, one contiguous block: kw passes of short copies, then
+         * kh*kw long ones (instead of kh*kw*oh copies of ow floats). */
+        float xq[CONV_PAD_PLANE_MAX];
+        const int hp = g->h + 2 * g->ph;
+        const size_t blk = (size_t)g->oh * ow;
+        for (int q = 0; q < g->kw; q++) {
+            for (int h = 0; h < hp; h++) {
+                const float *r = xp + (size_t)h * wp + q;
+                float *o = xq + (size_t)h * ow;
+                for (int j = 0; j < ow; j++) o[j] = r[j];
+            }
+            for (int p = 0; p < g->kh; p++)
+                memcpy(d + (size_t)(p * g->kw + q) * ld, xq + (size_t)p * ow, blk * sizeof(float));
+        }
+        return;
+    }
     for (int p = 0; p < g->kh; p++) {
         for (int q = 0; q < g->kw; q++, d += ld) {
             for (int i = 0; i < g->oh; i++) {
@@ -205,7 +233,7 @@ static void im2col_padded(const nn_conv2d_geom *g, const float *xp, float *d, si
 /* The adjoint: xp += the column rows at their padded positions (per pixel
  * the same terms in the same (p, q) order as col2im_add's general path, so
  * the sums are bit for bit those of adding into dx directly). */
-static void col2im_padded(const nn_conv2d_geom *g, const float *d, size_t ld, float *xp)
+static NN_CPU_CLONES void col2im_padded(const nn_conv2d_geom *g, const float *d, size_t ld, float *xp)
 {
     const int wp = g->w + 2 * g->pw, ow = g->ow, sw = g->sw;
     for (int p = 0; p < g->kh; p++) {
@@ -213,7 +241,11 @@ static void col2im_padded(const nn_conv2d_geom *g, const float *d, size_t ld, fl
             for (int i = 0; i < g->oh; i++) {
                 float *r = xp + (size_t)(i * g->sh + p) * wp + q;
                 const float *dr = d + (size_t)i * ow;
-                for (int j = 0; j < ow; j++) r[j * sw] += dr[j];
+                if (sw == 1) {
+                    for (int j = 0; j < ow; j++) r[j] += dr[j];
+                } else {
+                    for (int j = 0; j < ow; j++) r[j * sw] += dr[j];
+                }
             }
         }
     }
