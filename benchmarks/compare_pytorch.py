@@ -48,6 +48,15 @@ def vm_hwm_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def loadavg():
+    """The 1-minute load average (how busy the shared machine was), or '?'."""
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().split()[0]
+    except OSError:
+        return "?"
+
+
 def feature_size(size):
     """Spatial size after stage5 for a size x size input (224 -> 6)."""
     s = (size + 4 - 11) // 4 + 1  # conv1 11x11 / 4, pad 2
@@ -241,9 +250,12 @@ def main():
             else:
                 res["torch"] = {"train": run_torch("train", a), "infer": run_torch("infer", a)}
         o, t = res["ours"], res["torch"]
-        print("round %d: ours train %.2f img/s infer %.2f img/s | PyTorch train %.2f img/s infer %.2f img/s" % (
-            r + 1, a.batch / o["train"]["median_s"], a.batch / o["infer"]["median_s"],
-            a.batch / t["train"]["median_s"], a.batch / t["infer"]["median_s"]), flush=True)
+        print("round %d: ours train %.2f img/s infer %.2f img/s | PyTorch train %.2f img/s infer %.2f img/s | "
+              "ratio train %.2f infer %.2f | SGEMM %.0f GFLOP/s, load %s" % (
+                  r + 1, a.batch / o["train"]["median_s"], a.batch / o["infer"]["median_s"],
+                  a.batch / t["train"]["median_s"], a.batch / t["infer"]["median_s"],
+                  t["train"]["median_s"] / o["train"]["median_s"], t["infer"]["median_s"] / o["infer"]["median_s"],
+                  o["sgemm_gflops"], loadavg()), flush=True)
         rounds.append(res)
 
     def med(who, phase, key):
@@ -274,6 +286,12 @@ def main():
     for name, ours, pt, ratio, target, ok in rows:
         verdict = "" if ok is None else (" met" if ok else " NOT met")
         print("%-32s %12.2f %12.2f %12.2f %8s%s" % (name, ours, pt, ratio, target, verdict))
+    # On a shared machine the load changes between rounds: the ratio within a
+    # round (ours and PyTorch's phases minutes apart at most) is steadier
+    # than the ratio of the medians, so print its median too.
+    print("median of the per-round ratios: training %.2f, inference %.2f" % (
+        statistics.median(x["torch"]["train"]["median_s"] / x["ours"]["train"]["median_s"] for x in rounds),
+        statistics.median(x["torch"]["infer"]["median_s"] / x["ours"]["infer"]["median_s"] for x in rounds)))
     print("(SGEMM on this machine: %.1f GFLOP/s, measured by convnet bench; first training loss: ours %.3f, "
           "PyTorch %.3f)" % (statistics.median(x["ours"]["sgemm_gflops"] for x in rounds),
                             rounds[0]["ours"]["train"]["first_loss"], rounds[0]["torch"]["train"]["loss"]))

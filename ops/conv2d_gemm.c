@@ -159,6 +159,98 @@ static void valid_range(int n_out, int s, int off, int len, int *i0, int *i1)
     *i1 = b;
 }
 
+/* Small maps (AlexNet's late layers, the default model's conv1-2: rows of 3 to
+ * 15 outputs) go through a zero-padded copy of each input plane on the stack:
+ * then every row of the column matrix is a plain strided copy, with no
+ * bounds, no zero fill and no libc call per row (the per-row memcpy/memset
+ * of the general path cost more than the copies on 7-wide rows). Wider maps
+ * keep the general path, whose rows are long enough for memcpy to pay. */
+#define CONV_PAD_OW_MAX 32        /* output width up to which the padded path is taken */
+#define CONV_PAD_PLANE_MAX 8192   /* floats of the padded plane (32 KiB on the stack) */
+
+/* The row copies below are short: GCC's -O3 would turn a stride-1 copy loop
+ * into a memcpy call per row (loop distribution), which is what the padded
+ * path exists to avoid. col2im's additions have an AVX2 copy (NN_CPU_CLONES). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CONV_INLINE_COPIES __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define CONV_INLINE_COPIES
+#endif
+
+static bool pad_path(const nn_conv2d_geom *g)
+{
+    return g->ow <= CONV_PAD_OW_MAX &&
+           (size_t)(g->h + 2 * g->ph) * (size_t)(g->w + 2 * g->pw) <= CONV_PAD_PLANE_MAX;
+}
+
+/* xp = the (h, w) plane xc at offset (ph, pw) of a zero (h+2ph, w+2pw) plane. */
+static void pad_plane(const nn_conv2d_geom *g, const float *xc, float *xp)
+{
+    const int wp = g->w + 2 * g->pw, hp = g->h + 2 * g->ph;
+    for (int k = 0; k < hp * wp; k++) xp[k] = 0.0f;
+    for (int i = 0; i < g->h; i++) {
+        float *d = xp + (size_t)(i + g->ph) * wp + g->pw;
+        const float *r = xc + (size_t)i * g->w;
+        for (int j = 0; j < g->w; j++) d[j] = r[j];
+    }
+}
+
+/* The column rows of one (image, channel) plane from its padded copy xp;
+ * d at the plane's first row (c*kh*kw), rows ld floats apart. */
+static CONV_INLINE_COPIES void im2col_padded(const nn_conv2d_geom *g, const float *xp, float *d, size_t ld)
+{
+    const int wp = g->w + 2 * g->pw, ow = g->ow, sw = g->sw;
+    if (g->sh == 1 && sw == 1) {
+        /* Stride 1: column q of the kernel sees the plane's columns q .. q+ow-1;
+         * packed as xq (hp, ow), the rows of kernel row p are xq's rows p ..
+         * p+oh-1, one contiguous block: kw passes of short copies, then
+         * kh*kw long ones (instead of kh*kw*oh copies of ow floats). */
+        float xq[CONV_PAD_PLANE_MAX];
+        const int hp = g->h + 2 * g->ph;
+        const size_t blk = (size_t)g->oh * ow;
+        for (int q = 0; q < g->kw; q++) {
+            for (int h = 0; h < hp; h++) {
+                const float *r = xp + (size_t)h * wp + q;
+                float *o = xq + (size_t)h * ow;
+                for (int j = 0; j < ow; j++) o[j] = r[j];
+            }
+            for (int p = 0; p < g->kh; p++)
+                memcpy(d + (size_t)(p * g->kw + q) * ld, xq + (size_t)p * ow, blk * sizeof(float));
+        }
+        return;
+    }
+    for (int p = 0; p < g->kh; p++) {
+        for (int q = 0; q < g->kw; q++, d += ld) {
+            for (int i = 0; i < g->oh; i++) {
+                const float *r = xp + (size_t)(i * g->sh + p) * wp + q;
+                float *dr = d + (size_t)i * ow;
+                for (int j = 0; j < ow; j++) dr[j] = r[j * sw];
+            }
+        }
+    }
+}
+
+/* The adjoint: xp += the column rows at their padded positions (per pixel
+ * the same terms in the same (p, q) order as col2im_add's general path, so
+ * the sums are bit for bit those of adding into dx directly). */
+static NN_CPU_CLONES void col2im_padded(const nn_conv2d_geom *g, const float *d, size_t ld, float *xp)
+{
+    const int wp = g->w + 2 * g->pw, ow = g->ow, sw = g->sw;
+    for (int p = 0; p < g->kh; p++) {
+        for (int q = 0; q < g->kw; q++, d += ld) {
+            for (int i = 0; i < g->oh; i++) {
+                float *r = xp + (size_t)(i * g->sh + p) * wp + q;
+                const float *dr = d + (size_t)i * ow;
+                if (sw == 1) {
+                    for (int j = 0; j < ow; j++) r[j] += dr[j];
+                } else {
+                    for (int j = 0; j < ow; j++) r[j * sw] += dr[j];
+                }
+            }
+        }
+    }
+}
+
 /* col[(c*kh + p)*kw + q][b*ohw + i*ow + j] = x_b[c][i*sh + p - ph][j*sw + q - pw], 0 in the
  * padding, for nb images from x (already at the group's first channel). par: may
  * start threads (false inside a worker). */
@@ -166,10 +258,17 @@ static void im2col(const nn_conv2d_geom *g, const conv_plan *P, const float *x, 
 {
     const size_t ld = (size_t)nb * P->ohw, xs = (size_t)g->c * P->hw;
     const int cg = P->cg, ow = g->ow;
+    const bool pad = pad_path(g);
 #pragma omp parallel for collapse(2) if (par && (size_t)P->k * ld > CONV_OMP_MIN)
     for (int b = 0; b < nb; b++) {
         for (int c = 0; c < cg; c++) {
             const float *xc = x + (size_t)b * xs + (size_t)c * P->hw;
+            if (pad) {
+                float xp[CONV_PAD_PLANE_MAX];
+                pad_plane(g, xc, xp);
+                im2col_padded(g, xp, col + (size_t)c * g->kh * g->kw * ld + (size_t)b * P->ohw, ld);
+                continue;
+            }
             for (int p = 0; p < g->kh; p++) {
                 int i0, i1;
                 valid_range(g->oh, g->sh, p - g->ph, g->h, &i0, &i1);
@@ -203,10 +302,23 @@ static void col2im_add(const nn_conv2d_geom *g, const conv_plan *P, const float 
 {
     const size_t ld = (size_t)nb * P->ohw, xs = (size_t)g->c * P->hw;
     const int cg = P->cg, ow = g->ow;
+    const bool pad = pad_path(g);
 #pragma omp parallel for collapse(2) if (par && (size_t)P->k * ld > CONV_OMP_MIN)
     for (int b = 0; b < nb; b++) {
         for (int c = 0; c < cg; c++) {
             float *xc = dx + (size_t)b * xs + (size_t)c * P->hw;
+            if (pad) { /* dx's plane into the padded copy, the terms added there, back */
+                float xp[CONV_PAD_PLANE_MAX];
+                const int wp = g->w + 2 * g->pw;
+                pad_plane(g, xc, xp);
+                col2im_padded(g, col + (size_t)c * g->kh * g->kw * ld + (size_t)b * P->ohw, ld, xp);
+                for (int i = 0; i < g->h; i++) {
+                    const float *r = xp + (size_t)(i + g->ph) * wp + g->pw;
+                    float *o = xc + (size_t)i * g->w;
+                    for (int j = 0; j < g->w; j++) o[j] = r[j];
+                }
+                continue;
+            }
             for (int p = 0; p < g->kh; p++) {
                 int i0, i1;
                 valid_range(g->oh, g->sh, p - g->ph, g->h, &i0, &i1);

@@ -11,4 +11,17 @@
  * shapes. Process-wide; set it before building a graph, not during one. */
 void nn_cpu_conv2d_force_winograd(bool on);
 
+/* On a static function holding an element-wise loop: an AVX2 copy besides
+ * the baseline (SSE2) one, picked when the library loads, so the loop runs
+ * twice as many lanes where the machine has AVX2 (the build has no -march).
+ * Bit-exact across copies: GCC in ISO C mode (-std=c11) does not contract
+ * a*b + c into an FMA (and "avx2" alone has no FMA), and every lane does the
+ * scalar operations in the scalar order. Not on OpenMP regions themselves
+ * (their outlined bodies are not cloned): call the function inside one. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define NN_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define NN_CPU_CLONES
+#endif
+
 #endif

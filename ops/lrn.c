@@ -41,61 +41,67 @@ static inline void lrn_pow_row(int len, const float *s, float beta, float *out)
  * so that c + half cannot overflow. */
 static inline int lrn_half(const nn_lrn_geom *g) { return g->size / 2 < g->c ? g->size / 2 : g->c; }
 
-nn_status nn_cpu_lrn_forward(const nn_lrn_geom *g, const float *x, float *y, float *scale)
+/* Forward of tile t (image t / ntiles, positions of its tile t % ntiles). */
+static NN_CPU_CLONES void lrn_fwd_tile(const nn_lrn_geom *g, const float *x, float *y, float *scale, long long t)
 {
     const int C = g->c, half = lrn_half(g);
     const size_t hw = (size_t)g->h * (size_t)g->w;
     const size_t ntiles = (hw + LRN_TILE - 1) / LRN_TILE;
-    const long long total = (long long)((size_t)g->n * ntiles);
     const double alpha = g->alpha, k = g->k;
     const float beta = g->beta;
-    const size_t numel = (size_t)g->n * (size_t)C * hw;
+    const size_t b = (size_t)t / ntiles, p0 = ((size_t)t % ntiles) * LRN_TILE;
+    const int len = (int)(hw - p0 < LRN_TILE ? hw - p0 : LRN_TILE);
+    const size_t base = b * (size_t)C * hw + p0;
+    const float *xb = x + base;
+    float *yb = y + base, *sb = scale + base;
+    /* running sum of squares over the window of channel c, in double:
+     * float squares are exact there, so removing a channel cancels its
+     * term up to double rounding (~1e-16 of the window's sum) */
+    double acc[LRN_TILE];
+    float pw[LRN_TILE];
+    for (int q = 0; q < len; q++) acc[q] = 0.0;
+    for (int j = 0; j <= half && j < C; j++) {
+        const float *xj = xb + (size_t)j * hw;
+#pragma omp simd
+        for (int q = 0; q < len; q++) acc[q] += (double)xj[q] * (double)xj[q];
+    }
+    for (int c = 0; c < C; c++) {
+        const size_t off = (size_t)c * hw;
+        if (c > 0) {
+            const int in = c + half, out = c - half - 1;
+            if (in < C) {
+                const float *xi = xb + (size_t)in * hw;
+#pragma omp simd
+                for (int q = 0; q < len; q++) acc[q] += (double)xi[q] * (double)xi[q];
+            }
+            if (out >= 0) {
+                const float *xo = xb + (size_t)out * hw;
+#pragma omp simd
+                for (int q = 0; q < len; q++) acc[q] -= (double)xo[q] * (double)xo[q];
+            }
+        }
+#pragma omp simd
+        for (int q = 0; q < len; q++) {
+            const double a = acc[q] > 0.0 ? acc[q] : 0.0; /* rounding may leave -tiny */
+            /* in double: the sum of squares may exceed float range while
+             * alpha * sum does not */
+            sb[off + q] = (float)(k + alpha * a);
+        }
+        lrn_pow_row(len, sb + off, beta, pw);
+#pragma omp simd
+        for (int q = 0; q < len; q++) yb[off + q] = xb[off + q] * pw[q];
+    }
+}
+
+nn_status nn_cpu_lrn_forward(const nn_lrn_geom *g, const float *x, float *y, float *scale)
+{
+    const size_t hw = (size_t)g->h * (size_t)g->w;
+    const size_t ntiles = (hw + LRN_TILE - 1) / LRN_TILE;
+    const long long total = (long long)((size_t)g->n * ntiles);
+    const size_t numel = (size_t)g->n * (size_t)g->c * hw;
 
 #pragma omp parallel for schedule(static) if (numel > LRN_PAR_MIN)
-    for (long long t = 0; t < total; t++) {
-        const size_t b = (size_t)t / ntiles, p0 = ((size_t)t % ntiles) * LRN_TILE;
-        const int len = (int)(hw - p0 < LRN_TILE ? hw - p0 : LRN_TILE);
-        const size_t base = b * (size_t)C * hw + p0;
-        const float *xb = x + base;
-        float *yb = y + base, *sb = scale + base;
-        /* running sum of squares over the window of channel c, in double:
-         * float squares are exact there, so removing a channel cancels its
-         * term up to double rounding (~1e-16 of the window's sum) */
-        double acc[LRN_TILE];
-        float pw[LRN_TILE];
-        for (int q = 0; q < len; q++) acc[q] = 0.0;
-        for (int j = 0; j <= half && j < C; j++) {
-            const float *xj = xb + (size_t)j * hw;
-#pragma omp simd
-            for (int q = 0; q < len; q++) acc[q] += (double)xj[q] * (double)xj[q];
-        }
-        for (int c = 0; c < C; c++) {
-            const size_t off = (size_t)c * hw;
-            if (c > 0) {
-                const int in = c + half, out = c - half - 1;
-                if (in < C) {
-                    const float *xi = xb + (size_t)in * hw;
-#pragma omp simd
-                    for (int q = 0; q < len; q++) acc[q] += (double)xi[q] * (double)xi[q];
-                }
-                if (out >= 0) {
-                    const float *xo = xb + (size_t)out * hw;
-#pragma omp simd
-                    for (int q = 0; q < len; q++) acc[q] -= (double)xo[q] * (double)xo[q];
-                }
-            }
-#pragma omp simd
-            for (int q = 0; q < len; q++) {
-                const double a = acc[q] > 0.0 ? acc[q] : 0.0; /* rounding may leave -tiny */
-                /* in double: the sum of squares may exceed float range while
-                 * alpha * sum does not */
-                sb[off + q] = (float)(k + alpha * a);
-            }
-            lrn_pow_row(len, sb + off, beta, pw);
-#pragma omp simd
-            for (int q = 0; q < len; q++) yb[off + q] = xb[off + q] * pw[q];
-        }
-    }
+    for (long long t = 0; t < total; t++) lrn_fwd_tile(g, x, y, scale, t);
     return NN_OK;
 }
 
@@ -103,76 +109,82 @@ nn_status nn_cpu_lrn_forward(const nn_lrn_geom *g, const float *x, float *y, flo
  *        - 2 alpha beta x[i] * sum_{j : i in window(j)} dy[j] y[j] / scale[j]
  * The window relation is symmetric (|i - j| <= size/2), so the sum runs over
  * window(i) and slides like the forward sum. */
+static NN_CPU_CLONES void lrn_bwd_tile(const nn_lrn_geom *g, const float *x, const float *y,
+                                      const float *scale, const float *dy, float *dx, long long t)
+{
+    const int C = g->c, half = lrn_half(g);
+    const size_t hw = (size_t)g->h * (size_t)g->w;
+    const size_t ntiles = (hw + LRN_TILE - 1) / LRN_TILE;
+    const float beta = g->beta;
+    const double c2 = 2.0 * g->alpha * g->beta;
+    /* a window of 2*half+1 channels fits the ring when it has a spare slot */
+    const bool use_ring = 2 * half + 2 <= LRN_RING;
+    const size_t b = (size_t)t / ntiles, p0 = ((size_t)t % ntiles) * LRN_TILE;
+    const int len = (int)(hw - p0 < LRN_TILE ? hw - p0 : LRN_TILE);
+    const size_t base = b * (size_t)C * hw + p0;
+    const float *xb = x + base, *yb = y + base, *sb = scale + base, *db = dy + base;
+    float *dxb = dx + base;
+    double acc[LRN_TILE];
+    double ring[LRN_RING][LRN_TILE]; /* the window's terms, by channel mod LRN_RING */
+    float pw[LRN_TILE];
+    for (int q = 0; q < len; q++) acc[q] = 0.0;
+    /* What is subtracted when a channel leaves the window is exactly what
+     * was added (kept in the ring, or recomputed for very wide windows).
+     * In double: for large x, y / scale falls below float's normal range. */
+#define LRN_TERM(j, q) ((double)db[(size_t)(j) * hw + (q)] * (double)yb[(size_t)(j) * hw + (q)] / \
+                    (double)sb[(size_t)(j) * hw + (q)])
+    for (int j = 0; j <= half && j < C; j++) {
+        double *r = ring[j % LRN_RING];
+#pragma omp simd
+        for (int q = 0; q < len; q++) {
+            const double t = LRN_TERM(j, q);
+            r[q] = t;
+            acc[q] += t;
+        }
+    }
+    for (int c = 0; c < C; c++) {
+        const size_t off = (size_t)c * hw;
+        if (c > 0) {
+            const int in = c + half, out = c - half - 1;
+            if (out >= 0) {
+                if (use_ring) {
+                    const double *r = ring[out % LRN_RING];
+#pragma omp simd
+                    for (int q = 0; q < len; q++) acc[q] -= r[q];
+                } else {
+#pragma omp simd
+                    for (int q = 0; q < len; q++) acc[q] -= LRN_TERM(out, q);
+                }
+            }
+            if (in < C) {
+                double *r = ring[in % LRN_RING];
+#pragma omp simd
+                for (int q = 0; q < len; q++) {
+                    const double t = LRN_TERM(in, q);
+                    r[q] = t;
+                    acc[q] += t;
+                }
+            }
+        }
+        lrn_pow_row(len, sb + off, beta, pw);
+#pragma omp simd
+        for (int q = 0; q < len; q++)
+            dxb[off + q] += (float)((double)db[off + q] * pw[q] - c2 * xb[off + q] * acc[q]);
+    }
+#undef LRN_TERM
+}
+
 nn_status nn_cpu_lrn_backward(const nn_lrn_geom *g, const float *x, const float *y,
                               const float *scale, const float *dy, float *dx)
 {
     if (!dx) return NN_OK;
-    const int C = g->c, half = lrn_half(g);
     const size_t hw = (size_t)g->h * (size_t)g->w;
     const size_t ntiles = (hw + LRN_TILE - 1) / LRN_TILE;
     const long long total = (long long)((size_t)g->n * ntiles);
-    const float beta = g->beta;
-    const double c2 = 2.0 * g->alpha * g->beta;
-    const size_t numel = (size_t)g->n * (size_t)C * hw;
-    /* a window of 2*half+1 channels fits the ring when it has a spare slot */
-    const bool use_ring = 2 * half + 2 <= LRN_RING;
+    const size_t numel = (size_t)g->n * (size_t)g->c * hw;
 
 #pragma omp parallel for schedule(static) if (numel > LRN_PAR_MIN)
-    for (long long t = 0; t < total; t++) {
-        const size_t b = (size_t)t / ntiles, p0 = ((size_t)t % ntiles) * LRN_TILE;
-        const int len = (int)(hw - p0 < LRN_TILE ? hw - p0 : LRN_TILE);
-        const size_t base = b * (size_t)C * hw + p0;
-        const float *xb = x + base, *yb = y + base, *sb = scale + base, *db = dy + base;
-        float *dxb = dx + base;
-        double acc[LRN_TILE];
-        double ring[LRN_RING][LRN_TILE]; /* the window's terms, by channel mod LRN_RING */
-        float pw[LRN_TILE];
-        for (int q = 0; q < len; q++) acc[q] = 0.0;
-        /* What is subtracted when a channel leaves the window is exactly what
-         * was added (kept in the ring, or recomputed for very wide windows).
-         * In double: for large x, y / scale falls below float's normal range. */
-#define LRN_TERM(j, q) ((double)db[(size_t)(j) * hw + (q)] * (double)yb[(size_t)(j) * hw + (q)] / \
-                        (double)sb[(size_t)(j) * hw + (q)])
-        for (int j = 0; j <= half && j < C; j++) {
-            double *r = ring[j % LRN_RING];
-#pragma omp simd
-            for (int q = 0; q < len; q++) {
-                const double t = LRN_TERM(j, q);
-                r[q] = t;
-                acc[q] += t;
-            }
-        }
-        for (int c = 0; c < C; c++) {
-            const size_t off = (size_t)c * hw;
-            if (c > 0) {
-                const int in = c + half, out = c - half - 1;
-                if (out >= 0) {
-                    if (use_ring) {
-                        const double *r = ring[out % LRN_RING];
-#pragma omp simd
-                        for (int q = 0; q < len; q++) acc[q] -= r[q];
-                    } else {
-#pragma omp simd
-                        for (int q = 0; q < len; q++) acc[q] -= LRN_TERM(out, q);
-                    }
-                }
-                if (in < C) {
-                    double *r = ring[in % LRN_RING];
-#pragma omp simd
-                    for (int q = 0; q < len; q++) {
-                        const double t = LRN_TERM(in, q);
-                        r[q] = t;
-                        acc[q] += t;
-                    }
-                }
-            }
-            lrn_pow_row(len, sb + off, beta, pw);
-#pragma omp simd
-            for (int q = 0; q < len; q++)
-                dxb[off + q] += (float)((double)db[off + q] * pw[q] - c2 * xb[off + q] * acc[q]);
-        }
-#undef LRN_TERM
-    }
+    for (long long t = 0; t < total; t++) lrn_bwd_tile(g, x, y, scale, dy, dx, t);
     return NN_OK;
 }
 

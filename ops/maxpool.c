@@ -7,6 +7,7 @@
  * first NaN in the window is the output and takes the gradient. */
 #include <limits.h>
 #include <math.h>
+#include <string.h>
 
 #include "core/op.h"
 #include "ops/cpu_kernels.h"
@@ -15,7 +16,7 @@
 
 #define POOL_PAR_MIN 16384 /* output elements below which threads do not pay */
 #define POOL_ROW 64         /* outputs of a row handled together on the stack */
-#define POOL_PLANE_MAX 4096 /* row maxima of a plane (H x OW) kept on the stack */
+#define POOL_PLANE_MAX 4096 /* window maxima of a plane (H x W) kept on the stack */
 
 /* The shape rules the kernels rely on (the op enforces them with messages; the
  * kernel re-checks because the backend table is callable directly). */
@@ -66,53 +67,83 @@ static void pool_row_inside(const nn_pool_geom *g, const float *xp, int i, float
     }
 }
 
-/* A whole plane without padding: first each input row's maxima over the kw
- * columns of every window (first maximum in column order), then for each
- * output the maximum of those over the kh rows (first in row order). That is
- * the same winner as the row-major scan (the earliest row holding the
- * maximum, and in it the earliest column; NaN likewise), with rows shared
- * by overlapping windows reduced once, and the second pass contiguous. */
+/* Whether v replaces the running maximum m: strictly greater (the first
+ * maximum keeps it), or a NaN replacing a number (then it stays). Written
+ * with & and | on the comparisons, not && and ||, so the loops below compile
+ * to branch-free compare-and-blend vectors: with branches, the random
+ * outcomes mispredicted on every other element. */
+static inline bool pool_take(float v, float m)
+{
+    return (v > m) | ((v != v) & (m == m));
+}
+
+/* t ? a : b through masks (the scalar loop tails compiled "?:" to a jump) */
+static inline float pool_self(bool t, float a, float b)
+{
+    uint32_t ua, ub, m = 0u - (uint32_t)t;
+    memcpy(&ua, &a, sizeof ua);
+    memcpy(&ub, &b, sizeof ub);
+    ua = (ua & m) | (ub & ~m);
+    memcpy(&a, &ua, sizeof a);
+    return a;
+}
+
+static inline int32_t pool_seli(bool t, int32_t a, int32_t b)
+{
+    const int32_t m = -(int32_t)t;
+    return (a & m) | (b & ~m);
+}
+
+/* A whole plane without padding, in two passes over contiguous memory:
+ * hb[k] = max of xp[k .. k+kw-1] for every position k of the flattened
+ * plane (positions whose window crosses a row end are computed but never
+ * read), then each output row's maxima of hb over the kh rows at the
+ * row's positions, subsampled by the stride. The winner is the row-major
+ * scan's: the earliest row holding the maximum, in it the earliest column
+ * (first maximum in column order, then in row order; NaN likewise). */
 static void pool_plane_inside(const nn_pool_geom *g, const float *xp, float *yp, int32_t *ap)
 {
-    const int W = g->w, OW = g->ow, sw = g->sw;
-    float hb[POOL_PLANE_MAX];
-    int32_t hi[POOL_PLANE_MAX];
-    const int hrows = (g->oh - 1) * g->sh + g->kh;
-    for (int h = 0; h < hrows; h++) {
-        const float *r = xp + (size_t)h * W;
-        float *b = hb + (size_t)h * OW;
-        int32_t *bi = hi + (size_t)h * OW;
-        for (int j = 0; j < OW; j++) {
-            b[j] = r[j * sw];
-            bi[j] = h * W + j * sw;
-        }
-        for (int q = 1; q < g->kw; q++) {
-            for (int j = 0; j < OW; j++) {
-                const float v = r[j * sw + q], bj = b[j];
-                const bool take = v > bj || (v != v && bj == bj);
-                b[j] = take ? v : bj;
-                bi[j] = take ? h * W + j * sw + q : bi[j];
-            }
+    const int W = g->w, OW = g->ow, sw = g->sw, kw = g->kw;
+    float hb[POOL_PLANE_MAX], vb[POOL_PLANE_MAX];
+    int32_t hi[POOL_PLANE_MAX], vi[POOL_PLANE_MAX];
+    const int hrows = (g->oh - 1) * g->sh + g->kh, span = (OW - 1) * sw + 1;
+    /* the last position read: row hrows-1, column (OW-1)*sw, whose window ends inside */
+    const int len = (hrows - 1) * W + span;
+    for (int k = 0; k < len; k++) {
+        hb[k] = xp[k];
+        hi[k] = k;
+    }
+    for (int q = 1; q < kw; q++) {
+        const float *r = xp + q;
+        for (int k = 0; k < len; k++) {
+            const float v = r[k], m = hb[k];
+            const bool t = pool_take(v, m);
+            hb[k] = pool_self(t, v, m);
+            hi[k] = pool_seli(t, k + q, hi[k]);
         }
     }
     for (int i = 0; i < g->oh; i++) {
-        float *y = yp + (size_t)i * OW;
-        int32_t *a = ap + (size_t)i * OW;
-        const float *b0 = hb + (size_t)i * g->sh * OW;
-        const int32_t *i0 = hi + (size_t)i * g->sh * OW;
-        for (int j = 0; j < OW; j++) {
-            y[j] = b0[j];
-            a[j] = i0[j];
+        const float *b0 = hb + (size_t)i * g->sh * W;
+        const int32_t *i0 = hi + (size_t)i * g->sh * W;
+        for (int k = 0; k < span; k++) {
+            vb[k] = b0[k];
+            vi[k] = i0[k];
         }
         for (int p = 1; p < g->kh; p++) {
-            const float *b = b0 + (size_t)p * OW;
-            const int32_t *bi = i0 + (size_t)p * OW;
-            for (int j = 0; j < OW; j++) {
-                const float v = b[j], bj = y[j];
-                const bool take = v > bj || (v != v && bj == bj);
-                y[j] = take ? v : bj;
-                a[j] = take ? bi[j] : a[j];
+            const float *b = b0 + (size_t)p * W;
+            const int32_t *bi = i0 + (size_t)p * W;
+            for (int k = 0; k < span; k++) {
+                const float v = b[k], m = vb[k];
+                const bool t = pool_take(v, m);
+                vb[k] = pool_self(t, v, m);
+                vi[k] = pool_seli(t, bi[k], vi[k]);
             }
+        }
+        float *y = yp + (size_t)i * OW;
+        int32_t *a = ap + (size_t)i * OW;
+        for (int j = 0; j < OW; j++) {
+            y[j] = vb[j * sw];
+            a[j] = vi[j * sw];
         }
     }
 }
@@ -128,7 +159,7 @@ nn_status nn_cpu_maxpool_forward(const nn_pool_geom *g, const float *x, float *y
     const int jin1 = W - g->kw + g->pw < 0 ? 0 : (W - g->kw + g->pw) / g->sw + 1;
     const int iin1 = H - g->kh + g->ph < 0 ? 0 : (H - g->kh + g->ph) / g->sh + 1;
     const bool all_cols_inside = jin0 == 0 && jin1 >= OW;
-    const bool plane_inside = g->ph == 0 && g->pw == 0 && (size_t)H * OW <= POOL_PLANE_MAX;
+    const bool plane_inside = g->ph == 0 && g->pw == 0 && (size_t)H * W <= POOL_PLANE_MAX;
 
 #pragma omp parallel for schedule(static) if ((size_t)planes * out_plane > POOL_PAR_MIN)
     for (long long pl = 0; pl < planes; pl++) {

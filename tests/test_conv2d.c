@@ -192,6 +192,10 @@ static const conv_case fwd_cases[] = {
     {2, 3, 5, 8, 2, 2, 4, {3, 1, 0, 2, 1}, true, "non-square 2x4 kernel, stride 3x1, pad 0x2"},
     {2, 4, 9, 9, 6, 5, 5, {1, 1, 2, 2, 1}, true, "5x5, pad 2, stride 1 (AlexNet conv2 style)"},
     {4, 6, 13, 13, 8, 3, 3, {1, 1, 1, 1, 2}, true, "3x3 pad 1 on 13x13, groups 2, batch 4 (conv4 style: Winograd)"},
+    /* rows wider than 32 outputs take im2col's general path (bounds per row),
+     * narrower ones the zero-padded plane copy: cases 11, 13, 15 there */
+    {2, 3, 70, 68, 4, 5, 5, {2, 2, 2, 2, 1}, true, "34 outputs a row, stride 2, pad 2: im2col's general path"},
+    {2, 2, 12, 70, 3, 3, 3, {1, 1, 1, 1, 1}, true, "70 outputs a row, stride 1, pad 1: the general path's copies"},
 };
 
 static void test_forward_matches_reference(void **state)
@@ -324,7 +328,7 @@ static void test_backward_matches_reference(void **state)
     /* every kernel path, the Winograd ones (3x3 stride 1: cases 1, 5, 9, 10, 16) included:
      * once as the cost model chooses (im2col + GEMM at these few channels),
      * once with Winograd wherever the shape allows it */
-    const size_t which[] = {1, 2, 3, 4, 5, 8, 9, 10, 11, 13, 15, 16};
+    const size_t which[] = {1, 2, 3, 4, 5, 8, 9, 10, 11, 13, 15, 16, 17, 18};
     for (int force = 0; force < 2; force++) {
         nn_cpu_conv2d_force_winograd(force);
         for (size_t i = 0; i < sizeof which / sizeof which[0]; i++)

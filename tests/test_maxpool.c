@@ -111,6 +111,7 @@ static void test_matches_reference(void **state)
         {1, 1, 4, 6, {4, 6, 0, 0, 2, 3}},   /* kernel = input, maximal padding */
         {2, 3, 10, 11, {3, 3, 3, 3, 1, 1}}, /* last window partly in the padding */
         {2, 16, 55, 55, {3, 3, 2, 2, 0, 0}}, /* conv1's pool: the threaded path */
+        {1, 2, 70, 66, {3, 3, 2, 2, 0, 0}}, /* a plane over 4096 floats: row by row */
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         nn_tensor *x = make_x(&cases[k], 10 + k);
