@@ -76,6 +76,12 @@ static nn_status decode(dec_state *d)
                  d->ci.image_height, NN_JPEG_MAX_SIDE);
         longjmp(d->err.jmp, 1);
     }
+    const double pixels = (double)d->ci.image_width * d->ci.image_height;
+    if (pixels > NN_JPEG_FREE_PIXELS && pixels > NN_JPEG_PIXELS_PER_BYTE * (double)d->n) {
+        snprintf(d->err.msg, sizeof d->err.msg, "size %ux%u is implausible for a %zu-byte file (forged header?)",
+                 d->ci.image_width, d->ci.image_height, d->n);
+        longjmp(d->err.jmp, 1);
+    }
     bool cmyk = d->ci.jpeg_color_space == JCS_CMYK || d->ci.jpeg_color_space == JCS_YCCK;
     d->ci.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
     if (d->min_side > 0) {

@@ -13,6 +13,13 @@
 
 /* Largest width or height accepted by the reader. */
 #define NN_JPEG_MAX_SIDE 32768
+/* A flat picture compresses to almost nothing (arithmetic coding, progressive
+ * end-of-band runs), so a forged header cannot be caught by its data running
+ * out: a picture over NN_JPEG_FREE_PIXELS pixels must come from a file of at
+ * least 1 byte per NN_JPEG_PIXELS_PER_BYTE pixels (a real 24 MP photo is
+ * megabytes; the limit asks for 23 KB), else NN_E_FORMAT. */
+#define NN_JPEG_FREE_PIXELS (16.0 * 1024 * 1024)
+#define NN_JPEG_PIXELS_PER_BYTE 1024.0
 
 /* Decodes a JPEG held in memory (name: for messages) to RGB. min_side > 0
  * lets libjpeg decode at the smallest scale M/8 (M = 1..8) whose short side

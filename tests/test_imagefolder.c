@@ -722,11 +722,42 @@ static void test_score(void **state)
     assert_true(fabs(nll - (-log(p0) - log(p1))) < 1e-9);
 }
 
+/* A forged header on a flat, arithmetic-coded picture: the data never runs
+ * out (flat blocks cost almost nothing), so only the size-per-byte rule stops
+ * a 106-byte file from claiming 27928x13904 (the fuzzer's find: a 686 MB
+ * allocation). A real picture of that many pixels per byte still decodes
+ * below NN_JPEG_FREE_PIXELS. */
+static void test_jpeg_size_must_fit_the_file(void **state)
+{
+    (void)state;
+    const char *root = getenv("CONVNET_SOURCE_ROOT");
+    if (!root) skip();
+    char p[4096];
+    snprintf(p, sizeof p, "%s/tests/fuzz/crashes/jpeg-arithmetic-forged-size-686MB.jpg", root);
+    nn_image im;
+    assert_int_equal(nn_jpeg_read(p, 0, &im), NN_E_FORMAT);
+    assert_non_null(strstr(nn_errmsg(), "implausible for a 106-byte file"));
+    /* a flat 1024x1024 grey picture: about 1 MP in a few KB, under the free size */
+    enum { S = 1024 };
+    uint8_t *px = malloc((size_t)S * S * 3);
+    assert_non_null(px);
+    memset(px, 128, (size_t)S * S * 3);
+    char q[4200];
+    snprintf(q, sizeof q, "%s/flat.jpg", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    assert_int_equal(nn_jpeg_write(q, S, S, 3, px, 90, 0), NN_OK);
+    free(px);
+    assert_int_equal(nn_jpeg_read(q, 0, &im), NN_OK);
+    assert_int_equal(im.w, S);
+    nn_image_free(&im);
+    unlink(q);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counts_and_labels),
         cmocka_unit_test(test_decode_colour_spaces),
+        cmocka_unit_test(test_jpeg_size_must_fit_the_file),
         cmocka_unit_test(test_resize_center),
         cmocka_unit_test(test_crops_flips_tencrop),
         cmocka_unit_test(test_stats_and_lighting),
