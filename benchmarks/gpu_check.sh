@@ -439,28 +439,31 @@ for t in test_conv2d test_linear; do
         "$bin/test_cuda"
 done
 # the no-sync switches change no number (NN_CUDA_LAZY_CHECKS=1: the label check
-# flagged on the device; NN_CUDA_PINNED=1: staged uploads): a short training
-# run logs the same losses, step for step, with and without them (the dry run
-# does it on the CPU, where they do nothing, to keep the step itself working)
+# flagged on the device; NN_CUDA_PINNED=1: staged uploads), nor the resident
+# data set (NN_RESIDENT=1: batches built on the device): a short training run
+# logs the same losses, step for step, with and without them (the dry run does
+# it on the CPU, where the first two do nothing, to keep the step itself working)
 same_losses() { # DEVICE IMAGES
     local d
-    for d in plain switched; do
-        env $([ $d = switched ] && echo NN_CUDA_LAZY_CHECKS=1 NN_CUDA_PINNED=1) LD_LIBRARY_PATH="$libpath" \
+    for d in plain switched resident; do
+        env $([ $d = switched ] && echo NN_CUDA_LAZY_CHECKS=1 NN_CUDA_PINNED=1) \
+            $([ $d = resident ] && echo NN_RESIDENT=1) LD_LIBRARY_PATH="$libpath" \
             "$bin/convnet" train --device "$1" --data "$carry/fashion-mnist" --size 64 --limit "$2" \
             --test-limit 128 --epochs 1 --batch 128 --log-every 1 --quiet --checkpoint-dir "$work/same_$d" \
             >/dev/null || return 1
         grep '"kind":"step"' "$work/same_$d/metrics.jsonl" | sed 's/,"images_per_s.*//' >"$work/same_$d.txt"
     done
     [ -s "$work/same_plain.txt" ] && diff "$work/same_plain.txt" "$work/same_switched.txt" &&
+        diff "$work/same_plain.txt" "$work/same_resident.txt" &&
         echo "$(wc -l <"$work/same_plain.txt") steps, the same losses"
 }
 export -f same_losses
 if [ ! -f "$carry/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
-    record "lazy checks + pinned uploads: same losses" "skip (data not carried)"
+    record "no-sync switches, resident: same losses" "skip (data not carried)"
 elif [ "$mode" = dry ]; then
-    step "lazy checks + pinned uploads: same losses (dry run, cpu)" 60 same_losses cpu 256
+    step "no-sync switches, resident: same losses (dry run, cpu)" 60 same_losses cpu 256
 else
-    gstep "lazy checks + pinned uploads: same losses" 40 same_losses cuda 2560
+    gstep "no-sync switches, resident: same losses" 50 same_losses cuda 2560
 fi
 
 # ---- 4. gradients on the GPU ----

@@ -311,6 +311,6 @@ static nn_status src_next(void *l, const float **x, const int32_t **y, int *n) {
 
 nn_batch_source nn_loader_source(nn_loader *l)
 {
-    nn_batch_source s = {l, 1, l->nbatches, src_start, src_next};
+    nn_batch_source s = {.impl = l, .views = 1, .batches = l->nbatches, .start = src_start, .next = src_next};
     return s;
 }

@@ -60,12 +60,19 @@ nn_status nn_loader_next(nn_loader *l, const float **x, const int32_t **y, int *
 /* Any loader seen through one interface (Fashion-MNIST's, the image
  * folders'), so training and evaluation need not know which: x holds
  * n * views images (views > 1 for multi-crop evaluation), y n labels. */
+struct nn_tensor;
+
 typedef struct nn_batch_source {
     void *impl;
     int views;
     int batches;
     nn_status (*start)(void *impl, int epoch, int first);
     nn_status (*next)(void *impl, const float **x, const int32_t **y, int *n);
+    /* Optional (NULL for host sources; the trainer uses it when set): the next
+     * batch built straight into the first *n rows of x (batch, ...) float32
+     * and y (batch) int32 on their device, no host batch and no upload;
+     * *host_y its n labels on the host (the trainer's accuracy count). */
+    nn_status (*next_into)(void *impl, struct nn_tensor *x, struct nn_tensor *y, const int32_t **host_y, int *n);
 } nn_batch_source;
 
 nn_batch_source nn_loader_source(nn_loader *l);

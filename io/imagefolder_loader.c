@@ -275,6 +275,7 @@ static nn_status src_next(void *l, const float **x, const int32_t **y, int *n)
 
 nn_batch_source nn_imgf_loader_source(nn_imgf_loader *l)
 {
-    nn_batch_source s = {l, nn_imgf_loader_views(l), nn_imgf_loader_batches(l), src_start, src_next};
+    nn_batch_source s = {.impl = l, .views = nn_imgf_loader_views(l), .batches = nn_imgf_loader_batches(l),
+                         .start = src_start, .next = src_next};
     return s;
 }

@@ -2,6 +2,7 @@
 #include "io/resident.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 struct nn_resident {
     const nn_backend *be;
@@ -14,6 +15,10 @@ struct nn_resident {
     int32_t *labels;   /* on dev: n */
     int32_t *order;    /* on dev: the epoch's order */
     int32_t *host_order;
+    /* the batch source's: the labels on the host (the trainer counts its hits
+     * without a device read), the next batch's labels, its number */
+    int32_t *host_labels, *batch_labels;
+    int next;
 };
 
 void nn_resident_free(nn_resident *r)
@@ -25,12 +30,15 @@ void nn_resident_free(nn_resident *r)
         if (r->order) r->be->free(r->order);
     }
     free(r->host_order);
+    free(r->host_labels);
+    free(r->batch_labels);
     free(r);
 }
 
 static nn_status resident_upload(nn_resident *r, const nn_dataset *ds)
 {
     const size_t n = (size_t)r->shape.n, bytes = n * ds->c * ds->h * ds->w;
+    memcpy(r->host_labels, ds->labels, n * sizeof *r->host_labels);
     NN_TRY(r->be->alloc((void **)&r->images, bytes));
     NN_TRY(r->be->alloc((void **)&r->labels, n * sizeof *r->labels));
     NN_TRY(r->be->alloc((void **)&r->order, n * sizeof *r->order));
@@ -53,8 +61,11 @@ nn_status nn_resident_new(nn_resident **out, const nn_dataset *ds, nn_device dev
     r->shape = (nn_dataset){.c = ds->c, .h = ds->h, .w = ds->w, .classes = ds->classes};
     r->shape.n = nn_loader_count(ds, cfg, &r->nbatches);
     r->host_order = malloc((size_t)r->shape.n * sizeof *r->host_order);
-    nn_status s = r->host_order ? resident_upload(r, ds)
-                                : nn_error(NN_E_NOMEM, "resident data: out of memory for the order");
+    r->host_labels = malloc((size_t)r->shape.n * sizeof *r->host_labels);
+    r->batch_labels = malloc((size_t)cfg->batch * sizeof *r->batch_labels);
+    nn_status s = r->host_order && r->host_labels && r->batch_labels
+                      ? resident_upload(r, ds)
+                      : nn_error(NN_E_NOMEM, "resident data: out of memory for the order and labels");
     if (s != NN_OK) {
         nn_resident_free(r);
         return s;
@@ -92,4 +103,41 @@ nn_status nn_resident_batch(nn_resident *r, int b, nn_tensor *x, nn_tensor *y, i
     NN_TRY(r->be->u8_batch(&g, r->images, r->labels, r->order + first, nn_f32(x), nn_i32(y)));
     *n = cnt;
     return NN_OK;
+}
+
+/* ---- the batch source ---- */
+
+static nn_status src_start(void *impl, int epoch, int first)
+{
+    nn_resident *r = impl;
+    if (first < 0) return nn_error(NN_E_ARG, "resident data: first batch %d", first);
+    NN_TRY(nn_resident_start(r, epoch));
+    r->next = first;
+    return NN_OK;
+}
+
+static nn_status src_next(void *impl, const float **x, const int32_t **y, int *n)
+{
+    (void)impl, (void)x, (void)y, (void)n;
+    return nn_error(NN_E_UNSUPPORTED, "resident data: its batches are built on the device (next_into); host batches "
+                                      "(evaluation, a sharded or emulated data-parallel run) need the normal loader");
+}
+
+static nn_status src_next_into(void *impl, nn_tensor *x, nn_tensor *y, const int32_t **host_y, int *n)
+{
+    nn_resident *r = impl;
+    *host_y = r->batch_labels;
+    NN_TRY(nn_resident_batch(r, r->next, x, y, n));
+    if (*n == 0) return NN_OK;
+    /* the labels the u8_batch kernel gathers, by the same order */
+    const int32_t *order = r->host_order + (size_t)r->next * r->cfg.batch;
+    for (int i = 0; i < *n; i++) r->batch_labels[i] = r->host_labels[order[i]];
+    r->next++;
+    return NN_OK;
+}
+
+nn_batch_source nn_resident_source(nn_resident *r)
+{
+    return (nn_batch_source){.impl = r, .views = 1, .batches = r ? r->nbatches : 0, .start = src_start,
+                             .next = src_next, .next_into = src_next_into};
 }

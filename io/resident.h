@@ -24,6 +24,12 @@ nn_status nn_resident_start(nn_resident *r, int epoch);
  * y (>= n int32), both on the data set's device; *n its samples (0 past the end). */
 nn_status nn_resident_batch(nn_resident *r, int b, nn_tensor *x, nn_tensor *y, int *n);
 
+/* The trainer's batch source over r (io/dataset.h): batches through next_into,
+ * on r's device, with their labels on the host; its `next` (host batches)
+ * answers NN_E_UNSUPPORTED, so it serves training, not evaluation or a sharded
+ * source (models/dist_train.h). r must outlive it. */
+nn_batch_source nn_resident_source(nn_resident *r);
+
 /* ---- the loader's pieces (io/dataset.c), shared with the resident set ---- */
 
 /* The loader's argument checks (a status naming the problem). */

@@ -115,8 +115,9 @@ static nn_status check_args(const nn_train_model *m, const nn_batch_source *trai
 {
     if (!m || !train || !st || !cfg)
         return nn_error(NN_E_ARG, "trainer: NULL %s", !m ? "model" : !train ? "training data" : !st ? "state" : "config");
-    if (!train->start || !train->next || train->batches < 1 || train->views != 1)
-        return nn_error(NN_E_ARG, "trainer: the training source needs start, next, at least one batch and one view");
+    if (!train->start || (!train->next && !train->next_into) || train->batches < 1 || train->views != 1)
+        return nn_error(NN_E_ARG,
+                        "trainer: the training source needs start, next or next_into, at least one batch and one view");
     if (st->batch_size < 1 || st->epochs < 1 || st->epoch < 0 || st->batch < 0)
         return nn_error(NN_E_ARG, "trainer: batch size %d and epochs %d must be at least 1", st->batch_size, st->epochs);
     return NN_OK;
@@ -264,13 +265,32 @@ static nn_status forward_backward(nn_trainer *t, nn_tensor *x, nn_tensor *y, flo
     return logits ? nn_tensor_read(out, logits) : NN_OK;
 }
 
+/* A host batch of n images uploaded to its tensors. */
+static nn_status upload_batch(nn_trainer *t, const float *hx, const int32_t *hy, int n, nn_tensor **x, nn_tensor **y)
+{
+    NN_TRY(batch_for(t, n, x, y));
+    NN_TRY(nn_tensor_write(*x, hx));
+    return nn_tensor_write(*y, hy);
+}
+
+/* A batch from a source's next_into: built in the full pair; a partial one is
+ * then moved to its own pair on the device (once an epoch at most). */
+static nn_status device_batch(nn_trainer *t, nn_tensor **x, nn_tensor **y, const int32_t **hy, int *n)
+{
+    *x = t->xb, *y = t->yb;
+    NN_TRY(t->train.next_into(t->train.impl, t->xb, t->yb, hy, n));
+    if (*n == 0 || *n == t->st->batch_size) return NN_OK;
+    NN_TRY(batch_for(t, *n, x, y));
+    const nn_backend *be = nn_backend_get(t->cfg.dev);
+    NN_TRY(be->copy(nn_f32(*x), t->cfg.dev, nn_f32(t->xb), t->cfg.dev, (*x)->numel * sizeof(float)));
+    return be->copy(nn_i32(*y), t->cfg.dev, nn_i32(t->yb), t->cfg.dev, (*y)->numel * sizeof(int32_t));
+}
+
 nn_status nn_trainer_grad(nn_trainer *t, const float *hx, const int32_t *hy, int n, float *loss)
 {
     if (!t || !hx || !hy || !loss) return nn_error(NN_E_ARG, "trainer: NULL argument to nn_trainer_grad");
     nn_tensor *x = NULL, *y = NULL;
-    NN_TRY(batch_for(t, n, &x, &y));
-    NN_TRY(nn_tensor_write(x, hx));
-    NN_TRY(nn_tensor_write(y, hy));
+    NN_TRY(upload_batch(t, hx, hy, n, &x, &y));
     return forward_backward(t, x, y, loss, NULL);
 }
 
@@ -324,17 +344,14 @@ static nn_status take_step(nn_trainer *t, float lv, const int32_t *hy, int n)
     return NN_OK;
 }
 
-static nn_status train_batch(nn_trainer *t, const float *hx, const int32_t *hy, int n)
+/* One step on the batch (x, y) of n images; hy its labels on the host. */
+static nn_status train_batch(nn_trainer *t, nn_tensor *x, nn_tensor *y, const int32_t *hy, int n)
 {
     nn_train_state *st = t->st;
     nn_schedule sc = nn_train_schedule(st);
     nn_optim_set_lr(t->opt, nn_schedule_step(&sc, st->step, (int64_t)st->epochs * t->train.batches));
     nn_train_set_schedule(st, &sc);
-    nn_tensor *x = NULL, *y = NULL;
     const char *bad = NULL;
-    NN_TRY(batch_for(t, n, &x, &y));
-    NN_TRY(nn_tensor_write(x, hx));
-    NN_TRY(nn_tensor_write(y, hy));
     NN_TRY(forward_backward(t, x, y, &t->loss, t->logits));
     if (t->cfg.after_backward) NN_TRY(t->cfg.after_backward(t, t->cfg.user));
     float lv = t->loss;
@@ -381,9 +398,15 @@ static nn_status train_epoch(nn_trainer *t, nn_train_result *res, bool *stopped)
         const float *hx;
         const int32_t *hy;
         int n;
-        NN_TRY(t->train.next(t->train.impl, &hx, &hy, &n));
+        nn_tensor *x = NULL, *y = NULL;
+        if (t->train.next_into) {
+            NN_TRY(device_batch(t, &x, &y, &hy, &n));
+        } else {
+            NN_TRY(t->train.next(t->train.impl, &hx, &hy, &n));
+            if (n > 0) NN_TRY(upload_batch(t, hx, hy, n, &x, &y));
+        }
         if (n == 0) return NN_OK;
-        NN_TRY(train_batch(t, hx, hy, n));
+        NN_TRY(train_batch(t, x, y, hy, n));
         nn_train_event ev = {.kind = NN_TRAIN_STEP};
         emit(t, &ev);
         bool more = st->batch < t->train.batches;

@@ -8,6 +8,8 @@
 
 #include "core/philox.h"
 #include "io/resident.h"
+#include "models/model.h"
+#include "models/train.h"
 #include "tests/testutil.h"
 
 /* n random c x h x w images, labels in [0, 10) */
@@ -183,11 +185,133 @@ static void test_resident_errors(void **state)
     nn_dataset_free(&d);
 }
 
+/* The running training loss and top-1 after each step (10 steps). */
+static void record(const nn_train_event *ev, void *user)
+{
+    double *seen = user;
+    if (ev->kind != NN_TRAIN_STEP) return;
+    seen[2 * (ev->step - 1)] = ev->loss;
+    seen[2 * (ev->step - 1) + 1] = ev->acc;
+}
+
+/* LeNet trained for 2 epochs of 5 batches (the last of 4 images) on d, by the
+ * loader's or the resident set's batches, into dir: fresh, stopping after
+ * stop_after steps (0: never), or resumed from dir/last.safetensors. */
+static void run_lenet(const nn_dataset *d, const nn_dataset *test, bool resident, const char *dir, bool resume,
+                      int64_t stop_after, double seen[20])
+{
+    const nn_loader_config lc = {.batch = 8, .size = 28, .shuffle = true, .augment = true, .mean = 0.3f,
+                                 .std = 0.35f, .seed = 4},
+                           ec = {.batch = 16, .size = 28, .mean = 0.3f, .std = 0.35f};
+    nn_loader *l = NULL, *el = NULL;
+    nn_resident *r = NULL;
+    if (resident)
+        assert_int_equal(nn_resident_new(&r, d, NN_CPU, &lc), NN_OK);
+    else
+        assert_int_equal(nn_loader_new(&l, d, &lc), NN_OK);
+    assert_int_equal(nn_loader_new(&el, test, &ec), NN_OK);
+    nn_batch_source tr = resident ? nn_resident_source(r) : nn_loader_source(l), te = nn_loader_source(el);
+    assert_int_equal(tr.batches, 5);
+    char last[512];
+    snprintf(last, sizeof last, "%s/last.safetensors", dir);
+    nn_model_config cfg = nn_lenet_config();
+    nn_train_state st;
+    if (resume) {
+        assert_int_equal(nn_checkpoint_read_config(last, &cfg, &st), NN_OK);
+        assert_int_equal(st.batch, 2); /* inside the second epoch */
+    } else {
+        cfg.init = NN_INIT_HE;
+        nn_train_recipe rc = {.optim = {.kind = NN_OPT_ADAM, .lr = 1e-3f}, .batch_size = 8, .epochs = 2, .seed = 4};
+        rc.sched = nn_schedule_make(NN_SCHED_COSINE, rc.optim.lr);
+        st = nn_train_state_make(&rc);
+    }
+    nn_seq model;
+    nn_rng rng = nn_rng_make(st.seed);
+    assert_int_equal(nn_model_build(&model, &cfg, NN_CPU, &rng), NN_OK);
+    nn_train_model m = {.seq = &model, .classes = cfg.classes, .cfg = &cfg};
+    nn_trainer_config tc = {.dev = NN_CPU, .checkpoint_dir = dir, .stop_after = stop_after, .on_event = record,
+                            .user = seen};
+    nn_trainer *t = NULL;
+    assert_int_equal(nn_trainer_new(&t, &m, &tr, &te, &st, &tc), NN_OK);
+    if (resume) assert_int_equal(nn_trainer_resume(t, last), NN_OK);
+    nn_train_result res;
+    if (nn_trainer_run(t, &res) != NN_OK) fail_msg("%s run: %s", resident ? "resident" : "loader", nn_errmsg());
+    assert_int_equal(res.end, stop_after ? NN_TRAIN_STOPPED_AFTER : NN_TRAIN_DONE);
+    nn_trainer_free(t);
+    nn_seq_free(&model);
+    nn_resident_free(r);
+    nn_loader_free(l);
+    nn_loader_free(el);
+}
+
+/* The trainer on the resident set's batch source (next_into, the batch built
+ * in the trainer's tensors, a partial last batch moved to its own pair),
+ * stopped inside an epoch and resumed, ends with the checkpoint, byte for byte,
+ * of an uninterrupted run on the CPU loader's host batches. */
+static void test_resident_trains_as_the_loader(void **state)
+{
+    (void)state;
+    nn_dataset d = random_set(11, 36, 1, 28, 28), test = random_set(12, 20, 1, 28, 28);
+    double la[20] = {0}, ra[20] = {0}, ignored[20];
+    run_lenet(&d, &test, false, tu_path("loader"), false, 0, la);
+    /* the same losses and hits step by step (the hits from the host labels) */
+    run_lenet(&d, &test, true, tu_path("straight"), false, 0, ra);
+    assert_memory_equal(la, ra, sizeof la);
+    run_lenet(&d, &test, true, tu_path("resident"), false, 7, ignored);
+    run_lenet(&d, &test, true, tu_path("resident"), true, 0, ignored);
+    char pa[512], pb[512];
+    snprintf(pa, sizeof pa, "%s/last.safetensors", tu_path("loader"));
+    snprintf(pb, sizeof pb, "%s/last.safetensors", tu_path("resident"));
+    size_t na, nb;
+    uint8_t *a = tu_read_all(pa, &na), *b = tu_read_all(pb, &nb);
+    assert_int_equal(na, nb);
+    if (memcmp(a, b, na) != 0) fail_msg("%s and %s differ", pa, pb);
+    free(a);
+    free(b);
+    nn_dataset_free(&d);
+    nn_dataset_free(&test);
+}
+
+/* Host batches (evaluation, a sharded source) are refused by name. */
+static void test_resident_source_has_no_host_batches(void **state)
+{
+    (void)state;
+    nn_dataset d = random_set(13, 8, 1, 28, 28);
+    nn_loader_config c = {.batch = 4, .size = 28, .mean = 0, .std = 1};
+    nn_resident *r = NULL;
+    assert_int_equal(nn_resident_new(&r, &d, NN_CPU, &c), NN_OK);
+    nn_batch_source s = nn_resident_source(r);
+    assert_int_equal(s.batches, 2);
+    assert_non_null(s.next_into);
+    const float *x;
+    const int32_t *y;
+    int n;
+    assert_int_equal(s.start(s.impl, 0, 0), NN_OK);
+    assert_int_equal(s.next(s.impl, &x, &y, &n), NN_E_UNSUPPORTED);
+    assert_non_null(strstr(nn_errmsg(), "built on the device"));
+    nn_resident_free(r);
+    nn_dataset_free(&d);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    return tu_tmpdir_make("resident");
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return tu_tmpdir_remove();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resident_cpu_matches_the_loader),
         cmocka_unit_test(test_resident_errors),
+        cmocka_unit_test(test_resident_trains_as_the_loader),
+        cmocka_unit_test(test_resident_source_has_no_host_batches),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -273,7 +273,15 @@ static int open_data(train_run *r)
     const train_opts *o = &r->o;
     nn_train_state *st = &r->st;
     cli_data *d = &r->data;
-    cli_data_opts dopt = {.dir = o->data, .train = true, .batch = st->batch_size, .eval_batch = 256,
+    /* NN_RESIDENT=1: Fashion-MNIST's training set on the model's device, each
+     * batch built there (io/resident.h); its batches never reach the host, so
+     * the data-parallel sources, which slice host batches, cannot take them */
+    const char *env = getenv("NN_RESIDENT");
+    bool resident = env && strcmp(env, "1") == 0;
+    if (resident && (r->ranks > 1 || o->emulate_ranks > 1))
+        return cli_fail("train", "NN_RESIDENT=1 does not work with data parallelism (mpirun/srun or --emulate-ranks): "
+                                 "the ranks slice host batches; unset it");
+    cli_data_opts dopt = {.dir = o->data, .train = true, .resident = resident, .dev = r->dev, .batch = st->batch_size, .eval_batch = 256,
                           .size = r->cfg.in_size, .augment = st->augment, .seed = st->seed, .limit = st->limit,
                           .test_limit = o->test_limit, .mean = st->mean, .std = o->resume ? st->std : 0,
                           .classes = o->resume && st->classes[0] ? st->classes : NULL};

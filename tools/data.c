@@ -45,7 +45,10 @@ static nn_status open_fmnist(cli_data *d, const cli_data_opts *o)
     }
     nn_loader_config lc = {.batch = o->batch, .size = o->size, .shuffle = true, .augment = o->augment,
                            .drop_last = true, .mean = d->mean, .std = d->std, .seed = o->seed};
-    if (o->train) {
+    if (o->train && o->resident) {
+        NN_TRY(nn_resident_new(&d->rs, &d->train, o->dev, &lc));
+        d->train_src = nn_resident_source(d->rs);
+    } else if (o->train) {
         NN_TRY(nn_loader_new(&d->tl, &d->train, &lc));
         d->train_src = nn_loader_source(d->tl);
     }
@@ -106,6 +109,9 @@ static nn_status open_folder(cli_data *d, const cli_data_opts *o)
 nn_status cli_data_open(cli_data *d, const cli_data_opts *o)
 {
     memset(d, 0, sizeof *d);
+    if (o->resident && cli_data_is_folder(o->dir))
+        return nn_error(NN_E_UNSUPPORTED, "data: the device-resident data set is for Fashion-MNIST; the image folder "
+                                          "%s needs the normal loader (unset NN_RESIDENT)", o->dir);
     nn_status s = cli_data_is_folder(o->dir) ? open_folder(d, o) : open_fmnist(d, o);
     if (s == NN_OK) s = join_classes(d);
     if (s != NN_OK) {
@@ -121,6 +127,7 @@ void cli_data_close(cli_data *d)
 {
     nn_loader_free(d->tl);
     nn_loader_free(d->vl);
+    nn_resident_free(d->rs);
     nn_imgf_loader_free(d->itl);
     nn_imgf_loader_free(d->ivl);
     nn_imgf_free(d->itr);

@@ -10,6 +10,7 @@
 
 #include "io/dataset.h"
 #include "io/imagefolder.h"
+#include "io/resident.h"
 
 typedef struct cli_data_opts {
     const char *dir;        /* NULL: Fashion-MNIST in its Debian folder */
@@ -22,6 +23,8 @@ typedef struct cli_data_opts {
     int limit, test_limit;  /* 0: all images */
     float mean, std;        /* Fashion-MNIST normalization; std 0: from the training set */
     const char *classes;    /* newline-separated class list of a checkpoint, or NULL */
+    bool resident;          /* Fashion-MNIST's training set kept on dev, batches built there */
+    nn_device dev;
 } cli_data_opts;
 
 typedef struct cli_data {
@@ -35,6 +38,7 @@ typedef struct cli_data {
     /* one of the two kinds */
     nn_dataset train, test;
     nn_loader *tl, *vl;
+    nn_resident *rs;        /* instead of tl with resident */
     nn_imgf *itr, *iva;
     nn_imgf_loader *itl, *ivl;
 } cli_data;
