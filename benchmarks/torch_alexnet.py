@@ -17,24 +17,41 @@ from torch import nn
 PAPER_PARAMS = 62_378_344  # at 3x224x224 -> 1000 classes (docs/alexnet.md)
 
 
-def alexnet(classes: int = 1000, groups: int = 1) -> nn.Module:
-    """Stage names as in docs/alexnet.md: stage1.0 ... stage5.0, classifier.2/.5/.7."""
+def channels(paper: int, width: float) -> int:
+    """models/alexnet.c's rule: paper * width rounded to a multiple of 8, at least 8
+    (round half to even, as lrintf; float32 arithmetic as the C code)."""
+    import numpy as np
+    c = int(np.rint(np.float32(paper) * np.float32(width) / np.float32(8.0))) * 8
+    return max(c, 8)
+
+
+def alexnet(classes: int = 1000, groups: int = 1, in_channels: int = 3, width: float = 1.0, fc: int = 4096,
+            size: int = 224) -> nn.Module:
+    """Stage names as in docs/alexnet.md: stage1.0 ... stage5.0, classifier.2/.5/.7.
+    The defaults are the paper's model; convnet's other configurations (`convnet
+    summary` prints them; the default run: in_channels=1, width=0.5, fc=1024,
+    size=64) take the same arguments as `convnet train`."""
 
     def lrn():
         return nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
 
+    c1, c2, c3, c4, c5 = (channels(p, width) for p in (96, 256, 384, 384, 256))
+    s = (size + 4 - 11) // 4 + 1  # conv1
+    s = (s - 3) // 2 + 1          # pool1 (conv2 keeps the size)
+    s = (s - 3) // 2 + 1          # pool2 (conv3-5 keep it)
+    s = (s - 3) // 2 + 1          # pool5
     m = nn.Module()
-    m.stage1 = nn.Sequential(nn.Conv2d(3, 96, 11, stride=4, padding=2), nn.ReLU(), lrn(),
+    m.stage1 = nn.Sequential(nn.Conv2d(in_channels, c1, 11, stride=4, padding=2), nn.ReLU(), lrn(),
                              nn.MaxPool2d(3, 2))
-    m.stage2 = nn.Sequential(nn.Conv2d(96, 256, 5, padding=2, groups=groups), nn.ReLU(), lrn(),
+    m.stage2 = nn.Sequential(nn.Conv2d(c1, c2, 5, padding=2, groups=groups), nn.ReLU(), lrn(),
                              nn.MaxPool2d(3, 2))
-    m.stage3 = nn.Sequential(nn.Conv2d(256, 384, 3, padding=1), nn.ReLU())
-    m.stage4 = nn.Sequential(nn.Conv2d(384, 384, 3, padding=1, groups=groups), nn.ReLU())
-    m.stage5 = nn.Sequential(nn.Conv2d(384, 256, 3, padding=1, groups=groups), nn.ReLU(),
+    m.stage3 = nn.Sequential(nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU())
+    m.stage4 = nn.Sequential(nn.Conv2d(c3, c4, 3, padding=1, groups=groups), nn.ReLU())
+    m.stage5 = nn.Sequential(nn.Conv2d(c4, c5, 3, padding=1, groups=groups), nn.ReLU(),
                              nn.MaxPool2d(3, 2))
-    m.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(),
-                                 nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(),
-                                 nn.Linear(4096, classes))
+    m.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(c5 * s * s, fc), nn.ReLU(),
+                                 nn.Dropout(0.5), nn.Linear(fc, fc), nn.ReLU(),
+                                 nn.Linear(fc, classes))
     seq = nn.Sequential()
     for name in ("stage1", "stage2", "stage3", "stage4", "stage5", "classifier"):
         seq.add_module(name, getattr(m, name))

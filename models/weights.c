@@ -72,11 +72,15 @@ static void alexnet_channels(const nn_model_config *cfg, int ch[5])
  * other four counts builds the same model. */
 static nn_status find_width(const nn_st_file *f, nn_model_config *cfg, const int want[5])
 {
+    int got[5];
+    /* the width a user would have typed first (96 channels: 1, 48: 0.5, ...) */
+    cfg->width = (float)want[0] / 96.0f;
+    alexnet_channels(cfg, got);
+    if (memcmp(got, want, sizeof got) == 0) return NN_OK;
     float lo = want[0] <= 8 ? 0.0f : ((float)want[0] - 4.0f) / 96.0f, hi = ((float)want[0] + 4.0f) / 96.0f;
     for (int k = 1; k <= 1000; k++) {
         cfg->width = lo + (hi - lo) * (float)k / 1000.0f;
         if (!(cfg->width > 0) || cfg->width > 8) continue;
-        int got[5];
         alexnet_channels(cfg, got);
         if (memcmp(got, want, sizeof got) == 0) return NN_OK;
     }
