@@ -32,7 +32,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0  # the paper's, as in core/defaults.h
 
 
 def vm_hwm_mb():
@@ -57,14 +56,6 @@ def loadavg():
         return "?"
 
 
-def feature_size(size):
-    """Spatial size after stage5 for a size x size input (224 -> 6)."""
-    s = (size + 4 - 11) // 4 + 1  # conv1 11x11 / 4, pad 2
-    for _ in range(3):            # the three 3x3 / 2 max pools (convs 2-5 keep the size)
-        s = (s - 3) // 2 + 1
-    return s
-
-
 # The three models: convnet bench flags, and the PyTorch side's settings.
 PRESETS = {
     "paper": {"flags": [], "channels": 3, "size": 224, "classes": 1000, "width": 1.0, "fc": 4096, "dropout": 0.5,
@@ -77,11 +68,6 @@ PRESETS = {
 }
 
 
-def ch(paper, width):
-    """AlexNet's channel counts scaled by width, multiples of 8 (models/alexnet.c)."""
-    return max(8, int(round(paper * width / 8.0)) * 8)
-
-
 def torch_lenet(nn, size=28, classes=10, channels=1):
     """LeNet-5 as models/lenet.c: two conv+relu+pool stages, three linear layers."""
     f = ((size + 4 - 4) // 2 - 4) // 2
@@ -91,22 +77,13 @@ def torch_lenet(nn, size=28, classes=10, channels=1):
 
 
 def torch_alexnet(nn, size=224, classes=1000, channels=3, width=1.0, fc=4096, dropout=0.5):
-    """AlexNet, single tower, named like the common PyTorch definition."""
-    f = feature_size(size)
-    c1, c2, c3, c4, c5 = (ch(c, width) for c in (96, 256, 384, 384, 256))
-    lrn = lambda: nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_SIZE * LRN_ALPHA, beta=LRN_BETA, k=LRN_K)
-    m = nn.Module()
-    m.stage1 = nn.Sequential(nn.Conv2d(channels, c1, 11, 4, 2), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2))
-    m.stage2 = nn.Sequential(nn.Conv2d(c1, c2, 5, 1, 2), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2))
-    m.stage3 = nn.Sequential(nn.Conv2d(c2, c3, 3, 1, 1), nn.ReLU())
-    m.stage4 = nn.Sequential(nn.Conv2d(c3, c4, 3, 1, 1), nn.ReLU())
-    m.stage5 = nn.Sequential(nn.Conv2d(c4, c5, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(3, 2))
-    m.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c5 * f * f, fc), nn.ReLU(),
-                                 nn.Dropout(dropout), nn.Linear(fc, fc), nn.ReLU(), nn.Linear(fc, classes))
-    seq = nn.Sequential(m.stage1, m.stage2, m.stage3, m.stage4, m.stage5, m.classifier)
-    # the paper's initialization, as convnet's default AlexNet: N(0, 0.01^2), biases 1 in
-    # conv2, conv4, conv5, fc6, fc7 (it matters for speed only through denormals)
-    ones = {id(m.stage2[0]), id(m.stage4[0]), id(m.stage5[0]), id(m.classifier[2]), id(m.classifier[5])}
+    """benchmarks/torch_alexnet.py's module (one definition of the PyTorch side), with
+    the paper's initialization, as convnet's default AlexNet: N(0, 0.01^2), biases 1 in
+    conv2, conv4, conv5, fc6, fc7 (it matters for speed only through denormals)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_alexnet import alexnet
+    seq = alexnet(classes=classes, in_channels=channels, width=width, fc=fc, size=size, dropout=dropout)
+    ones = {id(seq.stage2[0]), id(seq.stage4[0]), id(seq.stage5[0]), id(seq.classifier[2]), id(seq.classifier[5])}
     for mod in seq.modules():
         if isinstance(mod, (nn.Conv2d, nn.Linear)):
             nn.init.normal_(mod.weight, 0.0, 0.01)

@@ -26,7 +26,7 @@ def channels(paper: int, width: float) -> int:
 
 
 def alexnet(classes: int = 1000, groups: int = 1, in_channels: int = 3, width: float = 1.0, fc: int = 4096,
-            size: int = 224) -> nn.Module:
+            size: int = 224, dropout: float = 0.5) -> nn.Module:
     """Stage names as in docs/alexnet.md: stage1.0 ... stage5.0, classifier.2/.5/.7.
     The defaults are the paper's model; convnet's other configurations (`convnet
     summary` prints them; the default run: in_channels=1, width=0.5, fc=1024,
@@ -49,8 +49,8 @@ def alexnet(classes: int = 1000, groups: int = 1, in_channels: int = 3, width: f
     m.stage4 = nn.Sequential(nn.Conv2d(c3, c4, 3, padding=1, groups=groups), nn.ReLU())
     m.stage5 = nn.Sequential(nn.Conv2d(c4, c5, 3, padding=1, groups=groups), nn.ReLU(),
                              nn.MaxPool2d(3, 2))
-    m.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(c5 * s * s, fc), nn.ReLU(),
-                                 nn.Dropout(0.5), nn.Linear(fc, fc), nn.ReLU(),
+    m.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c5 * s * s, fc), nn.ReLU(),
+                                 nn.Dropout(dropout), nn.Linear(fc, fc), nn.ReLU(),
                                  nn.Linear(fc, classes))
     seq = nn.Sequential()
     for name in ("stage1", "stage2", "stage3", "stage4", "stage5", "classifier"):
