@@ -101,6 +101,26 @@ typedef struct nn_gemm_batch {
     int bias_per_row;
 } nn_gemm_batch;
 
+/* Where grid slice z = product * ksplit + slice of K reads and writes: the
+ * offsets of A, B and C (with ksplit > 1, C is the partials buffer, one
+ * M x ldc slice per z), and the epilogue's bias (NULL with K split: the
+ * reduction adds it then). One rule for both GEMM kernels (gemm.cu,
+ * gemm_tf32.cuh). */
+typedef struct nn_gemm_at {
+    long long a, b, c;
+    const float *bias;
+} nn_gemm_at;
+
+static __device__ __forceinline__ nn_gemm_at nn_gemm_locate(const nn_gemm_batch &bt, int z, int ksplit, int M, int ldc)
+{
+    const int zb = z / ksplit;
+    const long long o = zb / bt.inner, i = zb % bt.inner;
+    nn_gemm_at at = {o * bt.a_outer + i * bt.a_inner, o * bt.b_outer + i * bt.b_inner,
+                     ksplit > 1 ? (long long)z * M * ldc : o * bt.c_outer + i * bt.c_inner,
+                     bt.bias && ksplit == 1 ? bt.bias + o * bt.bias_outer + i * bt.bias_inner : nullptr};
+    return at;
+}
+
 nn_status nn_cuda_sgemm(cudaStream_t s, bool ta, bool tb, int m, int n, int k, float alpha,
                         const float *a, int lda, const float *b, int ldb, float beta, float *c,
                         int ldc, const nn_gemm_batch *batch);

@@ -42,20 +42,14 @@ sgemm_kernel(int M, int N, int K, float alpha, const float *__restrict__ A, int 
     __shared__ __align__(16) float As[BK][BM + 4];
     __shared__ __align__(16) float Bs[BK][BN + 4];
 
-    /* z = product * ksplit + slice of K; with ksplit > 1, C is the partials
-     * buffer, one M x N slice (ldc = N) per z */
-    const int z = blockIdx.z + z0, zb = z / ksplit, ks = z % ksplit;
-    A += (zb / bt.inner) * bt.a_outer + (zb % bt.inner) * bt.a_inner;
-    B += (zb / bt.inner) * bt.b_outer + (zb % bt.inner) * bt.b_inner;
-    if (ksplit > 1)
-        C += (long long)z * M * ldc;
-    else
-        C += (zb / bt.inner) * bt.c_outer + (zb % bt.inner) * bt.c_inner;
+    /* z = product * ksplit + slice of K (nn_gemm_locate, cuda/common.cuh) */
+    const int z = blockIdx.z + z0, ks = z % ksplit;
+    const nn_gemm_at at = nn_gemm_locate(bt, z, ksplit, M, ldc);
+    A += at.a;
+    B += at.b;
+    C += at.c;
     const int kbeg = ks * kchunk, kend = min(K, kbeg + kchunk);
-    /* the bias epilogue; with K split the reduction adds it */
-    const float *bias = bt.bias && ksplit == 1
-                            ? bt.bias + (zb / bt.inner) * bt.bias_outer + (zb % bt.inner) * bt.bias_inner
-                            : nullptr;
+    const float *bias = at.bias; /* the epilogue's (NULL with K split) */
 
     const int tid = threadIdx.x;
     const int tx = tid % (BN / TN), ty = tid / (BN / TN);

@@ -125,21 +125,16 @@ sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A,
 {
 #if __CUDA_ARCH__ >= 800
     extern __shared__ __align__(16) float tf32_smem[];
-    /* z = product * ksplit + slice, as in sgemm_kernel (gemm.cu) */
-    const int z = blockIdx.z + z0, zb = z / ksplit, ks = z % ksplit;
-    A += (zb / bt.inner) * bt.a_outer + (zb % bt.inner) * bt.a_inner;
-    B += (zb / bt.inner) * bt.b_outer + (zb % bt.inner) * bt.b_inner;
-    if (ksplit > 1)
-        C += (long long)z * M * ldc;
-    else
-        C += (zb / bt.inner) * bt.c_outer + (zb % bt.inner) * bt.c_inner;
+    /* z = product * ksplit + slice of K (nn_gemm_locate, cuda/common.cuh) */
+    const int z = blockIdx.z + z0, ks = z % ksplit;
+    const nn_gemm_at at = nn_gemm_locate(bt, z, ksplit, M, ldc);
+    A += at.a;
+    B += at.b;
+    C += at.c;
     const int kbeg = ks * kchunk, kend = min(K, kbeg + kchunk);
     const int ktiles = kend > kbeg ? (kend - kbeg + TF32_BK - 1) / TF32_BK : 0;
     const int m0 = blockIdx.y * TF32_BM, n0 = blockIdx.x * TF32_BN;
-    /* the bias epilogue; with K split the reduction adds it */
-    const float *bias = bt.bias && ksplit == 1
-                            ? bt.bias + (zb / bt.inner) * bt.bias_outer + (zb % bt.inner) * bt.bias_inner
-                            : nullptr;
+    const float *bias = at.bias; /* the epilogue's (NULL with K split) */
 
     /* shared tiles in the stored layout: A (m, k) at TA ? [k][m] : [m][k], B (k, n) at TB ? [n][k] : [k][n] */
     constexpr int A_PITCH = TA ? TF32_BM + TF32_PAD_MN : TF32_BK + TF32_PAD_K;

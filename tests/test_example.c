@@ -102,34 +102,45 @@ static char *slurp(const char *path)
     return strdup(buf);
 }
 
+/* The code between a source file's README-example markers (malloc'd). */
+static char *readme_block(const char *root, const char *rel)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", root, rel);
+    char *src = slurp(p);
+    assert_non_null(src);
+    const char *begin = "/* ---- begin README example ---- */\n";
+    const char *a = strstr(src, begin), *b = strstr(src, "/* ---- end README example");
+    if (!a || !b) fail_msg("%s lost its README example markers", rel);
+    a += strlen(begin);
+    char *code = strndup(a, (size_t)(b - a));
+    free(src);
+    return code;
+}
+
+static char *readme(const char *root)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/README.md", root);
+    char *text = slurp(p);
+    assert_non_null(text);
+    return text;
+}
+
 static void test_readme_shows_this_code(void **state)
 {
     (void)state;
     const char *root = getenv("CONVNET_SOURCE_ROOT");
     if (!root) skip();
-    char p[4096];
-    snprintf(p, sizeof p, "%s/README.md", root);
-    char *readme = slurp(p);
-    snprintf(p, sizeof p, "%s/tests/test_example.c", root);
-    char *self = slurp(p);
-    assert_non_null(readme);
-    assert_non_null(self);
-    const char *a = strstr(self, "README example ---- */\n"), *b = strstr(self, "/* ---- end README");
-    assert_non_null(a);
-    assert_non_null(b);
-    a += strlen("README example ---- */\n");
-    char *code = strndup(a, (size_t)(b - a));
-    if (!strstr(readme, code)) fail_msg("README.md no longer shows the code of tests/test_example.c");
+    char *text = readme(root), *code = readme_block(root, "tests/test_example.c");
+    if (!strstr(text, code)) fail_msg("README.md no longer shows the code of tests/test_example.c");
     /* and the standalone program .ci/install_check.sh builds against the
      * installed library is the same code */
-    snprintf(p, sizeof p, "%s/examples/readme_network.c", root);
-    char *example = slurp(p);
-    assert_non_null(example);
-    if (!strstr(example, code)) fail_msg("examples/readme_network.c no longer holds the README's code");
+    char *example = readme_block(root, "examples/readme_network.c");
+    if (strcmp(example, code) != 0) fail_msg("examples/readme_network.c no longer holds the README's code");
     free(example);
     free(code);
-    free(readme);
-    free(self);
+    free(text);
 }
 
 /* The second example: the trainer's heart in examples/train_lenet.c (that
@@ -139,23 +150,11 @@ static void test_readme_shows_train_lenet(void **state)
     (void)state;
     const char *root = getenv("CONVNET_SOURCE_ROOT");
     if (!root) skip();
-    char p[4096];
-    snprintf(p, sizeof p, "%s/README.md", root);
-    char *readme = slurp(p);
-    snprintf(p, sizeof p, "%s/examples/train_lenet.c", root);
-    char *ex = slurp(p);
-    assert_non_null(readme);
-    assert_non_null(ex);
-    const char *a = strstr(ex, "/* ---- begin README example ---- */\n"), *b = strstr(ex, "/* ---- end README example");
-    assert_non_null(a);
-    assert_non_null(b);
-    a += strlen("/* ---- begin README example ---- */\n");
-    char *code = strndup(a, (size_t)(b - a));
+    char *text = readme(root), *code = readme_block(root, "examples/train_lenet.c");
     assert_non_null(strstr(code, "nn_trainer_run"));
-    if (!strstr(readme, code)) fail_msg("README.md no longer shows the code of examples/train_lenet.c");
+    if (!strstr(text, code)) fail_msg("README.md no longer shows the code of examples/train_lenet.c");
     free(code);
-    free(readme);
-    free(ex);
+    free(text);
 }
 
 int main(void)
