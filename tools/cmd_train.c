@@ -39,8 +39,12 @@
 #define DEF_DROPOUT 0.3f
 #define DEF_LR_SGD 0.01f
 #define DEF_LR_ADAM 1e-3f
-/* MiB per gradient bucket under mpirun/srun (models/dist_train.h); measured: see README */
-#define DEF_DIST_BUCKET_MB 25
+/* MiB per gradient bucket under mpirun/srun (models/dist_train.h): the
+ * default model's 8.5 MB in 3 buckets (fc7-fc8, conv2-fc6, conv1), the
+ * paper-size model's 250 MB in about 6 (whole parameters: fc6 alone is 151
+ * MB); not smaller, since Open MPI's nonblocking all-reduce of 1 MB pieces
+ * took 1.5x the blocking one, of 4 MB the same (2 ranks, a shared machine) */
+#define DEF_DIST_BUCKET_MB 4
 #define STR_(x) #x
 #define STR(x) STR_(x)
 #define DEF_LOG_EVERY 50 /* steps between metrics.jsonl step lines: a few hundred lines per run, not thousands */
