@@ -395,7 +395,8 @@ bool nn_dist_overlaps(nn_device dev)
 nn_status nn_dist_start_sum(float *buf, size_t n, nn_device dev)
 {
     (void)buf, (void)n;
-    return nn_error(NN_E_UNSUPPORTED, "dist: no overlapped sum of %s buffers in a build without MPI", nn_device_name(dev));
+    return nn_error(NN_E_UNSUPPORTED, "dist: no overlapped sum of %s buffers in a build without MPI",
+                    nn_device_name(dev));
 }
 
 void nn_dist_progress(void) {}

@@ -132,9 +132,12 @@ static nn_status on_grad_ready(nn_tensor *leaf, void *user)
  * parameter down; no more than the sums dist can hold between two waits. */
 static nn_status make_buckets(nn_dp *dp)
 {
-    const nn_params *ps = nn_trainer_params(dp->t);
-    NN_TRY(nn_params_flatten_grads(nn_trainer_params(dp->t), 1, &dp->block, &dp->nblock));
-    size_t want = (size_t)(dp->cfg.bucket_mb * (1 << 20) / sizeof(float)), least = dp->nblock / (NN_DIST_MAX_PENDING - 2) + 1;
+    nn_params *ps = nn_trainer_params(dp->t);
+    NN_TRY(nn_params_flatten_grads(ps, 1, &dp->block, &dp->nblock));
+    /* the sum's path was chosen for cfg.dev; no parameters: nothing to bucket */
+    if (ps->grad_dev != dp->cfg.dev || ps->n == 0) return NN_OK;
+    size_t want = (size_t)(dp->cfg.bucket_mb * (1 << 20) / sizeof(float));
+    size_t least = dp->nblock / (NN_DIST_MAX_PENDING - 2) + 1; /* the buckets and the loss fit dist's requests */
     want = want < least ? least : want > (size_t)1 << 30 ? (size_t)1 << 30 : want;
     dp->bk = calloc((size_t)ps->n, sizeof *dp->bk);
     if (!dp->bk) return nn_error(NN_E_NOMEM, "data parallel: out of memory");
