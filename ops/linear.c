@@ -22,6 +22,8 @@ nn_status nn_cpu_linear_forward(const nn_linear_geom *g, const float *x, const f
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, g->in, 1.0f, x, g->in, w, g->in,
                 b ? 1.0f : 0.0f, y, out);
+    /* the fused ReLU asked for (g->relu): the unfused kernel over y (the GPU fuses it into its GEMM) */
+    if (g->relu) return nn_cpu_relu_forward((size_t)n * out, y, y);
     return NN_OK;
 }
 
