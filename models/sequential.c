@@ -359,8 +359,9 @@ static bool dead_after(const nn_seq *s, int i, const nn_tensor *h)
  * the conv's memory, exactly as the in-place relu it replaces (relu_in_place
  * always holds after a conv or linear layer). Read at every forward (one
  * getenv a step) so a test can compare both in one process. */
-static bool fuse_relu_at(const nn_seq *s, int i)
+bool nn_seq_fuses_relu(const nn_seq *s, int i)
 {
+    if (i < 0) return false;
     if (i + 1 >= s->n || s->l[i + 1].kind != NN_L_RELU) return false;
     if (s->l[i].kind != NN_L_CONV && s->l[i].kind != NN_L_LINEAR) return false;
     const char *e = getenv(NN_FUSE_RELU_ENV);
@@ -385,7 +386,7 @@ nn_tensor *nn_seq_forward(nn_ctx *ctx, nn_seq *s, nn_tensor *x)
     }
     nn_tensor *h = x;
     for (int i = 0; i < s->n && h; i++) {
-        const bool fuse = fuse_relu_at(s, i);
+        const bool fuse = nn_seq_fuses_relu(s, i);
         nn_tensor *next = fuse ? fused_relu_step(ctx, &s->l[i], h)
                           : s->l[i].kind == NN_L_RELU && relu_in_place(s, i, h, x) ? nn_relu_(ctx, h)
                                                                                    : nn_seq_step(ctx, &s->l[i], h);
