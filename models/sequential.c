@@ -189,11 +189,13 @@ static nn_status same_infer(nn_layer *l, int *c, int *h, int *w, bool *flat)
     return NN_OK;
 }
 
-/* The op's parameters from the layer's fields, into the registry's case. */
+/* conv2d's parameters from the layer's fields (the registry's case, the fused step) */
 static nn_conv2d_params conv_params(const nn_layer *l)
 {
     return (nn_conv2d_params){l->stride, l->stride, l->pad, l->pad, l->groups};
 }
+
+/* The op's parameters from the layer's fields, into the registry's case. */
 static void conv_args(const nn_layer *l, nn_op_case *c)
 {
     nn_conv2d_params p = conv_params(l);
@@ -361,8 +363,7 @@ static bool dead_after(const nn_seq *s, int i, const nn_tensor *h)
  * getenv a step) so a test can compare both in one process. */
 bool nn_seq_fuses_relu(const nn_seq *s, int i)
 {
-    if (i < 0) return false;
-    if (i + 1 >= s->n || s->l[i + 1].kind != NN_L_RELU) return false;
+    if (i < 0 || i + 1 >= s->n || s->l[i + 1].kind != NN_L_RELU) return false;
     if (s->l[i].kind != NN_L_CONV && s->l[i].kind != NN_L_LINEAR) return false;
     const char *e = getenv(NN_FUSE_RELU_ENV);
     return e && e[0] == '1';
