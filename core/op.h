@@ -81,4 +81,10 @@ static inline float *nn_op_grad_in(nn_node *nd, int i)
     return (t && t->grad) ? (float *)t->grad->data : NULL;
 }
 
+/* For ops with a fused ReLU (nn_conv2d_relu, nn_linear_relu): records
+ * y = relu(x) over x's memory, which x's producer has already made relu of
+ * its output (no kernel runs), so the graph still holds the relu node and
+ * its backward (which reads only y). Defined in ops/relu.c. */
+nn_tensor *nn_relu_applied(nn_ctx *ctx, nn_tensor *x);
+
 #endif
