@@ -3,8 +3,11 @@
  * AlexNet's gradients), and the one pass after it: the trainer's gradients
  * live in one block (nn_params_flatten_grads), summed in place and scaled by
  * 1/N in place (models/dist_train.c). Validates the sum first, then times
- * median-of-5 after a warm-up.
- *     mpirun --bind-to none -np 2 build/benchmarks/allreduce_bench [FLOATS] */
+ * median-of-5 after a warm-up. With BUCKET, also the same floats in buckets
+ * of BUCKET floats: each summed by a blocking call in turn, and all started
+ * at once (nn_dist_start_sum: MPI_Iallreduce) then waited for, as training
+ * with --dist-bucket-mb does (without the backward pass to overlap).
+ *     mpirun --bind-to none -np 2 build/benchmarks/allreduce_bench [FLOATS [BUCKET]] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +30,38 @@ static int cmp(const void *a, const void *b)
 }
 
 #define REPS 5
+
+/* The median time of REPS sums of buf in buckets: blocking one by one, or
+ * all started, then waited for. */
+static double time_buckets(float *buf, size_t n, size_t bucket, bool started)
+{
+    double t[REPS];
+    for (int r = 0; r < REPS; r++) {
+        double t0 = now();
+        for (size_t i = 0; i < n; i += bucket) {
+            size_t c = n - i < bucket ? n - i : bucket;
+            if (started) (void)nn_dist_start_sum(buf + i, c, NN_CPU);
+            else (void)nn_dist_allreduce_sum(buf + i, c, NN_CPU);
+        }
+        if (started) (void)nn_dist_wait_sums(NN_CPU);
+        t[r] = now() - t0;
+    }
+    qsort(t, REPS, sizeof *t, cmp);
+    return t[REPS / 2];
+}
+
+static void bench_buckets(float *buf, size_t n, size_t bucket, int rank, int size)
+{
+    if (!nn_dist_overlaps(NN_CPU)) return;
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(rank + 1);
+    (void)time_buckets(buf, n, bucket, true); /* warm-up */
+    (void)nn_dist_wait_sums(NN_CPU);
+    double blocking = time_buckets(buf, n, bucket, false), started = time_buckets(buf, n, bucket, true);
+    if (rank == 0)
+        printf("  in %zu buckets of %zu floats (%.2f MB): blocking one by one %.1f ms, started at once %.1f ms\n",
+               (n + bucket - 1) / bucket, bucket, bucket * 4e-6, 1e3 * blocking, 1e3 * started);
+    (void)size;
+}
 
 int main(int argc, char **argv)
 {
@@ -54,6 +89,8 @@ int main(int argc, char **argv)
     if (rank == 0)
         printf("%d ranks, %zu floats (%.1f MB): all-reduce %.1f ms, scale %.1f ms (median of %d)\n", size, n,
                n * 4e-6, 1e3 * tr[REPS / 2], 1e3 * tp[REPS / 2], REPS);
+    size_t bucket = argc > 2 ? strtoull(argv[2], NULL, 10) : 0;
+    if (bucket) bench_buckets(buf, n, bucket, rank, size);
     free(buf);
     nn_dist_finalize();
     return 0;

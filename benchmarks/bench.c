@@ -138,7 +138,7 @@ static double measure_gemm(const nn_backend *be, int n, int repeats)
     double t[MAX_REPEATS];
     int r = repeats < 3 ? 3 : repeats;
     if (r > MAX_REPEATS) r = MAX_REPEATS;
-    nn_linear_geom g = {n, n, n};
+    nn_linear_geom g = {n, n, n, 0};
     for (int i = -1; i < r; i++) {
         be->sync();
         double t0 = now_s();

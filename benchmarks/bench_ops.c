@@ -17,7 +17,7 @@ static void conv_shape(op_case *c, const nn_layer *l, int n, op_result *res)
     const int *in = l->in_shape, *out = l->out_shape;
     int g = l->groups ? l->groups : 1;
     c->cg = (nn_conv2d_geom){n, in[0], in[1], in[2], out[0], l->k, l->k, l->stride, l->stride,
-                             l->pad, l->pad, g, out[1], out[2]};
+                             l->pad, l->pad, g, out[1], out[2], 0};
     c->nw = (size_t)out[0] * (in[0] / g) * l->k * l->k;
     c->nb = (size_t)out[0];
     c->fan = (float)(in[0] / g * l->k * l->k);
@@ -69,7 +69,7 @@ static void linear_shape(op_case *c, const nn_layer *l, int n, op_result *res)
 {
     const int *in = l->in_shape, *out = l->out_shape;
     int fin = in[0] * in[1] * in[2];
-    c->fg = (nn_linear_geom){n, fin, out[0]};
+    c->fg = (nn_linear_geom){n, fin, out[0], 0};
     c->nw = (size_t)out[0] * fin;
     c->nb = (size_t)out[0];
     c->fan = (float)fin;

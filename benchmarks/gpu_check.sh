@@ -4,7 +4,7 @@
 # libraries, no network; 10 minutes a command; what is under $OUT comes back).
 #
 #   benchmarks/gpu_check.sh prepare    here, without a GPU: builds convnet and
-#       test_cuda (build-gpu-check/, -Dcuda=enabled), packs them with the
+#       test_cuda, test_cuda_fuse (build-gpu-check/, -Dcuda=enabled), packs them with the
 #       runtime libraries ldd lists (from the Debian packages, dpkg -x) and what
 #       a fallback build needs into gpu-carry/bundle.tar.xz, and the
 #       Fashion-MNIST .gz files into gpu-carry/fashion-mnist when they fit
@@ -20,7 +20,8 @@
 #
 # Steps: unpack; binaries start (else a fallback build there); the GPU test
 # suite (a failure is rerun with CUDA_LAUNCH_BLOCKING=1 to name the kernel);
-# the switches NN_CUDA_LAZY_CHECKS and NN_CUDA_PINNED against a plain run;
+# the fused epilogue (test_cuda_fuse); the switches NN_CUDA_LAZY_CHECKS,
+# NN_CUDA_PINNED and the fusions (NN_FUSE_*) against a plain run;
 # gradcheck --device cuda; compute-sanitizer memcheck and racecheck; convnet
 # bench at batch 128 in strict fp32 and TF32 (NN_TF32=1) against PyTorch on the
 # same GPU in fp32 and with its default precision (TF32 for convolutions);
@@ -105,13 +106,13 @@ sys.exit(0 if o.get("mpi") == "disabled" and (o["buildtype"], o["gpu_sm"]) == ("
             >"$setup_log" 2>&1 || { cat "$setup_log"; rm -f "$setup_log"; return 1; }
         rm -f "$setup_log"
     fi
-    nice ninja -C "$bdir" tools/convnet tests/test_cuda >/dev/null || {
-        ninja -C "$bdir" tools/convnet tests/test_cuda; return 1; }
+    nice ninja -C "$bdir" tools/convnet tests/test_cuda tests/test_cuda_fuse >/dev/null || {
+        ninja -C "$bdir" tools/convnet tests/test_cuda tests/test_cuda_fuse; return 1; }
 
     local stage=$carry.stage
     rm -rf "$stage"
     mkdir -p "$stage/bin" "$stage/lib" "$stage/dev/pkgconfig" "$carry"
-    cp "$bdir/tools/convnet" "$bdir/tests/test_cuda" "$stage/bin/"
+    cp "$bdir/tools/convnet" "$bdir/tests/test_cuda" "$bdir/tests/test_cuda_fuse" "$stage/bin/"
     # the CUDA backend is a module (libconvnet_cuda.so.N): convnet dlopen()s it
     # from ../cuda/ beside its bin/, and test_cuda's runpath is $ORIGIN/../cuda
     mkdir -p "$stage/cuda"
@@ -119,7 +120,7 @@ sys.exit(0 if o.get("mpi") == "disabled" and (o["buildtype"], o["gpu_sm"]) == ("
 
     # the libraries ldd lists, and the packages that own them
     local libs=() pkgs=() l p
-    mapfile -t libs < <(ldd "$stage/bin/convnet" "$stage/bin/test_cuda" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
+    mapfile -t libs < <(ldd "$stage/bin/convnet" "$stage/bin/test_cuda" "$stage/bin/test_cuda_fuse" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
     for l in "${libs[@]}"; do
         is_system_lib "$(basename "$l")" && continue
         case $(basename "$l") in libconvnet*) continue ;; esac # ours: carried above
@@ -394,13 +395,14 @@ fallback_build() {
     env PATH="$(dirname "$nvcc"):$PATH" PKG_CONFIG="$work/bin/pkg-config" PKG_CONFIG_LIBDIR="$work/dev/pkgconfig" \
         meson setup "$fb" "$root" -Dcuda=enabled -Dmpi=disabled -Dtests=enabled -Dgpu_sm="$sm" --buildtype=release || return 1
     [ "${1:-}" = configure-only ] && return 0
-    env PATH="$(dirname "$nvcc"):$PATH" LIBRARY_PATH="$work/lib" ninja -C "$fb" tools/convnet tests/test_cuda || return 1
-    cp "$fb/tools/convnet" "$fb/tests/test_cuda" "$bin/"
+    env PATH="$(dirname "$nvcc"):$PATH" LIBRARY_PATH="$work/lib" ninja -C "$fb" tools/convnet tests/test_cuda \
+        tests/test_cuda_fuse || return 1
+    cp "$fb/tools/convnet" "$fb/tests/test_cuda" "$fb/tests/test_cuda_fuse" "$bin/"
     mkdir -p "$bin/../cuda"
     cp -L "$fb"/cuda/libconvnet_cuda.so.[0-9] "$bin/../cuda/"
 }
 export -f find_cuda_bin fallback_build
-if step "carried binaries start" 10 sh -c "ldd '$bin/convnet' '$bin/test_cuda' | grep -q 'not found' && exit 1; \
+if step "carried binaries start" 10 sh -c "ldd '$bin/convnet' '$bin/test_cuda' '$bin/test_cuda_fuse' | grep -q 'not found' && exit 1; \
     env LD_LIBRARY_PATH='$libpath' '$bin/convnet' help"; then
     [ "$mode" = dry ] && [ -f "$work/bin/pkgconf" ] &&
         step "fallback build configures (dry run)" 60 fallback_build configure-only
@@ -433,21 +435,33 @@ fi
 if [ "$mode" = run ] && grep -q "no CUDA device: skipped\|CUDA backend not built" "$log"; then
     record "gpu tests ran" "FAIL (skipped: no device seen)"
 fi
-# the bias in the GEMM epilogue (NN_FUSE_BIAS=1) against the CPU, conv2d and linear
+# the bias in the GEMM epilogue (NN_FUSE_BIAS=1) and the bias gradient in the
+# weight-gradient GEMM (NN_FUSE_BIAS_GRAD=1) against the CPU, conv2d and linear
 for t in test_conv2d test_linear; do
-    gstep "$t with NN_FUSE_BIAS=1" 20 env NN_FUSE_BIAS=1 NN_TEST_FILTER="$t" LD_LIBRARY_PATH="$libpath" \
-        "$bin/test_cuda"
+    gstep "$t with NN_FUSE_BIAS=1 NN_FUSE_BIAS_GRAD=1" 20 env NN_FUSE_BIAS=1 NN_FUSE_BIAS_GRAD=1 NN_TEST_FILTER="$t" \
+        LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
 done
+# the fused epilogue against the unfused kernels (tests/test_cuda_fuse.c: the
+# ReLU and the row sums in every GEMM kernel, the fused ops and builder, the
+# bias gradient in the dw GEMM), then with the bias in the epilogue as well
+[ "$mode" = dry ] && step "carried test_cuda_fuse runs (GPU tests skip)" 30 env LD_LIBRARY_PATH="$libpath" \
+    "$bin/test_cuda_fuse"
+gstep "fused epilogue tests (test_cuda_fuse)" 40 env LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_fuse"
+gstep "test_cuda_fuse with NN_FUSE_BIAS=1" 30 env NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_fuse"
 # the no-sync switches change no number (NN_CUDA_LAZY_CHECKS=1: the label check
-# flagged on the device; NN_CUDA_PINNED=1: staged uploads), nor the resident
+# flagged on the device; NN_CUDA_PINNED=1: staged uploads), nor do the fusions
+# with the same arithmetic (NN_FUSE_BIAS=1, NN_FUSE_RELU=1), nor the resident
 # data set (NN_RESIDENT=1: batches built on the device): a short training run
 # logs the same losses, step for step, with and without them (the dry run does
-# it on the CPU, where the first two do nothing, to keep the step itself working)
+# it on the CPU, where only NN_FUSE_RELU does something, to keep the step
+# itself working). NN_FUSE_BIAS_GRAD=1 sums db in another order: its losses
+# only stay close (relative 1e-3 after 20 steps: roundings, not a lost term).
 same_losses() { # DEVICE IMAGES
     local d
-    for d in plain switched resident; do
-        env $([ $d = switched ] && echo NN_CUDA_LAZY_CHECKS=1 NN_CUDA_PINNED=1) \
-            $([ $d = resident ] && echo NN_RESIDENT=1) LD_LIBRARY_PATH="$libpath" \
+    for d in plain switched resident fused_db; do
+        env $([ $d = switched ] && echo NN_CUDA_LAZY_CHECKS=1 NN_CUDA_PINNED=1 NN_FUSE_BIAS=1 NN_FUSE_RELU=1) \
+            $([ $d = resident ] && echo NN_RESIDENT=1) $([ $d = fused_db ] && echo NN_FUSE_BIAS_GRAD=1) \
+            LD_LIBRARY_PATH="$libpath" \
             "$bin/convnet" train --device "$1" --data "$carry/fashion-mnist" --size 64 --limit "$2" \
             --test-limit 128 --epochs 1 --batch 128 --log-every 1 --quiet --checkpoint-dir "$work/same_$d" \
             >/dev/null || return 1
@@ -455,15 +469,22 @@ same_losses() { # DEVICE IMAGES
     done
     [ -s "$work/same_plain.txt" ] && diff "$work/same_plain.txt" "$work/same_switched.txt" &&
         diff "$work/same_plain.txt" "$work/same_resident.txt" &&
+        python3 -c 'import re, sys
+loss = lambda f: [float(m) for m in re.findall(r"\"loss\":([-+0-9.eE]+)", open(f).read())]
+a, b = loss(sys.argv[1]), loss(sys.argv[2])
+bad = [i for i, (x, y) in enumerate(zip(a, b)) if not abs(x - y) <= 1e-3 * abs(x) + 1e-6]
+print("NN_FUSE_BIAS_GRAD=1: %d steps, largest relative difference %.2g" %
+      (len(b), max([abs(x - y) / max(abs(x), 1e-30) for x, y in zip(a, b)] or [0])))
+sys.exit(1 if bad or not a or len(a) != len(b) else 0)' "$work/same_plain.txt" "$work/same_fused_db.txt" &&
         echo "$(wc -l <"$work/same_plain.txt") steps, the same losses"
 }
 export -f same_losses
 if [ ! -f "$carry/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
-    record "no-sync switches, resident: same losses" "skip (data not carried)"
+    record "no-sync switches, fusions, resident: same losses" "skip (data not carried)"
 elif [ "$mode" = dry ]; then
-    step "no-sync switches, resident: same losses (dry run, cpu)" 60 same_losses cpu 256
+    step "no-sync switches, fusions, resident: same losses (dry run, cpu)" 80 same_losses cpu 256
 else
-    gstep "no-sync switches, resident: same losses" 50 same_losses cuda 2560
+    gstep "no-sync switches, fusions, resident: same losses" 60 same_losses cuda 2560
 fi
 
 # ---- 4. gradients on the GPU ----

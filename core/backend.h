@@ -24,6 +24,7 @@ typedef struct nn_conv2d_geom {
     int sh, sw, ph, pw;       /* stride, zero padding */
     int groups;
     int oh, ow;               /* output (N, oc, oh, ow) */
+    int relu;                 /* forward: y = max(0, conv + b) (a fused ReLU; see nn_conv2d_relu) */
 } nn_conv2d_geom;
 
 typedef struct nn_lrn_geom {
@@ -40,6 +41,7 @@ typedef struct nn_pool_geom {
 
 typedef struct nn_linear_geom {
     int n, in, out;           /* x (n, in), w (out, in), y (n, out) */
+    int relu;                 /* forward: y = max(0, x w^T + b) (a fused ReLU; see nn_linear_relu) */
 } nn_linear_geom;
 
 /* A batch built from a byte data set (io/sample.h has the formula): sample k

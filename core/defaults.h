@@ -24,4 +24,13 @@
  * validation tolerance when it is set. */
 #define NN_TF32_ENV "NN_TF32"
 
+/* Fusion switches ("1": on; off by default until measured on a GPU; the
+ * README lists them). The bias in the GEMM's epilogue (cuda/gemm.cu); the
+ * bias gradient inside the weight-gradient GEMM (cuda/gemm.cu); a ReLU after
+ * conv2d or linear applied by their forward kernel (on the GPU, in the
+ * GEMM's epilogue), asked for by the sequential builder (models/sequential.c). */
+#define NN_FUSE_BIAS_ENV "NN_FUSE_BIAS"
+#define NN_FUSE_BIAS_GRAD_ENV "NN_FUSE_BIAS_GRAD"
+#define NN_FUSE_RELU_ENV "NN_FUSE_RELU"
+
 #endif

@@ -220,6 +220,51 @@ nn_status nn_dist_allreduce_sum(float *buf, size_t n, nn_device dev)
     return host_sum(buf, n);
 }
 
+bool nn_dist_overlaps(nn_device dev)
+{
+    if (!g.active) return false;
+    return dev == NN_CPU || (dev == NN_CUDA && nccl() && nccl()->start_sum);
+}
+
+/* The started host sums (MPI requests must outlive the call that starts them). */
+static MPI_Request pending[NN_DIST_MAX_PENDING];
+static int npending;
+
+nn_status nn_dist_start_sum(float *buf, size_t n, nn_device dev)
+{
+    if (!nn_dist_overlaps(dev))
+        return nn_error(NN_E_UNSUPPORTED, "dist: no overlapped sum of %s buffers here (%s)", nn_device_name(dev),
+                        nn_dist_backend(dev));
+    if (n == 0) return NN_OK;
+    if (dev != NN_CPU) {
+        NN_TRY(nccl_comm(nccl()));
+        return nccl()->start_sum(buf, n);
+    }
+    if (npending == NN_DIST_MAX_PENDING || n > (size_t)1 << 30)
+        return nn_error(NN_E_ARG, "dist: %d sums started (at most %d) or %zu floats in one (at most 2^30)", npending,
+                        NN_DIST_MAX_PENDING, n);
+    if (MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &pending[npending]) !=
+        MPI_SUCCESS)
+        return nn_error(NN_E_IO, "dist: rank %d: MPI_Iallreduce failed", g.rank);
+    npending++;
+    return NN_OK;
+}
+
+void nn_dist_progress(void)
+{
+    int done;
+    if (npending) MPI_Testall(npending, pending, &done, MPI_STATUSES_IGNORE);
+}
+
+nn_status nn_dist_wait_sums(nn_device dev)
+{
+    if (dev != NN_CPU) return nn_dist_overlaps(dev) && g.nccl_ready ? nccl()->wait_sums(g.timeout) : NN_OK;
+    if (npending && !wait_until(pending, npending, now() + g.timeout))
+        return timed_out(pending, npending, "the bucketed gradient all-reduce");
+    npending = 0;
+    return NN_OK;
+}
+
 nn_status nn_dist_allreduce_sum_f64(double *buf, int n)
 {
     if (!g.active || g.size == 1 || n <= 0) return NN_OK;
@@ -338,6 +383,27 @@ void nn_dist_abort(int code)
 nn_status nn_dist_allreduce_sum(float *buf, size_t n, nn_device dev)
 {
     (void)buf, (void)n, (void)dev;
+    return NN_OK;
+}
+
+bool nn_dist_overlaps(nn_device dev)
+{
+    (void)dev;
+    return false;
+}
+
+nn_status nn_dist_start_sum(float *buf, size_t n, nn_device dev)
+{
+    (void)buf, (void)n;
+    return nn_error(NN_E_UNSUPPORTED, "dist: no overlapped sum of %s buffers in a build without MPI",
+                    nn_device_name(dev));
+}
+
+void nn_dist_progress(void) {}
+
+nn_status nn_dist_wait_sums(nn_device dev)
+{
+    (void)dev;
     return NN_OK;
 }
 

@@ -53,6 +53,22 @@ double nn_dist_timeout(void);
  * a launcher it calls MPI or NCCL even for one rank. Host buffers: a blocking
  * MPI_Allreduce (see above); device buffers: NCCL polled against the timeout. */
 nn_status nn_dist_allreduce_sum(float *buf, size_t n, nn_device dev);
+/* Bucketed sums, overlapped with backward (models/dist_train.c). Whether
+ * dev's buffers can be summed that way: host buffers under MPI, device
+ * buffers with NCCL (a device without NCCL goes through host copies: no). */
+bool nn_dist_overlaps(nn_device dev);
+#define NN_DIST_MAX_PENDING 1024 /* started sums between two waits */
+/* Starts the sum of nn_dist_allreduce_sum and returns at once: host buffers
+ * by MPI_Iallreduce, device buffers by NCCL on a stream of its own, after the
+ * work queued so far on the compute stream. buf stays untouched until
+ * nn_dist_wait_sums; every rank starts the same sums in the same order.
+ * NN_E_UNSUPPORTED where nn_dist_overlaps(dev) is false. */
+nn_status nn_dist_start_sum(float *buf, size_t n, nn_device dev);
+/* Lets MPI move started sums along (it progresses inside MPI calls only). */
+void nn_dist_progress(void);
+/* Waits for every started sum against the timeout (a dead or hung peer:
+ * NN_E_IO); device sums: the compute stream then waits for NCCL's. */
+nn_status nn_dist_wait_sums(nn_device dev);
 /* The same for host doubles (counts, sums of losses). */
 nn_status nn_dist_allreduce_sum_f64(double *buf, int n);
 /* rank 0's bytes to every rank (buf on dev). */

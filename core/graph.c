@@ -63,6 +63,8 @@ struct nn_ctx {
     nn_status status;
     char msg[1024];
     size_t system_allocs;
+    nn_grad_ready_fn ready_fn;    /* nn_ctx_on_grad_ready */
+    void *ready_user;
     void *scratch[NN_NDEVICES];   /* one reusable buffer per device (nn_op_scratch) */
     size_t scratch_cap[NN_NDEVICES];
 };
@@ -273,6 +275,12 @@ void nn_ctx_release(nn_ctx *ctx, nn_tensor *t)
     if (!ctx || !t || t->owned || !t->data || ctx->retain) return;
     if (t->node && t->node->alias) return; /* the memory is another tensor's */
     release_data(ctx, t);
+}
+
+void nn_ctx_on_grad_ready(nn_ctx *ctx, nn_grad_ready_fn fn, void *user)
+{
+    ctx->ready_fn = fn;
+    ctx->ready_user = user;
 }
 
 bool nn_ctx_training(const nn_ctx *ctx) { return ctx->training; }
@@ -533,6 +541,44 @@ static void release_after(nn_ctx *ctx, nn_node *nd)
     }
 }
 
+static bool is_leaf_with_grad(const nn_tensor *t) { return t && !t->node && t->requires_grad && t->grad; }
+
+/* For the gradient-ready callback: marks each leaf at its first consumer in
+ * forward order, the last one the reverse walk reaches. The leaves seen so
+ * far are a list searched linearly: a model has tens of parameters, and the
+ * list comes from the step's host arena. */
+static nn_status mark_final_uses(nn_ctx *ctx)
+{
+    nn_tensor **seen = nn_op_host(ctx, (ctx->ntape * NN_MAX_INPUTS + 1) * sizeof *seen);
+    if (!seen) return ctx->status;
+    size_t nseen = 0;
+    for (size_t i = 0; i < ctx->ntape; i++) {
+        nn_node *nd = ctx->tape[i];
+        nd->leaf_final = 0;
+        for (int k = 0; k < nd->nin; k++) {
+            nn_tensor *t = nd->in[k];
+            if (!is_leaf_with_grad(t)) continue;
+            size_t j = 0;
+            while (j < nseen && seen[j] != t) j++;
+            if (j < nseen) continue;
+            seen[nseen++] = t;
+            nd->leaf_final |= (unsigned char)(1u << k);
+        }
+    }
+    return NN_OK;
+}
+
+/* Node nd's backward has run (or was skipped): the leaves it was the last to feed are ready. */
+static nn_status notify_ready(nn_ctx *ctx, const nn_node *nd)
+{
+    for (int k = 0; ctx->ready_fn && nd->leaf_final && k < nd->nin; k++) {
+        if (!(nd->leaf_final & (1u << k))) continue;
+        nn_status s = ctx->ready_fn(nd->in[k], ctx->ready_user);
+        if (s != NN_OK) return ctx_fail(ctx, s), s;
+    }
+    return NN_OK;
+}
+
 /* Shared by both entries: the seed, then the tape in reverse, gradients made
  * as they are first needed and released once consumed. The root and its
  * producer's inputs (the logits under a loss) stay readable afterwards. */
@@ -547,6 +593,7 @@ static nn_status run_backward(nn_ctx *ctx, nn_tensor *y, const float *dy_host)
     y->node->keep = true;
     for (int i = 0; i < y->node->nin; i++)
         if (y->node->in[i] && y->node->in[i]->node) y->node->in[i]->node->keep = true;
+    if (ctx->ready_fn) NN_TRY(mark_final_uses(ctx));
     const nn_backend *be = nn_backend_get(y->device);
     if (dy_host)
         NN_TRY(be->copy(y->grad->data, y->device, dy_host, NN_CPU, y->numel * sizeof(float)));
@@ -556,6 +603,7 @@ static nn_status run_backward(nn_ctx *ctx, nn_tensor *y, const float *dy_host)
         nn_node *nd = ctx->tape[i];
         if (!nd->out->grad) { /* nothing flows back through it (not on a path to y) */
             if (!nd->keep && !ctx->retain && !nd->alias) release_data(ctx, nd->out);
+            NN_TRY(notify_ready(ctx, nd));
             continue;
         }
         s = grads_for_inputs(ctx, nd);
@@ -566,6 +614,7 @@ static nn_status run_backward(nn_ctx *ctx, nn_tensor *y, const float *dy_host)
             return s;
         }
         release_after(ctx, nd);
+        NN_TRY(notify_ready(ctx, nd));
     }
     return NN_OK;
 }

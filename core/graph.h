@@ -109,6 +109,18 @@ nn_status nn_backward(nn_ctx *ctx, nn_tensor *loss);
  * May be called again on the same graph: the products add up. */
 nn_status nn_backward_with(nn_ctx *ctx, nn_tensor *y, const float *dy_host);
 
+/* Gradient-ready notification, to overlap work on gradients (a data-parallel
+ * all-reduce) with the rest of backward: during each backward pass on ctx,
+ * fn(leaf, user) is called once for every leaf input that requires grad and
+ * has a gradient, as soon as that gradient holds its last contribution of the
+ * pass (the backward of its first consumer in forward order has run, or was
+ * skipped as off the path to the output); GPU work is queued, not finished.
+ * A status other than NN_OK ends the pass with it. fn NULL (the default):
+ * none, at no cost; set, one scan of the tape per pass from the context's
+ * arena (no allocation in the steady state). */
+typedef nn_status (*nn_grad_ready_fn)(nn_tensor *leaf, void *user);
+void nn_ctx_on_grad_ready(nn_ctx *ctx, nn_grad_ready_fn fn, void *user);
+
 /* Number of nodes recorded since the last reset. */
 size_t nn_ctx_nodes(const nn_ctx *ctx);
 

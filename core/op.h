@@ -26,6 +26,10 @@ struct nn_node {
     int nin;
     bool alias;    /* out's data is an input's (a view, an in-place op): never released by it */
     bool keep;     /* backward leaves out's data and gradient readable (root, logits) */
+    /* bit i: in[i] is a leaf whose gradient is final once this backward has
+     * run (its first consumer in forward order); set only with a gradient-ready
+     * callback (nn_ctx_on_grad_ready) */
+    unsigned char leaf_final;
     void *saved;   /* op-specific, allocated with nn_op_host() */
     /* A buffer from nn_op_dev() on out's device that only this backward reads
      * (an argmax, a dropout mask): released with the output after it. */
@@ -76,5 +80,11 @@ static inline float *nn_op_grad_in(nn_node *nd, int i)
     nn_tensor *t = nd->in[i];
     return (t && t->grad) ? (float *)t->grad->data : NULL;
 }
+
+/* For ops with a fused ReLU (nn_conv2d_relu, nn_linear_relu): records
+ * y = relu(x) over x's memory, which x's producer has already made relu of
+ * its output (no kernel runs), so the graph still holds the relu node and
+ * its backward (which reads only y). Defined in ops/relu.c. */
+nn_tensor *nn_relu_applied(nn_ctx *ctx, nn_tensor *x);
 
 #endif

@@ -19,6 +19,7 @@ extern "C" {
 #include "core/backend.h"
 #include "core/defaults.h"
 }
+#include "cuda/epilogue.h"
 #include "cuda/gemm.h"
 
 /* Threads per block for the elementwise kernels. */
@@ -99,16 +100,26 @@ typedef struct nn_gemm_batch {
     const float *bias;
     long long bias_outer, bias_inner;
     int bias_per_row;
+    /* optional epilogue: C = max(0, C) last (nn_epi_relu, cuda/epilogue.h) */
+    int relu;
+    /* optional: rowsum[m] += sum_k op(A)[m, k] (the bias gradient of a
+     * weight-gradient GEMM, cuda/epilogue.h), rowsum offset like the
+     * operands; needs N > 0. rowsum_part: set by the GEMM (the slices'
+     * partial sums when K is split) */
+    float *rowsum;
+    long long rowsum_outer, rowsum_inner;
+    float *rowsum_part;
 } nn_gemm_batch;
 
 /* Where grid slice z = product * ksplit + slice of K reads and writes: the
  * offsets of A, B and C (with ksplit > 1, C is the partials buffer, one
- * M x ldc slice per z), and the epilogue's bias (NULL with K split: the
- * reduction adds it then). One rule for both GEMM kernels (gemm.cu,
- * gemm_tf32.cuh). */
+ * M x ldc slice per z), the epilogue's bias (NULL with K split: the
+ * reduction adds it then) and where the row sums go. One rule for both
+ * GEMM kernels (gemm.cu, gemm_tf32.cuh). */
 typedef struct nn_gemm_at {
     long long a, b, c;
     const float *bias;
+    float *rowsum; /* the row sums' destination (the partials' slice with K split), or NULL */
 } nn_gemm_at;
 
 static __device__ __forceinline__ nn_gemm_at nn_gemm_locate(const nn_gemm_batch &bt, int z, int ksplit, int M, int ldc)
@@ -117,7 +128,10 @@ static __device__ __forceinline__ nn_gemm_at nn_gemm_locate(const nn_gemm_batch 
     const long long o = zb / bt.inner, i = zb % bt.inner;
     nn_gemm_at at = {o * bt.a_outer + i * bt.a_inner, o * bt.b_outer + i * bt.b_inner,
                      ksplit > 1 ? (long long)z * M * ldc : o * bt.c_outer + i * bt.c_inner,
-                     bt.bias && ksplit == 1 ? bt.bias + o * bt.bias_outer + i * bt.bias_inner : nullptr};
+                     bt.bias && ksplit == 1 ? bt.bias + o * bt.bias_outer + i * bt.bias_inner : nullptr,
+                     !bt.rowsum     ? nullptr
+                     : ksplit > 1   ? bt.rowsum_part + nn_rowsum_slot(z, 0, M)
+                                    : bt.rowsum + o * bt.rowsum_outer + i * bt.rowsum_inner};
     return at;
 }
 

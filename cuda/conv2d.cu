@@ -10,7 +10,9 @@
  *   dw[g]   += dyp[g] col[g]^T  (one GEMM per group over all cn*PP columns,
  *              dyp = dy of the chunk laid out (OC, cn*PP) like col);
  *   dx      += col2im(w[g]^T dyp[g]), gathered per input element (no atomics);
- *   db      += sums of dy over (n, p), one block per channel. */
+ *   db      += sums of dy over (n, p), one block per channel, or (NN_FUSE_BIAS_GRAD=1)
+ *              the row sums of dyp inside the dw GEMM (cuda/epilogue.h);
+ *   g->relu: the forward's GEMM applies the ReLU in its epilogue. */
 #include "cuda/common.cuh"
 
 /* The workspace holds col and dyp for as many samples as fit in this budget
@@ -214,6 +216,19 @@ static void bias_grad_cuda(int n, int oc, int p, const float *dy, float *db, cud
     bias_grad_kernel<<<oc, NN_CUDA_THREADS, 0, s>>>(n, oc, p, dy, db);
 }
 
+/* A batch of `count` products over (outer, inner) strides, no epilogue (nn_gemm_batch) */
+static nn_gemm_batch batch_of(int count, int inner, long long a_outer, long long a_inner, long long b_outer,
+                              long long b_inner, long long c_outer, long long c_inner)
+{
+    nn_gemm_batch bt = {};
+    bt.count = count;
+    bt.inner = inner;
+    bt.a_outer = a_outer; bt.a_inner = a_inner;
+    bt.b_outer = b_outer; bt.b_inner = b_inner;
+    bt.c_outer = c_outer; bt.c_inner = c_inner;
+    return bt;
+}
+
 static nn_status check_geom(const nn_conv2d_geom *g, const void *ws, const char *who)
 {
     if (g->groups < 1 || g->c % g->groups || g->oc % g->groups || g->sh < 1 || g->sw < 1)
@@ -242,11 +257,12 @@ extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float
         im2col_cuda(g, q.pp, cn, x + (long long)n0 * g->c * g->h * g->w, col, s);
         NN_CUDA_LAUNCHED("conv2d im2col");
         /* product (sample s, group gi): y[n0+s, gi*ocg.., :] = w[gi] (ocg, kg) x col[gi rows, s cols] */
-        nn_gemm_batch bt = {cn * g->groups, g->groups,
-                            0, (long long)q.ocg * q.kg,
-                            q.pp, (long long)q.kg * ld,
-                            (long long)g->oc * q.p, (long long)q.ocg * q.p,
-                            fuse ? b : nullptr, 0, q.ocg, 1}; /* row gi*ocg + m of the bias */
+        nn_gemm_batch bt = batch_of(cn * g->groups, g->groups, 0, (long long)q.ocg * q.kg, q.pp, (long long)q.kg * ld,
+                                    (long long)g->oc * q.p, (long long)q.ocg * q.p);
+        bt.bias = fuse ? b : nullptr; /* row gi*ocg + m of the bias */
+        bt.bias_inner = q.ocg;
+        bt.bias_per_row = 1;
+        bt.relu = g->relu; /* the fused ReLU: max(0, .) on the sum with the bias */
         NN_TRY(nn_cuda_sgemm(s, false, false, q.ocg, q.p, q.kg, 1.0f, w, q.kg, col, (int)ld,
                              b && !fuse ? 1.0f : 0.0f, y + (long long)n0 * g->oc * q.p, q.p, &bt));
     }
@@ -260,7 +276,9 @@ extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const floa
     NN_TRY(check_geom(g, ws, "conv2d_backward"));
     NN_CUDA_STREAM(s);
     const conv_plan q = plan_of(g);
-    if (db) {
+    /* db inside the dw GEMM (NN_FUSE_BIAS_GRAD=1): the row sums of its dyp operand, chunk after chunk */
+    const bool fuse_db = db && dw && nn_cuda_fuse_bias_grad();
+    if (db && !fuse_db) {
         bias_grad_cuda(g->n, g->oc, q.p, dy, db, s);
         NN_CUDA_LAUNCHED("conv2d bias gradient");
     }
@@ -277,16 +295,18 @@ extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const floa
             im2col_cuda(g, q.pp, cn, x + (long long)n0 * g->c * g->h * g->w, col, s);
             NN_CUDA_LAUNCHED("conv2d im2col");
             /* dw[gi] (ocg, kg) += dyp[gi] (ocg, ld) x col[gi]^T (ld, kg) */
-            nn_gemm_batch bt = {g->groups, 1, (long long)q.ocg * ld, 0, (long long)q.kg * ld, 0,
-                                (long long)q.ocg * q.kg, 0, nullptr, 0, 0, 0};
+            nn_gemm_batch bt = batch_of(g->groups, 1, (long long)q.ocg * ld, 0, (long long)q.kg * ld, 0,
+                                        (long long)q.ocg * q.kg, 0);
+            bt.rowsum = fuse_db ? db : nullptr; /* db[gi*ocg + m] += the row sums of dyp[gi] */
+            bt.rowsum_outer = q.ocg;
             NN_TRY(nn_cuda_sgemm(s, false, true, q.ocg, q.kg, ldi, 1.0f, dyp, ldi, col, ldi, 1.0f, dw,
                                  q.kg, &bt));
         }
         if (dx) {
             /* dcol[gi] (kg, ld) = w[gi]^T (kg, ocg) x dyp[gi] (ocg, ld), into col (the dw GEMM
              * above has read it: same stream) */
-            nn_gemm_batch bt = {g->groups, 1, (long long)q.ocg * q.kg, 0, (long long)q.ocg * ld, 0,
-                                (long long)q.kg * ld, 0, nullptr, 0, 0, 0};
+            nn_gemm_batch bt = batch_of(g->groups, 1, (long long)q.ocg * q.kg, 0, (long long)q.ocg * ld, 0,
+                                        (long long)q.kg * ld, 0);
             NN_TRY(nn_cuda_sgemm(s, true, false, q.kg, ldi, q.ocg, 1.0f, w, q.kg, dyp, ldi, 0.0f, col,
                                  ldi, &bt));
             col2im_cuda(g, q.pp, cn, col, dx + (long long)n0 * g->c * g->h * g->w, s);

@@ -50,6 +50,10 @@ sgemm_kernel(int M, int N, int K, float alpha, const float *__restrict__ A, int 
     C += at.c;
     const int kbeg = ks * kchunk, kend = min(K, kbeg + kchunk);
     const float *bias = at.bias; /* the epilogue's (NULL with K split) */
+    const bool relu = bt.relu && ksplit == 1; /* with K split, the reduction applies it */
+    /* the row sums of op(A) (cuda/epilogue.h): thread tid < BM sums row m0 + tid */
+    float *rsum = nn_rowsum_owner(blockIdx.x) ? at.rowsum : nullptr;
+    float rs = 0.0f;
 
     const int tid = threadIdx.x;
     const int tx = tid % (BN / TN), ty = tid / (BN / TN);
@@ -124,6 +128,10 @@ sgemm_kernel(int M, int N, int K, float alpha, const float *__restrict__ A, int 
             load_a(kbeg + (t + 1) * BK);
             load_b(kbeg + (t + 1) * BK);
         }
+        if (rsum && tid < BM) { /* As holds slice t: A (m0 + tid, k) in k order, 0 outside */
+#pragma unroll
+            for (int kk = 0; kk < BK; kk++) rs += As[kk][tid];
+        }
 #pragma unroll
         for (int kk = 0; kk < BK; kk++) {
             float a[TM], b[TN];
@@ -172,6 +180,10 @@ sgemm_kernel(int M, int N, int K, float alpha, const float *__restrict__ A, int 
                     r.x += cb ? cb[n] : rb; r.y += cb ? cb[n + 1] : rb;
                     r.z += cb ? cb[n + 2] : rb; r.w += cb ? cb[n + 3] : rb;
                 }
+                if (relu) {
+                    r.x = nn_epi_relu(r.x); r.y = nn_epi_relu(r.y);
+                    r.z = nn_epi_relu(r.z); r.w = nn_epi_relu(r.w);
+                }
                 *reinterpret_cast<float4 *>(p) = r;
             } else {
 #pragma unroll
@@ -180,14 +192,21 @@ sgemm_kernel(int M, int N, int K, float alpha, const float *__restrict__ A, int 
                     float r = alpha * acc[i][g * 4 + j];
                     if (beta != 0.0f) r += beta * p[j];
                     if (bias) r += cb ? cb[n + j] : rb;
-                    p[j] = r;
+                    p[j] = relu ? nn_epi_relu(r) : r;
                 }
             }
         }
     }
+    /* the row sums: alone on these rows in this product (or slice), so a plain store */
+    if (rsum && tid < BM && m0 + tid < M) {
+        if (ksplit > 1)
+            rsum[m0 + tid] = rs;
+        else
+            rsum[m0 + tid] += rs;
+    }
 }
 
-/* Sums the K slices of a split product: C = sum_s part[s] + beta C (+ bias). */
+/* Sums the K slices of a split product: C = sum_s part[s] + beta C (+ bias), then the ReLU when asked. */
 static __global__ void splitk_reduce_kernel(int M, int N, int ksplit, int count, const float *__restrict__ part,
                                             float beta, float *C, int ldc, nn_gemm_batch bt)
 {
@@ -204,7 +223,19 @@ static __global__ void splitk_reduce_kernel(int M, int N, int ksplit, int count,
         if (bt.bias)
             sum += bt.bias[(zb / bt.inner) * bt.bias_outer + (zb % bt.inner) * bt.bias_inner +
                            (bt.bias_per_row ? r / N : r % N)];
-        *c = sum;
+        *c = bt.relu ? nn_epi_relu(sum) : sum;
+    }
+}
+
+/* rowsum[m] += the slices' row sums of a split product, slices in order (cuda/epilogue.h) */
+static __global__ void splitk_rowsum_kernel(int M, int ksplit, int count, nn_gemm_batch bt)
+{
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < (long long)M * count;
+         t += (long long)gridDim.x * blockDim.x) {
+        const int zb = (int)(t / M), m = (int)(t % M);
+        float sum = 0.0f;
+        for (int k = 0; k < ksplit; k++) sum += bt.rowsum_part[nn_rowsum_slot(zb * ksplit + k, m, M)];
+        bt.rowsum[(zb / bt.inner) * bt.rowsum_outer + (zb % bt.inner) * bt.rowsum_inner + m] += sum;
     }
 }
 
@@ -294,15 +325,27 @@ extern "C" bool nn_cuda_tf32_enabled(void)
     return on;
 }
 
+/* "1" in the environment variable `name`, read once into *cache (-1: unread) */
+static bool env_switch(const char *name, int *cache)
+{
+    if (*cache < 0) {
+        const char *e = getenv(name);
+        *cache = e && e[0] == '1';
+    }
+    return *cache;
+}
+
 extern "C" bool nn_cuda_fuse_bias(void)
 {
     static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("NN_FUSE_BIAS");
-        on = e && e[0] == '1';
-    }
-    return on;
+    return env_switch(NN_FUSE_BIAS_ENV, &on);
 }
+
+static int fuse_bias_grad = -1; /* benign race: every thread reads the same value */
+
+extern "C" bool nn_cuda_fuse_bias_grad(void) { return env_switch(NN_FUSE_BIAS_GRAD_ENV, &fuse_bias_grad); }
+
+extern "C" void nn_cuda_fuse_bias_grad_set(int on) { fuse_bias_grad = on < 0 ? -1 : on != 0; }
 
 /* Split K when the products have too few tiles to fill the chip and K is
  * long (weight gradients: K = batch x positions); the slices' partial sums go
@@ -369,9 +412,18 @@ static gemm_plan plan_gemm(nn_gemm_variant want, int m, int n, int k, int count)
     }
 }
 
+/* rowsum[m] += the row sums of the slices of a split product (cuda/epilogue.h) */
+static nn_status reduce_rowsum(cudaStream_t s, int m, int ksplit, const nn_gemm_batch &bt)
+{
+    const long long total = (long long)m * bt.count;
+    splitk_rowsum_kernel<<<nn_cuda_blocks((size_t)total), NN_CUDA_THREADS, 0, s>>>(m, ksplit, bt.count, bt);
+    NN_CUDA_LAUNCHED("sgemm split-K row sums");
+    return NN_OK;
+}
+
 static nn_status run_plan(cudaStream_t s, const gemm_plan &p, bool ta, bool tb, int m, int n, int k, float alpha,
                           const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc,
-                          const nn_gemm_batch &bt)
+                          nn_gemm_batch bt)
 {
     const int vab = (aligned4(a, lda, bt.a_outer, bt.a_inner) ? VEC_A : 0) |
                     (aligned4(b, ldb, bt.b_outer, bt.b_inner) ? VEC_B : 0);
@@ -380,10 +432,13 @@ static nn_status run_plan(cudaStream_t s, const gemm_plan &p, bool ta, bool tb, 
     int ldo = ldc;
     float beta_k = beta;
     if (p.ksplit > 1) { /* the slices write partial products, the reduction applies beta */
-        NN_TRY(nn_cuda_scratch((void **)&part, (size_t)bt.count * p.ksplit * m * n * sizeof(float)));
+        /* the row sums' partials after the products' (one M-float slot per slice, nn_rowsum_slot) */
+        const size_t prod = (size_t)bt.count * p.ksplit * m * n, rows = bt.rowsum ? (size_t)bt.count * p.ksplit * m : 0;
+        NN_TRY(nn_cuda_scratch((void **)&part, (prod + rows) * sizeof(float)));
         out = part;
         ldo = n;
         beta_k = 0.0f;
+        bt.rowsum_part = bt.rowsum ? part + prod : nullptr;
     }
     const int vec = vab | (p.ksplit > 1 ? (aligned4(part, n, (long long)m * n, 0) ? VEC_C : 0)
                                         : (aligned4(c, ldc, bt.c_outer, bt.c_inner) ? VEC_C : 0));
@@ -402,6 +457,7 @@ static nn_status run_plan(cudaStream_t s, const gemm_plan &p, bool ta, bool tb, 
                                                                                        part, beta, c, ldc, bt);
         cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) st = nn_cuda_fail(e, "sgemm split-K reduction", __FILE__, __LINE__);
+        if (st == NN_OK && bt.rowsum) st = reduce_rowsum(s, m, p.ksplit, bt);
     }
     if (part) nn_cuda_scratch_free(part); /* later work on the stream runs after the reduction */
     return st;
@@ -451,4 +507,23 @@ extern "C" nn_status nn_cuda_gemm_as(nn_gemm_variant v, bool ta, bool tb, int m,
 extern "C" nn_gemm_variant nn_cuda_gemm_pick(int m, int n, int k, int count)
 {
     return plan_gemm(NN_GEMM_AUTO, m, n, k, count).v;
+}
+
+extern "C" nn_status nn_cuda_gemm_fused_as(nn_gemm_variant v, bool ta, bool tb, int m, int n, int k, float alpha,
+                                           const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                                           int ldc, const float *bias, bool bias_per_row, bool relu, float *rowsum,
+                                           int *kchunk)
+{
+    NN_CUDA_STREAM(s);
+    nn_gemm_batch bt = {};
+    bt.count = bt.inner = 1;
+    bt.bias = bias;
+    bt.bias_per_row = bias_per_row;
+    bt.relu = relu;
+    bt.rowsum = rowsum;
+    if (kchunk) {
+        const gemm_plan p = plan_gemm(v, m, n, k, 1);
+        *kchunk = p.ksplit > 1 ? p.kchunk : k;
+    }
+    return sgemm_as(s, v, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, &bt);
 }

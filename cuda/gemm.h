@@ -41,6 +41,22 @@ bool nn_cuda_tf32_enabled(void);
  * bias in the GEMM's epilogue instead of writing it to y first (identical
  * sums: acc + 1 * bias either way). Off by default until measured on a GPU. */
 bool nn_cuda_fuse_bias(void);
+/* NN_FUSE_BIAS_GRAD=1 in the environment (read once): conv2d and linear sum
+ * their bias gradient inside the weight-gradient GEMM (cuda/epilogue.h: the
+ * blocks of the first tile column add the dY tiles they load; fixed order,
+ * bitwise the same run to run, but another order than the separate kernel's,
+ * so not bitwise that). Only when dw is wanted too. Off by default until
+ * measured on a GPU. _set: tests force it (1 on, 0 off, -1 the environment's). */
+bool nn_cuda_fuse_bias_grad(void);
+void nn_cuda_fuse_bias_grad_set(int on);
+/* nn_cuda_gemm_as with the epilogue's fused parts, for tests: C += bias
+ * (bias[m] when bias_per_row, else bias[n]; NULL: none), then C = max(0, C)
+ * when relu, and rowsum[m] += sum_k op(A)[m, k] (NULL: none; n > 0). *kchunk
+ * (when not NULL): the K of each slice the plan splits K into (k when it does
+ * not), the order nn_rowsum_emulate follows. */
+nn_status nn_cuda_gemm_fused_as(nn_gemm_variant v, bool ta, bool tb, int m, int n, int k, float alpha,
+                                const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc,
+                                const float *bias, bool bias_per_row, bool relu, float *rowsum, int *kchunk);
 
 #ifdef __cplusplus
 }

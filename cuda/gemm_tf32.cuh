@@ -135,6 +135,10 @@ sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A,
     const int ktiles = kend > kbeg ? (kend - kbeg + TF32_BK - 1) / TF32_BK : 0;
     const int m0 = blockIdx.y * TF32_BM, n0 = blockIdx.x * TF32_BN;
     const float *bias = at.bias; /* the epilogue's (NULL with K split) */
+    const bool relu = bt.relu && ksplit == 1; /* with K split, the reduction applies it */
+    /* the row sums of op(A), unrounded (cuda/epilogue.h): thread tid < BM sums row m0 + tid */
+    float *rsum = nn_rowsum_owner(blockIdx.x) ? at.rowsum : nullptr;
+    float rs = 0.0f;
 
     /* shared tiles in the stored layout: A (m, k) at TA ? [k][m] : [m][k], B (k, n) at TB ? [n][k] : [k][n] */
     constexpr int A_PITCH = TA ? TF32_BM + TF32_PAD_MN : TF32_BK + TF32_PAD_K;
@@ -181,6 +185,11 @@ sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A,
         tf32_commit();
 
         const float *As = a_tile(kt % TF32_STAGES), *Bs = b_tile(kt % TF32_STAGES);
+        if (rsum && threadIdx.x < TF32_BM) { /* slice kt: A (m0 + tid, k) in k order, 0 outside */
+#pragma unroll 8
+            for (int kk = 0; kk < TF32_BK; kk++)
+                rs += TA ? As[kk * A_PITCH + threadIdx.x] : As[threadIdx.x * A_PITCH + kk];
+        }
 #pragma unroll
         for (int kk = 0; kk < TF32_BK; kk += 8) {
             unsigned af[4][4], bf[4][2];
@@ -227,10 +236,17 @@ sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A,
                     float r = alpha * acc[i][j][h * 2 + e];
                     if (beta != 0.0f) r += beta * crow[n + e];
                     if (bias) r += bias[bt.bias_per_row ? m : n + e];
-                    crow[n + e] = r;
+                    crow[n + e] = relu ? nn_epi_relu(r) : r;
                 }
             }
         }
+    /* the row sums: alone on these rows in this product (or slice), so a plain store */
+    if (rsum && threadIdx.x < TF32_BM && m0 + (int)threadIdx.x < M) {
+        if (ksplit > 1)
+            rsum[m0 + threadIdx.x] = rs;
+        else
+            rsum[m0 + threadIdx.x] += rs;
+    }
 #else
     __trap(); /* the host never launches this below sm_80 (tf32_supported) */
 #endif

@@ -1,5 +1,7 @@
 /* Fully connected layer on the GPU with our SGEMM: x (N, I), w (O, I), b (O),
- * y (N, O).  y = x w^T + b;  dx += dy w;  dw += dy^T x;  db += sum_n dy. */
+ * y (N, O).  y = x w^T + b (then max(0, .) in the GEMM's epilogue when
+ * g->relu);  dx += dy w;  dw += dy^T x;  db += sum_n dy (inside the dw GEMM
+ * with NN_FUSE_BIAS_GRAD=1, cuda/epilogue.h). */
 #include "cuda/common.cuh"
 
 /* y[r, o] = b[o] */
@@ -45,6 +47,7 @@ extern "C" nn_status nn_cuda_linear_forward(const nn_linear_geom *g, const float
     nn_gemm_batch bt = {};
     bt.count = bt.inner = 1;
     bt.bias = fuse ? b : nullptr; /* bias[o], o the column */
+    bt.relu = g->relu;            /* the fused ReLU: max(0, .) on the sum with the bias */
     /* y (n, out) = x (n, in) w^T (in, out) */
     return nn_cuda_sgemm(s, false, true, g->n, g->out, g->in, 1.0f, x, g->in, w, g->in, b && !fuse ? 1.0f : 0.0f,
                          y, g->out, &bt);
@@ -58,10 +61,16 @@ extern "C" nn_status nn_cuda_linear_backward(const nn_linear_geom *g, const floa
     if (dx) /* dx (n, in) += dy (n, out) w (out, in) */
         NN_TRY(nn_cuda_sgemm(s, false, false, g->n, g->in, g->out, 1.0f, dy, g->out, w, g->in, 1.0f, dx, g->in,
                              NULL));
-    if (dw) /* dw (out, in) += dy^T (out, n) x (n, in) */
+    /* db inside the dw GEMM (NN_FUSE_BIAS_GRAD=1): the row sums of its operand dy^T */
+    const bool fuse_db = db && dw && g->in > 0 && nn_cuda_fuse_bias_grad();
+    if (dw) { /* dw (out, in) += dy^T (out, n) x (n, in) */
+        nn_gemm_batch bt = {};
+        bt.count = bt.inner = 1;
+        bt.rowsum = fuse_db ? db : nullptr; /* db[o] += sum_r dy[r, o] */
         NN_TRY(nn_cuda_sgemm(s, true, false, g->out, g->in, g->n, 1.0f, dy, g->out, x, g->in, 1.0f, dw, g->in,
-                             NULL));
-    if (db) {
+                             &bt));
+    }
+    if (db && !fuse_db) {
         bias_grad_cuda(g->n, g->out, dy, db, s);
         NN_CUDA_LAUNCHED("linear bias gradient");
     }

@@ -28,6 +28,11 @@ typedef struct nn_cuda_nccl {
     nn_status (*init)(int size, int rank, const void *id);
     nn_status (*sum)(float *buf, size_t n, double timeout_s);    /* in place, every rank */
     nn_status (*bcast)(void *buf, size_t bytes, double timeout_s); /* from rank 0, in place */
+    /* bucketed sums: start one on NCCL's own stream once the compute stream's
+     * queued work is done (an event), without waiting; then wait for all of
+     * them against the deadline, and order the compute stream after them */
+    nn_status (*start_sum)(float *buf, size_t n);
+    nn_status (*wait_sums)(double timeout_s);
     void (*destroy)(void);
 } nn_cuda_nccl;
 

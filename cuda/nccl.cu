@@ -78,10 +78,58 @@ static nn_status bcast(void *buf, size_t bytes, double timeout_s)
     return wait_for(s, timeout_s, "the broadcast (NCCL)");
 }
 
+/* ---- bucketed sums, overlapped with backward ---- */
+
+/* NCCL's own stream (non-blocking: no implicit order with the compute
+ * stream), made on first use; `ready` orders it after the compute stream's
+ * queued work, `done` the compute stream after it. One event each serves
+ * every bucket: cudaStreamWaitEvent takes the event's state at the call. */
+static cudaStream_t side;
+static cudaEvent_t ready, done;
+static bool side_busy; /* sums started since the last wait */
+
+static nn_status side_stream(void)
+{
+    if (side) return NN_OK;
+    NN_CUDA_TRY(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
+    NN_CUDA_TRY(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate");
+    NN_CUDA_TRY(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking), "cudaStreamCreate (NCCL)");
+    return NN_OK;
+}
+
+static nn_status start_sum(float *buf, size_t n)
+{
+    if (!comm) return nn_error(NN_E_DEVICE, "dist: rank %d: NCCL all-reduce before the communicator", my_rank);
+    NN_TRY(side_stream());
+    NN_CUDA_STREAM(s);
+    NN_CUDA_TRY(cudaEventRecord(ready, s), "cudaEventRecord (gradient ready)");
+    NN_CUDA_TRY(cudaStreamWaitEvent(side, ready, 0), "cudaStreamWaitEvent (NCCL stream)");
+    ncclResult_t r = ncclAllReduce(buf, buf, n, ncclFloat, ncclSum, comm, side);
+    if (r != ncclSuccess) return nccl_fail(r, "ncclAllReduce (bucket)");
+    side_busy = true;
+    return NN_OK;
+}
+
+/* Polled against the deadline (a hung peer), then the compute stream waits
+ * on the device too, so nothing after it can overtake a sum. */
+static nn_status wait_sums(double timeout_s)
+{
+    if (!side_busy) return NN_OK;
+    NN_TRY(wait_for(side, timeout_s, "the bucketed gradient all-reduce (NCCL)"));
+    side_busy = false;
+    NN_CUDA_STREAM(s);
+    NN_CUDA_TRY(cudaEventRecord(done, side), "cudaEventRecord (sums done)");
+    NN_CUDA_TRY(cudaStreamWaitEvent(s, done, 0), "cudaStreamWaitEvent (compute stream)");
+    return NN_OK;
+}
+
 static void destroy(void)
 {
     if (comm) ncclCommDestroy(comm);
     comm = NULL;
+    if (side) cudaStreamDestroy(side), cudaEventDestroy(ready), cudaEventDestroy(done);
+    side = NULL, side_busy = false;
 }
 
-extern "C" const nn_cuda_nccl nn_cuda_nccl_table = {sizeof(ncclUniqueId), unique_id, init, sum, bcast, destroy};
+extern "C" const nn_cuda_nccl nn_cuda_nccl_table = {sizeof(ncclUniqueId), unique_id, init, sum, bcast, start_sum,
+                                                     wait_sums, destroy};

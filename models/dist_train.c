@@ -1,8 +1,10 @@
 /* Data parallelism on the trainer (see dist_train.h): the sharded source, the
- * all-reduce on the parameters' gradient block (core/params.h: one call, no
- * copies), the agreed stop flags, the start broadcast and the hash check. */
+ * all-reduce on the parameters' gradient block (core/params.h: one call after
+ * backward, or buckets started during it; no copies), the agreed stop flags,
+ * the start broadcast and the hash check. */
 #include "models/dist_train.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +51,15 @@ nn_batch_source nn_shard_source(nn_shard *sh, const nn_batch_source *inner, int 
 
 /* ---- the data-parallel state ---- */
 
+/* A bucket: floats [lo, hi) of the gradient block, the slots of whole
+ * parameters, summed as soon as backward has finished all of them. */
+typedef struct dp_bucket {
+    size_t lo, hi;
+    int params;   /* parameters in it */
+    int waiting;  /* of those, not ready yet this step */
+    bool started; /* its sum is on its way this step */
+} dp_bucket;
+
 struct nn_dp {
     nn_dp_config cfg;
     nn_trainer *t;
@@ -60,6 +71,12 @@ struct nn_dp {
     size_t nacc;
     double reduce_s;
     int64_t steps;
+    /* bucketed: nbk > 0 buckets from the end of the block (where backward
+     * finishes first) to its start, over the block as flattened at setup */
+    dp_bucket *bk;
+    int nbk;
+    float *block;
+    size_t nblock;
 };
 
 static double now(void)
@@ -78,6 +95,61 @@ static nn_status broadcast_state(nn_dp *dp)
     const nn_params *os = nn_optim_state(nn_trainer_optim(dp->t));
     for (int i = 0; os && i < os->n; i++)
         NN_TRY(nn_dist_broadcast(os->p[i].t->data, nn_tensor_bytes(os->p[i].t), os->p[i].t->device));
+    return NN_OK;
+}
+
+static nn_status start_bucket(nn_dp *dp, dp_bucket *b)
+{
+    b->started = true;
+    return nn_dist_start_sum(dp->block + b->lo, b->hi - b->lo, dp->cfg.dev);
+}
+
+/* The bucket holding float `off` of the block (bk[] runs down the block). */
+static dp_bucket *bucket_at(nn_dp *dp, size_t off)
+{
+    int a = 0, b = dp->nbk - 1;
+    while (a < b) {
+        int m = (a + b) / 2;
+        if (off >= dp->bk[m].lo) b = m;
+        else a = m + 1;
+    }
+    return &dp->bk[a];
+}
+
+/* The context's gradient-ready callback: a bucket starts once its last parameter is done. */
+static nn_status on_grad_ready(nn_tensor *leaf, void *user)
+{
+    nn_dp *dp = user;
+    uintptr_t g = (uintptr_t)leaf->grad->data, b = (uintptr_t)dp->block;
+    if (g < b || g >= b + dp->nblock * sizeof(float)) return NN_OK; /* not in the trainer's block */
+    dp_bucket *bk = bucket_at(dp, (g - b) / sizeof(float));
+    if (bk->waiting > 0 && --bk->waiting == 0) NN_TRY(start_bucket(dp, bk));
+    nn_dist_progress();
+    return NN_OK;
+}
+
+/* Buckets of about cfg.bucket_mb MiB, whole parameters each, from the last
+ * parameter down; no more than the sums dist can hold between two waits. */
+static nn_status make_buckets(nn_dp *dp)
+{
+    nn_params *ps = nn_trainer_params(dp->t);
+    NN_TRY(nn_params_flatten_grads(ps, 1, &dp->block, &dp->nblock));
+    /* the sum's path was chosen for cfg.dev; no parameters: nothing to bucket */
+    if (ps->grad_dev != dp->cfg.dev || ps->n == 0) return NN_OK;
+    size_t want = (size_t)(dp->cfg.bucket_mb * (1 << 20) / sizeof(float));
+    size_t least = dp->nblock / (NN_DIST_MAX_PENDING - 2) + 1; /* the buckets and the loss fit dist's requests */
+    want = want < least ? least : want > (size_t)1 << 30 ? (size_t)1 << 30 : want;
+    dp->bk = calloc((size_t)ps->n, sizeof *dp->bk);
+    if (!dp->bk) return nn_error(NN_E_NOMEM, "data parallel: out of memory");
+    size_t hi = dp->nblock;
+    for (int i = ps->n - 1; i >= 0; i--) {
+        dp_bucket *b = &dp->bk[dp->nbk];
+        b->hi = b->params ? b->hi : hi;
+        b->lo = (size_t)((float *)ps->p[i].t->grad->data - dp->block);
+        b->waiting = ++b->params;
+        if (b->hi - b->lo >= want || i == 0) dp->nbk++, hi = b->lo;
+    }
+    nn_ctx_on_grad_ready(nn_trainer_ctx(dp->t), on_grad_ready, dp);
     return NN_OK;
 }
 
@@ -102,6 +174,9 @@ static nn_status setup(nn_dp *dp)
     /* the trainer's block, with one more float for the loss */
     NN_TRY(nn_params_flatten_grads(nn_trainer_params(dp->t), 1, NULL, &dp->nacc));
     if (dp->cfg.ranks_emulated > 1) NN_TRY(dp->be->alloc((void **)&dp->acc, dp->nacc * sizeof(float)));
+    /* buckets where the sums can run beside backward (not in the emulation,
+     * whose several backward passes a step would notify several times) */
+    if (dp->cfg.bucket_mb > 0 && dp->cfg.ranks_emulated <= 1 && nn_dist_overlaps(dp->cfg.dev)) NN_TRY(make_buckets(dp));
     int rank = world > 1 ? nn_dist_rank() : 0;
     nn_ctx_set_shard(nn_trainer_ctx(dp->t), rank * dp->local_n, batch);
     return broadcast_state(dp);
@@ -124,6 +199,8 @@ void nn_dp_free(nn_dp *dp)
 {
     if (!dp) return;
     if (dp->acc) dp->be->free(dp->acc);
+    if (dp->bk) nn_ctx_on_grad_ready(nn_trainer_ctx(dp->t), NULL, NULL);
+    free(dp->bk);
     free(dp);
 }
 
@@ -175,8 +252,25 @@ static nn_status emulate_ranks(nn_dp *dp, float *block, size_t n, float *loss_su
     return dp->be->copy(block, dp->cfg.dev, dp->acc, dp->cfg.dev, n * sizeof(float));
 }
 
+/* Bucketed: the buckets backward did not start (parameters it never
+ * reached), then the loss's float alone (known only now), then the wait for
+ * all of them; the buckets are armed again for the next step. */
+static nn_status finish_buckets(nn_dp *dp, float *block, size_t n, float lsum)
+{
+    if (block != dp->block || n != dp->nblock)
+        return nn_error(NN_E_ARG, "data parallel: the gradient block moved after setup");
+    for (int i = 0; i < dp->nbk; i++)
+        if (!dp->bk[i].started) NN_TRY(start_bucket(dp, &dp->bk[i]));
+    NN_TRY(dp->be->copy(block + n, dp->cfg.dev, &lsum, NN_CPU, sizeof lsum));
+    NN_TRY(nn_dist_start_sum(block + n, 1, dp->cfg.dev));
+    NN_TRY(nn_dist_wait_sums(dp->cfg.dev));
+    for (int i = 0; i < dp->nbk; i++) dp->bk[i].waiting = dp->bk[i].params, dp->bk[i].started = false;
+    return NN_OK;
+}
+
 /* The all-reduce runs on the parameters' gradient block itself (its extra
- * float holds the loss): no copies around it. */
+ * float holds the loss): no copies around it. With buckets, most of it ran
+ * during backward; the time counted here is what is left to wait for. */
 static nn_status reduce(nn_dp *dp)
 {
     double t0 = now();
@@ -186,8 +280,12 @@ static nn_status reduce(nn_dp *dp)
     NN_TRY(nn_params_flatten_grads(nn_trainer_params(dp->t), 1, &block, &n));
     float lsum = *nn_trainer_step_loss(dp->t);
     if (dp->cfg.ranks_emulated > 1) NN_TRY(emulate_ranks(dp, block, n, &lsum));
-    NN_TRY(dp->be->copy(block + n, dp->cfg.dev, &lsum, NN_CPU, sizeof lsum));
-    NN_TRY(nn_dist_allreduce_sum(block, n + 1, dp->cfg.dev));
+    if (dp->nbk) {
+        NN_TRY(finish_buckets(dp, block, n, lsum));
+    } else {
+        NN_TRY(dp->be->copy(block + n, dp->cfg.dev, &lsum, NN_CPU, sizeof lsum));
+        NN_TRY(nn_dist_allreduce_sum(block, n + 1, dp->cfg.dev));
+    }
     NN_TRY(mean_of_sum(dp, block, n));
     dp->reduce_s += now() - t0;
     dp->steps++;
@@ -262,6 +360,8 @@ nn_status nn_dp_check(nn_dp *dp, const char *when)
     snprintf(what, sizeof what, "the hash of the weights and optimizer state %s", when);
     return nn_dist_check_equal(nn_dp_hash(dp), what);
 }
+
+int nn_dp_buckets(const nn_dp *dp) { return dp->nbk; }
 
 double nn_dp_reduce_seconds(const nn_dp *dp, int64_t *steps)
 {

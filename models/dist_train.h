@@ -8,7 +8,8 @@
  * gradient block (nn_params_flatten_grads: every gradient in ONE allocation on
  * the model's device, plus one float for the loss) is summed across ranks in
  * one all-reduce, in place, and scaled by 1/N in place: the mean over the
- * global batch. A non-finite loss or gradient on
+ * global batch (with bucket_mb, in buckets started during backward instead,
+ * overlapped with the rest of it). A non-finite loss or gradient on
  * any rank reaches every rank through that sum, so the non-finite decision is
  * the same everywhere; stop requests (signals) are agreed the same step
  * through nn_dist_agree. Weights and optimizer state go out from rank 0 at the
@@ -50,6 +51,12 @@ typedef struct nn_dp_config {
     volatile sig_atomic_t *request, *agreed;
     nn_shard *train_shard;  /* the trainer's training source (its rows) */
     int ranks_emulated;     /* test-only: > 1 computes that many slices in one process */
+    /* > 0: the block is summed in buckets of about this many MiB, each
+     * started during backward as soon as its parameters' gradients are done
+     * (where nn_dist_overlaps: host gradients under MPI, GPU ones with NCCL);
+     * 0: one sum after backward. The same bits either way: each float is the
+     * same sum over ranks. */
+    double bucket_mb;
     /* test-only, at step fault_step (-1: none): that rank dies, hangs, or sends itself SIGUSR1 */
     int hang_rank, die_rank, signal_rank;
     int64_t fault_step;
@@ -62,7 +69,7 @@ typedef struct nn_dp nn_dp;
  * weights and optimizer state. With one process and no emulation, the hooks
  * only copy the stop request. */
 nn_status nn_dp_new(nn_dp **out, nn_trainer *t, const nn_dp_config *cfg);
-void nn_dp_free(nn_dp *dp);
+void nn_dp_free(nn_dp *dp); /* before the trainer: it unhooks itself from the trainer's context */
 
 /* The hooks (nn_trainer_config.after_backward / after_eval take the dp as
  * user through a wrapper of the caller's). */
@@ -72,6 +79,9 @@ nn_status nn_dp_after_eval(nn_dp *dp, nn_eval_result *res); /* also nn_dp_check:
 /* A hash of the weights and optimizer state; NN_E_FORMAT when ranks differ. */
 uint64_t nn_dp_hash(nn_dp *dp);
 nn_status nn_dp_check(nn_dp *dp, const char *when);
+
+/* Buckets the gradient block is summed in during backward (0: one sum after it). */
+int nn_dp_buckets(const nn_dp *dp);
 
 /* Seconds spent in the gradient all-reduce (sum and scale) so far, and steps. */
 double nn_dp_reduce_seconds(const nn_dp *dp, int64_t *steps);

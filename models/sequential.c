@@ -6,6 +6,7 @@
 #include "ops/registry.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const init_names[] = {"paper", "he"};
@@ -188,10 +189,16 @@ static nn_status same_infer(nn_layer *l, int *c, int *h, int *w, bool *flat)
     return NN_OK;
 }
 
+/* conv2d's parameters from the layer's fields (the registry's case, the fused step) */
+static nn_conv2d_params conv_params(const nn_layer *l)
+{
+    return (nn_conv2d_params){l->stride, l->stride, l->pad, l->pad, l->groups};
+}
+
 /* The op's parameters from the layer's fields, into the registry's case. */
 static void conv_args(const nn_layer *l, nn_op_case *c)
 {
-    nn_conv2d_params p = {l->stride, l->stride, l->pad, l->pad, l->groups};
+    nn_conv2d_params p = conv_params(l);
     nn_op_case_set_args(c, &p, sizeof p);
 }
 static void lrn_args(const nn_layer *l, nn_op_case *c) { nn_op_case_set_args(c, &l->lrn, sizeof l->lrn); }
@@ -346,6 +353,29 @@ static bool dead_after(const nn_seq *s, int i, const nn_tensor *h)
     return !self_reads_input && !prev_reads_output;
 }
 
+/* NN_FUSE_RELU=1: a conv or linear layer followed by a relu runs as one op
+ * (nn_conv2d_relu, nn_linear_relu: on the GPU the ReLU is the GEMM's
+ * epilogue, one pass over the activations fewer). Asked for here, by name,
+ * rather than guessed by the CUDA kernels, because only the builder knows
+ * the next layer; the graph still records the relu with its backward, over
+ * the conv's memory, exactly as the in-place relu it replaces (relu_in_place
+ * always holds after a conv or linear layer). Read at every forward (one
+ * getenv a step) so a test can compare both in one process. */
+bool nn_seq_fuses_relu(const nn_seq *s, int i)
+{
+    if (i < 0 || i + 1 >= s->n || s->l[i + 1].kind != NN_L_RELU) return false;
+    if (s->l[i].kind != NN_L_CONV && s->l[i].kind != NN_L_LINEAR) return false;
+    const char *e = getenv(NN_FUSE_RELU_ENV);
+    return e && e[0] == '1';
+}
+
+/* Layer i (conv or linear) and the relu after it, as one op. */
+static nn_tensor *fused_relu_step(nn_ctx *ctx, const nn_layer *l, nn_tensor *h)
+{
+    if (l->kind == NN_L_LINEAR) return nn_linear_relu(ctx, h, l->w, l->b);
+    return nn_conv2d_relu(ctx, h, l->w, l->b, conv_params(l));
+}
+
 nn_tensor *nn_seq_forward(nn_ctx *ctx, nn_seq *s, nn_tensor *x)
 {
     if (!x) return NULL;
@@ -357,10 +387,13 @@ nn_tensor *nn_seq_forward(nn_ctx *ctx, nn_seq *s, nn_tensor *x)
     }
     nn_tensor *h = x;
     for (int i = 0; i < s->n && h; i++) {
-        nn_tensor *next = s->l[i].kind == NN_L_RELU && relu_in_place(s, i, h, x) ? nn_relu_(ctx, h)
-                                                                                 : nn_seq_step(ctx, &s->l[i], h);
+        const bool fuse = nn_seq_fuses_relu(s, i);
+        nn_tensor *next = fuse ? fused_relu_step(ctx, &s->l[i], h)
+                          : s->l[i].kind == NN_L_RELU && relu_in_place(s, i, h, x) ? nn_relu_(ctx, h)
+                                                                                   : nn_seq_step(ctx, &s->l[i], h);
         if (next && h != x && next->data != h->data && dead_after(s, i, h)) nn_ctx_release(ctx, h);
         h = next;
+        if (fuse) i++; /* the relu ran inside layer i */
     }
     return h;
 }

@@ -107,6 +107,10 @@ nn_tensor *nn_seq_step(nn_ctx *ctx, const nn_layer *l, nn_tensor *h);
 
 /* x (N, in_c, in_h, in_w) -> the last layer's output. */
 nn_tensor *nn_seq_forward(nn_ctx *ctx, nn_seq *s, nn_tensor *x);
+/* Whether nn_seq_forward runs layer i and the relu after it as one op
+ * (nn_conv2d_relu, nn_linear_relu): NN_FUSE_RELU=1 in the environment (read
+ * at each call) and layer i a conv or linear layer followed by a relu. */
+bool nn_seq_fuses_relu(const nn_seq *s, int i);
 
 /* For a run that went non-finite: the first layer whose parameters or whose
  * output on x (inference mode) hold a NaN or Inf, or NULL when none does. */

@@ -72,7 +72,8 @@ nn_status nn_conv2d_shape(const int x[4], const int w[4], nn_conv2d_params p, nn
     return NN_OK;
 }
 
-nn_tensor *nn_conv2d(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, nn_conv2d_params p)
+/* nn_conv2d, with the ReLU applied by the forward kernel when `relu` */
+static nn_tensor *conv2d(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, nn_conv2d_params p, bool relu)
 {
     nn_tensor *in[3] = {x, w, b};
     if (nn_op_skip(ctx, "conv2d", 2, in)) return NULL;
@@ -94,6 +95,7 @@ nn_tensor *nn_conv2d(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, nn_c
     if (!nn_op_same_device(ctx, "conv2d", 3, in)) return NULL;
     const nn_backend *be = nn_op_backend(ctx, "conv2d", x->device);
     if (!be) return NULL;
+    g.relu = relu;
 
     const int yshape[4] = {g.n, g.oc, g.oh, g.ow};
     nn_tensor *y = nn_op_tensor(ctx, NN_F32, x->device, 4, yshape);
@@ -113,7 +115,17 @@ nn_tensor *nn_conv2d(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, nn_c
         *saved = g;
         nd->saved = saved;
     }
-    return y;
+    return relu ? nn_relu_applied(ctx, y) : y;
+}
+
+nn_tensor *nn_conv2d(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, nn_conv2d_params p)
+{
+    return conv2d(ctx, x, w, b, p, false);
+}
+
+nn_tensor *nn_conv2d_relu(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, nn_conv2d_params p)
+{
+    return conv2d(ctx, x, w, b, p, true);
 }
 
 /* ---- registry entry (ops/registry.h) ---- */

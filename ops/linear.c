@@ -22,6 +22,8 @@ nn_status nn_cpu_linear_forward(const nn_linear_geom *g, const float *x, const f
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, g->in, 1.0f, x, g->in, w, g->in,
                 b ? 1.0f : 0.0f, y, out);
+    /* the fused ReLU asked for (g->relu): the unfused kernel over y (the GPU fuses it into its GEMM) */
+    if (g->relu) return nn_cpu_relu_forward((size_t)n * out, y, y);
     return NN_OK;
 }
 
@@ -62,7 +64,8 @@ static nn_status linear_backward(nn_ctx *ctx, nn_node *nd)
 
 static const nn_op_def linear_def = {"linear", linear_backward};
 
-nn_tensor *nn_linear(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b)
+/* nn_linear, with the ReLU applied by the forward kernel when `relu` */
+static nn_tensor *linear(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, bool relu)
 {
     nn_tensor *in[3] = {x, w, b};
     if (nn_op_skip(ctx, "linear", 2, in)) return NULL;
@@ -87,7 +90,7 @@ nn_tensor *nn_linear(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b)
     const nn_backend *be = nn_op_backend(ctx, "linear", x->device);
     if (!be) return NULL;
 
-    nn_linear_geom g = {.n = nb, .in = ni, .out = no};
+    nn_linear_geom g = {.n = nb, .in = ni, .out = no, .relu = relu};
     const int yshape[2] = {nb, no};
     nn_tensor *y = nn_op_tensor(ctx, NN_F32, x->device, 2, yshape);
     if (!y) return NULL;
@@ -103,7 +106,14 @@ nn_tensor *nn_linear(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b)
         *saved = g;
         nd->saved = saved;
     }
-    return y;
+    return relu ? nn_relu_applied(ctx, y) : y;
+}
+
+nn_tensor *nn_linear(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b) { return linear(ctx, x, w, b, false); }
+
+nn_tensor *nn_linear_relu(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b)
+{
+    return linear(ctx, x, w, b, true);
 }
 
 /* ---- registry entry (ops/registry.h) ---- */

@@ -28,6 +28,11 @@ nn_tensor *nn_conv2d(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, nn_c
  * output is N x O x g->oh x g->ow), or the NN_E_SHAPE / NN_E_ARG status and
  * message nn_conv2d would give. */
 nn_status nn_conv2d_shape(const int x[4], const int w[4], nn_conv2d_params p, nn_conv2d_geom *g);
+/* relu(conv2d(x, w, b, p)) with the ReLU applied by the conv's forward kernel
+ * (on the GPU in its GEMM's epilogue, one pass over y fewer); the graph holds
+ * both ops, the relu over the conv's memory as with nn_relu_. The same
+ * numbers as nn_relu_(ctx, nn_conv2d(...)), bit for bit. */
+nn_tensor *nn_conv2d_relu(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b, nn_conv2d_params p);
 
 /* y = max(x, 0); the gradient at exactly 0 is taken as 0. */
 nn_tensor *nn_relu(nn_ctx *ctx, nn_tensor *x);
@@ -69,6 +74,8 @@ nn_tensor *nn_dropout(nn_ctx *ctx, nn_tensor *x, float p);
 
 /* y = x w^T + b: x (N, I), w (O, I), b (O) or NULL -> y (N, O). */
 nn_tensor *nn_linear(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b);
+/* relu(linear(x, w, b)), the ReLU fused as in nn_conv2d_relu. */
+nn_tensor *nn_linear_relu(nn_ctx *ctx, nn_tensor *x, nn_tensor *w, nn_tensor *b);
 
 /* Mean over the batch of -log softmax(logits)[label]: logits (N, K) F32,
  * labels (N) I32 in [0, K) -> a scalar (shape (1)). Gradient (softmax - onehot)/N. */

@@ -37,14 +37,19 @@ static nn_status relu_backward(nn_ctx *ctx, nn_node *nd)
 
 static const nn_op_def relu_def = {"relu", relu_backward};
 
-static nn_tensor *relu(nn_ctx *ctx, nn_tensor *x, bool in_place)
+/* Where y lives and who computes it: a new tensor; x's memory, overwritten
+ * here; or x's memory, where x's producer already wrote relu of its output
+ * (nn_relu_applied: the fused conv2d and linear). */
+typedef enum relu_mode { RELU_NEW, RELU_IN_PLACE, RELU_APPLIED } relu_mode;
+
+static nn_tensor *relu(nn_ctx *ctx, nn_tensor *x, relu_mode mode)
 {
     if (nn_op_skip(ctx, "relu", 1, &x)) return NULL;
     if (x->dtype != NN_F32) return nn_op_fail(ctx, NN_E_ARG, "relu: input must be float32");
     const nn_backend *be = nn_op_backend(ctx, "relu", x->device);
     if (!be) return NULL;
     nn_tensor *y;
-    if (in_place) {
+    if (mode != RELU_NEW) {
         /* a new tensor over x's memory, so autograd still sees x -> y */
         if (!(y = nn_op_host(ctx, sizeof *y))) return NULL;
         *y = (nn_tensor){.ndim = x->ndim, .numel = x->numel, .dtype = NN_F32, .device = x->device,
@@ -53,14 +58,15 @@ static nn_tensor *relu(nn_ctx *ctx, nn_tensor *x, bool in_place)
     } else if (!(y = nn_op_tensor(ctx, NN_F32, x->device, x->ndim, x->shape))) {
         return NULL;
     }
-    nn_status s = be->relu_forward(x->numel, nn_f32(x), nn_f32(y));
+    nn_status s = mode == RELU_APPLIED ? NN_OK : be->relu_forward(x->numel, nn_f32(x), nn_f32(y));
     if (s != NN_OK) return nn_op_fail_status(ctx, s);
     if (nn_op_wants_grad(ctx, 1, &x) && !nn_op_record(ctx, &relu_def, y, 1, &x)) return NULL;
     return y;
 }
 
-nn_tensor *nn_relu(nn_ctx *ctx, nn_tensor *x) { return relu(ctx, x, false); }
-nn_tensor *nn_relu_(nn_ctx *ctx, nn_tensor *x) { return relu(ctx, x, true); }
+nn_tensor *nn_relu(nn_ctx *ctx, nn_tensor *x) { return relu(ctx, x, RELU_NEW); }
+nn_tensor *nn_relu_(nn_ctx *ctx, nn_tensor *x) { return relu(ctx, x, RELU_IN_PLACE); }
+nn_tensor *nn_relu_applied(nn_ctx *ctx, nn_tensor *x) { return relu(ctx, x, RELU_APPLIED); }
 
 /* ---- registry entry (ops/registry.h) ---- */
 

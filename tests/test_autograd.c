@@ -259,6 +259,72 @@ static void test_ctx_error_is_nn_errmsg(void **state)
     nn_ctx_free(ctx);
 }
 
+/* The gradient-ready callback: each leaf once, when its gradient is final. */
+typedef struct ready_log {
+    nn_tensor *leaf[8];
+    float grad0[8]; /* each one's first gradient element when notified */
+    int n;
+    nn_status fail; /* returned by the callback */
+} ready_log;
+
+static nn_status on_ready(nn_tensor *leaf, void *user)
+{
+    ready_log *log = user;
+    if (log->n < 8) log->leaf[log->n] = leaf, log->grad0[log->n] = nn_f32(leaf->grad)[0];
+    log->n++;
+    return log->fail;
+}
+
+/* a feeds n0 and n2, b n1, c n3; d only an op off the path to the output.
+ * The reverse walk finishes d (n5, skipped), c (n3), b (n1), a (n0). */
+static nn_tensor *ready_graph(nn_ctx *ctx, nn_tensor **l)
+{
+    nn_tensor *z = nn_add(ctx, nn_add(ctx, nn_relu(ctx, l[0]), l[1]), l[0]);
+    nn_tensor *out = nn_add(ctx, z, nn_relu(ctx, l[2]));
+    (void)nn_relu(ctx, l[3]);
+    return out;
+}
+
+static void test_grad_ready(void **state)
+{
+    (void)state;
+    nn_ctx *ctx = nn_ctx_new();
+    nn_tensor *l[4] = {leaf(11, 8), leaf(12, 8), leaf(13, 8), leaf(14, 8)};
+    float ones[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    ready_log log = {.fail = NN_OK};
+    nn_ctx_on_grad_ready(ctx, on_ready, &log);
+    size_t allocs = 0;
+    for (int step = 0; step < 3; step++) {
+        nn_ctx_reset(ctx);
+        for (int i = 0; i < 4; i++) assert_int_equal(nn_tensor_zero_grad(l[i]), NN_OK);
+        log.n = 0;
+        assert_int_equal(nn_backward_with(ctx, ready_graph(ctx, l), ones), NN_OK);
+        assert_int_equal(log.n, 4);
+        const int order[4] = {3, 2, 1, 0};
+        for (int i = 0; i < 4; i++) {
+            assert_ptr_equal(log.leaf[i], l[order[i]]);
+            assert_float_equal(log.grad0[i], nn_f32(l[order[i]]->grad)[0], 0); /* final when notified */
+        }
+        assert_float_equal(nn_f32(l[0]->grad)[0], nn_f32(l[0])[0] > 0 ? 2.0f : 1.0f, 0);
+        if (step == 1) allocs = nn_ctx_system_allocs(ctx);
+    }
+    assert_int_equal(nn_ctx_system_allocs(ctx), allocs); /* the steady state allocates nothing */
+    /* a failing callback ends the pass with its status */
+    nn_ctx_reset(ctx);
+    log.n = 0, log.fail = NN_E_IO;
+    nn_error(NN_E_IO, "ready: test failure");
+    assert_int_equal(nn_backward_with(ctx, ready_graph(ctx, l), ones), NN_E_IO);
+    assert_int_equal(log.n, 1);
+    /* unset: no calls */
+    nn_ctx_on_grad_ready(ctx, NULL, NULL);
+    nn_ctx_reset(ctx);
+    log.n = 0;
+    assert_int_equal(nn_backward_with(ctx, ready_graph(ctx, l), ones), NN_OK);
+    assert_int_equal(log.n, 0);
+    for (int i = 0; i < 4; i++) nn_tensor_free(l[i]);
+    nn_ctx_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -269,6 +335,7 @@ int main(void)
         cmocka_unit_test(test_steady_state_allocates_nothing),
         cmocka_unit_test(test_backward_releases_memory),
         cmocka_unit_test(test_relu_in_place),
+        cmocka_unit_test(test_grad_ready),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_ctx_error_is_nn_errmsg),
     };

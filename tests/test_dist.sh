@@ -1,7 +1,8 @@
 #!/bin/bash
 # Data-parallel training (models/dist_train.h) as 2 MPI ranks over shared
 # memory, against one process: bitwise equal to the one-process emulation of 2
-# ranks, within 1e-5 of one process's gradients, resumable 2 -> 1 and 1 -> 2,
+# ranks, bucketed sums during backward equal to one sum after it, within 1e-5
+# of one process's gradients, resumable 2 -> 1 and 1 -> 2,
 # a dead or hung rank ends the job, and a batch that does not divide is an
 # error. Skipped (77) without mpirun or without MPI in the build.
 # Usage: test_dist.sh CONVNET HAVE_MPI(0|1) COMPARE_PY
@@ -37,6 +38,16 @@ LENET=(train --model lenet --limit 256 --test-limit 100 --batch 32 --epochs 1 --
 "$CONVNET" "${ALEX[@]}" --emulate-ranks 2 --checkpoint-dir e2 > e2.log 2>&1 || bad "emulation: $(tail -3 e2.log)"
 same r2/last.safetensors e2/last.safetensors "2 ranks bitwise equal to 2 slices in one process (AlexNet, dropout)"
 grep -q "gradient all-reduce:" r2.log && ok "all-reduce time reported: $(grep 'gradient all-reduce' r2.log)"
+
+# 1c. gradients summed in buckets started during backward (0.05 MiB: several
+#     buckets of this model's 70,219 floats; the default 25 MiB: one) give the
+#     bits of one sum after backward, since each float is the same a + b
+"${MPI[@]}" "$CONVNET" "${ALEX[@]}" --dist-bucket-mb 0.05 --checkpoint-dir k2 > k2.log 2>&1 || bad "buckets: $(tail -3 k2.log)"
+"${MPI[@]}" "$CONVNET" "${ALEX[@]}" --dist-bucket-mb 0 --checkpoint-dir k0 > k0.log 2>&1 || bad "no buckets: $(tail -3 k0.log)"
+grep -Eq "\(([2-9]|[1-9][0-9]+) buckets\)" k2.log && ok "$(grep -Eo '[0-9]+ buckets\)' k2.log | tr -d ')') of 0.05 MiB" ||
+    bad "0.05 MiB did not make several buckets: $(grep 'all-reduce' k2.log)"
+same k2/last.safetensors k0/last.safetensors "2 ranks: 0.05 MiB buckets during backward bitwise equal to one sum after it"
+same k0/last.safetensors e2/last.safetensors "2 ranks, one sum after backward, bitwise equal to 2 slices in one process"
 
 # 1b. one rank under mpirun takes the reduction path (pack, MPI sum, unpack):
 #     the same bits as no launcher (with a GPU, the same check runs NCCL)

@@ -39,6 +39,14 @@
 #define DEF_DROPOUT 0.3f
 #define DEF_LR_SGD 0.01f
 #define DEF_LR_ADAM 1e-3f
+/* MiB per gradient bucket under mpirun/srun (models/dist_train.h): the
+ * default model's 8.5 MB in 3 buckets (fc7-fc8, conv2-fc6, conv1), the
+ * paper-size model's 250 MB in about 6 (whole parameters: fc6 alone is 151
+ * MB); not smaller, since Open MPI's nonblocking all-reduce of 1 MB pieces
+ * took 1.5x the blocking one, of 4 MB the same (2 ranks, a shared machine) */
+#define DEF_DIST_BUCKET_MB 4
+#define STR_(x) #x
+#define STR(x) STR_(x)
 #define DEF_LOG_EVERY 50 /* steps between metrics.jsonl step lines: a few hundred lines per run, not thousands */
 
 /* returned by the steps below to mean "carry on" (any other value is the exit status) */
@@ -47,7 +55,7 @@
 typedef struct train_opts {
     const char *model, *device, *data, *ckdir, *resume, *optim, *schedule, *init, *init_from, *fault;
     int size, epochs, batch, threads, groups, fc, limit, test_limit, stop_after, log_every, emulate_ranks;
-    float width, lr, momentum, wd, dropout, dist_timeout;
+    float width, lr, momentum, wd, dropout, dist_timeout, dist_bucket_mb;
     uint64_t seed;
     bool augment, no_augment, decay_bias, skip_nonfinite, quiet;
 } train_opts;
@@ -109,6 +117,15 @@ static const char about[] =
     "Under mpirun or srun: N processes train as one, --batch being the global batch (README: \"Many\n"
     "processes, many machines\"); SIGUSR1 saves and stops like SIGINT.";
 
+/* How the gradients are summed (the buckets need nn_dist_overlaps: models/dist_train.h). */
+static const char *bucketing(const train_run *r)
+{
+    static char b[64];
+    if (!(r->o.dist_bucket_mb > 0) || !nn_dist_overlaps(r->dev)) return "after backward";
+    snprintf(b, sizeof b, "in %g MiB buckets during backward", (double)r->o.dist_bucket_mb);
+    return b;
+}
+
 /* Flags into r->o; GO_ON, or the exit status (0 for --help, 2 for a usage error). */
 static int parse_opts(train_run *r, int argc, char **argv)
 {
@@ -117,6 +134,7 @@ static int parse_opts(train_run *r, int argc, char **argv)
         .optim = "adam", .schedule = "cosine", .init = "he",
         .size = 0, .log_every = DEF_LOG_EVERY, .epochs = DEF_EPOCHS, .batch = DEF_BATCH, .threads = 0, .groups = 1, .fc = DEF_FC,
         .width = DEF_WIDTH, .lr = 0, .momentum = NN_SGD_MOMENTUM, .wd = NN_SGD_WEIGHT_DECAY, .dropout = DEF_DROPOUT,
+        .dist_bucket_mb = DEF_DIST_BUCKET_MB,
         .seed = 1,
     };
     const cli_opt opts[] = {
@@ -151,6 +169,7 @@ static int parse_opts(train_run *r, int argc, char **argv)
         {"stop-after", CLI_INT, &o.stop_after, "N", "stop after N optimizer steps of this run, saving a checkpoint to resume from"},
         {"quiet", CLI_BOOL, &o.quiet, NULL, "no progress bar"},
         {"dist-timeout", CLI_FLOAT, &o.dist_timeout, "S", "under mpirun/srun: end the job when a rank does not answer within S seconds (default 300)"},
+        {"dist-bucket-mb", CLI_FLOAT, &o.dist_bucket_mb, "M", "under mpirun/srun: sum gradients in buckets of about M MiB, each started during backward as soon as it is complete (default " STR(DEF_DIST_BUCKET_MB) "; 0: one sum after backward)"},
         {"emulate-ranks", CLI_INT, &o.emulate_ranks, "N", "(tests) compute each batch as N ranks would, in turn, in this one process"},
         {"fault", CLI_STR, &o.fault, "KIND:RANK:STEP", "(tests) die, hang or signal: that rank dies (SIGKILL), hangs, or gets SIGUSR1 at that step"},
     };
@@ -173,6 +192,8 @@ static int validate(const train_opts *o)
         return cli_fail("train", "--init-from starts a new run from FILE's weights, --resume continues a run: give one");
     if (o->emulate_ranks < 0 || o->emulate_ranks > 1024 || o->dist_timeout < 0)
         return cli_fail("train", "--emulate-ranks must be between 1 and 1024, --dist-timeout positive");
+    if (!(o->dist_bucket_mb >= 0 && o->dist_bucket_mb <= 4096))
+        return cli_fail("train", "--dist-bucket-mb must be between 0 and 4096 (MiB)");
     int ranks = nn_dist_size() > 1 ? nn_dist_size() : o->emulate_ranks > 1 ? o->emulate_ranks : 1;
     if (!o->resume && o->batch % ranks)
         return cli_fail("train", "--batch %d (the global batch) does not divide by %d processes: use a multiple of %d",
@@ -408,8 +429,8 @@ static void print_header(const train_run *r)
            nn_optim_kind_name(st->optim.kind), (double)st->lr, nn_sched_kind_name(st->sched.kind), st->batch_size,
            st->epochs, (unsigned long long)st->seed, nn_device_name(r->dev), r->threads);
     if (r->ranks > 1)
-        printf("data parallel: %d processes, %d images each per step; gradients summed by %s; timeout %g s\n",
-               r->ranks, st->batch_size / r->ranks, nn_dist_backend(r->dev), nn_dist_timeout());
+        printf("data parallel: %d processes, %d images each per step; gradients summed by %s %s; timeout %g s\n",
+               r->ranks, st->batch_size / r->ranks, nn_dist_backend(r->dev), bucketing(r), nn_dist_timeout());
     else if (r->o.emulate_ranks > 1)
         printf("emulating %d ranks in one process (test)\n", r->o.emulate_ranks);
     if (r->o.resume)
@@ -490,7 +511,8 @@ static nn_status make_trainer(train_run *r)
     NN_TRY(nn_trainer_new(&r->tr, &m, &r->data.train_src, &r->data.test_src, &r->st, &tc));
     if (r->o.resume) NN_TRY(nn_trainer_resume(r->tr, r->resume_path));
     nn_dp_config dc = {.dev = r->dev, .request = &g_signal, .agreed = &g_agreed, .train_shard = &r->train_shard,
-                       .ranks_emulated = r->ranks == 1 ? r->o.emulate_ranks : 0};
+                       .ranks_emulated = r->ranks == 1 ? r->o.emulate_ranks : 0,
+                       .bucket_mb = r->o.dist_bucket_mb};
     NN_TRY(parse_fault(r->o.fault, &dc));
     return nn_dp_new(&r->dp, r->tr, &dc);
 }
@@ -514,8 +536,10 @@ static int report_end(const train_run *r, const nn_train_result *res)
     if (r->rank != 0) return res->end == NN_TRAIN_STOP_REQUESTED ? 128 + g_agreed : 0;
     int64_t steps;
     double red = nn_dp_reduce_seconds(r->dp, &steps);
-    if (steps && nn_dist_active()) printf("gradient all-reduce: %.2f ms per step over %lld steps (%zu floats)\n", 1e3 * red / steps,
-                      (long long)steps, (size_t)nn_seq_params(&r->seq) + 1);
+    char buckets[64] = "";
+    if (nn_dp_buckets(r->dp)) snprintf(buckets, sizeof buckets, " left after backward (%d buckets)", nn_dp_buckets(r->dp));
+    if (steps && nn_dist_active()) printf("gradient all-reduce: %.2f ms per step%s over %lld steps (%zu floats)\n", 1e3 * red / steps,
+                      buckets, (long long)steps, (size_t)nn_seq_params(&r->seq) + 1);
     if (res->mid_epoch && r->tty) fputc('\n', stderr);
     if (res->end == NN_TRAIN_STOP_REQUESTED) {
         fprintf(stderr, "convnet train: stopped by signal %d after step %lld; checkpoint saved to %s\n"
