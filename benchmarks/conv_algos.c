@@ -93,7 +93,8 @@ static int only = -1; /* --only: -1 all; 0 GEMM; m */
 
 static int run_layer(const layer *L, int rounds)
 {
-    nn_conv2d_geom g = {L->n, L->c, L->h, L->w, L->o, L->k, L->k, 1, 1, L->k / 2, L->k / 2, 1, L->h, L->w};
+    nn_conv2d_geom g = {.n = L->n, .c = L->c, .h = L->h, .w = L->w, .oc = L->o, .kh = L->k, .kw = L->k, .sh = 1,
+                        .sw = 1, .ph = L->k / 2, .pw = L->k / 2, .groups = 1, .oh = L->h, .ow = L->w};
     const size_t nx = (size_t)g.n * g.c * g.h * g.w, nw = (size_t)g.oc * g.c * g.kh * g.kw;
     const size_t ny = (size_t)g.n * g.oc * g.oh * g.ow;
     float *buf[6] = {rand_buf(nx, 1), rand_buf(nw, 2), rand_buf((size_t)g.oc, 3), rand_buf(ny, 4),

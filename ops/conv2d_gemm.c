@@ -428,12 +428,10 @@ nn_status nn_cpu_conv2d_forward(const nn_conv2d_geom *g, const float *x, const f
                                 const float *b, float *y, void *ws)
 {
     const conv_plan P = conv_plan_make(g);
+    const int nchunks = (g->n + P.chunk - 1) / P.chunk;
     if (P.wino) {
         nn_wino_forward(g, &P.wp, x, w, b, y, ws);
-        return NN_OK;
-    }
-    const int nchunks = (g->n + P.chunk - 1) / P.chunk;
-    if (P.workers > 1) {
+    } else if (P.workers > 1) {
         const int nt = omp_get_max_threads() < P.workers ? omp_get_max_threads() : P.workers;
 #pragma omp parallel num_threads(nt)
         {
