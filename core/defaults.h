@@ -24,4 +24,10 @@
  * validation tolerance when it is set. */
 #define NN_TF32_ENV "NN_TF32"
 
+/* The environment switch for the implicit-GEMM convolution forward ("1": B's
+ * tiles gathered straight from x, no column buffer, cuda/conv2d_implicit.cu;
+ * anything else: im2col + GEMM, the default and the reference its test
+ * compares against). Read by cuda/conv2d_implicit.cu. */
+#define NN_CONV_IMPLICIT_ENV "NN_CONV_IMPLICIT"
+
 #endif

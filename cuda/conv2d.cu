@@ -10,7 +10,9 @@
  *   dw[g]   += dyp[g] col[g]^T  (one GEMM per group over all cn*PP columns,
  *              dyp = dy of the chunk laid out (OC, cn*PP) like col);
  *   dx      += col2im(w[g]^T dyp[g]), gathered per input element (no atomics);
- *   db      += sums of dy over (n, p), one block per channel. */
+ *   db      += sums of dy over (n, p), one block per channel.
+ * With NN_CONV_IMPLICIT=1 the forward runs conv2d_implicit.cu instead (no
+ * column buffer); the backward stays here. */
 #include "cuda/common.cuh"
 
 /* The workspace holds col and dyp for as many samples as fit in this budget
@@ -223,11 +225,9 @@ static nn_status check_geom(const nn_conv2d_geom *g, const void *ws, const char 
     return NN_OK;
 }
 
-extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float *x, const float *w,
-                                            const float *b, float *y, void *ws)
+static nn_status forward_im2col(const nn_conv2d_geom *g, const float *x, const float *w, const float *b, float *y,
+                                void *ws, cudaStream_t s)
 {
-    NN_TRY(check_geom(g, ws, "conv2d_forward"));
-    NN_CUDA_STREAM(s);
     const conv_plan q = plan_of(g);
     float *col = (float *)ws;
     /* the bias in the GEMM's epilogue (NN_FUSE_BIAS=1: same sums, one pass over y fewer) */
@@ -251,6 +251,22 @@ extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float
                              b && !fuse ? 1.0f : 0.0f, y + (long long)n0 * g->oc * q.p, q.p, &bt));
     }
     return NN_OK;
+}
+
+extern "C" nn_status nn_cuda_conv2d_forward_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x,
+                                               const float *w, const float *b, float *y, void *ws)
+{
+    NN_TRY(check_geom(g, ws, "conv2d_forward"));
+    NN_CUDA_STREAM(s);
+    if (v == NN_CONV_AUTO)
+        v = nn_cuda_conv_implicit_enabled() && nn_cuda_conv_implicit_fits(g) ? NN_CONV_IMPLICIT : NN_CONV_IM2COL;
+    return v == NN_CONV_IMPLICIT ? nn_cuda_conv2d_implicit(g, x, w, b, y, s) : forward_im2col(g, x, w, b, y, ws, s);
+}
+
+extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float *x, const float *w,
+                                            const float *b, float *y, void *ws)
+{
+    return nn_cuda_conv2d_forward_as(NN_CONV_AUTO, g, x, w, b, y, ws);
 }
 
 extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const float *x, const float *w,

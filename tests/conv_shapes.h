@@ -2,7 +2,7 @@
  * implicit-GEMM test (test_cuda) both run: every conv layer of AlexNet as in
  * the paper (`convnet summary`, groups 1 and the paper's --groups 2), of the
  * default model (`convnet summary --size 64 --width 0.5 --fc 1024
- * --in-channels 1`), and ragged ones. Header-only. */
+ * --in-channels 1`), and ragged ones. Header-only; include after cmocka. */
 #ifndef NN_TESTS_CONV_SHAPES_H
 #define NN_TESTS_CONV_SHAPES_H
 
@@ -38,7 +38,8 @@ static const conv_shape conv_shapes[] = {
     {3, 5, 17, 13, 7, 3, 2, {2, 3, 1, 2, 1}, false, "ragged 3x2 stride 2x3 pad 1x2"},
     {2, 6, 9, 11, 6, 3, 3, {1, 1, 1, 1, 6}, false, "ragged depthwise"},
     {3, 4, 5, 4, 70, 7, 6, {1, 1, 3, 3, 2}, false, "ragged kernel wider than the input, g2"},
-    {7, 3, 31, 29, 129, 1, 1, {2, 2, 0, 0, 1}, false, "ragged 1x1 stride 2, 129 outputs"},
+    /* enough columns (128 x 240) for the implicit GEMM's 128x128 tiles on any GPU up to 480 SMs */
+    {128, 3, 31, 29, 129, 1, 1, {2, 2, 0, 0, 1}, false, "ragged 1x1 stride 2, 129 outputs, batch 128"},
     {1, 9, 35, 35, 65, 11, 11, {4, 4, 2, 2, 1}, false, "ragged 11x11/4, 65 outputs"},
 };
 #define CONV_SHAPES ((int)(sizeof conv_shapes / sizeof conv_shapes[0]))
