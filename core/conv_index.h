@@ -1,4 +1,5 @@
-/* Where a convolution's GEMM reads its input: the im2col rule written once,
+/* Where a convolution's GEMM reads its input: the im2col rule written once
+ * (and its transpose, for the data gradient, below),
  * for C (tests/test_conv_index.c) and CUDA (cuda/conv2d_implicit.cu, which
  * gathers its B tiles straight from x with it).
  * x (N, C, H, W); per group gi, the GEMM's B is (K, N*OH*OW) with
@@ -52,6 +53,39 @@ static inline NN_CONV_HD long long nn_conv_src(nn_conv2d_geom g, nn_conv_col c, 
     /* one unsigned compare per axis: a negative coordinate wraps above the bound */
     if ((unsigned)y >= (unsigned)g.h || (unsigned)x >= (unsigned)g.w) return -1;
     return c.base + r.off + (long long)y * g.w + x;
+}
+
+/* The data gradient, the transposed pattern: per group gi,
+ *   dx[:, gi] (C/G, N*H*W) += w[gi]^T (C/G, OC/G*KH*KW) B',
+ *   row k = (o*KH + i)*KW + j   (o within the group),
+ *   column q = (s*H + yy)*W + xx,
+ *   B'[k, q] = dy[s, gi*OC/G + o, oy, ox] for the output (oy, ox) whose tap
+ *   (i, j) reads x[s, c, yy, xx] (oy*SH - PH + i = yy, ox*SW - PW + j = xx),
+ *   0 where there is none (between strides, or outside the output).
+ * The same structs: a column's base is the sample's offset in dy and (y0, x0)
+ * = (yy + PH, xx + PW); a row's offset is its output channel's plane in dy. */
+static inline NN_CONV_HD nn_conv_col nn_convt_col_of(nn_conv2d_geom g, int q)
+{
+    const int hw = g.h * g.w, s = q / hw, r = q - s * hw, yy = r / g.w;
+    nn_conv_col c = {(long long)s * g.oc * g.oh * g.ow, yy + g.ph, r - yy * g.w + g.pw};
+    return c;
+}
+
+static inline NN_CONV_HD nn_conv_row nn_convt_row_of(nn_conv2d_geom g, int gi, int k)
+{
+    const int khw = g.kh * g.kw, o = k / khw, ij = k - o * khw, i = ij / g.kw;
+    nn_conv_row r = {((long long)gi * (g.oc / g.groups) + o) * g.oh * g.ow, i, ij - i * g.kw};
+    return r;
+}
+
+/* The offset of B'[row, col] in dy, or -1 where no output takes that tap. */
+static inline NN_CONV_HD long long nn_convt_src(nn_conv2d_geom g, nn_conv_col c, nn_conv_row r)
+{
+    const int ny = c.y0 - r.i, nx = c.x0 - r.j;
+    if (ny < 0 || nx < 0) return -1;
+    const int oy = ny / g.sh, ox = nx / g.sw;
+    if (oy * g.sh != ny || ox * g.sw != nx || oy >= g.oh || ox >= g.ow) return -1;
+    return c.base + r.off + (long long)oy * g.ow + ox;
 }
 
 #endif

@@ -3,7 +3,9 @@
  * and 2, and the default model) and ragged ones, is exactly the element the
  * CPU's im2col reads: x copied into a zero-padded plane, read at
  * (oy*SH + i, ox*SW + j) (ops/conv2d_gemm.c); (2) a float64 convolution built
- * from it matches the CPU conv2d op on the shapes small enough to run whole. */
+ * from it matches the CPU conv2d op on the shapes small enough to run whole;
+ * (3) the data gradient's transposed gather names, for every dx position and
+ * tap, the dy element whose forward tap reads that position. */
 #include <limits.h>
 
 #include "core/conv_index.h"
@@ -52,6 +54,52 @@ static void test_gather_matches_im2col(void **state)
         /* the padding is reached where the shape has any (a rule that never pads would pass above only if wrong) */
         if ((g.ph || g.pw) && !pads) fail_msg("%s: no column read the padding", conv_shapes[t].what);
         free(xp);
+    }
+}
+
+/* inv[i * len + v] = the output t whose tap i reads position v (t*stride -
+ * pad + i = v: the forward's definition, walked from the outputs), or -1 */
+static int *tap_inverse(int out, int taps, int len, int stride, int pad)
+{
+    int *inv = malloc((size_t)taps * len * sizeof *inv);
+    assert_non_null(inv);
+    for (int k = 0; k < taps * len; k++) inv[k] = -1;
+    for (int t = 0; t < out; t++)
+        for (int i = 0; i < taps; i++) {
+            const int v = t * stride - pad + i;
+            if (v >= 0 && v < len) inv[i * len + v] = t;
+        }
+    return inv;
+}
+
+static void test_transposed_gather(void **state)
+{
+    (void)state;
+    for (int t = 0; t < CONV_SHAPES; t++) {
+        const nn_conv2d_geom g = conv_shape_geom(&conv_shapes[t]);
+        const int og = g.oc / g.groups, kg = og * g.kh * g.kw, cols = g.n * g.h * g.w;
+        int *oy_of = tap_inverse(g.oh, g.kh, g.h, g.sh, g.ph), *ox_of = tap_inverse(g.ow, g.kw, g.w, g.sw, g.pw);
+        long long taps = 0;
+        for (int gi = 0; gi < g.groups; gi++)
+            for (int k = 0; k < kg; k++) {
+                const int ol = k / (g.kh * g.kw), o = gi * og + ol, i = k / g.kw % g.kh, j = k % g.kw;
+                /* the paper's shapes: each group's first and last output channel (all taps; the
+                 * channel is only an offset), one sample: conv1 in full would be 1.2e9 checks */
+                if (conv_shapes[t].big && ol != 0 && ol != og - 1) continue;
+                const nn_conv_row r = nn_convt_row_of(g, gi, k);
+                for (int q = 0; q < (conv_shapes[t].big ? g.h * g.w : cols); q++) {
+                    const int s = q / (g.h * g.w), oy = oy_of[i * g.h + q / g.w % g.h], ox = ox_of[j * g.w + q % g.w];
+                    const long long want = oy < 0 || ox < 0 ? -1 : (((long long)s * g.oc + o) * g.oh + oy) * g.ow + ox;
+                    const long long got = nn_convt_src(g, nn_convt_col_of(g, q), r);
+                    if (got != want)
+                        fail_msg("%s: B'[%d, %d] of group %d reads dy[%lld], the forward's taps give dy[%lld]",
+                                 conv_shapes[t].what, k, q, gi, got, want);
+                    taps += got >= 0;
+                }
+            }
+        if (!taps) fail_msg("%s: no tap found", conv_shapes[t].what);
+        free(oy_of);
+        free(ox_of);
     }
 }
 
@@ -107,6 +155,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gather_matches_im2col),
         cmocka_unit_test(test_conv_matches_op),
+        cmocka_unit_test(test_transposed_gather),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
