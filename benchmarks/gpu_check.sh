@@ -20,7 +20,7 @@
 #
 # Steps: unpack; binaries start (else a fallback build there); the GPU test
 # suite (a failure is rerun with CUDA_LAUNCH_BLOCKING=1 to name the kernel);
-# the conv tests with the implicit-GEMM conv forward (NN_CONV_IMPLICIT=1);
+# the conv tests with the implicit-GEMM conv (NN_CONV_IMPLICIT=1);
 # the switches NN_CUDA_LAZY_CHECKS and NN_CUDA_PINNED against a plain run;
 # gradcheck --device cuda; compute-sanitizer memcheck and racecheck (also on
 # the implicit-GEMM conv); convnet
@@ -441,9 +441,9 @@ for t in test_conv2d test_linear; do
     gstep "$t with NN_FUSE_BIAS=1" 20 env NN_FUSE_BIAS=1 NN_TEST_FILTER="$t" LD_LIBRARY_PATH="$libpath" \
         "$bin/test_cuda"
 done
-# the implicit-GEMM conv forward (NN_CONV_IMPLICIT=1; test_conv2d_implicit in
-# the suite above compares it with im2col + GEMM whatever the switch): the op
-# against the CPU and the gradient checks through it
+# the implicit-GEMM conv forward and dx (NN_CONV_IMPLICIT=1; test_conv2d_implicit
+# in the suite above compares them with im2col + GEMM whatever the switch):
+# the op and its gradients against the CPU, and the gradient checks
 gstep "test_conv2d* with NN_CONV_IMPLICIT=1" 25 env NN_CONV_IMPLICIT=1 NN_TEST_FILTER="test_conv2d*" \
     LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
 # the no-sync switches change no number (NN_CUDA_LAZY_CHECKS=1: the label check
@@ -504,7 +504,7 @@ gstep "bench fp32 (ops + model), batch 128" 80 env LD_LIBRARY_PATH="$libpath" "$
     --batch 128 --repeats 5 --json "$out/bench_fp32.json"
 gstep "bench fp32, no ws cap, model" 30 env NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench \
     --device cuda --batch 128 --repeats 5 --model-only --json "$out/bench_fp32_nocap.json"
-# the same training step with the implicit-GEMM conv forward (its JSON in
+# the same training step with the implicit-GEMM conv forward and dx (its JSON in
 # $work: at most 8 files come back; the summary prints its images/s)
 gstep "bench fp32, no ws cap, implicit conv, model" 30 env NN_CONV_IMPLICIT=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 \
     LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --model-only \

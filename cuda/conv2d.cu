@@ -11,8 +11,8 @@
  *              dyp = dy of the chunk laid out (OC, cn*PP) like col);
  *   dx      += col2im(w[g]^T dyp[g]), gathered per input element (no atomics);
  *   db      += sums of dy over (n, p), one block per channel.
- * With NN_CONV_IMPLICIT=1 the forward runs conv2d_implicit.cu instead (no
- * column buffer); the backward stays here. */
+ * With NN_CONV_IMPLICIT=1 the forward and dx run conv2d_implicit.cu instead
+ * (no column buffer); dw and db stay here. */
 #include "cuda/common.cuh"
 
 /* The workspace holds col and dyp for as many samples as fit in this budget
@@ -253,14 +253,19 @@ static nn_status forward_im2col(const nn_conv2d_geom *g, const float *x, const f
     return NN_OK;
 }
 
+static nn_conv_variant pick(nn_conv_variant v, const nn_conv2d_geom *g)
+{
+    if (v != NN_CONV_AUTO) return v;
+    return nn_cuda_conv_implicit_enabled() && nn_cuda_conv_implicit_fits(g) ? NN_CONV_IMPLICIT : NN_CONV_IM2COL;
+}
+
 extern "C" nn_status nn_cuda_conv2d_forward_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x,
                                                const float *w, const float *b, float *y, void *ws)
 {
     NN_TRY(check_geom(g, ws, "conv2d_forward"));
     NN_CUDA_STREAM(s);
-    if (v == NN_CONV_AUTO)
-        v = nn_cuda_conv_implicit_enabled() && nn_cuda_conv_implicit_fits(g) ? NN_CONV_IMPLICIT : NN_CONV_IM2COL;
-    return v == NN_CONV_IMPLICIT ? nn_cuda_conv2d_implicit(g, x, w, b, y, s) : forward_im2col(g, x, w, b, y, ws, s);
+    return pick(v, g) == NN_CONV_IMPLICIT ? nn_cuda_conv2d_implicit(g, x, w, b, y, s)
+                                          : forward_im2col(g, x, w, b, y, ws, s);
 }
 
 extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float *x, const float *w,
@@ -269,12 +274,16 @@ extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float
     return nn_cuda_conv2d_forward_as(NN_CONV_AUTO, g, x, w, b, y, ws);
 }
 
-extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const float *x, const float *w,
-                                             const float *dy, float *dx, float *dw, float *db, void *ws)
+static nn_status backward_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x, const float *w,
+                             const float *dy, float *dx, float *dw, float *db, void *ws)
 {
     if (!dx && !dw && !db) return NN_OK;
     NN_TRY(check_geom(g, ws, "conv2d_backward"));
     NN_CUDA_STREAM(s);
+    if (dx && pick(v, g) == NN_CONV_IMPLICIT) { /* dx without col2im; dw and db below */
+        NN_TRY(nn_cuda_conv2d_implicit_dx(g, w, dy, dx, s));
+        dx = nullptr;
+    }
     const conv_plan q = plan_of(g);
     if (db) {
         bias_grad_cuda(g->n, g->oc, q.p, dy, db, s);
@@ -310,4 +319,16 @@ extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const floa
         }
     }
     return NN_OK;
+}
+
+extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const float *x, const float *w,
+                                             const float *dy, float *dx, float *dw, float *db, void *ws)
+{
+    return backward_as(NN_CONV_AUTO, g, x, w, dy, dx, dw, db, ws);
+}
+
+extern "C" nn_status nn_cuda_conv2d_dx_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x, const float *w,
+                                          const float *dy, float *dx, void *ws)
+{
+    return backward_as(v, g, x, w, dy, dx, nullptr, nullptr, ws);
 }

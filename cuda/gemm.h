@@ -43,8 +43,9 @@ bool nn_cuda_tf32_enabled(void);
  * sums: acc + 1 * bias either way). Off by default until measured on a GPU. */
 bool nn_cuda_fuse_bias(void);
 
-/* The conv2d forward's two ways (conv2d.cu, conv2d_implicit.cu): im2col +
- * GEMM through the workspace, or the implicit GEMM (no workspace used). */
+/* conv2d's two ways for the forward and the data gradient (conv2d.cu,
+ * conv2d_implicit.cu): im2col + GEMM (+ col2im) through the workspace, or
+ * the implicit GEMM (no workspace used). */
 typedef enum nn_conv_variant {
     NN_CONV_AUTO,     /* what the op runs: implicit when nn_cuda_conv_implicit_enabled and the shape fits */
     NN_CONV_IM2COL,   /* im2col + our GEMM, in chunks of samples (the reference) */
@@ -55,8 +56,12 @@ typedef enum nn_conv_variant {
  * pointers, b may be NULL, ws of nn_cuda_conv2d_workspace(g) bytes. */
 nn_status nn_cuda_conv2d_forward_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x, const float *w,
                                     const float *b, float *y, void *ws);
-/* NN_CONV_IMPLICIT=1 in the environment (read once): the conv2d forward by
- * the implicit GEMM. Off by default until measured on a GPU. */
+/* dx += the data gradient of conv2d for dy, by way `v` (im2col: GEMM then
+ * col2im through the workspace; implicit: no workspace used). */
+nn_status nn_cuda_conv2d_dx_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x, const float *w,
+                               const float *dy, float *dx, void *ws);
+/* NN_CONV_IMPLICIT=1 in the environment (read once): the conv2d forward and
+ * data gradient by the implicit GEMM. Off by default until measured on a GPU. */
 bool nn_cuda_conv_implicit_enabled(void);
 
 #ifdef __cplusplus

@@ -1,8 +1,8 @@
 /* The CUDA backend against the CPU one: every op through the public API on
  * random inputs (outputs and every gradient), the SGEMM against a float64
  * reference on awkward sizes, dropout masks and random fills bit for bit,
- * gradient checks on the GPU, the implicit-GEMM conv against im2col's, the
- * allocator and the error paths.
+ * gradient checks on the GPU, the implicit-GEMM conv (forward and dx)
+ * against im2col's, the allocator and the error paths.
  * Without a GPU (or a build without the CUDA backend) every GPU test prints
  * why and skips; the no-device error test runs everywhere. */
 #include <stdint.h>
@@ -654,7 +654,8 @@ static void test_conv2d_gradcheck(void **state)
 }
 
 #if NN_HAVE_CUDA
-/* The implicit GEMM's forward against im2col + GEMM's: both sum the same K
+/* The implicit GEMM's forward (and data gradient, below) against im2col +
+ * GEMM's: both sum the same K
  * terms in fp32, in the same order unless the im2col GEMM splits K (then
  * they agree bit for bit: the count of identical elements is printed), so
  * they differ by the roundings of two fp32 sums: judged against the sum of
@@ -695,6 +696,52 @@ static float *conv_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x
     return h;
 }
 
+/* dx0 + the data gradient for dy by `v` (dx starts at dx0: the kernels accumulate), read back */
+static float *conv_dx_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *w, const float *dy,
+                         const float *dx0, void *ws, size_t nx, const char *what)
+{
+    float *h = malloc(nx * sizeof *h);
+    assert_non_null(h);
+    float *dx = dev_copy(dx0, nx);
+    if (nn_cuda_conv2d_dx_as(v, g, NULL, w, dy, dx, ws) != NN_OK)
+        fail_msg("%s: conv2d data gradient (way %d): %s", what, (int)v, nn_errmsg());
+    assert_int_equal(gpu()->copy(h, NN_CPU, dx, NN_CUDA, nx * sizeof *h), NN_OK);
+    gpu()->free(dx);
+    return h;
+}
+
+/* The data gradients likewise (col2im sums in another order: never bitwise
+ * in general); the scale is |dx0| + |w|^T |dy| by the im2col path. */
+static void conv_implicit_dx_case(const nn_conv2d_geom *g, const char *what, const float *dw, const float *daw,
+                                  void *ws, uint64_t seed)
+{
+    const size_t nx = (size_t)g->n * g->c * g->h * g->w, ny = (size_t)g->n * g->oc * g->oh * g->ow;
+    float *dy = rand_host(seed, ny, -1, 1), *dx0 = rand_host(seed + 1, nx, -1, 1);
+    float *ady = host_abs(dy, ny), *adx0 = host_abs(dx0, nx);
+    float *ddy = dev_copy(dy, ny), *dady = dev_copy(ady, ny);
+    float *mag = conv_dx_as(NN_CONV_IM2COL, g, daw, dady, adx0, ws, nx, what);
+    float *ref = conv_dx_as(NN_CONV_IM2COL, g, dw, ddy, dx0, ws, nx, what);
+    float *got = conv_dx_as(NN_CONV_IMPLICIT, g, dw, ddy, dx0, ws, nx, what);
+    double worst = 0;
+    for (size_t i = 0; i < nx; i++) {
+        const double scale = (double)mag[i] + 1e-30, d = fabs((double)got[i] - (double)ref[i]);
+        if (!(d <= CONV_IMPLICIT_TOL * scale))
+            fail_msg("%s, dx: element %zu is %.9g by the implicit GEMM, %.9g by im2col (|diff| %.3g, sum of "
+                     "|terms| %.3g)", what, i, (double)got[i], (double)ref[i], d, scale);
+        worst = fmax(worst, d / scale);
+    }
+    print_message("%-44s dx: worst |diff| %.2g of the sum of |terms|\n", what, worst);
+    gpu()->free(ddy);
+    gpu()->free(dady);
+    free(mag);
+    free(ref);
+    free(got);
+    free(dy);
+    free(dx0);
+    free(ady);
+    free(adx0);
+}
+
 static void conv_implicit_case(const conv_shape *cs, uint64_t seed)
 {
     const nn_backend *be = gpu();
@@ -729,6 +776,7 @@ static void conv_implicit_case(const conv_shape *cs, uint64_t seed)
         free(got);
     }
     free(mag);
+    conv_implicit_dx_case(&g, cs->what, dw, daw, ws, seed + 3);
     be->free(ws);
     be->free(dx);
     be->free(dw);
