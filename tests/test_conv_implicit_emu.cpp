@@ -173,7 +173,7 @@ int main()
     int bad = 0;
     for (const shape &c : shapes) {
         const nn_conv2d_geom g = {c.n, c.c, c.h, c.w, c.oc, c.kh, c.kw, c.sh, c.sw, c.ph, c.pw, c.groups,
-                                  (c.h + 2 * c.ph - c.kh) / c.sh + 1, (c.w + 2 * c.pw - c.kw) / c.sw + 1};
+                                  (c.h + 2 * c.ph - c.kh) / c.sh + 1, (c.w + 2 * c.pw - c.kw) / c.sw + 1, false};
         for (int big = 0; big < 2; big++) bad += check(g, big, true, c.what) + check_dx(g, big, c.what);
         bad += check(g, false, false, c.what);
     }
