@@ -20,11 +20,13 @@
 #
 # Steps: unpack; binaries start (else a fallback build there); the GPU test
 # suite (a failure is rerun with CUDA_LAUNCH_BLOCKING=1 to name the kernel);
-# the fused epilogue (test_cuda_fuse); the switches NN_CUDA_LAZY_CHECKS,
-# NN_CUDA_PINNED and the fusions (NN_FUSE_*) against a plain run;
-# gradcheck --device cuda; compute-sanitizer memcheck and racecheck; convnet
+# the fused epilogue (test_cuda_fuse); the conv tests with the implicit-GEMM
+# conv (NN_CONV_IMPLICIT=1); the switches NN_CUDA_LAZY_CHECKS, NN_CUDA_PINNED
+# and the fusions (NN_FUSE_*) against a plain run; gradcheck --device cuda;
+# compute-sanitizer memcheck and racecheck (also on the implicit-GEMM conv); convnet
 # bench at batch 128 in strict fp32 and TF32 (NN_TF32=1) against PyTorch on the
-# same GPU in fp32 and with its default precision (TF32 for convolutions);
+# same GPU in fp32 and with its default precision (TF32 for convolutions), and
+# the implicit-GEMM conv's training step in fp32;
 # the full-size AlexNet on Fashion-MNIST with the time left.
 # Exit status: 0 when no step failed.
 set -uo pipefail
@@ -44,7 +46,7 @@ case "${1:-run}" in
     prepare) mode=prepare ;;
     run) mode=run ;;
     --dry-run) mode=dry ;;
-    -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument '$1' (prepare, run or --dry-run)" >&2; exit 2 ;;
 esac
 
@@ -448,6 +450,11 @@ done
     "$bin/test_cuda_fuse"
 gstep "fused epilogue tests (test_cuda_fuse)" 40 env LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_fuse"
 gstep "test_cuda_fuse with NN_FUSE_BIAS=1" 30 env NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_fuse"
+# the implicit-GEMM conv forward and dx (NN_CONV_IMPLICIT=1; test_conv2d_implicit
+# in the suite above compares them with im2col + GEMM whatever the switch):
+# the op and its gradients against the CPU, and the gradient checks
+gstep "test_conv2d* with NN_CONV_IMPLICIT=1" 25 env NN_CONV_IMPLICIT=1 NN_TEST_FILTER="test_conv2d*" \
+    LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
 # the no-sync switches change no number (NN_CUDA_LAZY_CHECKS=1: the label check
 # flagged on the device; NN_CUDA_PINNED=1: staged uploads), nor do the fusions
 # with the same arithmetic (NN_FUSE_BIAS=1, NN_FUSE_RELU=1), nor the resident
@@ -500,6 +507,13 @@ gstep "racecheck: gradcheck" 45 env LD_LIBRARY_PATH="$libpath" "$san" --tool rac
 # every op at small AlexNet shapes (64x64 input): the larger GEMM tiles and the conv chunks
 gstep "memcheck: bench ops, batch 4, 64x64" 35 env LD_LIBRARY_PATH="$libpath" "$san" --tool memcheck \
     --error-exitcode 1 "$bin/convnet" bench --device cuda --ops-only --batch 4 --size 64 --repeats 1
+# the implicit-GEMM conv on the conv gradient checks' small shapes: memcheck
+# (its gather reads x at computed offsets), racecheck (one barrier per
+# double-buffered slice)
+for tool in memcheck racecheck; do
+    gstep "$tool: conv gradcheck, NN_CONV_IMPLICIT=1" 20 env NN_CONV_IMPLICIT=1 NN_TEST_FILTER=test_conv2d_gradcheck \
+        LD_LIBRARY_PATH="$libpath" "$san" --tool $tool --error-exitcode 1 "$bin/test_cuda"
+done
 
 # ---- 6. speed against PyTorch on the same GPU, batch 128 ----
 # as shipped (strict fp32, 64 MiB conv workspace); then without the workspace
@@ -510,6 +524,11 @@ gstep "bench fp32 (ops + model), batch 128" 80 env LD_LIBRARY_PATH="$libpath" "$
     --batch 128 --repeats 5 --json "$out/bench_fp32.json"
 gstep "bench fp32, no ws cap, model" 30 env NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench \
     --device cuda --batch 128 --repeats 5 --model-only --json "$out/bench_fp32_nocap.json"
+# the same training step with the implicit-GEMM conv forward and dx (its JSON in
+# $work: at most 8 files come back; the summary prints its images/s)
+gstep "bench fp32, no ws cap, implicit conv, model" 30 env NN_CONV_IMPLICIT=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 \
+    LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --model-only \
+    --json "$work/bench_fp32_implicit.json"
 gstep "bench TF32, no ws cap (ops + model)" 30 env NN_TF32=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" \
     "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --json "$out/bench_tf32.json"
 torch_step() { # precision: its JSON line goes to $out/torch_<precision>.json
@@ -526,12 +545,12 @@ fi
 # side by side: training images/s, ours over PyTorch's (into the log: at most
 # 8 files come back from $OUT, and the results take 8)
 summary() {
-    python3 - "$out" <<'EOF' >"$work/summary.txt"
+    python3 - "$out" "$work" <<'EOF' >"$work/summary.txt"
 import json, os, sys
-out = sys.argv[1]
+out, work = sys.argv[1], sys.argv[2]
 def load(name, *keys):
     try:
-        v = json.load(open(os.path.join(out, name)))
+        v = json.load(open(os.path.join(out, name) if os.path.exists(os.path.join(out, name)) else os.path.join(work, name)))
         for k in keys:
             v = v[k]
         return float(v)
@@ -540,6 +559,8 @@ def load(name, *keys):
 rows = [("fp32", load("bench_fp32.json", "devices", "cuda", "train", "images_per_s"),
          load("torch_fp32.json", "train_images_per_s")),
         ("fp32, no ws cap, fused bias", load("bench_fp32_nocap.json", "devices", "cuda", "train", "images_per_s"),
+         load("torch_fp32.json", "train_images_per_s")),
+        ("fp32, no cap, implicit conv", load("bench_fp32_implicit.json", "devices", "cuda", "train", "images_per_s"),
          load("torch_fp32.json", "train_images_per_s")),
         ("TF32 + no cap / PyTorch default", load("bench_tf32.json", "devices", "cuda", "train", "images_per_s"),
          load("torch_default.json", "train_images_per_s"))]

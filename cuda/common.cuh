@@ -139,6 +139,16 @@ nn_status nn_cuda_sgemm(cudaStream_t s, bool ta, bool tb, int m, int n, int k, f
                         const float *a, int lda, const float *b, int ldb, float beta, float *c,
                         int ldc, const nn_gemm_batch *batch);
 
+/* ---- conv2d_implicit.cu: the forward and data gradient without a column buffer ----
+ * y = conv(x, w) + b (b may be NULL) on stream s; NN_E_UNSUPPORTED when the
+ * shape is past its int indices (nn_cuda_conv_implicit_fits says beforehand). */
+nn_status nn_cuda_conv2d_implicit(const nn_conv2d_geom *g, const float *x, const float *w, const float *b, float *y,
+                                  cudaStream_t s);
+/* dx += conv2d's data gradient for dy, likewise */
+nn_status nn_cuda_conv2d_implicit_dx(const nn_conv2d_geom *g, const float *w, const float *dy, float *dx,
+                                     cudaStream_t s);
+bool nn_cuda_conv_implicit_fits(const nn_conv2d_geom *g);
+
 /* ---- the table entries, one per slot of core/backend_slots.h (file: the op's name) ---- */
 extern "C" {
 #define NN_KERNEL(op, ret, name, args) ret nn_cuda_##name args;

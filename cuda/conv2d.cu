@@ -12,7 +12,9 @@
  *   dx      += col2im(w[g]^T dyp[g]), gathered per input element (no atomics);
  *   db      += sums of dy over (n, p), one block per channel, or (NN_FUSE_BIAS_GRAD=1)
  *              the row sums of dyp inside the dw GEMM (cuda/epilogue.h);
- *   g->relu: the forward's GEMM applies the ReLU in its epilogue. */
+ *   g->relu: the forward's GEMM applies the ReLU in its epilogue.
+ * With NN_CONV_IMPLICIT=1 the forward and dx run conv2d_implicit.cu instead
+ * (no column buffer); dw and db stay here. */
 #include "cuda/common.cuh"
 
 /* The workspace holds col and dyp for as many samples as fit in this budget
@@ -238,11 +240,9 @@ static nn_status check_geom(const nn_conv2d_geom *g, const void *ws, const char 
     return NN_OK;
 }
 
-extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float *x, const float *w,
-                                            const float *b, float *y, void *ws)
+static nn_status forward_im2col(const nn_conv2d_geom *g, const float *x, const float *w, const float *b, float *y,
+                                void *ws, cudaStream_t s)
 {
-    NN_TRY(check_geom(g, ws, "conv2d_forward"));
-    NN_CUDA_STREAM(s);
     const conv_plan q = plan_of(g);
     float *col = (float *)ws;
     /* the bias in the GEMM's epilogue (NN_FUSE_BIAS=1: same sums, one pass over y fewer) */
@@ -269,12 +269,37 @@ extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float
     return NN_OK;
 }
 
-extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const float *x, const float *w,
-                                             const float *dy, float *dx, float *dw, float *db, void *ws)
+static nn_conv_variant pick(nn_conv_variant v, const nn_conv2d_geom *g)
+{
+    if (v != NN_CONV_AUTO) return v;
+    return nn_cuda_conv_implicit_enabled() && nn_cuda_conv_implicit_fits(g) ? NN_CONV_IMPLICIT : NN_CONV_IM2COL;
+}
+
+extern "C" nn_status nn_cuda_conv2d_forward_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x,
+                                               const float *w, const float *b, float *y, void *ws)
+{
+    NN_TRY(check_geom(g, ws, "conv2d_forward"));
+    NN_CUDA_STREAM(s);
+    return pick(v, g) == NN_CONV_IMPLICIT ? nn_cuda_conv2d_implicit(g, x, w, b, y, s)
+                                          : forward_im2col(g, x, w, b, y, ws, s);
+}
+
+extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float *x, const float *w,
+                                            const float *b, float *y, void *ws)
+{
+    return nn_cuda_conv2d_forward_as(NN_CONV_AUTO, g, x, w, b, y, ws);
+}
+
+static nn_status backward_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x, const float *w,
+                             const float *dy, float *dx, float *dw, float *db, void *ws)
 {
     if (!dx && !dw && !db) return NN_OK;
     NN_TRY(check_geom(g, ws, "conv2d_backward"));
     NN_CUDA_STREAM(s);
+    if (dx && pick(v, g) == NN_CONV_IMPLICIT) { /* dx without col2im; dw and db below */
+        NN_TRY(nn_cuda_conv2d_implicit_dx(g, w, dy, dx, s));
+        dx = nullptr;
+    }
     const conv_plan q = plan_of(g);
     /* db inside the dw GEMM (NN_FUSE_BIAS_GRAD=1): the row sums of its dyp operand, chunk after chunk */
     const bool fuse_db = db && dw && nn_cuda_fuse_bias_grad();
@@ -314,4 +339,16 @@ extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const floa
         }
     }
     return NN_OK;
+}
+
+extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const float *x, const float *w,
+                                             const float *dy, float *dx, float *dw, float *db, void *ws)
+{
+    return backward_as(NN_CONV_AUTO, g, x, w, dy, dx, dw, db, ws);
+}
+
+extern "C" nn_status nn_cuda_conv2d_dx_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x, const float *w,
+                                          const float *dy, float *dx, void *ws)
+{
+    return backward_as(v, g, x, w, dy, dx, nullptr, nullptr, ws);
 }

@@ -1,7 +1,8 @@
 /* The CUDA backend against the CPU one: every op through the public API on
  * random inputs (outputs and every gradient), the SGEMM against a float64
  * reference on awkward sizes, dropout masks and random fills bit for bit,
- * gradient checks on the GPU, the allocator and the error paths.
+ * gradient checks on the GPU, the implicit-GEMM conv (forward and dx)
+ * against im2col's, the allocator and the error paths.
  * Without a GPU (or a build without the CUDA backend) every GPU test prints
  * why and skips; the no-device error test runs everywhere. */
 #include <stdint.h>
@@ -14,6 +15,7 @@
 #include "models/model.h"
 #include "ops/registry.h"
 #include "optim/optim.h"
+#include "tests/conv_shapes.h"
 #include "tests/testutil.h"
 #if NN_HAVE_CUDA
 #include "cuda/checks.h"
@@ -651,6 +653,156 @@ static void test_conv2d_gradcheck(void **state)
     }
 }
 
+#if NN_HAVE_CUDA
+/* The implicit GEMM's forward (and data gradient, below) against im2col +
+ * GEMM's: both sum the same K
+ * terms in fp32, in the same order unless the im2col GEMM splits K (then
+ * they agree bit for bit: the count of identical elements is printed), so
+ * they differ by the roundings of two fp32 sums: judged against the sum of
+ * |terms| (|w| conv |x| + |b|, itself a conv by the im2col path), 1e-5 as
+ * GEMM_TOL. One tap read from the wrong place errs by ~1/K of that sum or
+ * more: 3e-4 at the largest K here (3456). */
+#define CONV_IMPLICIT_TOL 1e-5
+
+/* a device copy of n host floats */
+static float *dev_copy(const float *h, size_t n)
+{
+    float *d = NULL;
+    assert_int_equal(gpu()->alloc((void **)&d, (n ? n : 1) * sizeof *d), NN_OK);
+    assert_int_equal(gpu()->copy(d, NN_CUDA, h, NN_CPU, n * sizeof *d), NN_OK);
+    return d;
+}
+
+static float *host_abs(const float *h, size_t n)
+{
+    float *a = malloc((n ? n : 1) * sizeof *a);
+    assert_non_null(a);
+    for (size_t i = 0; i < n; i++) a[i] = fabsf(h[i]);
+    return a;
+}
+
+/* y by `v` into a NaN-filled buffer (every element must be written), read back */
+static float *conv_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x, const float *w, const float *b,
+                      void *ws, size_t ny, const char *what)
+{
+    float *h = malloc(ny * sizeof *h);
+    assert_non_null(h);
+    for (size_t i = 0; i < ny; i++) h[i] = NAN;
+    float *y = dev_copy(h, ny);
+    if (nn_cuda_conv2d_forward_as(v, g, x, w, b, y, ws) != NN_OK)
+        fail_msg("%s: conv2d forward (way %d): %s", what, (int)v, nn_errmsg());
+    assert_int_equal(gpu()->copy(h, NN_CPU, y, NN_CUDA, ny * sizeof *h), NN_OK);
+    gpu()->free(y);
+    return h;
+}
+
+/* dx0 + the data gradient for dy by `v` (dx starts at dx0: the kernels accumulate), read back */
+static float *conv_dx_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *w, const float *dy,
+                         const float *dx0, void *ws, size_t nx, const char *what)
+{
+    float *h = malloc(nx * sizeof *h);
+    assert_non_null(h);
+    float *dx = dev_copy(dx0, nx);
+    if (nn_cuda_conv2d_dx_as(v, g, NULL, w, dy, dx, ws) != NN_OK)
+        fail_msg("%s: conv2d data gradient (way %d): %s", what, (int)v, nn_errmsg());
+    assert_int_equal(gpu()->copy(h, NN_CPU, dx, NN_CUDA, nx * sizeof *h), NN_OK);
+    gpu()->free(dx);
+    return h;
+}
+
+/* The data gradients likewise (col2im sums in another order: never bitwise
+ * in general); the scale is |dx0| + |w|^T |dy| by the im2col path. */
+static void conv_implicit_dx_case(const nn_conv2d_geom *g, const char *what, const float *dw, const float *daw,
+                                  void *ws, uint64_t seed)
+{
+    const size_t nx = (size_t)g->n * g->c * g->h * g->w, ny = (size_t)g->n * g->oc * g->oh * g->ow;
+    float *dy = rand_host(seed, ny, -1, 1), *dx0 = rand_host(seed + 1, nx, -1, 1);
+    float *ady = host_abs(dy, ny), *adx0 = host_abs(dx0, nx);
+    float *ddy = dev_copy(dy, ny), *dady = dev_copy(ady, ny);
+    float *mag = conv_dx_as(NN_CONV_IM2COL, g, daw, dady, adx0, ws, nx, what);
+    float *ref = conv_dx_as(NN_CONV_IM2COL, g, dw, ddy, dx0, ws, nx, what);
+    float *got = conv_dx_as(NN_CONV_IMPLICIT, g, dw, ddy, dx0, ws, nx, what);
+    double worst = 0;
+    for (size_t i = 0; i < nx; i++) {
+        const double scale = (double)mag[i] + 1e-30, d = fabs((double)got[i] - (double)ref[i]);
+        if (!(d <= CONV_IMPLICIT_TOL * scale))
+            fail_msg("%s, dx: element %zu is %.9g by the implicit GEMM, %.9g by im2col (|diff| %.3g, sum of "
+                     "|terms| %.3g)", what, i, (double)got[i], (double)ref[i], d, scale);
+        worst = fmax(worst, d / scale);
+    }
+    print_message("%-44s dx: worst |diff| %.2g of the sum of |terms|\n", what, worst);
+    gpu()->free(ddy);
+    gpu()->free(dady);
+    free(mag);
+    free(ref);
+    free(got);
+    free(dy);
+    free(dx0);
+    free(ady);
+    free(adx0);
+}
+
+static void conv_implicit_case(const conv_shape *cs, uint64_t seed)
+{
+    const nn_backend *be = gpu();
+    const nn_conv2d_geom g = conv_shape_geom(cs);
+    const size_t nx = (size_t)g.n * g.c * g.h * g.w, nw = (size_t)g.oc * (g.c / g.groups) * g.kh * g.kw,
+                 ny = (size_t)g.n * g.oc * g.oh * g.ow, p = (size_t)g.oh * g.ow;
+    float *x = rand_host(seed, nx, -1, 1), *w = rand_host(seed + 1, nw, -1, 1), *b = rand_host(seed + 2, g.oc, -1, 1);
+    float *ax = host_abs(x, nx), *aw = host_abs(w, nw);
+    float *dx = dev_copy(x, nx), *dw = dev_copy(w, nw), *db = dev_copy(b, g.oc), *dax = dev_copy(ax, nx),
+          *daw = dev_copy(aw, nw);
+    void *ws = NULL;
+    assert_int_equal(be->alloc(&ws, be->conv2d_workspace(&g)), NN_OK);
+    float *mag = conv_as(NN_CONV_IM2COL, &g, dax, daw, NULL, ws, ny, cs->what);
+    for (int with_bias = 1; with_bias >= 0; with_bias--) {
+        float *ref = conv_as(NN_CONV_IM2COL, &g, dx, dw, with_bias ? db : NULL, ws, ny, cs->what);
+        float *got = conv_as(NN_CONV_IMPLICIT, &g, dx, dw, with_bias ? db : NULL, ws, ny, cs->what);
+        size_t same = 0;
+        double worst = 0;
+        for (size_t i = 0; i < ny; i++) {
+            const double scale = (double)mag[i] + (with_bias ? fabs((double)b[i / p % g.oc]) : 0.0) + 1e-30;
+            const double d = fabs((double)got[i] - (double)ref[i]);
+            if (!(d <= CONV_IMPLICIT_TOL * scale))
+                fail_msg("%s%s: element %zu is %.9g by the implicit GEMM, %.9g by im2col (|diff| %.3g, sum of "
+                         "|terms| %.3g)", cs->what, with_bias ? "" : ", no bias", i, (double)got[i], (double)ref[i],
+                         d, scale);
+            same += got[i] == ref[i];
+            worst = fmax(worst, d / scale);
+        }
+        print_message("%-44s%s: %zu of %zu identical, worst |diff| %.2g of the sum of |terms|\n", cs->what,
+                      with_bias ? "" : " (no bias)", same, ny, worst);
+        free(ref);
+        free(got);
+    }
+    free(mag);
+    conv_implicit_dx_case(&g, cs->what, dw, daw, ws, seed + 3);
+    be->free(ws);
+    be->free(dx);
+    be->free(dw);
+    be->free(db);
+    be->free(dax);
+    be->free(daw);
+    free(x);
+    free(w);
+    free(b);
+    free(ax);
+    free(aw);
+}
+#endif
+
+/* Every AlexNet conv shape (paper, groups 1 and 2; default model) and ragged
+ * ones (tests/conv_shapes.h, whose index math test_conv_index checks on the
+ * CPU), including a shape that takes the 128x128 tiles. */
+static void test_conv2d_implicit(void **state)
+{
+    (void)state;
+    NEED_GPU();
+#if NN_HAVE_CUDA
+    for (int t = 0; t < CONV_SHAPES; t++) conv_implicit_case(&conv_shapes[t], 1300 + 10 * (uint64_t)t);
+#endif
+}
+
 static nn_tensor *relu_fn(nn_ctx *ctx, nn_tensor *const *in, void *user)
 {
     (void)user;
@@ -1193,6 +1345,7 @@ int main(void)
         cmocka_unit_test(test_sgemm_variants),
         cmocka_unit_test(test_conv2d),
         cmocka_unit_test(test_conv2d_gradcheck),
+        cmocka_unit_test(test_conv2d_implicit),
         cmocka_unit_test(test_relu),
         cmocka_unit_test(test_lrn),
         cmocka_unit_test(test_maxpool),
