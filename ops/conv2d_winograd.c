@@ -157,25 +157,42 @@ static NN_CPU_CLONES void interleave(const float *x, size_t hw, int nc, float *x
  * interleaved images xr (blocks of 8 channels); V's planes vs apart. One
  * tile at a time, all its channels: each of the n^2 planes is written along
  * one row (ci floats), so the writes stream through memory instead of
- * touching n^2 scattered cache lines per 8 channels. */
+ * touching n^2 scattered cache lines per 8 channels. Rows and columns of
+ * the tile that lie in the padding are zero and skipped: on small maps they
+ * are much of it (a 3x3 map is the middle of one 5x5 tile of F(3x3, 3x3)). */
 static NN_CPU_CLONES void in_tile(const nn_wino *wf, const tile_grid *t, const float *xr, int p, int ci, int pad,
                                   float *V, size_t vs)
 {
     const int n = wf->n, q = p % t->tpi, h0 = q / t->tw * t->m - pad, w0 = q % t->tw * t->m - pad;
+    /* the rows [i0, i1) and columns [j0, j1) of the tile inside the map */
+    const int i0 = h0 < 0 ? -h0 : 0, i1 = h0 + n > t->H ? t->H - h0 : n;
+    const int j0 = w0 < 0 ? -w0 : 0, j1 = w0 + n > t->W ? t->W - w0 : n;
     const size_t hw = (size_t)t->H * t->W;
-    const v8 zero = {0};
     v8 d[WN][WN], u[WN][WN];
     for (int bk = 0; bk < blocks_of(ci); bk++) {
         const float *xb = xr + ((size_t)(p / t->tpi) * (size_t)blocks_of(ci) + (size_t)bk) * hw * WINO_L;
+        for (int i = i0; i < i1; i++)
+            for (int j = j0; j < j1; j++)
+                d[i][j] = *(const v8u *)(const void *)(xb + ((size_t)(h0 + i) * t->W + w0 + j) * WINO_L);
+        /* u = B^T d over the live rows, for the live columns; d = u B over the live columns */
+        for (int i = 0; i < n; i++)
+            for (int j = j0; j < j1; j++) {
+                v8 s = {0};
+                for (int k = i0; k < i1; k++) {
+                    const float c = wf->bt[i * n + k];
+                    if (c != 0.0f) s += c * d[k][j];
+                }
+                u[i][j] = s;
+            }
         for (int i = 0; i < n; i++)
             for (int j = 0; j < n; j++) {
-                const int h = h0 + i, w = w0 + j;
-                d[i][j] = h >= 0 && h < t->H && w >= 0 && w < t->W
-                              ? *(const v8u *)(const void *)(xb + ((size_t)h * t->W + w) * WINO_L)
-                              : zero;
+                v8 s = {0};
+                for (int k = j0; k < j1; k++) {
+                    const float c = wf->bt[j * n + k];
+                    if (c != 0.0f) s += u[i][k] * c;
+                }
+                d[i][j] = s;
             }
-        lanes_left(wf->bt, n, n, n, d, u);
-        lanes_right(wf->bt, n, n, n, u, d);
         float *v = V + (size_t)p * ci + (size_t)bk * WINO_L;
         for (int i = 0; i < n; i++)
             for (int j = 0; j < n; j++) store8(v + (size_t)(i * n + j) * vs, d[i][j], lanes_at(ci, bk));
