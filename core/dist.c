@@ -47,12 +47,14 @@ void nn_dist_env(int *rank, int *size, int *local_rank, const char **launcher)
     }
 }
 
+#if NN_HAVE_MPI
 static double now(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
+#endif
 
 uint64_t nn_hash_bytes(uint64_t h, const void *p, size_t n)
 {

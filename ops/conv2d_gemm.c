@@ -29,34 +29,27 @@
 #define CONV_WORKER_COLS 640     /* by worker: GEMM width (13x13 maps: 4 images per GEMM) */
 #define CONV_MAX_COL_BYTES ((size_t)64 << 20)
 #define CONV_MAX_WORKERS 64
-/* Which kernels go through Winograd (compile-time switches for measuring).
- * 5x5 is off: as four 3x3 blocks it moves four times the transformed input,
- * and on this 2-core machine conv2's forward came out even and its backward
- * ~15% slower than im2col + GEMM. 3x3 (conv3-5) gains. */
-#ifndef CONV_WINO3
-#define CONV_WINO3 1
-#endif
-#ifndef CONV_WINO5
-#define CONV_WINO5 0
-#endif
-/* The cost model that picks Winograd or im2col + GEMM per layer shape, in
- * multiply-adds at GEMM speed per image:
- *   im2col + GEMM: 9 hw C O  +  T_ELEM * 9 hw C   (the column matrix)
- *   Winograd:      16 T C O / WINO_GEMM_EFF  +  T_ELEM * 16 T (C + O)
- * with T = ceil(h/2) ceil(w/2) 4x4 tiles (F(2x2, 3x3)); a tile on a map of
- * odd size is partly padding, so on AlexNet's 3x3 maps at 64x64 input (4
- * tiles for 9 outputs) Winograd does 79% of the MACs, in 16 narrow GEMMs,
- * plus transforms of every tile: measured there (2 threads, batch 64) it
- * was 1.6x slower than im2col + GEMM in backward and no faster forward,
- * while on 13x13 maps (paper size) it gains. T_ELEM: one transformed or
- * copied element costs about as much as 32 MACs at GEMM speed (a GEMM core
- * does 16 FMAs a cycle, a transform loop about one element at a time with a
- * scattered store); WINO_GEMM_EFF: the 16 small GEMMs run at ~80% of one
- * large one. Both from this machine's measurements; only the choice they
- * imply matters, and it is a pure function of the shape (so reruns and
- * resumes take the same path, bit for bit). */
-#define CONV_T_ELEM 32.0
-#define CONV_WINO_GEMM_EFF 0.8
+/* The cost model that picks im2col + GEMM or Winograd F(m x m, r x r), and
+ * which m, per layer shape, in multiply-adds at GEMM speed per image:
+ *   im2col + GEMM: r^2 hw C O  +  T_ELEM r^2 hw C   (the column matrix)
+ *   Winograd F(m): n^2 T C O / WINO_GEMM_EFF  +  WINO_T_ELEM n^2 T (C + O)
+ * with n = m + r - 1 and T = ceil(h/m) ceil(w/m) tiles. A larger m does
+ * fewer products per output but its tiles overhang small maps (a 3x3 map
+ * fills one F(3x3, 3x3) tile exactly, and half of a 4x4 one of F(2x2, 3x3))
+ * and its transforms move more data per output: the model weighs both.
+ * T_ELEM: one copied element costs about as much as 32 MACs at GEMM speed
+ * (a GEMM core does 16 FMAs a cycle, im2col about one element at a time);
+ * WINO_T_ELEM: one transformed element, whose transform runs eight tiles
+ * at once in vector registers but reads n points per entry; WINO_GEMM_EFF:
+ * the n^2 narrow GEMMs against one large one. The constants come from this
+ * machine's measurements (2-core EPYC, batch 64: `convnet bench` per layer
+ * with each m forced); only the choice they imply matters, and it is a pure
+ * function of the shape (so reruns and resumes take the same path, bit for
+ * bit). */
+#define CONV_T_ELEM 64.0
+#define CONV_WINO_T_ELEM 96.0
+#define CONV_WINO_GEMM_EFF 0.7
+#define CONV_WINO_TILES 256 /* tiles per Winograd GEMM: its width */
 /* Below this many floats moved, starting an OpenMP team costs more than it saves. */
 #define CONV_OMP_MIN 32768
 
@@ -72,25 +65,44 @@ typedef struct conv_plan {
     bool direct;     /* 1x1, stride 1, no padding, one image per GEMM: x is its own column matrix */
     size_t col, tmp; /* floats per worker: column matrix, (og, chunk*ohw) GEMM output */
     size_t dw;       /* floats per extra worker: its private dW */
-    bool wino;       /* 3x3 pad 1 or 5x5 pad 2, stride 1, by worker: forward and dX by Winograd */
-    int nbk;         /* Winograd: 3x3 blocks of the kernel (1 for 3x3; 4 for 5x5 padded to 6x6) */
-    size_t wu;       /* floats of the transformed weights (shared) */
-    size_t wv;       /* floats per worker: transformed inputs and products */
+    bool wino;       /* r x r pad (r-1)/2, stride 1: forward, dX and dW by Winograd */
+    nn_wino_plan wp; /* Winograd: the algorithm and its buffers (ops/conv2d_winograd.c) */
 } conv_plan;
 
-static bool force_winograd;
+static int force_winograd;
 
-void nn_cpu_conv2d_force_winograd(bool on) { force_winograd = on; }
+void nn_cpu_conv2d_force_winograd(int m) { force_winograd = m; }
 
-/* Whether Winograd costs less than im2col + GEMM for a 3x3 layer (the model above). */
-static bool wino_pays(const nn_conv2d_geom *g, int cg, int og)
+/* Whether a layer can go through Winograd at all: square odd kernel, stride 1,
+ * the padding that keeps the size, and a map at least as large as the kernel
+ * (on smaller maps some weights see only padding: their exact gradient is 0,
+ * and Winograd's cancellation would leave rounding noise of the other taps'
+ * size there). */
+static bool wino_fits(const nn_conv2d_geom *g)
 {
-    if (force_winograd) return true;
-    const double hw = (double)g->h * g->w, T = (double)((g->h + 1) / 2) * ((g->w + 1) / 2);
-    const double C = cg, O = og;
-    const double gemm = 9.0 * hw * C * O + CONV_T_ELEM * 9.0 * hw * C;
-    const double wino = 16.0 * T * C * O / CONV_WINO_GEMM_EFF + CONV_T_ELEM * 16.0 * T * (C + O);
-    return wino < gemm;
+    return g->kh == g->kw && g->kh % 2 == 1 && g->kh > 1 && g->sh == 1 && g->sw == 1 && g->ph == g->kh / 2 &&
+           g->pw == g->kw / 2 && g->h >= g->kh && g->w >= g->kw;
+}
+
+/* The m of the cheapest of im2col + GEMM and F(m, r) for every m the points
+ * allow (the model above), or 0 for im2col + GEMM. */
+static int wino_pick(const nn_conv2d_geom *g, int cg, int og)
+{
+    const int r = g->kh;
+    if (force_winograd < 0) return 0;
+    if (force_winograd > 0) return r - 1 + force_winograd <= NN_WINO_NMAX ? force_winograd : NN_WINO_NMAX - r + 1;
+    const double hw = (double)g->h * g->w, C = cg, O = og;
+    double best = (double)r * r * hw * C * O + CONV_T_ELEM * r * r * hw * C;
+    int pick = 0;
+    for (int m = 2; m + r - 1 <= NN_WINO_NMAX; m++) {
+        const double n = m + r - 1, T = (double)((g->h + m - 1) / m) * ((g->w + m - 1) / m);
+        const double cost = n * n * T * C * O / CONV_WINO_GEMM_EFF + CONV_WINO_T_ELEM * n * n * T * (C + O);
+        if (cost < best) {
+            best = cost;
+            pick = m;
+        }
+    }
+    return pick;
 }
 
 static conv_plan conv_plan_make(const nn_conv2d_geom *g)
@@ -121,30 +133,26 @@ static conv_plan conv_plan_make(const nn_conv2d_geom *g)
     P.col = P.direct ? 0 : (size_t)P.k * cols;
     P.tmp = P.chunk > 1 ? (size_t)P.og * cols : 0;
     P.dw = P.workers > 1 ? (size_t)g->oc * P.k : 0;
-    P.wino = P.workers > 1 && g->kh == g->kw && ((g->kh == 3 && CONV_WINO3) || (g->kh == 5 && CONV_WINO5)) && g->sh == 1 && g->sw == 1 &&
-             g->ph == g->kh / 2 && g->pw == g->kw / 2 && g->h >= g->kh && g->w >= g->kw &&
-             (g->kh != 3 || wino_pays(g, P.cg, P.og));
-    /* (on maps smaller than the kernel, some weights see only padding: their
-     * exact gradient is 0, and Winograd's cancellation would leave rounding
-     * noise of the other taps' size there) */
-    P.nbk = g->kh == 5 ? 4 : 1;
-    if (P.wino) {
-        size_t tiles = (size_t)P.chunk * ((g->h + 1) / 2) * ((g->w + 1) / 2);
-        size_t cmax = P.cg > P.og ? P.cg : P.og;
-        P.wu = 16 * (size_t)g->groups * P.og * P.cg * P.nbk;
-        /* V (16, blocks * cin, tiles) and M (16, cout, tiles) */
-        P.wv = 16 * (size_t)(P.nbk + 1) * cmax * tiles;
-    } else {
-        P.wu = P.wv = 0;
+    const int m = wino_fits(g) ? wino_pick(g, P.cg, P.og) : 0;
+    P.wino = false;
+    if (m > 0) {
+        nn_wino_plan_make(g, m, cores, CONV_WINO_TILES, &P.wp);
+        P.wino = P.wp.wf.m > 0;
     }
     return P;
+}
+
+int nn_cpu_conv2d_wino_points(const nn_conv2d_geom *g)
+{
+    const conv_plan P = conv_plan_make(g);
+    return P.wino ? P.wp.wf.n : 0;
 }
 
 size_t nn_cpu_conv2d_workspace(const nn_conv2d_geom *g)
 {
     conv_plan P = conv_plan_make(g);
-    /* Winograd: the shared transformed weights, and a dW accumulator per worker */
-    return ((P.col + P.tmp + P.wv + P.wu) * P.workers + P.dw * (P.workers - 1) + P.wu) * sizeof(float);
+    if (P.wino) return nn_wino_workspace(&P.wp);
+    return ((P.col + P.tmp) * P.workers + P.dw * (P.workers - 1)) * sizeof(float);
 }
 
 /* The outputs i in [*i0, *i1) of n_out whose input index i*s + off lies in [0, len). */
@@ -421,30 +429,17 @@ nn_status nn_cpu_conv2d_forward(const nn_conv2d_geom *g, const float *x, const f
 {
     const conv_plan P = conv_plan_make(g);
     const int nchunks = (g->n + P.chunk - 1) / P.chunk;
-    float *U = (float *)ws + (size_t)P.workers * (P.col + P.tmp + P.wv);
     if (P.wino) {
-        for (int grp = 0; grp < g->groups; grp++)
-            nn_wino_weights(w + (size_t)grp * P.og * P.k, P.og, P.cg, g->kh, false, U + (size_t)grp * P.wu / g->groups);
-    }
-    if (P.workers > 1) {
+        nn_wino_forward(g, &P.wp, x, w, b, y, ws);
+    } else if (P.workers > 1) {
         const int nt = omp_get_max_threads() < P.workers ? omp_get_max_threads() : P.workers;
-        const size_t xs = (size_t)g->c * P.hw, ys = (size_t)g->oc * P.ohw;
 #pragma omp parallel num_threads(nt)
         {
-            float *col = (float *)ws + (size_t)omp_get_thread_num() * (P.col + P.tmp + P.wv);
+            float *col = (float *)ws + (size_t)omp_get_thread_num() * (P.col + P.tmp);
 #pragma omp for schedule(static)
             for (int c = 0; c < nchunks; c++) {
                 const int n0 = c * P.chunk, nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
-                if (!P.wino) {
-                    conv_fwd_chunk(g, &P, x, w, b, y, n0, nb, col, col + P.col, false);
-                    continue;
-                }
-                float *V = col + P.col + P.tmp, *M = V + P.wv / (P.nbk + 1) * P.nbk;
-                for (int grp = 0; grp < g->groups; grp++)
-                    nn_wino_conv(x + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw, xs, P.cg, g->h, g->w, nb, g->kh,
-                              U + (size_t)grp * P.wu / g->groups, P.og,
-                              y + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw, ys,
-                              b ? b + (size_t)grp * P.og : NULL, false, V, M);
+                conv_fwd_chunk(g, &P, x, w, b, y, n0, nb, col, col + P.col, false);
             }
         }
     } else {
@@ -523,6 +518,10 @@ nn_status nn_cpu_conv2d_backward(const nn_conv2d_geom *g, const float *x, const 
         }
     }
     if (!dx && !dw) return NN_OK;
+    if (P.wino) {
+        nn_wino_backward(g, &P.wp, x, w, dy, dx, dw, ws);
+        return NN_OK;
+    }
 
     const int nchunks = (g->n + P.chunk - 1) / P.chunk;
     if (P.workers > 1) {
@@ -530,52 +529,20 @@ nn_status nn_cpu_conv2d_backward(const nn_conv2d_geom *g, const float *x, const 
         /* worker 0 accumulates straight into dw; the others into their own
          * zeroed copies, added to dw once at the end (in worker order: the
          * result depends only on the thread count) */
-        float *priv = (float *)ws + (size_t)P.workers * (P.col + P.tmp + P.wv);
-        float *U = priv + (size_t)(P.workers - 1) * P.dw;
-        float *acc = U + P.wu; /* Winograd: one dW accumulator (P.wu floats) per worker */
-        const size_t nw = P.dw, xs = (size_t)g->c * P.hw, gu = P.wu / (size_t)g->groups;
-        if (P.wino && dx) {
-            for (int grp = 0; grp < g->groups; grp++)
-                nn_wino_weights(w + (size_t)grp * P.og * P.k, P.og, P.cg, g->kh, true, U + (size_t)grp * gu);
-        }
+        float *priv = (float *)ws + (size_t)P.workers * (P.col + P.tmp);
+        const size_t nw = P.dw;
 #pragma omp parallel num_threads(nt)
         {
             const int t = omp_get_thread_num();
-            float *col = (float *)ws + (size_t)t * (P.col + P.tmp + P.wv);
-            float *V = col + P.col + P.tmp, *M = V + P.wv / (P.nbk + 1) * P.nbk;
-            float *mydw = dw && t > 0 && !P.wino ? priv + (size_t)(t - 1) * nw : dw;
-            float *myacc = acc + (size_t)t * P.wu;
-            if (dw && t > 0 && !P.wino) memset(mydw, 0, nw * sizeof(float));
-            if (dw && P.wino) memset(myacc, 0, P.wu * sizeof(float));
+            float *col = (float *)ws + (size_t)t * (P.col + P.tmp);
+            float *mydw = dw && t > 0 ? priv + (size_t)(t - 1) * nw : dw;
+            if (dw && t > 0) memset(mydw, 0, nw * sizeof(float));
 #pragma omp for schedule(static)
             for (int c = 0; c < nchunks; c++) {
                 const int n0 = c * P.chunk, nb = g->n - n0 < P.chunk ? g->n - n0 : P.chunk;
-                if (!P.wino) {
-                    conv_bwd_chunk(g, &P, x, w, dy, dx, mydw, n0, nb, col, col + P.col, false);
-                    continue;
-                }
-                for (int grp = 0; grp < g->groups; grp++) {
-                    const float *dyg = dy + (size_t)n0 * ys + (size_t)grp * P.og * P.ohw;
-                    if (dw)
-                        nn_wino_dw_acc(x + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw, xs, P.cg, dyg, ys, P.og, g->h,
-                                    g->w, nb, g->kh, myacc + (size_t)grp * gu, V, M);
-                    if (dx)
-                        nn_wino_conv(dyg, ys, P.og, g->h, g->w, nb, g->kh, U + (size_t)grp * gu, P.cg,
-                                  dx + (size_t)n0 * xs + (size_t)grp * P.cg * P.hw, xs, NULL, true, V, M);
-                }
+                conv_bwd_chunk(g, &P, x, w, dy, dx, mydw, n0, nb, col, col + P.col, false);
             }
-            if (dw && P.wino) { /* sum the accumulators in worker order, then back to 3x3 blocks */
-                if (nt > 1) {
-#pragma omp for schedule(static)
-                    for (size_t i = 0; i < P.wu; i++) {
-                        float s = acc[i];
-                        for (int u = 1; u < nt; u++) s += acc[(size_t)u * P.wu + i];
-                        acc[i] = s;
-                    }
-                }
-                for (int grp = 0; grp < g->groups; grp++)
-                    nn_wino_dw_out(acc + (size_t)grp * gu, P.og, P.cg, g->kh, dw + (size_t)grp * P.og * P.k);
-            } else if (dw && nt > 1) {
+            if (dw && nt > 1) {
 #pragma omp for schedule(static)
                 for (size_t i = 0; i < nw; i++) {
                     float s = 0.0f;

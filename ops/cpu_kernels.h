@@ -6,10 +6,17 @@
 
 #include "core/backend.h"
 
-/* Tests only: Winograd wherever a shape allows it (true), or where the cost
- * model picks it (false, the default), so both paths stay tested on small
- * shapes. Process-wide; set it before building a graph, not during one. */
-void nn_cpu_conv2d_force_winograd(bool on);
+/* Tests and measurements only: Winograd F(m x m, r x r) wherever a shape
+ * allows it (m >= 1; the largest m the points allow when m is too large), or
+ * what the cost model picks (m = 0, the default), or im2col + GEMM
+ * (m < 0), so every path stays tested
+ * on small shapes. Process-wide; set it before building a graph, not during one. */
+void nn_cpu_conv2d_force_winograd(int m);
+
+/* Tests only: the input tile n = m + r - 1 of the Winograd algorithm the
+ * kernels use for g now (0: im2col + GEMM), since its rounding error grows
+ * with n. */
+int nn_cpu_conv2d_wino_points(const nn_conv2d_geom *g);
 
 /* On a static function holding an element-wise loop: an AVX2 copy besides
  * the baseline (SSE2) one, picked when the library loads, so the loop runs

@@ -14,6 +14,9 @@
  * ~170x margin, yet a single wrong, missing or extra product moves a sum by
  * about 1/K of it, >= 1.2e-4 for every reduction here (K <= 8192). */
 #define MAG_RTOL 1e-5
+/* Winograd with 7 or 8 points (measured worst here: 1.1e-5 at 7 points,
+ * 1.4e-5 at 8; 5e-6 at 5 or 6): see TU_CONV_MAG_RTOL. */
+#define MAG_RTOL_WINO_WIDE TU_CONV_MAG_RTOL
 /* For sums with no terms at all (an output window wholly in the padding). */
 #define MAG_ATOL 1e-7
 /* Running backward a second time without zeroing must double the gradients;
@@ -119,13 +122,13 @@ static void ref_backward(const ref_geom *g, const float *x, const float *w, cons
     }
 }
 
-/* |got - ref| <= MAG_RTOL * mag + MAG_ATOL elementwise, naming the first miss. */
-static void assert_close_mag(const float *got, const double *ref, const double *mag, size_t n,
+/* |got - ref| <= rtol * mag + MAG_ATOL elementwise, naming the first miss. */
+static void assert_close_mag(const float *got, const double *ref, const double *mag, size_t n, double rtol,
                              const char *what, const char *which)
 {
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)got[i] - ref[i]);
-        if (!(d <= MAG_RTOL * mag[i] + MAG_ATOL))
+        if (!(d <= rtol * mag[i] + MAG_ATOL))
             fail_msg("%s: %s element %zu is %.9g, reference %.9g (|diff| %.3g, sum of |terms| %.3g)",
                      what, which, i, (double)got[i], ref[i], d, mag[i]);
     }
@@ -198,16 +201,35 @@ static const conv_case fwd_cases[] = {
     {2, 2, 12, 70, 3, 3, 3, {1, 1, 1, 1, 1}, true, "70 outputs a row, stride 1, pad 1: the general path's copies"},
 };
 
+/* The points of the Winograd algorithm the kernels pick for case k now (0: none). */
+static int points_of(const conv_case *k)
+{
+    const ref_geom r = geom_of(k);
+    const nn_conv2d_geom g = {.n = r.n, .c = r.c, .h = r.h, .w = r.w, .oc = r.o, .kh = r.kh, .kw = r.kw,
+                              .sh = r.sh, .sw = r.sw, .ph = r.ph, .pw = r.pw, .groups = r.g, .oh = r.oh, .ow = r.ow};
+    return nn_cpu_conv2d_wino_points(&g);
+}
+
+/* The tolerance for case k under the algorithm the kernels pick for it now. */
+static double rtol_of(const conv_case *k) { return points_of(k) >= 7 ? MAG_RTOL_WINO_WIDE : MAG_RTOL; }
+
+/* Every algorithm: as the cost model chooses (0), im2col + GEMM (-1), and
+ * Winograd F(m) for every m wherever the shape allows it (the largest the
+ * points allow where m is too large for the kernel). */
+static const int algo_modes[] = {0, -1, 2, 3, 4, 5, 6};
+#define NMODES (sizeof algo_modes / sizeof algo_modes[0])
+
 static void test_forward_matches_reference(void **state)
 {
     (void)state;
     nn_ctx *ctx = nn_ctx_new();
     assert_non_null(ctx);
-    for (size_t ci = 0; ci < 2 * sizeof fwd_cases / sizeof fwd_cases[0]; ci++) {
-        /* each case as the cost model chooses, then with Winograd forced where allowed */
-        const size_t nc = sizeof fwd_cases / sizeof fwd_cases[0];
-        nn_cpu_conv2d_force_winograd(ci >= nc);
+    const size_t nc = sizeof fwd_cases / sizeof fwd_cases[0];
+    size_t wino_runs[NMODES] = {0};
+    for (size_t ci = 0; ci < NMODES * nc; ci++) {
+        nn_cpu_conv2d_force_winograd(algo_modes[ci / nc]);
         const conv_case *k = &fwd_cases[ci % nc];
+        wino_runs[ci / nc] += points_of(k) > 0;
         ref_geom g = geom_of(k);
         conv_tensors t = make_tensors(k, 100 + 10 * (ci % nc), false);
         nn_ctx_reset(ctx);
@@ -216,12 +238,15 @@ static void test_forward_matches_reference(void **state)
         assert_non_null(ref);
         assert_non_null(mag);
         ref_forward(&g, nn_f32(t.x), nn_f32(t.w), t.b ? nn_f32(t.b) : NULL, ref, mag);
-        assert_close_mag(nn_f32(y), ref, mag, y_numel(&g), k->what, "y");
+        assert_close_mag(nn_f32(y), ref, mag, y_numel(&g), rtol_of(k), k->what, "y");
         free(ref);
         free(mag);
         free_tensors(&t);
     }
-    nn_cpu_conv2d_force_winograd(false);
+    nn_cpu_conv2d_force_winograd(0);
+    /* the forced modes did run Winograd: on the 3x3 and 5x5 same-size cases */
+    assert_int_equal(wino_runs[1], 0);
+    for (size_t mode = 2; mode < NMODES; mode++) assert_true(wino_runs[mode] >= 6);
     nn_ctx_free(ctx);
 }
 
@@ -306,9 +331,10 @@ static void check_backward_case(const conv_case *k, uint64_t seed)
     for (size_t i = 0; i < ny; i++) dy[i] = nn_f32(dyt)[i];
     assert_int_equal(nn_backward_with(ctx, y, nn_f32(dyt)), NN_OK);
     ref_backward(&g, nn_f32(t.x), nn_f32(t.w), dy, dx, mx, dw, mw, t.b ? db : NULL, mb);
-    assert_close_mag(nn_f32(t.x->grad), dx, mx, nx, k->what, "dx");
-    assert_close_mag(nn_f32(t.w->grad), dw, mw, nw, k->what, "dw");
-    if (t.b) assert_close_mag(nn_f32(t.b->grad), db, mb, (size_t)g.o, k->what, "db");
+    const double rtol = rtol_of(k);
+    assert_close_mag(nn_f32(t.x->grad), dx, mx, nx, rtol, k->what, "dx");
+    assert_close_mag(nn_f32(t.w->grad), dw, mw, nw, rtol, k->what, "dw");
+    if (t.b) assert_close_mag(nn_f32(t.b->grad), db, mb, (size_t)g.o, MAG_RTOL, k->what, "db");
     free(dy);
     free(dx);
     free(mx);
@@ -325,16 +351,15 @@ static void test_backward_matches_reference(void **state)
     /* every code path of the kernel: several images per GEMM with and without
      * groups, depthwise, x as its own column matrix, one image per GEMM, and a
      * partial last chunk */
-    /* every kernel path, the Winograd ones (3x3 stride 1: cases 1, 5, 9, 10, 16) included:
-     * once as the cost model chooses (im2col + GEMM at these few channels),
-     * once with Winograd wherever the shape allows it */
+    /* every kernel path, the Winograd ones (3x3 and 5x5 stride 1: cases 1, 5,
+     * 9, 10, 16, 17) included, under every algorithm (algo_modes) */
     const size_t which[] = {1, 2, 3, 4, 5, 8, 9, 10, 11, 13, 15, 16, 17, 18};
-    for (int force = 0; force < 2; force++) {
-        nn_cpu_conv2d_force_winograd(force);
+    for (size_t mode = 0; mode < NMODES; mode++) {
+        nn_cpu_conv2d_force_winograd(algo_modes[mode]);
         for (size_t i = 0; i < sizeof which / sizeof which[0]; i++)
             check_backward_case(&fwd_cases[which[i]], 300 + 10 * i);
     }
-    nn_cpu_conv2d_force_winograd(false);
+    nn_cpu_conv2d_force_winograd(0);
 }
 
 /* Backward kernels accumulate: a second backward without zeroing doubles
@@ -399,7 +424,7 @@ static void test_same_tensor_twice(void **state)
         two_x[i] = 2.0 * nn_f32(x)[i];
         mag[i] = fabs(two_x[i]);
     }
-    assert_close_mag(nn_f32(x->grad), two_x, mag, 20, "conv(x, x)", "dx");
+    assert_close_mag(nn_f32(x->grad), two_x, mag, 20, MAG_RTOL, "conv(x, x)", "dx");
     nn_tensor_free(x);
 
     /* (b) */
@@ -420,9 +445,9 @@ static void test_same_tensor_twice(void **state)
         if (d > MAG_RTOL * fabs(dy[i]) + MAG_ATOL)
             fail_msg("%s: dy[%d] is %g, expected 2y = %g", k.what, i, (double)nn_f32(y->grad)[i], dy[i]);
     }
-    assert_close_mag(nn_f32(t.x->grad), dx, mx, 50, k.what, "dx");
-    assert_close_mag(nn_f32(t.w->grad), dw, mw, 18, k.what, "dw");
-    assert_close_mag(nn_f32(t.b->grad), db, mb, 1, k.what, "db");
+    assert_close_mag(nn_f32(t.x->grad), dx, mx, 50, MAG_RTOL, k.what, "dx");
+    assert_close_mag(nn_f32(t.w->grad), dw, mw, 18, MAG_RTOL, k.what, "dw");
+    assert_close_mag(nn_f32(t.b->grad), db, mb, 1, MAG_RTOL, k.what, "db");
     free_tensors(&t);
     nn_ctx_free(ctx);
 }

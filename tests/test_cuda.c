@@ -13,6 +13,7 @@
 #include "core/philox.h"
 #include "io/resident.h"
 #include "models/model.h"
+#include "ops/cpu_kernels.h"
 #include "ops/registry.h"
 #include "optim/optim.h"
 #include "tests/conv_shapes.h"
@@ -1330,6 +1331,11 @@ int main(void)
     unsetenv("NN_TF32");
     unsetenv("NN_CUDA_LAZY_CHECKS");
     unsetenv("NN_CUDA_PINNED"); /* plain copies; the staged ones are forced in test_pinned_uploads */ /* the label check is eager, its test says; the lazy one is forced */
+    /* the CPU reference convolution is im2col + GEMM, a plain float32 sum
+     * like the GPU's: the CPU's Winograd rounds differently (to ~1e-5 of the
+     * sum of |terms|, tests/test_conv2d.c checks it against float64), which
+     * would eat this file's tolerances */
+    nn_cpu_conv2d_force_winograd(-1);
     /* NN_TEST_FILTER=test_sgemm* runs only the matching tests (gpu_check.sh
      * reruns a failed one alone with CUDA_LAUNCH_BLOCKING=1) */
     const char *only = getenv("NN_TEST_FILTER");

@@ -29,6 +29,12 @@
  * 1e-5 absolute leaves a wide margin for K up to a few thousand. */
 #define TU_FWD_RTOL 1e-4
 #define TU_FWD_ATOL 1e-5
+/* A convolution output against its float64 sum, as a fraction of the sum of
+ * the |terms|: the CPU's Winograd F(m x m, r x r) with n = m + r - 1 = 7 or 8
+ * points rounds to ~1.4e-5 of it at worst on few-channel cases (transform
+ * entries up to 2^6 and 1/N_j; ops/conv2d_winograd.c), a plain float32 sum
+ * to ~1e-7; a single wrong product is ~1/K of it, >= 1.2e-4 for K <= 8192. */
+#define TU_CONV_MAG_RTOL 3e-5
 
 /* A heap F32 tensor, uniform in [lo, hi), on the CPU. */
 static inline nn_tensor *tu_rand(uint64_t seed, float lo, float hi, int ndim, const int *shape)
