@@ -96,6 +96,9 @@ static int wino_pick(const nn_conv2d_geom *g, int cg, int og)
     int pick = 0;
     for (int m = 2; m + r - 1 <= NN_WINO_NMAX; m++) {
         const double n = m + r - 1, T = (double)((g->h + m - 1) / m) * ((g->w + m - 1) / m);
+        /* one image's transformed inputs and products (the least a pass
+         * holds) within the budget im2col's columns have */
+        if (2.0 * n * n * T * (C > O ? C : O) * sizeof(float) > (double)CONV_MAX_COL_BYTES) continue;
         const double cost = n * n * T * C * O / CONV_WINO_GEMM_EFF + CONV_WINO_T_ELEM * n * n * T * (C + O);
         if (cost < best) {
             best = cost;
