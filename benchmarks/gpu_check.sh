@@ -18,16 +18,17 @@
 #       need a GPU, which are only checked to be runnable; fails loudly when
 #       the script or the bundle is broken (.ci/run runs this)
 #
-# Steps: unpack; binaries start (else a fallback build there); the GPU test
-# suite (a failure is rerun with CUDA_LAUNCH_BLOCKING=1 to name the kernel);
-# the fused epilogue (test_cuda_fuse); the conv tests with the implicit-GEMM
-# conv (NN_CONV_IMPLICIT=1); the switches NN_CUDA_LAZY_CHECKS, NN_CUDA_PINNED
-# and the fusions (NN_FUSE_*) against a plain run; gradcheck --device cuda;
-# compute-sanitizer memcheck and racecheck (also on the implicit-GEMM conv); convnet
-# bench at batch 128 in strict fp32 and TF32 (NN_TF32=1) against PyTorch on the
-# same GPU in fp32 and with its default precision (TF32 for convolutions), and
-# the implicit-GEMM conv's training step in fp32;
-# the full-size AlexNet on Fashion-MNIST with the time left.
+# Steps, by value: unpack; binaries start (else a fallback build there); the
+# GPU test suite (a failure is rerun with CUDA_LAUNCH_BLOCKING=1 to name the
+# kernel); gradcheck --device cuda; compute-sanitizer memcheck and racecheck;
+# convnet bench at batch 128 in strict fp32 and TF32 (NN_TF32=1) against
+# PyTorch on the same GPU in fp32 and with its default precision (TF32 for
+# convolutions). Then, only while EXTRA_RESERVE (180) seconds stay for the
+# training: the switches that are off by default (fused epilogue tests, the
+# implicit-GEMM conv's tests, sanitizer runs and training step, the no-sync
+# and resident runs' losses against a plain run, the uncapped workspace);
+# the side-by-side table; the full-size AlexNet on Fashion-MNIST with the
+# time left.
 # Exit status: 0 when no step failed.
 set -uo pipefail
 
@@ -317,6 +318,17 @@ gstep() {
     step "$@"
 }
 
+# gstep_extra NAME LIMIT CMD...: a gstep that runs only while more than
+# EXTRA_RESERVE seconds are left (kept for the training at the end)
+extra_reserve=${EXTRA_RESERVE:-180}
+gstep_extra() {
+    if [ "$mode" = run ] && [ $((t_end - SECONDS - $2)) -lt $extra_reserve ]; then
+        record "$1" "skip (time kept for the training)"
+        return 125
+    fi
+    gstep "$@"
+}
+
 finish() {
     say ""
     say "$(printf '%-40s %-26s %7s %6s' step result seconds limit)"
@@ -437,10 +449,50 @@ fi
 if [ "$mode" = run ] && grep -q "no CUDA device: skipped\|CUDA backend not built" "$log"; then
     record "gpu tests ran" "FAIL (skipped: no device seen)"
 fi
+
+# ---- 4. gradients on the GPU ----
+gstep "gradcheck --device cuda" 25 env LD_LIBRARY_PATH="$libpath" "$bin/convnet" gradcheck --device cuda
+
+# ---- 5. compute-sanitizer on short runs ----
+san=$(find_cuda_bin compute-sanitizer) || san=compute-sanitizer
+[ "$mode" = dry ] && ! command -v "$san" >/dev/null && san=$bin/convnet # nothing to check here but the step itself
+gstep "memcheck: gradcheck" 45 env LD_LIBRARY_PATH="$libpath" "$san" --tool memcheck --error-exitcode 1 \
+    "$bin/convnet" gradcheck --device cuda
+gstep "racecheck: gradcheck" 45 env LD_LIBRARY_PATH="$libpath" "$san" --tool racecheck --error-exitcode 1 \
+    "$bin/convnet" gradcheck --device cuda
+# every op at small AlexNet shapes (64x64 input): the larger GEMM tiles and the conv chunks
+gstep "memcheck: bench ops, batch 4, 64x64" 35 env LD_LIBRARY_PATH="$libpath" "$san" --tool memcheck \
+    --error-exitcode 1 "$bin/convnet" bench --device cuda --ops-only --batch 4 --size 64 --repeats 1
+
+# ---- 6. speed against PyTorch on the same GPU, batch 128 ----
+# as shipped (strict fp32, 64 MiB conv workspace); then without the workspace
+# cap (NN_CONV_WS_MB=0) and with the bias in the GEMM (NN_FUSE_BIAS=1), in fp32
+# and in TF32 (NN_TF32=1; its ops validated at the TF32 tolerance, which also
+# checks the uncapped conv and the fused bias at full size)
+gstep "bench fp32 (ops + model), batch 128" 80 env LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench --device cuda \
+    --batch 128 --repeats 5 --json "$out/bench_fp32.json"
+gstep "bench TF32, no ws cap (ops + model)" 30 env NN_TF32=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" \
+    "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --json "$out/bench_tf32.json"
+torch_step() { # precision: its JSON line goes to $out/torch_<precision>.json
+    PYTHONUNBUFFERED=1 python3 "$root/benchmarks/torch_alexnet.py" --batch 128 --steps 20 --precision "$1" \
+        >"$out/torch_$1.json"
+}
+export -f torch_step
+if [ "$mode" = dry ]; then
+    step "torch_alexnet.py compiles (dry run)" 30 python3 -m py_compile "$root/benchmarks/torch_alexnet.py"
+else
+    step "pytorch fp32, batch 128" 35 torch_step fp32
+    step "pytorch default (TF32 convs), batch 128" 35 torch_step default
+fi
+
+# ---- 6b. the switches not on by default, with the time the training can spare ----
+# (fusions, implicit-GEMM conv, no-sync uploads, resident data: each is a
+# tested reference's faster twin; the defaults above come first, and these
+# stop where EXTRA_RESERVE seconds are left for the full-size training)
 # the bias in the GEMM epilogue (NN_FUSE_BIAS=1) and the bias gradient in the
 # weight-gradient GEMM (NN_FUSE_BIAS_GRAD=1) against the CPU, conv2d and linear
 for t in test_conv2d test_linear; do
-    gstep "$t with NN_FUSE_BIAS=1 NN_FUSE_BIAS_GRAD=1" 20 env NN_FUSE_BIAS=1 NN_FUSE_BIAS_GRAD=1 NN_TEST_FILTER="$t" \
+    gstep_extra "$t with NN_FUSE_BIAS=1 NN_FUSE_BIAS_GRAD=1" 20 env NN_FUSE_BIAS=1 NN_FUSE_BIAS_GRAD=1 NN_TEST_FILTER="$t" \
         LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
 done
 # the fused epilogue against the unfused kernels (tests/test_cuda_fuse.c: the
@@ -448,12 +500,12 @@ done
 # bias gradient in the dw GEMM), then with the bias in the epilogue as well
 [ "$mode" = dry ] && step "carried test_cuda_fuse runs (GPU tests skip)" 30 env LD_LIBRARY_PATH="$libpath" \
     "$bin/test_cuda_fuse"
-gstep "fused epilogue tests (test_cuda_fuse)" 40 env LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_fuse"
-gstep "test_cuda_fuse with NN_FUSE_BIAS=1" 30 env NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_fuse"
+gstep_extra "fused epilogue tests (test_cuda_fuse)" 40 env LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_fuse"
+gstep_extra "test_cuda_fuse with NN_FUSE_BIAS=1" 30 env NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_fuse"
 # the implicit-GEMM conv forward and dx (NN_CONV_IMPLICIT=1; test_conv2d_implicit
 # in the suite above compares them with im2col + GEMM whatever the switch):
 # the op and its gradients against the CPU, and the gradient checks
-gstep "test_conv2d* with NN_CONV_IMPLICIT=1" 25 env NN_CONV_IMPLICIT=1 NN_TEST_FILTER="test_conv2d*" \
+gstep_extra "test_conv2d* with NN_CONV_IMPLICIT=1" 25 env NN_CONV_IMPLICIT=1 NN_TEST_FILTER="test_conv2d*" \
     LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
 # the no-sync switches change no number (NN_CUDA_LAZY_CHECKS=1: the label check
 # flagged on the device; NN_CUDA_PINNED=1: staged uploads), nor do the fusions
@@ -491,57 +543,23 @@ if [ ! -f "$carry/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
 elif [ "$mode" = dry ]; then
     step "no-sync switches, fusions, resident: same losses (dry run, cpu)" 80 same_losses cpu 256
 else
-    gstep "no-sync switches, fusions, resident: same losses" 60 same_losses cuda 2560
+    gstep_extra "no-sync switches, fusions, resident: same losses" 60 same_losses cuda 2560
 fi
-
-# ---- 4. gradients on the GPU ----
-gstep "gradcheck --device cuda" 25 env LD_LIBRARY_PATH="$libpath" "$bin/convnet" gradcheck --device cuda
-
-# ---- 5. compute-sanitizer on short runs ----
-san=$(find_cuda_bin compute-sanitizer) || san=compute-sanitizer
-[ "$mode" = dry ] && ! command -v "$san" >/dev/null && san=$bin/convnet # nothing to check here but the step itself
-gstep "memcheck: gradcheck" 45 env LD_LIBRARY_PATH="$libpath" "$san" --tool memcheck --error-exitcode 1 \
-    "$bin/convnet" gradcheck --device cuda
-gstep "racecheck: gradcheck" 45 env LD_LIBRARY_PATH="$libpath" "$san" --tool racecheck --error-exitcode 1 \
-    "$bin/convnet" gradcheck --device cuda
-# every op at small AlexNet shapes (64x64 input): the larger GEMM tiles and the conv chunks
-gstep "memcheck: bench ops, batch 4, 64x64" 35 env LD_LIBRARY_PATH="$libpath" "$san" --tool memcheck \
-    --error-exitcode 1 "$bin/convnet" bench --device cuda --ops-only --batch 4 --size 64 --repeats 1
 # the implicit-GEMM conv on the conv gradient checks' small shapes: memcheck
 # (its gather reads x at computed offsets), racecheck (one barrier per
 # double-buffered slice)
 for tool in memcheck racecheck; do
-    gstep "$tool: conv gradcheck, NN_CONV_IMPLICIT=1" 20 env NN_CONV_IMPLICIT=1 NN_TEST_FILTER=test_conv2d_gradcheck \
+    gstep_extra "$tool: conv gradcheck, NN_CONV_IMPLICIT=1" 20 env NN_CONV_IMPLICIT=1 NN_TEST_FILTER=test_conv2d_gradcheck \
         LD_LIBRARY_PATH="$libpath" "$san" --tool $tool --error-exitcode 1 "$bin/test_cuda"
 done
-
-# ---- 6. speed against PyTorch on the same GPU, batch 128 ----
-# as shipped (strict fp32, 64 MiB conv workspace); then without the workspace
-# cap (NN_CONV_WS_MB=0) and with the bias in the GEMM (NN_FUSE_BIAS=1), in fp32
-# and in TF32 (NN_TF32=1; its ops validated at the TF32 tolerance, which also
-# checks the uncapped conv and the fused bias at full size)
-gstep "bench fp32 (ops + model), batch 128" 80 env LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench --device cuda \
-    --batch 128 --repeats 5 --json "$out/bench_fp32.json"
-gstep "bench fp32, no ws cap, model" 30 env NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench \
+gstep_extra "bench fp32, no ws cap, model" 30 env NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench \
     --device cuda --batch 128 --repeats 5 --model-only --json "$out/bench_fp32_nocap.json"
 # the same training step with the implicit-GEMM conv forward and dx (its JSON in
 # $work: at most 8 files come back; the summary prints its images/s)
-gstep "bench fp32, no ws cap, implicit conv, model" 30 env NN_CONV_IMPLICIT=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 \
+gstep_extra "bench fp32, no ws cap, implicit conv, model" 30 env NN_CONV_IMPLICIT=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 \
     LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --model-only \
     --json "$work/bench_fp32_implicit.json"
-gstep "bench TF32, no ws cap (ops + model)" 30 env NN_TF32=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" \
-    "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --json "$out/bench_tf32.json"
-torch_step() { # precision: its JSON line goes to $out/torch_<precision>.json
-    PYTHONUNBUFFERED=1 python3 "$root/benchmarks/torch_alexnet.py" --batch 128 --steps 20 --precision "$1" \
-        >"$out/torch_$1.json"
-}
-export -f torch_step
-if [ "$mode" = dry ]; then
-    step "torch_alexnet.py compiles (dry run)" 30 python3 -m py_compile "$root/benchmarks/torch_alexnet.py"
-else
-    step "pytorch fp32, batch 128" 35 torch_step fp32
-    step "pytorch default (TF32 convs), batch 128" 35 torch_step default
-fi
+
 # side by side: training images/s, ours over PyTorch's (into the log: at most
 # 8 files come back from $OUT, and the results take 8)
 summary() {

@@ -135,13 +135,15 @@ static inline void load8(v8 *v, const float *p, int n)
     memcpy(v, p, (size_t)n * sizeof(float));
 }
 
-/* p[0 .. n-1] = the first n lanes of v (a call to memcpy only when n < 8). */
-static inline void store8(float *p, v8 v, int n)
+/* p[0 .. n-1] = the first n lanes of *v (a call to memcpy only when n < 8);
+ * by pointer: a vector passed by value would change the ABI between the
+ * AVX2 and baseline copies (-Wpsabi). */
+static inline void store8(float *p, const v8 *v, int n)
 {
     if (n == WINO_L)
-        *(v8u *)(void *)p = v;
+        *(v8u *)(void *)p = *v;
     else
-        memcpy(p, &v, (size_t)n * sizeof(float));
+        memcpy(p, v, (size_t)n * sizeof(float));
 }
 
 static int blocks_of(int c) { return (c + WINO_L - 1) / WINO_L; }
@@ -213,7 +215,7 @@ static inline __attribute__((always_inline)) void in_tile_n(const int n, const i
             }
         float *v = V + (size_t)p * ci + (size_t)bk * WINO_L;
         for (int i = 0; i < n; i++)
-            for (int j = 0; j < n; j++) store8(v + (size_t)(i * n + j) * vs, d[i][j], lanes_at(ci, bk));
+            for (int j = 0; j < n; j++) store8(v + (size_t)(i * n + j) * vs, &d[i][j], lanes_at(ci, bk));
     }
 }
 
@@ -281,7 +283,7 @@ static inline __attribute__((always_inline)) void dy_lanes_n(const int n, const 
     lanes_left(a, n, m, m, e, u);
     lanes_right(a, n, m, n, u, e);
     for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) store8(y + (size_t)(i * n + j) * ys, e[i][j], np);
+        for (int j = 0; j < n; j++) store8(y + (size_t)(i * n + j) * ys, &e[i][j], np);
 }
 
 static NN_CPU_CLONES void dy_lanes(const nn_wino *wf, const tile_grid *t, const float *g, size_t g_img, int p0,
@@ -307,7 +309,7 @@ static inline __attribute__((always_inline)) void weight_lanes_n(const int n, co
         }
     lanes_left(wf->g, n, r, r, k, u);
     lanes_right(wf->g, n, r, n, u, k);
-    for (int xi = 0; xi < n * n; xi++) store8(dst + (size_t)xi * plane, k[xi / n][xi % n], nl);
+    for (int xi = 0; xi < n * n; xi++) store8(dst + (size_t)xi * plane, &k[xi / n][xi % n], nl);
 }
 
 static NN_CPU_CLONES void weight_lanes(const nn_wino *wf, const float *src, size_t step, int nl, bool flip,
