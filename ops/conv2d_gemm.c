@@ -1,6 +1,7 @@
-/* conv2d on the CPU: the plan (how to cut the batch, Winograd or not), im2col
- * + GEMM, and the forward and backward drivers; the Winograd transforms are
- * in ops/conv2d_winograd.c, the op's wiring in ops/conv2d.c.
+/* conv2d on the CPU: the plan (im2col + GEMM or Winograd, and how to cut the
+ * batch), im2col + GEMM and its forward and backward drivers; Winograd (its
+ * transforms, GEMMs and drivers) is in ops/conv2d_winograd.c, the op's wiring
+ * in ops/conv2d.c.
  * x (N,C,H,W), w (O,C/G,KH,KW), b (O) or NULL -> y (N,O,OH,OW).
  * The CPU kernels lower each group of a chunk of images to one cblas_sgemm
  * through im2col (forward, dW) and col2im (dX), one chunk per OpenMP worker
