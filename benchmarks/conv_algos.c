@@ -8,7 +8,9 @@
  *
  * --only M times one algorithm (0: GEMM, M >= 2: F(M)), for a profiler;
  * --cpu-time reports the CPU time of all threads instead of the wall time,
- * which other processes on the machine inflate much less.
+ * which other processes on the machine inflate much less (with the passive
+ * wait policy nn_threads_reexec sets; a GOMP_SPINCOUNT would count the
+ * threads' busy-waiting too).
  * Without --layer: the 3x3 and 5x5 layers of the default model (64x64 input,
  * width 0.5) and of the paper's AlexNet, batch 64. */
 #include <math.h>
@@ -163,9 +165,6 @@ int main(int argc, char **argv)
         }
     }
     if (rounds < 1) rounds = 1;
-    /* CPU time would count the threads' busy-wait between regions (the
-     * spin nn_threads_reexec sets up): no spin when measuring it */
-    if (use_cpu_time) setenv("GOMP_SPINCOUNT", "0", 0);
     nn_threads_reexec(argv);
     int used = 0;
     if (nn_set_threads(threads, &used) != NN_OK) return 1;

@@ -38,9 +38,4 @@
  * compares against). Read by cuda/conv2d_implicit.cu. */
 #define NN_CONV_IMPLICIT_ENV "NN_CONV_IMPLICIT"
 
-/* GOMP_SPINCOUNT that nn_threads_reexec sets with the passive wait policy
- * (unless the user set one): libgomp's busy-wait iterations, about 0.1 ms
- * here, before an idle OpenMP thread sleeps (core/threads.c says why). */
-#define NN_OMP_SPINCOUNT "30000"
-
 #endif

@@ -6,12 +6,8 @@
 #include <errno.h>
 #include <omp.h>
 #include <sched.h>
-#include <stdbool.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include "core/defaults.h"
 
 int nn_cpu_count(void)
 {
@@ -38,19 +34,11 @@ nn_status nn_threads_reexec(char **argv)
 {
     if (getenv("OMP_WAIT_POLICY")) return NN_OK;
     if (!argv || !argv[0]) return nn_error(NN_E_ARG, "nn_threads_reexec: argv is NULL or empty");
-    const bool had_spin = getenv("GOMP_SPINCOUNT") != NULL;
     if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0)
         return nn_error(NN_E_UNSUPPORTED, "nn_threads_reexec: setenv: %s", strerror(errno));
-    /* passive alone puts a thread to sleep the moment a region ends, and a
-     * training step runs hundreds of short regions (Winograd's phases, the
-     * small ops): waking it costs more than a short spin. NN_OMP_SPINCOUNT
-     * busy-waits (libgomp's count, unless the user set one) before sleeping:
-     * measured on 2 cores, the default model's step 34 -> 30 ms. */
-    setenv("GOMP_SPINCOUNT", NN_OMP_SPINCOUNT, 0);
     execv("/proc/self/exe", argv);
     int e = errno;
     /* leave the environment as it was: the policy was not applied */
     unsetenv("OMP_WAIT_POLICY");
-    if (!had_spin) unsetenv("GOMP_SPINCOUNT");
     return nn_error(NN_E_UNSUPPORTED, "nn_threads_reexec: cannot re-execute /proc/self/exe: %s", strerror(e));
 }

@@ -20,8 +20,7 @@ int nn_cpu_count(void);
  * with as many threads as cores that takes the cores from OpenBLAS and the
  * data loader (measured: 4x slower training on 2 cores). libgomp reads
  * OMP_WAIT_POLICY only when it is loaded, before main(), so a library call
- * cannot change it afterwards: this helper sets OMP_WAIT_POLICY=passive (and
- * a short GOMP_SPINCOUNT, NN_OMP_SPINCOUNT, unless one is set) and
+ * cannot change it afterwards: this helper sets OMP_WAIT_POLICY=passive and
  * re-executes the program (/proc/self/exe with the same argv and the changed
  * environment). Call it first thing in main(), before any other thread or
  * open resource exists:
