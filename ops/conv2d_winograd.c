@@ -342,8 +342,10 @@ static NN_CPU_CLONES void dw_lanes(const nn_wino *wf, const float *acc, size_t a
 }
 
 /* ---- The phases ----
- * Each is an orphaned `omp for`: every thread of the caller's parallel region
- * calls it and takes a share, and its implied barrier ends the phase. What
+ * Each is an orphaned `omp for ... nowait`: every thread of the caller's
+ * parallel region calls it and takes a share; the driver puts a barrier
+ * where a phase reads what another wrote, and none between independent ones
+ * (with the passive wait policy each barrier is a sleep and a wake-up). What
  * an element is computed from, and in which order, does not depend on which
  * thread computes it, so the results do not depend on the thread count. */
 
@@ -353,7 +355,7 @@ void nn_wino_weights(const nn_wino *wf, const float *w, int og, int cg, bool fli
 {
     const size_t plane = (size_t)og * cg, rr = (size_t)wf->r * wf->r;
     const int rows = flip ? cg : og, cols = flip ? og : cg;
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(static) nowait
     for (int i = 0; i < rows; i++)
         for (int bk = 0; bk < blocks_of(cols); bk++) {
             const int j0 = bk * WINO_L;
@@ -366,18 +368,31 @@ void nn_wino_weights(const nn_wino *wf, const float *w, int og, int cg, bool fli
 
 /* V (n*n, nt, ci) of the nt = nb * tiles input tiles of nb images (in at its
  * first channel, images in_img apart); xr: room for the nb images with their
- * channels interleaved by 8 (nn_wino_xr_floats). Two phases. */
+ * channels interleaved by 8 (nn_wino_xr_floats). With enough images for
+ * every thread, each takes whole images, interleaving an image and then
+ * transforming its tiles (no barrier between); with few, all threads share
+ * the interleaving, then the tiles. */
 void nn_wino_in(const nn_wino *wf, const float *in, size_t in_img, int ci, int H, int W, int nb, float *V, float *xr)
 {
     const tile_grid t = grid_of(wf, H, W);
     const int nt = nb * t.tpi, pad = (wf->r - 1) / 2, nblk = blocks_of(ci);
     const size_t hw = (size_t)H * W, vs = (size_t)ci * nt;
+    if (nb >= 2 * omp_get_num_threads()) {
+#pragma omp for schedule(static) nowait
+        for (int b = 0; b < nb; b++) {
+            for (int bk = 0; bk < nblk; bk++)
+                interleave(in + (size_t)b * in_img + (size_t)bk * WINO_L * hw, hw, lanes_at(ci, bk),
+                           xr + ((size_t)b * nblk + bk) * hw * WINO_L);
+            for (int p = b * t.tpi; p < (b + 1) * t.tpi; p++) in_tile(wf, &t, xr, p, ci, pad, V, vs);
+        }
+        return;
+    }
 #pragma omp for collapse(2) schedule(static)
     for (int b = 0; b < nb; b++)
         for (int bk = 0; bk < nblk; bk++)
             interleave(in + (size_t)b * in_img + (size_t)bk * WINO_L * hw, hw, lanes_at(ci, bk),
                        xr + ((size_t)b * nblk + bk) * hw * WINO_L);
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int p = 0; p < nt; p++) in_tile(wf, &t, xr, p, ci, pad, V, vs);
 }
 
@@ -385,7 +400,7 @@ void nn_wino_in(const nn_wino *wf, const float *in, size_t in_img, int ci, int H
 void nn_wino_products(const nn_wino *wf, const float *U, const float *V, int co, int ci, int nt, float *M)
 {
     const size_t us = (size_t)co * ci, vs = (size_t)nt * ci, ms = (size_t)co * nt;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int xi = 0; xi < wf->n * wf->n; xi++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, co, nt, ci, 1.0f, U + (size_t)xi * us, ci,
                     V + (size_t)xi * vs, ci, 0.0f, M + (size_t)xi * ms, nt);
@@ -399,7 +414,7 @@ void nn_wino_out(const nn_wino *wf, const float *M, int co, int H, int W, int nb
     const tile_grid t = grid_of(wf, H, W);
     const int nt = nb * t.tpi;
     const size_t hw = (size_t)H * W, ms = (size_t)co * nt;
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(static) nowait
     for (int o = 0; o < co; o++)
         for (int bk = 0; bk < blocks_of(nt); bk++)
             out_lanes(wf, &t, M + (size_t)o * nt + (size_t)bk * WINO_L, ms, bk * WINO_L, lanes_at(nt, bk),
@@ -413,7 +428,7 @@ void nn_wino_dy(const nn_wino *wf, const float *dy, size_t dy_img, int co, int H
     const tile_grid t = grid_of(wf, H, W);
     const int nt = nb * t.tpi;
     const size_t hw = (size_t)H * W, ys = (size_t)co * nt;
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(static) nowait
     for (int o = 0; o < co; o++)
         for (int bk = 0; bk < blocks_of(nt); bk++)
             dy_lanes(wf, &t, dy + (size_t)o * hw, dy_img, bk * WINO_L, lanes_at(nt, bk),
@@ -426,7 +441,7 @@ void nn_wino_dw_acc(const nn_wino *wf, const float *Y, const float *V, int co, i
                     float *Acc)
 {
     const size_t ys = (size_t)co * nt, vs = (size_t)nt * ci, as = (size_t)co * ci;
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int xi = 0; xi < wf->n * wf->n; xi++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, co, ci, nt, 1.0f, Y + (size_t)xi * ys, nt,
                     V + (size_t)xi * vs, ci, beta, Acc + (size_t)xi * as, ci);
@@ -436,7 +451,7 @@ void nn_wino_dw_acc(const nn_wino *wf, const float *Y, const float *V, int co, i
 void nn_wino_dw_out(const nn_wino *wf, const float *Acc, int co, int ci, float *dw)
 {
     const size_t as = (size_t)co * ci, rr = (size_t)wf->r * wf->r;
-#pragma omp for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(static) nowait
     for (int o = 0; o < co; o++)
         for (int bk = 0; bk < blocks_of(ci); bk++)
             dw_lanes(wf, Acc + (size_t)o * ci + (size_t)bk * WINO_L, as, lanes_at(ci, bk),
@@ -478,13 +493,19 @@ void nn_wino_forward(const nn_conv2d_geom *g, const nn_wino_plan *wp, const floa
     float *U = ws, *V = U + 2 * wp->u, *M = V + wp->vm, *xr = M + wp->vm;
 #pragma omp parallel num_threads(wp->threads)
     {
+        /* the weights' transform and the first chunk's input transform are
+         * independent: one barrier ends both */
         for (int grp = 0; grp < g->groups; grp++)
             nn_wino_weights(wf, w + (size_t)grp * gw, og, cg, false, U + (size_t)grp * gu);
         for (int n0 = 0; n0 < g->n; n0 += wp->chunk) {
             const int nb = g->n - n0 < wp->chunk ? g->n - n0 : wp->chunk;
             for (int grp = 0; grp < g->groups; grp++) {
                 nn_wino_in(wf, x + (size_t)n0 * xs + (size_t)grp * cg * hw, xs, cg, g->h, g->w, nb, V, xr);
+#pragma omp barrier
                 nn_wino_products(wf, U + (size_t)grp * gu, V, og, cg, nb * tpi, M);
+#pragma omp barrier
+                /* no barrier after: the next pass's products, which overwrite M,
+                 * come after the barrier that ends its input transform */
                 nn_wino_out(wf, M, og, g->h, g->w, nb, y + (size_t)n0 * ys + (size_t)grp * og * hw, ys,
                             b ? b + (size_t)grp * og : NULL, false);
             }
@@ -502,7 +523,7 @@ void nn_wino_backward(const nn_conv2d_geom *g, const nn_wino_plan *wp, const flo
     float *U = ws, *Acc = U + wp->u, *V = Acc + wp->u, *M = V + wp->vm, *xr = M + wp->vm;
 #pragma omp parallel num_threads(wp->threads)
     {
-        if (dx)
+        if (dx) /* needed from the first products on: no barrier of its own */
             for (int grp = 0; grp < g->groups; grp++)
                 nn_wino_weights(wf, w + (size_t)grp * gw, og, cg, true, U + (size_t)grp * gu);
         for (int n0 = 0; n0 < g->n; n0 += wp->chunk) {
@@ -510,16 +531,21 @@ void nn_wino_backward(const nn_conv2d_geom *g, const nn_wino_plan *wp, const flo
             for (int grp = 0; grp < g->groups; grp++) {
                 const float *xg = x + (size_t)n0 * xs + (size_t)grp * cg * hw;
                 const float *dyg = dy + (size_t)n0 * ys + (size_t)grp * og * hw;
-                if (dw) { /* M holds the transformed output gradients Y here */
+                if (dw) { /* M holds the transformed output gradients Y here; both transforms in one phase */
                     nn_wino_in(wf, xg, xs, cg, g->h, g->w, nb, V, xr);
                     nn_wino_dy(wf, dyg, ys, og, g->h, g->w, nb, M);
+#pragma omp barrier
                     nn_wino_dw_acc(wf, M, V, og, cg, nt, n0 == 0 ? 0.0f : 1.0f, Acc + (size_t)grp * gu);
+#pragma omp barrier
                 }
                 if (dx) { /* dX: the forward algorithm on dY with the flipped kernels */
                     nn_wino_in(wf, dyg, ys, og, g->h, g->w, nb, V, xr);
+#pragma omp barrier
                     nn_wino_products(wf, U + (size_t)grp * gu, V, cg, og, nt, M);
+#pragma omp barrier
                     nn_wino_out(wf, M, cg, g->h, g->w, nb, dx + (size_t)n0 * xs + (size_t)grp * cg * hw, xs, NULL,
                                 true);
+#pragma omp barrier /* (the next pass's dY transform overwrites M) */
                 }
             }
         }

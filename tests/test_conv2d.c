@@ -2,6 +2,7 @@
  * odd and non-square sizes, padding, strides, groups, depthwise, 1x1, several
  * images per GEMM and one), gradients by central differences and against a
  * float64 reference backward, accumulation, and the error messages. */
+#include <omp.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -561,6 +562,63 @@ static void test_errors(void **state)
     nn_ctx_free(ctx);
 }
 
+/* y, dx, dw, db of case k (seed fixed) computed with `threads` OpenMP threads. */
+static void run_with_threads(const conv_case *k, int threads, float **out, size_t *len)
+{
+    omp_set_num_threads(threads);
+    conv_tensors t = make_tensors(k, 4242, true);
+    nn_ctx *ctx = nn_ctx_new();
+    nn_tensor *y = run_conv(ctx, k, &t);
+    int sy = (int)y->numel;
+    nn_tensor *dyt = tu_rand(4243, -1.0f, 1.0f, 1, &sy);
+    assert_int_equal(nn_backward_with(ctx, y, nn_f32(dyt)), NN_OK);
+    const nn_tensor *parts[4] = {y, t.x->grad, t.w->grad, t.b->grad};
+    *len = 0;
+    for (int i = 0; i < 4; i++) *len += parts[i]->numel;
+    *out = malloc(*len * sizeof **out);
+    assert_non_null(*out);
+    size_t at = 0;
+    for (int i = 0; i < 4; i++) {
+        memcpy(*out + at, parts[i]->data, parts[i]->numel * sizeof(float));
+        at += parts[i]->numel;
+    }
+    nn_tensor_free(dyt);
+    nn_ctx_free(ctx);
+    free_tensors(&t);
+}
+
+/* Winograd's phases share the work among the threads differently for each
+ * thread count, but every element is computed the same way: the results are
+ * bit for bit the same on 1, 2, 3 and 5 threads (which also catches a phase
+ * that reads what another thread has not finished writing). */
+static void test_winograd_same_bits_any_thread_count(void **state)
+{
+    (void)state;
+    const int saved = omp_get_max_threads();
+    static const conv_case k = {7, 12, 9, 11, 10, 3, 3, {1, 1, 1, 1, 1}, true, "3x3 on 9x11, 7 images"};
+    static const conv_case k5 = {5, 9, 7, 7, 12, 5, 5, {1, 1, 2, 2, 1}, true, "5x5 on 7x7, 5 images"};
+    const conv_case *cases[2] = {&k, &k5};
+    for (int m = 2; m <= 4; m++) {
+        nn_cpu_conv2d_force_winograd(m);
+        for (int c = 0; c < 2; c++) {
+            float *ref, *got;
+            size_t n_ref, n_got;
+            run_with_threads(cases[c], 1, &ref, &n_ref);
+            assert_true(points_of(cases[c]) > 0);
+            for (int th = 2; th <= 5; th += th == 2 ? 1 : 2) {
+                run_with_threads(cases[c], th, &got, &n_got);
+                assert_int_equal(n_got, n_ref);
+                if (memcmp(got, ref, n_ref * sizeof(float)) != 0)
+                    fail_msg("%s, F(%d): %d threads differ from 1", cases[c]->what, m, th);
+                free(got);
+            }
+            free(ref);
+        }
+    }
+    nn_cpu_conv2d_force_winograd(0);
+    omp_set_num_threads(saved);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -573,6 +631,7 @@ int main(void)
         cmocka_unit_test(test_same_tensor_twice),
         cmocka_unit_test(test_records_only_when_needed),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_winograd_same_bits_any_thread_count),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
