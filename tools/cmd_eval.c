@@ -57,108 +57,176 @@ static void print_report(const cli_data *d, const nn_eval_result *res, const int
     }
 }
 
-int cmd_eval(int argc, char **argv)
-{
-    const char *ckpt = NULL, *data = NULL, *device = "cpu";
-    int batch = 128, size = 0;
-    float mean = 0, std = 0;
-    bool ten_crop = false;
-    const cli_opt opts[] = {
-        {"checkpoint", CLI_STR, &ckpt, "FILE", "the checkpoint to evaluate (required)"},
-        {"data", CLI_STR, &data, "DIR", "Fashion-MNIST folder (default " NN_FMNIST_DEFAULT_DIR "), or an image folder with train/ and val/"},
-        {"ten-crop", CLI_BOOL, &ten_crop, NULL, "image folders: average the softmax over the paper's 10 views"},
-        {"device", CLI_STR, &device, "D", "cpu (default) or cuda"},
-        {"batch", CLI_INT, &batch, "B", "images per forward pass (default 128)"},
-        {"size", CLI_INT, &size, "S", "weights-only files: the input size, when several fit fc6"},
-        {"mean", CLI_FLOAT, &mean, "M", "Fashion-MNIST: normalize (p/255 - M) / SD instead of the checkpoint's"},
-        {"std", CLI_FLOAT, &std, "SD", "(with --mean; a weights-only file: default the training set's)"},
-    };
-    int r = cli_parse("eval", "--checkpoint FILE [--data DIR] [--ten-crop] [--device D] [--batch B]",
-                      "Evaluates a checkpoint on the Fashion-MNIST test set (10,000 images, resized to\n"
-                      "the model's input size and normalized with the checkpoint's training mean and\n"
-                      "std), or on DIR/val of an image folder (short side resized, center crop, the\n"
-                      "training set's mean image; --ten-crop: four corners, center and their reflections,\n"
-                      "softmax averaged): top-1 and top-5 accuracy and error, per-class accuracy and the\n"
-                      "confusion matrix.",
-                      opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
-    if (r == CLI_HELP) return 0;
-    if (r != CLI_OK) return r;
-    if (!ckpt) return cli_fail("eval", "--checkpoint is required");
-    if (batch < 1 || batch > 65536) return cli_fail("eval", "--batch must be in [1, 65536], got %d", batch);
-    if (ten_crop && !cli_data_is_folder(data))
-        return cli_fail("eval", "--ten-crop needs an image folder (--data DIR with DIR/train and DIR/val)");
+typedef struct eval_opts {
+    const char *ckpt, *data, *device;
+    int batch, size;
+    float mean, std;
+    bool ten_crop;
+} eval_opts;
+
+/* One evaluation: what the steps of cmd_eval hand each other. */
+typedef struct eval_run {
+    eval_opts o;
     nn_device dev;
-    if ((r = cli_parse_device("eval", device, &dev)) != CLI_OK) return r;
-
-    if (std < 0 || (mean != 0 && !(std > 0))) return cli_fail("eval", "--mean needs --std > 0");
     nn_model_config cfg;
-    static nn_train_state st;
-    nn_weights_hints hints = {.in_size = size};
-    bool only, have_stats;
-    if (cli_model_config("eval", ckpt, &hints, &cfg, &only) != NN_OK) return cli_lib_fail("eval");
-    if (!only && size && size != cfg.in_size)
-        return cli_fail("eval", "--size %d: %s is a checkpoint for input size %d", size, ckpt, cfg.in_size);
-    have_stats = !only && nn_checkpoint_read_config(ckpt, &cfg, &st) == NN_OK;
-    if (std > 0) {
-        st.mean = mean;
-        st.std = std;
-        have_stats = true;
-    }
-
+    nn_train_state st; /* the normalization and class names, when have_stats */
+    bool have_stats;
     cli_data d;
-    cli_data_opts dopt = {.dir = data, .batch = batch, .eval_batch = batch, .size = cfg.in_size,
-                          .ten_crop = ten_crop, .mean = have_stats ? st.mean : 0, .std = have_stats ? st.std : 0,
-                          .classes = have_stats && st.classes[0] ? st.classes : NULL};
-    if (cli_data_open(&d, &dopt) != NN_OK) return cli_lib_fail("eval");
-    int status = 1;
-    nn_seq seq = {0};
-    int *conf = NULL;
-    if (cfg.in_channels != d.channels) {
-        fprintf(stderr, "convnet eval: %s: the model takes %d input channels, the data set has %d\n", ckpt,
-                cfg.in_channels, d.channels);
-        goto done;
+    nn_seq seq;
+    int *conf; /* (classes, classes): true class, predicted class */
+} eval_run;
+
+/* Flags into r->o; CLI_GO_ON, or the exit status (0 for --help, 2 for a usage error). */
+static int eval_parse_opts(eval_run *r, int argc, char **argv)
+{
+    eval_opts o = {.device = "cpu", .batch = 128};
+    const cli_opt opts[] = {
+        {"checkpoint", CLI_STR, &o.ckpt, "FILE", "the checkpoint to evaluate (required)"},
+        {"data", CLI_STR, &o.data, "DIR", "Fashion-MNIST folder (default " NN_FMNIST_DEFAULT_DIR "), or an image folder with train/ and val/"},
+        {"ten-crop", CLI_BOOL, &o.ten_crop, NULL, "image folders: average the softmax over the paper's 10 views"},
+        {"device", CLI_STR, &o.device, "D", "cpu (default) or cuda"},
+        {"batch", CLI_INT, &o.batch, "B", "images per forward pass (default 128)"},
+        {"size", CLI_INT, &o.size, "S", "weights-only files: the input size, when several fit fc6"},
+        {"mean", CLI_FLOAT, &o.mean, "M", "Fashion-MNIST: normalize (p/255 - M) / SD instead of the checkpoint's"},
+        {"std", CLI_FLOAT, &o.std, "SD", "(with --mean; a weights-only file: default the training set's)"},
+    };
+    int rc = cli_parse("eval", "--checkpoint FILE [--data DIR] [--ten-crop] [--device D] [--batch B]",
+                       "Evaluates a checkpoint on the Fashion-MNIST test set (10,000 images, resized to\n"
+                       "the model's input size and normalized with the checkpoint's training mean and\n"
+                       "std), or on DIR/val of an image folder (short side resized, center crop, the\n"
+                       "training set's mean image; --ten-crop: four corners, center and their reflections,\n"
+                       "softmax averaged): top-1 and top-5 accuracy and error, per-class accuracy and the\n"
+                       "confusion matrix.",
+                       opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
+    r->o = o;
+    if (rc != CLI_OK) return rc == CLI_HELP ? 0 : rc;
+    return CLI_GO_ON;
+}
+
+static int eval_validate(eval_run *r)
+{
+    const eval_opts *o = &r->o;
+    if (!o->ckpt) return cli_fail("eval", "--checkpoint is required");
+    if (o->batch < 1 || o->batch > 65536) return cli_fail("eval", "--batch must be in [1, 65536], got %d", o->batch);
+    if (o->ten_crop && !cli_data_is_folder(o->data))
+        return cli_fail("eval", "--ten-crop needs an image folder (--data DIR with DIR/train and DIR/val)");
+    int rc = cli_parse_device("eval", o->device, &r->dev);
+    if (rc != CLI_OK) return rc;
+    if (o->std < 0 || (o->mean != 0 && !(o->std > 0))) return cli_fail("eval", "--mean needs --std > 0");
+    return CLI_GO_ON;
+}
+
+/* The model's configuration, and the normalization: the checkpoint's, or
+ * --mean and --std over it. */
+static int eval_read_model(eval_run *r)
+{
+    const eval_opts *o = &r->o;
+    nn_weights_hints hints = {.in_size = o->size};
+    bool only;
+    if (cli_model_config("eval", o->ckpt, &hints, &r->cfg, &only) != NN_OK) return cli_lib_fail("eval");
+    if (!only && o->size && o->size != r->cfg.in_size)
+        return cli_fail("eval", "--size %d: %s is a checkpoint for input size %d", o->size, o->ckpt, r->cfg.in_size);
+    r->have_stats = !only && nn_checkpoint_read_config(o->ckpt, &r->cfg, &r->st) == NN_OK;
+    if (o->std > 0) {
+        r->st.mean = o->mean;
+        r->st.std = o->std;
+        r->have_stats = true;
     }
-    if (cfg.classes != d.classes) {
-        fprintf(stderr, "convnet eval: %s: the model has %d classes, the data set %d\n", ckpt, cfg.classes,
-                d.classes);
-        goto done;
+    return CLI_GO_ON;
+}
+
+static int eval_open_data(eval_run *r)
+{
+    const eval_opts *o = &r->o;
+    const nn_train_state *st = &r->st;
+    bool stats = r->have_stats;
+    cli_data_opts dopt = {.dir = o->data, .batch = o->batch, .eval_batch = o->batch, .size = r->cfg.in_size,
+                          .ten_crop = o->ten_crop, .mean = stats ? st->mean : 0, .std = stats ? st->std : 0,
+                          .classes = stats && st->classes[0] ? st->classes : NULL};
+    return cli_data_open(&r->d, &dopt) == NN_OK ? CLI_GO_ON : cli_lib_fail("eval");
+}
+
+/* The model takes the data set's images and has its classes. */
+static int eval_check_data(const eval_run *r)
+{
+    const nn_model_config *cfg = &r->cfg;
+    if (cfg->in_channels != r->d.channels) {
+        fprintf(stderr, "convnet eval: %s: the model takes %d input channels, the data set has %d\n", r->o.ckpt,
+                cfg->in_channels, r->d.channels);
+        return 1;
     }
-    if (!have_stats && !d.folder)
+    if (cfg->classes != r->d.classes) {
+        fprintf(stderr, "convnet eval: %s: the model has %d classes, the data set %d\n", r->o.ckpt, cfg->classes,
+                r->d.classes);
+        return 1;
+    }
+    if (!r->have_stats && !r->d.folder)
         fprintf(stderr, "convnet eval: %s holds no normalization: normalizing with the training set's mean %.4f "
-                        "and std %.4f\n", ckpt, (double)d.mean, (double)d.std);
-    if (nn_model_build_load(ckpt, &cfg, dev, &seq) != NN_OK) {
-        cli_lib_fail("eval");
-        goto done;
-    }
-    conf = calloc((size_t)d.classes * d.classes, sizeof *conf);
-    if (!conf) {
+                        "and std %.4f\n", r->o.ckpt, (double)r->d.mean, (double)r->d.std);
+    return CLI_GO_ON;
+}
+
+static int eval_build_model(eval_run *r)
+{
+    if (nn_model_build_load(r->o.ckpt, &r->cfg, r->dev, &r->seq) != NN_OK) return cli_lib_fail("eval");
+    r->conf = calloc((size_t)r->d.classes * r->d.classes, sizeof *r->conf);
+    if (!r->conf) {
         nn_error(NN_E_NOMEM, "out of memory");
-        cli_lib_fail("eval");
-        goto done;
+        return cli_lib_fail("eval");
     }
-    printf("checkpoint: %s (%s, input %dx%dx%d, %d classes)\n", ckpt, cfg.arch, cfg.in_channels, cfg.in_size,
-           cfg.in_size, cfg.classes);
-    if (d.folder)
-        printf("validation set: %d images from %s/val, %s, on %s\n", d.ntest, data,
-               ten_crop ? "10 views each (corners, center, reflections)" : "center crops", nn_device_name(dev));
+    return CLI_GO_ON;
+}
+
+static void eval_print_header(const eval_run *r)
+{
+    const eval_opts *o = &r->o;
+    const nn_model_config *cfg = &r->cfg;
+    printf("checkpoint: %s (%s, input %dx%dx%d, %d classes)\n", o->ckpt, cfg->arch, cfg->in_channels,
+           cfg->in_size, cfg->in_size, cfg->classes);
+    if (r->d.folder)
+        printf("validation set: %d images from %s/val, %s, on %s\n", r->d.ntest, o->data,
+               o->ten_crop ? "10 views each (corners, center, reflections)" : "center crops", nn_device_name(r->dev));
     else
-        printf("test set: %d images from %s, normalized with mean %.4f std %.4f, on %s\n", d.ntest,
-               data ? data : NN_FMNIST_DEFAULT_DIR, (double)d.mean, (double)d.std, nn_device_name(dev));
+        printf("test set: %d images from %s, normalized with mean %.4f std %.4f, on %s\n", r->d.ntest,
+               o->data ? o->data : NN_FMNIST_DEFAULT_DIR, (double)r->d.mean, (double)r->d.std,
+               nn_device_name(r->dev));
     fflush(stdout);
+}
+
+static int eval_run_report(eval_run *r)
+{
     nn_eval_result res;
     /* progress only where someone watches: not in logs and test output */
-    if (nn_evaluate(&seq, dev, &d.test_src, d.classes, conf, &res, isatty(2) ? progress : NULL, NULL) != NN_OK) {
+    if (nn_evaluate(&r->seq, r->dev, &r->d.test_src, r->d.classes, r->conf, &res, isatty(2) ? progress : NULL,
+                    NULL) != NN_OK) {
         if (isatty(2)) fprintf(stderr, "\n");
-        cli_lib_fail("eval");
-        goto done;
+        return cli_lib_fail("eval");
     }
-    print_report(&d, &res, conf);
-    status = 0;
-done:
-    free(conf);
-    nn_seq_free(&seq);
-    cli_data_close(&d);
-    return status;
+    print_report(&r->d, &res, r->conf);
+    return CLI_GO_ON;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    static eval_run run; /* a train state of 16 KB of class names: not on the stack */
+    eval_run *r = &run;
+    memset(r, 0, sizeof *r);
+    int rc = eval_parse_opts(r, argc, argv);
+    if (rc == CLI_GO_ON) rc = eval_validate(r);
+    if (rc == CLI_GO_ON) rc = eval_read_model(r);
+    if (rc != CLI_GO_ON) return rc;
+    rc = eval_open_data(r);
+    if (rc != CLI_GO_ON) return rc;
+    rc = eval_check_data(r);
+    if (rc == CLI_GO_ON) rc = eval_build_model(r);
+    if (rc == CLI_GO_ON) {
+        eval_print_header(r);
+        rc = eval_run_report(r);
+    }
+    free(r->conf);
+    nn_seq_free(&r->seq);
+    cli_data_close(&r->d);
+    return rc == CLI_GO_ON ? 0 : rc;
 }
 
 /* ---- filters ------------------------------------------------------------- */
