@@ -233,14 +233,13 @@ int cmd_eval(int argc, char **argv)
 
 #define FILTER_COLS 12
 
-int cmd_filters(int argc, char **argv)
+/* Flags into *ckpt, *outp, *scale; CLI_GO_ON, or the exit status. */
+static int filters_parse_opts(int argc, char **argv, const char **ckpt, const char **outp, int *scale)
 {
-    const char *ckpt = NULL, *outp = NULL;
-    int scale = 4;
     const cli_opt opts[] = {
-        {"checkpoint", CLI_STR, &ckpt, "FILE", "the model (required)"},
-        {"out", CLI_STR, &outp, "FILE.png", "the picture to write (required)"},
-        {"scale", CLI_INT, &scale, "K", "kernel pixels are K x K screen pixels (default 4, 1..64)"},
+        {"checkpoint", CLI_STR, ckpt, "FILE", "the model (required)"},
+        {"out", CLI_STR, outp, "FILE.png", "the picture to write (required)"},
+        {"scale", CLI_INT, scale, "K", "kernel pixels are K x K screen pixels (default 4, 1..64)"},
     };
     int r = cli_parse("filters", "--checkpoint FILE --out FILE.png [--scale K]",
                       "Draws the first convolution layer's kernels as a grid like the paper's figure of\n"
@@ -252,67 +251,96 @@ int cmd_filters(int argc, char **argv)
                       opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
     if (r == CLI_HELP) return 0;
     if (r != CLI_OK) return r;
-    if (!ckpt || !outp) return cli_fail("filters", "--checkpoint and --out are required");
-    if (scale < 1 || scale > 64) return cli_fail("filters", "--scale must be in [1, 64], got %d", scale);
-    if (cli_same_file(ckpt, outp))
-        return cli_fail("filters", "--out '%s' is the checkpoint: refusing to overwrite it", outp);
+    if (!*ckpt || !*outp) return cli_fail("filters", "--checkpoint and --out are required");
+    if (*scale < 1 || *scale > 64) return cli_fail("filters", "--scale must be in [1, 64], got %d", *scale);
+    if (cli_same_file(*ckpt, *outp))
+        return cli_fail("filters", "--out '%s' is the checkpoint: refusing to overwrite it", *outp);
+    return CLI_GO_ON;
+}
 
+/* The picture of kernels (O, C, KH, KW): a tile per kernel (3 input channels:
+ * colour) or per kernel and input channel (gray), in rows of FILTER_COLS, a
+ * 1-pixel white line around each. */
+typedef struct filter_grid {
+    int O, C, KH, KW, scale;
+    bool rgb;
+    int tiles, per, cols; /* per: tiles per kernel */
+    long long W, H;
+} filter_grid;
+
+static filter_grid filter_layout(const nn_tensor *wt, int scale)
+{
+    filter_grid g = {.O = wt->shape[0], .C = wt->shape[1], .KH = wt->shape[2], .KW = wt->shape[3], .scale = scale};
+    g.rgb = g.C == 3;
+    g.tiles = g.rgb ? g.O : g.O * g.C;
+    g.per = g.rgb ? 1 : g.C;
+    g.cols = g.tiles < FILTER_COLS ? g.tiles : FILTER_COLS;
+    int rows = (g.tiles + g.cols - 1) / g.cols;
+    g.W = (long long)g.cols * g.KW * scale + g.cols + 1;
+    g.H = (long long)rows * g.KH * scale + rows + 1;
+    return g;
+}
+
+/* Tile t of the picture img (W x H x 3): its kernel stretched over its own
+ * minimum and maximum, each kernel pixel scale x scale. */
+static void draw_tile(uint8_t *img, const filter_grid *g, const float *w, int t)
+{
+    const int KW = g->KW, scale = g->scale;
+    size_t ksz = (size_t)g->C * g->KH * KW, plane = (size_t)g->KH * KW;
+    int o = t / g->per, c0 = g->rgb ? 0 : t % g->per;
+    const float *k = w + (size_t)o * ksz;
+    float lo = FLT_MAX, hi = -FLT_MAX;
+    for (size_t i = 0; i < ksz; i++) {
+        lo = k[i] < lo ? k[i] : lo;
+        hi = k[i] > hi ? k[i] : hi;
+    }
+    float sc = hi > lo ? 255.0f / (hi - lo) : 0.0f;
+    long long x0 = 1 + (long long)(t % g->cols) * (KW * scale + 1);
+    long long y0 = 1 + (long long)(t / g->cols) * (g->KH * scale + 1);
+    for (int y = 0; y < g->KH * scale; y++)
+        for (int x = 0; x < KW * scale; x++) {
+            uint8_t *px = img + ((size_t)(y0 + y) * g->W + (size_t)(x0 + x)) * 3;
+            size_t at = (size_t)(y / scale) * KW + (size_t)(x / scale);
+            for (int ch = 0; ch < 3; ch++) {
+                float v = k[(size_t)(g->rgb ? ch : c0) * plane + at];
+                px[ch] = hi > lo ? (uint8_t)((v - lo) * sc + 0.5f) : 128;
+            }
+        }
+}
+
+/* The kernels of conv as a PNG at outp (written atomically). */
+static nn_status draw_filters(const nn_layer *conv, int scale, const char *outp)
+{
+    filter_grid g = filter_layout(conv->w, scale);
+    if (g.W > NN_PNG_MAX_SIDE || g.H > NN_PNG_MAX_SIDE)
+        return nn_error(NN_E_ARG, "%s: a %lldx%lld picture is too large (at most %d a side): use a smaller --scale",
+                        outp, g.W, g.H, NN_PNG_MAX_SIDE);
+    uint8_t *img = malloc((size_t)g.W * g.H * 3);
+    if (!img) return nn_error(NN_E_NOMEM, "filters: out of memory for a %lldx%lld picture", g.W, g.H);
+    memset(img, 255, (size_t)g.W * g.H * 3);
+    for (int t = 0; t < g.tiles; t++) draw_tile(img, &g, nn_f32(conv->w), t);
+    nn_status s = nn_png_write_rgb(outp, (int)g.W, (int)g.H, img);
+    free(img);
+    if (s == NN_OK)
+        printf("wrote %s: %d kernels of %s (%dx%dx%d), %lldx%lld pixels\n", outp, g.O, conv->name, g.C, g.KH, g.KW,
+               g.W, g.H);
+    return s;
+}
+
+int cmd_filters(int argc, char **argv)
+{
+    const char *ckpt = NULL, *outp = NULL;
+    int scale = 4;
+    int rc = filters_parse_opts(argc, argv, &ckpt, &outp, &scale);
+    if (rc != CLI_GO_ON) return rc;
     nn_model_config cfg;
     nn_seq seq;
     if (cli_model_load("filters", ckpt, NULL, NN_CPU, &cfg, &seq) != NN_OK) return cli_lib_fail("filters");
     const nn_layer *conv = NULL;
     for (int i = 0; i < seq.n && !conv; i++)
         if (seq.l[i].kind == NN_L_CONV) conv = &seq.l[i];
-    if (!conv) {
-        nn_seq_free(&seq);
-        nn_error(NN_E_ARG, "%s: the model has no convolution layer", ckpt);
-        return cli_lib_fail("filters");
-    }
-    const nn_tensor *wt = conv->w;
-    const float *w = nn_f32(wt);
-    int O = wt->shape[0], C = wt->shape[1], KH = wt->shape[2], KW = wt->shape[3];
-    bool rgb = C == 3;
-    int tiles = rgb ? O : O * C, per = rgb ? 1 : C; /* tiles per kernel */
-    int cols = tiles < FILTER_COLS ? tiles : FILTER_COLS, rows = (tiles + cols - 1) / cols;
-    long long W = (long long)cols * KW * scale + cols + 1, H = (long long)rows * KH * scale + rows + 1;
-    if (W > NN_PNG_MAX_SIDE || H > NN_PNG_MAX_SIDE) {
-        nn_seq_free(&seq);
-        nn_error(NN_E_ARG, "%s: a %lldx%lld picture is too large (at most %d a side): use a smaller --scale", outp,
-                 W, H, NN_PNG_MAX_SIDE);
-        return cli_lib_fail("filters");
-    }
-    uint8_t *img = malloc((size_t)W * H * 3);
-    if (!img) {
-        nn_seq_free(&seq);
-        nn_error(NN_E_NOMEM, "filters: out of memory for a %lldx%lld picture", W, H);
-        return cli_lib_fail("filters");
-    }
-    memset(img, 255, (size_t)W * H * 3);
-    size_t ksz = (size_t)C * KH * KW, plane = (size_t)KH * KW;
-    for (int t = 0; t < tiles; t++) {
-        int o = t / per, c0 = rgb ? 0 : t % per;
-        const float *k = w + (size_t)o * ksz;
-        float lo = FLT_MAX, hi = -FLT_MAX;
-        for (size_t i = 0; i < ksz; i++) {
-            lo = k[i] < lo ? k[i] : lo;
-            hi = k[i] > hi ? k[i] : hi;
-        }
-        float sc = hi > lo ? 255.0f / (hi - lo) : 0.0f;
-        long long x0 = 1 + (long long)(t % cols) * (KW * scale + 1), y0 = 1 + (long long)(t / cols) * (KH * scale + 1);
-        for (int y = 0; y < KH * scale; y++)
-            for (int x = 0; x < KW * scale; x++) {
-                uint8_t *px = img + ((size_t)(y0 + y) * W + (size_t)(x0 + x)) * 3;
-                size_t at = (size_t)(y / scale) * KW + (size_t)(x / scale);
-                for (int ch = 0; ch < 3; ch++) {
-                    float v = k[(size_t)(rgb ? ch : c0) * plane + at];
-                    px[ch] = hi > lo ? (uint8_t)((v - lo) * sc + 0.5f) : 128;
-                }
-            }
-    }
-    nn_status s = nn_png_write_rgb(outp, (int)W, (int)H, img);
-    free(img);
-    if (s == NN_OK)
-        printf("wrote %s: %d kernels of %s (%dx%dx%d), %lldx%lld pixels\n", outp, O, conv->name, C, KH, KW, W, H);
+    nn_status s = conv ? draw_filters(conv, scale, outp)
+                       : nn_error(NN_E_ARG, "%s: the model has no convolution layer", ckpt);
     nn_seq_free(&seq);
     return s == NN_OK ? 0 : cli_lib_fail("filters");
 }
