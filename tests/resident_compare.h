@@ -1,7 +1,7 @@
 /* A data set kept on a device (io/resident.h) against the CPU loader, one
  * comparison for every device: test_resident runs it on the CPU, test_cuda on
  * the GPU. Every batch of two epochs, images (N, C*S*S) and labels bit for bit.
- * Header-only, apart from testutil.h so that only these two tests see
+ * Header-only; kept out of testutil.h so that only these two tests include
  * io/resident.h. */
 #ifndef NN_TESTS_RESIDENT_COMPARE_H
 #define NN_TESTS_RESIDENT_COMPARE_H
