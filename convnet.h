@@ -3,7 +3,9 @@
  * (ownership of returned pointers, formulas, defaults). Internal headers
  * (core/op.h, ops/cpu_kernels.h, io/atomic.h, io/imagefolder_impl.h, cuda/)
  * are not part of the API and are not installed. Compile with
- * $(pkg-config --cflags convnet), which names <includedir>/convnet. */
+ * $(pkg-config --cflags convnet), which names <includedir>/convnet. Every
+ * header reached from here is in meson.build's public_headers (installed) and
+ * no other: .ci/install_check.sh fails when they differ. */
 #ifndef CONVNET_H
 #define CONVNET_H
 

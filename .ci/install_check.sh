@@ -28,6 +28,23 @@ pc() { PKG_CONFIG_PATH=$tmp/pc pkg-config "$@" convnet; }
 libdir=$(pc --variable=libdir)
 echo "installed: $(cd "$root" && find . -type f | wc -l) files under $prefix; pkg-config: $(pc --cflags --libs)"
 
+# The public headers are named twice: meson.build's public_headers (what is
+# installed) and convnet.h (what a program includes). They must agree both
+# ways: a header convnet.h reaches but not installed fails this compile, and
+# one installed but not reached from convnet.h is listed as a failure.
+inc=$(pc --variable=includedir)/convnet
+installed=$(cd "$inc" && find . -name '*.h' | sed 's|^\./||' | sort)
+# (compiled in $tmp: from the tree, "convnet.h" would be the source's)
+if ! deps=$(cd "$tmp" && echo '#include "convnet.h"' | cc -std=c11 -MM -I"$inc" -x c - 2>&1); then
+    echo "FAILED  public headers: convnet.h includes one that is not installed:"; echo "$deps"; fails=$((fails + 1))
+elif reached=$(tr ' \\' '\n\n' <<<"$deps" | sed -n "s|^$inc/||p" | sort -u) && [ "$reached" != "$installed" ]; then
+    echo "FAILED  public headers: installed (<) and reached from convnet.h (>) differ:"
+    diff <(echo "$installed") <(echo "$reached") | grep '^[<>]' || true
+    fails=$((fails + 1))
+else
+    echo "ok      public headers: the $(wc -l <<<"$installed") installed are the ones convnet.h includes"
+fi
+
 mkdir -p "$tmp/app"
 run_one() {  # run_one NAME EXE LINK: runs it, checks what it needs at run time
     local name=$1 exe=$2 link=$3 rc=0 needed

@@ -26,6 +26,7 @@
 #include "ops/registry.h"
 #include "optim/optim.h"
 #include "tools/cli.h"
+#include "tools/model_cli.h"
 #include "benchmarks/bench.h"
 
 #define MAX_REPEATS 1000
@@ -379,65 +380,90 @@ static void drop_param_grads(nn_params *ps)
     }
 }
 
-static nn_status model_phase(const bench_opts *o, nn_device dev, bool train, phase_result *pr)
+/* What one model phase runs: the model, its optimizer (training only), one
+ * batch of random images and labels, and the context its steps record in. */
+typedef struct phase_state {
+    nn_seq seq;
+    nn_optim *opt;
+    nn_ctx *ctx;
+    nn_tensor *x, *yl;
+} phase_state;
+
+/* The optimizer, the batch and the context for a model built in ps->seq;
+ * rng goes on from the model's initialization. */
+static nn_status phase_setup(const bench_opts *o, const nn_model_config *cfg, nn_device dev, bool train,
+                             nn_rng *rng, phase_state *ps)
 {
-    nn_model_config cfg;
-    NN_TRY(bench_model_config(o, &cfg));
-    nn_rng rng = nn_rng_make(1);
-    nn_seq seq = {0};
-    nn_optim *opt = NULL;
-    nn_ctx *ctx = NULL;
-    nn_tensor *x = NULL, *yl = NULL;
-    const nn_backend *be = nn_backend_get(dev);
-    nn_status st = nn_model_build(&seq, &cfg, dev, &rng);
-    if (st) return st;
     nn_optim_config oc = nn_optim_paper_sgd();
     if (strcmp(o->optim, "sgd") != 0) { /* train's defaults for the others */
         oc = (nn_optim_config){.lr = 1e-3f};
         NN_TRY(nn_optim_parse_kind(o->optim, &oc.kind));
     }
-    int xs[4] = {o->batch, cfg.in_channels, cfg.in_size, cfg.in_size};
+    int xs[4] = {o->batch, cfg->in_channels, cfg->in_size, cfg->in_size};
     int32_t *labels = malloc((size_t)o->batch * sizeof *labels);
+    if (!labels) return nn_error(NN_E_NOMEM, "bench: out of memory");
+    for (int i = 0; i < o->batch; i++) labels[i] = (int32_t)nn_rng_below(rng, (uint32_t)cfg->classes);
+    if (!train) drop_param_grads(&ps->seq.params);
+    nn_status st = train ? nn_optim_new(&ps->opt, &oc, &ps->seq.params) : NN_OK;
+    if (st == NN_OK) st = nn_tensor_new(&ps->x, NN_F32, dev, 4, xs);
+    if (st == NN_OK) st = nn_tensor_uniform(ps->x, rng, -1.0f, 1.0f);
+    if (st == NN_OK) st = nn_tensor_from(&ps->yl, NN_I32, dev, 1, &o->batch, labels);
+    free(labels);
+    NN_TRY(st);
+    if (!(ps->ctx = nn_ctx_new())) return nn_error(NN_E_NOMEM, "bench: out of memory");
+    nn_ctx_set_grad(ps->ctx, train);
+    return NN_OK;
+}
+
+/* A step that returned no tensor or a failed status: the context's error
+ * first, the step's next. */
+static nn_status step_failed(nn_ctx *ctx, nn_status st)
+{
+    if (nn_ctx_status(ctx)) st = nn_ctx_status(ctx);
+    if (!st) st = nn_error(NN_E_ARG, "bench: the model step failed");
+    return st;
+}
+
+/* The loss of the first training step into *loss; a non-finite one is an error. */
+static nn_status first_loss(const nn_tensor *l, double *loss)
+{
+    float lv = NAN;
+    NN_TRY(nn_tensor_read(l, &lv));
+    *loss = lv;
+    if (!isfinite(lv)) return nn_error(NN_E_NONFINITE, "bench: the first training step's loss is %g", (double)lv);
+    return NN_OK;
+}
+
+/* One step, finished on the device: training (forward, loss, backward,
+ * update; its loss into *loss unless NULL) or inference (forward). */
+static nn_status phase_step(phase_state *ps, const nn_backend *be, bool train, double *loss)
+{
+    nn_status st = NN_OK;
+    nn_ctx_reset(ps->ctx);
+    nn_ctx_set_training(ps->ctx, train);
+    nn_tensor *out = nn_seq_forward(ps->ctx, &ps->seq, ps->x);
+    if (train) {
+        nn_tensor *l = nn_softmax_xent(ps->ctx, out, ps->yl);
+        if (!l || (st = nn_backward(ps->ctx, l)) || (st = nn_optim_step(ps->opt)) ||
+            (st = nn_params_zero_grad(&ps->seq.params)))
+            return step_failed(ps->ctx, st);
+        if (loss) NN_TRY(first_loss(l, loss));
+    } else if (!out) {
+        return step_failed(ps->ctx, st);
+    }
+    return be->sync();
+}
+
+/* o->repeats timed steps after two unmeasured ones (the first grows the
+ * arenas, the second is warm), and the peak memory, into *pr. */
+static nn_status phase_time(const bench_opts *o, nn_device dev, bool train, phase_state *ps,
+                            phase_result *pr)
+{
+    const nn_backend *be = nn_backend_get(dev);
     double t[MAX_REPEATS];
-    if (!labels) {
-        st = nn_error(NN_E_NOMEM, "bench: out of memory");
-        goto out;
-    }
-    for (int i = 0; i < o->batch; i++) labels[i] = (int32_t)nn_rng_below(&rng, (uint32_t)cfg.classes);
-    if (!train) drop_param_grads(&seq.params);
-    if ((train && (st = nn_optim_new(&opt, &oc, &seq.params))) || (st = nn_tensor_new(&x, NN_F32, dev, 4, xs)) ||
-        (st = nn_tensor_uniform(x, &rng, -1.0f, 1.0f)) ||
-        (st = nn_tensor_from(&yl, NN_I32, dev, 1, &o->batch, labels)))
-        goto out;
-    if (!(ctx = nn_ctx_new())) {
-        st = nn_error(NN_E_NOMEM, "bench: out of memory");
-        goto out;
-    }
-    nn_ctx_set_grad(ctx, train);
-    /* two unmeasured steps: the first grows the arenas, the second is warm */
     for (int i = -2; i < o->repeats; i++) {
         double t0 = now_s();
-        nn_ctx_reset(ctx);
-        nn_ctx_set_training(ctx, train);
-        nn_tensor *out = nn_seq_forward(ctx, &seq, x);
-        if (train) {
-            nn_tensor *loss = nn_softmax_xent(ctx, out, yl);
-            if (!loss || (st = nn_backward(ctx, loss)) || (st = nn_optim_step(opt)) ||
-                (st = nn_params_zero_grad(&seq.params)))
-                goto ctx_err;
-            if (i == -2) {
-                float lv = NAN;
-                if ((st = nn_tensor_read(loss, &lv))) goto out;
-                pr->loss = lv;
-                if (!isfinite(lv)) {
-                    st = nn_error(NN_E_NONFINITE, "bench: the first training step's loss is %g", (double)lv);
-                    goto out;
-                }
-            }
-        } else if (!out) {
-            goto ctx_err;
-        }
-        if ((st = be->sync())) goto out;
+        NN_TRY(phase_step(ps, be, train, train && i == -2 ? &pr->loss : NULL));
         if (i >= 0) t[i] = now_s() - t0;
     }
     pr->ran = true;
@@ -449,17 +475,25 @@ static nn_status model_phase(const bench_opts *o, nn_device dev, bool train, pha
     pr->median_s = median(t, o->repeats);
     pr->rss_mb = vm_hwm_mb();
     pr->dev_peak_mb = dev == NN_CPU ? 0 : (double)be->peak_bytes() / (1024.0 * 1024.0);
-    goto out;
-ctx_err:
-    if (nn_ctx_status(ctx)) st = nn_ctx_status(ctx);
-    if (!st) st = nn_error(NN_E_ARG, "bench: the model step failed");
-out:
-    free(labels);
-    nn_ctx_free(ctx);
-    nn_tensor_free(x);
-    nn_tensor_free(yl);
-    nn_optim_free(opt);
-    nn_seq_free(&seq);
+    return NN_OK;
+}
+
+/* The whole model's training step (train) or inference on dev, timed. */
+static nn_status model_phase(const bench_opts *o, nn_device dev, bool train, phase_result *pr)
+{
+    nn_model_config cfg;
+    NN_TRY(bench_model_config(o, &cfg));
+    nn_rng rng = nn_rng_make(1);
+    phase_state ps = {0};
+    nn_status st = nn_model_build(&ps.seq, &cfg, dev, &rng);
+    if (st) return st;
+    st = phase_setup(o, &cfg, dev, train, &rng, &ps);
+    if (st == NN_OK) st = phase_time(o, dev, train, &ps, pr);
+    nn_ctx_free(ps.ctx);
+    nn_tensor_free(ps.x);
+    nn_tensor_free(ps.yl);
+    nn_optim_free(ps.opt);
+    nn_seq_free(&ps.seq);
     return st;
 }
 
@@ -560,134 +594,165 @@ static const char ABOUT[] =
     "the resident set of a child process running only that phase (CPU), the allocator's\n"
     "high-water mark (GPU).";
 
-int cmd_bench(int argc, char **argv)
+/* Flags into *o; CLI_GO_ON, or the exit status (0 for --help, 2 for a usage error). */
+static int bench_parse_opts(bench_opts *o, int argc, char **argv)
 {
-    bench_opts o = {.device = "all", .batch = 64, .threads = 0, .repeats = 5, .size = 0, .model = "alexnet",
-                    .optim = "sgd", .width = 1.0f, .fc = 4096, .dropout = 0.5f, .channels = 0, .classes = 0};
+    *o = (bench_opts){.device = "all", .batch = 64, .threads = 0, .repeats = 5, .size = 0, .model = "alexnet",
+                      .optim = "sgd", .width = 1.0f, .fc = 4096, .dropout = 0.5f, .channels = 0, .classes = 0};
     const cli_opt opts[] = {
-        {"device", CLI_STR, &o.device, "DEV", "cpu, cuda or all (default: every backend built)"},
-        {"batch", CLI_INT, &o.batch, "B", "batch size (default 64)"},
-        {"threads", CLI_INT, &o.threads, "T", "CPU threads (default: all cores)"},
-        {"repeats", CLI_INT, &o.repeats, "R", "timed repeats after warm-up; the median is reported (default 5)"},
-        {"size", CLI_INT, &o.size, "S", "input size S x S (default: the model's, 224 or 28)"},
-        {"model", CLI_STR, &o.model, "NAME", "alexnet (default) or lenet"},
-        {"width", CLI_FLOAT, &o.width, "W", "alexnet conv channel multiplier (default 1)"},
-        {"fc", CLI_INT, &o.fc, "F", "alexnet hidden fully connected width (default 4096)"},
-        {"dropout", CLI_FLOAT, &o.dropout, "P", "alexnet dropout (default 0.5)"},
-        {"channels", CLI_INT, &o.channels, "C", "input channels (default: the model's, 3 or 1)"},
-        {"classes", CLI_INT, &o.classes, "K", "classes (default: the model's, 1000 or 10)"},
-        {"optim", CLI_STR, &o.optim, "KIND", "sgd (the paper's rule, default), adam or adamw (lr 1e-3)"},
-        {"json", CLI_STR, &o.json, "FILE", "write every number to FILE as JSON"},
-        {"svg", CLI_STR, &o.svg, "FILE", "write a chart of the time per layer to FILE"},
-        {"ops-only", CLI_BOOL, &o.ops_only, NULL, "time the ops only"},
-        {"model-only", CLI_BOOL, &o.model_only, NULL, "time the whole model only"},
-        {"phase", CLI_STR, &o.phase, "train|infer", "internal: run one model phase and print its result line"},
+        {"device", CLI_STR, &o->device, "DEV", "cpu, cuda or all (default: every backend built)"},
+        {"batch", CLI_INT, &o->batch, "B", "batch size (default 64)"},
+        {"threads", CLI_INT, &o->threads, "T", "CPU threads (default: all cores)"},
+        {"repeats", CLI_INT, &o->repeats, "R", "timed repeats after warm-up; the median is reported (default 5)"},
+        {"size", CLI_INT, &o->size, "S", "input size S x S (default: the model's, 224 or 28)"},
+        {"model", CLI_STR, &o->model, "NAME", "alexnet (default) or lenet"},
+        {"width", CLI_FLOAT, &o->width, "W", "alexnet conv channel multiplier (default 1)"},
+        {"fc", CLI_INT, &o->fc, "F", "alexnet hidden fully connected width (default 4096)"},
+        {"dropout", CLI_FLOAT, &o->dropout, "P", "alexnet dropout (default 0.5)"},
+        {"channels", CLI_INT, &o->channels, "C", "input channels (default: the model's, 3 or 1)"},
+        {"classes", CLI_INT, &o->classes, "K", "classes (default: the model's, 1000 or 10)"},
+        {"optim", CLI_STR, &o->optim, "KIND", "sgd (the paper's rule, default), adam or adamw (lr 1e-3)"},
+        {"json", CLI_STR, &o->json, "FILE", "write every number to FILE as JSON"},
+        {"svg", CLI_STR, &o->svg, "FILE", "write a chart of the time per layer to FILE"},
+        {"ops-only", CLI_BOOL, &o->ops_only, NULL, "time the ops only"},
+        {"model-only", CLI_BOOL, &o->model_only, NULL, "time the whole model only"},
+        {"phase", CLI_STR, &o->phase, "train|infer", "internal: run one model phase and print its result line"},
     };
     int r = cli_parse("bench", USAGE, ABOUT, opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
     if (r == CLI_HELP) return 0;
     if (r != CLI_OK) return r;
-    if (o.batch < 1 || o.batch > 65536) return cli_fail("bench", "--batch must be between 1 and 65536");
-    if (o.threads < 0 || o.threads > 1024) return cli_fail("bench", "--threads must be between 1 and 1024");
-    if (o.repeats < 1 || o.repeats > MAX_REPEATS) return cli_fail("bench", "--repeats must be between 1 and %d", MAX_REPEATS);
-    if (o.size != 0 && (o.size < 8 || o.size > 4096)) return cli_fail("bench", "--size must be between 8 and 4096");
-    if (o.channels < 0 || o.channels > 64 || o.classes < 0 || o.classes > 100000)
+    return CLI_GO_ON;
+}
+
+/* The flags' ranges, then the thread count set (o->threads: the count in use). */
+static int bench_validate(bench_opts *o)
+{
+    if (o->batch < 1 || o->batch > 65536) return cli_fail("bench", "--batch must be between 1 and 65536");
+    if (o->threads < 0 || o->threads > 1024) return cli_fail("bench", "--threads must be between 1 and 1024");
+    if (o->repeats < 1 || o->repeats > MAX_REPEATS)
+        return cli_fail("bench", "--repeats must be between 1 and %d", MAX_REPEATS);
+    if (o->size != 0 && (o->size < 8 || o->size > 4096)) return cli_fail("bench", "--size must be between 8 and 4096");
+    if (o->channels < 0 || o->channels > 64 || o->classes < 0 || o->classes > 100000)
         return cli_fail("bench", "--channels must be 1 to 64 and --classes 1 to 100000");
     nn_optim_kind ok;
-    if (nn_optim_parse_kind(o.optim, &ok) != NN_OK) return cli_fail("bench", "%s", nn_errmsg());
-    if (o.ops_only && o.model_only) return cli_fail("bench", "--ops-only and --model-only exclude each other");
-    if (o.threads < 0) return cli_fail("bench", "--threads must be at least 1 (0: this process's CPUs)");
-    if (nn_set_threads(o.threads, &o.threads) != NN_OK) return cli_fail("bench", "%s", nn_errmsg());
+    if (nn_optim_parse_kind(o->optim, &ok) != NN_OK) return cli_fail("bench", "%s", nn_errmsg());
+    if (o->ops_only && o->model_only) return cli_fail("bench", "--ops-only and --model-only exclude each other");
+    if (nn_set_threads(o->threads, &o->threads) != NN_OK) return cli_fail("bench", "%s", nn_errmsg());
+    return CLI_GO_ON;
+}
 
+/* The backends --device names, into devs[0..*nd-1]; CLI_GO_ON or the exit status. */
+static int bench_devices(const bench_opts *o, nn_device *devs, int *nd)
+{
+    *nd = 0;
+    if (strcmp(o->device, "all") == 0) {
+        devs[(*nd)++] = NN_CPU;
+        if (nn_device_available(NN_CUDA)) devs[(*nd)++] = NN_CUDA;
+        return CLI_GO_ON;
+    }
+    if (nn_device_parse(o->device, &devs[0]) != NN_OK) return cli_fail("bench", "%s", nn_errmsg());
+    *nd = 1;
+    if (!nn_backend_need(devs[0], "bench") || !nn_device_available(devs[0])) {
+        fprintf(stderr, "convnet bench: the %s backend is not available here (%s)\n", o->device, nn_errmsg());
+        return 1;
+    }
+    return CLI_GO_ON;
+}
+
+/* The child (spawn_phase): one phase, one result line; the exit status. */
+static int bench_child_phase(const bench_opts *o, nn_device dev)
+{
+    bool train = strcmp(o->phase, "train") == 0;
+    if (!train && strcmp(o->phase, "infer") != 0) return cli_fail("bench", "--phase expects train or infer");
+    phase_result pr = {0};
+    if (model_phase(o, dev, train, &pr) != NN_OK) return cli_lib_fail("bench");
+    printf("BENCH_PHASE median=%.9g min=%.9g max=%.9g loss=%.9g rss_mb=%.3f dev_peak_mb=%.3f\n", pr.median_s,
+           pr.min_s, pr.max_s, pr.loss, pr.rss_mb, pr.dev_peak_mb);
+    return 0;
+}
+
+static void print_machine(const bench_opts *o, const nn_seq *seq)
+{
+    char cpu[256];
+    bench_cpu_name(cpu, sizeof cpu);
+    printf("machine: %s, %ld cores; %d threads; %s\n", cpu, sysconf(_SC_NPROCESSORS_ONLN), o->threads,
+           openblas_get_config());
+    char title[128];
+    printf("%s, batch %d, fp32, %s; %.3f G MAC/image forward\n", bench_model_title(o, title, sizeof title), o->batch,
+           o->optim, (double)nn_seq_macs(seq) / 1e9);
+    fflush(stdout);
+}
+
+/* One backend: its SGEMM rate, then the ops, then the model phases (each as
+ * the flags ask), printed as they come; the exit status. */
+static int bench_device(const bench_opts *o, const nn_seq *seq, nn_device dev, dev_result *dr)
+{
+    dr->dev = dev;
+    dr->gemm_n = dev == NN_CPU ? GEMM_N_CPU : GEMM_N_GPU;
+    dr->gemm_gflops = measure_gemm(nn_backend_get(dev), dr->gemm_n, 3);
+    printf("%s: SGEMM %dx%dx%d: %.1f GFLOP/s\n", nn_device_name(dev), dr->gemm_n, dr->gemm_n, dr->gemm_n,
+           dr->gemm_gflops);
+    fflush(stdout);
+    if (!(dr->gemm_gflops > 0)) {
+        fprintf(stderr, "convnet bench: could not measure SGEMM on %s: %s\n", nn_device_name(dev), nn_errmsg());
+        return 1;
+    }
+    if (!o->model_only) {
+        if (bench_ops(o, seq, dr) != NN_OK) return cli_lib_fail("bench");
+        bench_print_ops(dr, o->repeats);
+        fflush(stdout);
+    }
+    if (!o->ops_only &&
+        (spawn_phase(o, dev, true, &dr->train) != NN_OK || spawn_phase(o, dev, false, &dr->infer) != NN_OK))
+        return cli_lib_fail("bench");
+    return 0;
+}
+
+/* The model table, the JSON file and the chart, as the flags ask; the exit status. */
+static int bench_report(const bench_opts *o, const dev_result *drs, int nd, const nn_seq *seq)
+{
+    if (!o->ops_only) bench_print_model(drs, nd, seq, o);
+    if (o->json) {
+        if (bench_write_json(o->json, drs, nd, seq, o) != NN_OK) return cli_lib_fail("bench");
+        printf("\nJSON written to %s\n", o->json);
+    }
+    if (o->svg && !o->model_only) {
+        if (bench_write_svg(o->svg, drs, nd, o) != NN_OK) return cli_lib_fail("bench");
+        printf("chart written to %s\n", o->svg);
+    }
+    return 0;
+}
+
+/* Every backend in turn, then the report; the exit status. */
+static int bench_all(const bench_opts *o, const nn_seq *seq, const nn_device *devs, int nd)
+{
+    dev_result *drs = calloc((size_t)nd, sizeof *drs);
+    if (!drs) return 1;
+    int rc = 0;
+    for (int d = 0; d < nd && rc == 0; d++) rc = bench_device(o, seq, devs[d], &drs[d]);
+    if (rc == 0) rc = bench_report(o, drs, nd, seq);
+    free(drs);
+    return rc;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    bench_opts o;
     nn_device devs[NN_NDEVICES];
     int nd = 0;
-    if (strcmp(o.device, "all") == 0) {
-        devs[nd++] = NN_CPU;
-        if (nn_device_available(NN_CUDA)) devs[nd++] = NN_CUDA;
-    } else {
-        if (nn_device_parse(o.device, &devs[0]) != NN_OK) return cli_fail("bench", "%s", nn_errmsg());
-        nd = 1;
-        if (!nn_backend_need(devs[0], "bench") || !nn_device_available(devs[0])) {
-            fprintf(stderr, "convnet bench: the %s backend is not available here (%s)\n", o.device, nn_errmsg());
-            return 1;
-        }
-    }
-
-    if (o.phase) { /* the child: one phase, one result line */
-        bool train = strcmp(o.phase, "train") == 0;
-        if (!train && strcmp(o.phase, "infer") != 0) return cli_fail("bench", "--phase expects train or infer");
-        phase_result pr = {0};
-        if (model_phase(&o, devs[0], train, &pr) != NN_OK) {
-            fprintf(stderr, "convnet bench: %s\n", nn_errmsg());
-            return 1;
-        }
-        printf("BENCH_PHASE median=%.9g min=%.9g max=%.9g loss=%.9g rss_mb=%.3f dev_peak_mb=%.3f\n", pr.median_s,
-               pr.min_s, pr.max_s, pr.loss, pr.rss_mb, pr.dev_peak_mb);
-        return 0;
-    }
+    int rc = bench_parse_opts(&o, argc, argv);
+    if (rc == CLI_GO_ON) rc = bench_validate(&o);
+    if (rc == CLI_GO_ON) rc = bench_devices(&o, devs, &nd);
+    if (rc != CLI_GO_ON) return rc;
+    if (o.phase) return bench_child_phase(&o, devs[0]);
 
     nn_model_config cfg;
     nn_seq seq;
     if (bench_model_config(&o, &cfg) != NN_OK || nn_model_build(&seq, &cfg, NN_CPU, NULL) != NN_OK)
         return cli_fail("bench", "%s", nn_errmsg());
     o.size = cfg.in_size;
-
-    char cpu[256];
-    bench_cpu_name(cpu, sizeof cpu);
-    printf("machine: %s, %ld cores; %d threads; %s\n", cpu, sysconf(_SC_NPROCESSORS_ONLN), o.threads,
-           openblas_get_config());
-    char title[128];
-    printf("%s, batch %d, fp32, %s; %.3f G MAC/image forward\n", bench_model_title(&o, title, sizeof title), o.batch,
-           o.optim, (double)nn_seq_macs(&seq) / 1e9);
-    fflush(stdout);
-
-    dev_result *drs = calloc((size_t)nd, sizeof *drs);
-    if (!drs) return 1;
-    int rc = 1;
-    for (int d = 0; d < nd; d++) {
-        dev_result *dr = &drs[d];
-        dr->dev = devs[d];
-        dr->gemm_n = devs[d] == NN_CPU ? GEMM_N_CPU : GEMM_N_GPU;
-        dr->gemm_gflops = measure_gemm(nn_backend_get(devs[d]), dr->gemm_n, 3);
-        printf("%s: SGEMM %dx%dx%d: %.1f GFLOP/s\n", nn_device_name(devs[d]), dr->gemm_n, dr->gemm_n, dr->gemm_n,
-               dr->gemm_gflops);
-        fflush(stdout);
-        if (!(dr->gemm_gflops > 0)) {
-            fprintf(stderr, "convnet bench: could not measure SGEMM on %s: %s\n", nn_device_name(devs[d]), nn_errmsg());
-            goto out;
-        }
-        if (!o.model_only) {
-            if (bench_ops(&o, &seq, dr) != NN_OK) {
-                fprintf(stderr, "convnet bench: %s\n", nn_errmsg());
-                goto out;
-            }
-            bench_print_ops(dr, o.repeats);
-            fflush(stdout);
-        }
-        if (!o.ops_only) {
-            if (spawn_phase(&o, devs[d], true, &dr->train) != NN_OK ||
-                spawn_phase(&o, devs[d], false, &dr->infer) != NN_OK) {
-                fprintf(stderr, "convnet bench: %s\n", nn_errmsg());
-                goto out;
-            }
-        }
-    }
-    if (!o.ops_only) bench_print_model(drs, nd, &seq, &o);
-    if (o.json) {
-        if (bench_write_json(o.json, drs, nd, &seq, &o) != NN_OK) {
-            fprintf(stderr, "convnet bench: %s\n", nn_errmsg());
-            goto out;
-        }
-        printf("\nJSON written to %s\n", o.json);
-    }
-    if (o.svg && !o.model_only) {
-        if (bench_write_svg(o.svg, drs, nd, &o) != NN_OK) {
-            fprintf(stderr, "convnet bench: %s\n", nn_errmsg());
-            goto out;
-        }
-        printf("chart written to %s\n", o.svg);
-    }
-    rc = 0;
-out:
-    free(drs);
+    print_machine(&o, &seq);
+    rc = bench_all(&o, &seq, devs, nd);
+    nn_seq_free(&seq);
     return rc;
 }

@@ -11,12 +11,12 @@
 #include "config.h"
 #include "core/backend.h"
 #include "core/philox.h"
-#include "io/resident.h"
 #include "models/model.h"
 #include "ops/cpu_kernels.h"
 #include "ops/registry.h"
 #include "optim/optim.h"
 #include "tests/conv_shapes.h"
+#include "tests/resident_compare.h"
 #include "tests/testutil.h"
 #if NN_HAVE_CUDA
 #include "cuda/checks.h"
@@ -1087,43 +1087,7 @@ static void test_resident_data_matches_the_loader(void **state)
     for (size_t t = 0; t < 3; t++) {
         nn_loader_config c = {.batch = 16, .size = sizes[t], .shuffle = true, .augment = t != 1,
                               .mean = 0.286f, .std = 0.353f, .seed = 1202 + t};
-        nn_loader *l = NULL;
-        nn_resident *r = NULL;
-        assert_int_equal(nn_loader_new(&l, &d, &c), NN_OK);
-        if (nn_resident_new(&r, &d, NN_CUDA, &c) != NN_OK) fail_msg("resident: %s", nn_errmsg());
-        const size_t img = (size_t)sizes[t] * sizes[t];
-        int xs[2] = {16, (int)img}, ys = 16;
-        nn_tensor *x = NULL, *y = NULL;
-        assert_int_equal(nn_tensor_new(&x, NN_F32, NN_CUDA, 2, xs), NN_OK);
-        assert_int_equal(nn_tensor_new(&y, NN_I32, NN_CUDA, 1, &ys), NN_OK);
-        float *hx = malloc(16 * img * sizeof *hx);
-        int32_t hy[16];
-        assert_non_null(hx);
-        for (int e = 0; e < 2; e++) {
-            assert_int_equal(nn_loader_start(l, e, 0), NN_OK);
-            assert_int_equal(nn_resident_start(r, e), NN_OK);
-            for (int b = 0;; b++) {
-                const float *lx;
-                const int32_t *ly;
-                int n, rn;
-                assert_int_equal(nn_loader_next(l, &lx, &ly, &n), NN_OK);
-                assert_int_equal(nn_resident_batch(r, b, x, y, &rn), NN_OK);
-                assert_int_equal(rn, n);
-                if (!n) break;
-                assert_int_equal(nn_tensor_read(x, hx), NN_OK);
-                assert_int_equal(nn_tensor_read(y, hy), NN_OK);
-                for (size_t q = 0; q < (size_t)n * img; q++)
-                    if (memcmp(hx + q, lx + q, sizeof *hx) != 0)
-                        fail_msg("size %d epoch %d batch %d: x[%zu] = %.9g on the GPU, %.9g from the loader",
-                                 sizes[t], e, b, q, (double)hx[q], (double)lx[q]);
-                assert_memory_equal(hy, ly, (size_t)n * sizeof *hy);
-            }
-        }
-        free(hx);
-        nn_tensor_free(x);
-        nn_tensor_free(y);
-        nn_resident_free(r);
-        nn_loader_free(l);
+        tu_resident_matches_loader(&d, &c, NN_CUDA, NULL, NULL);
     }
     nn_dataset_free(&d);
 }

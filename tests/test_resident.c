@@ -1,15 +1,16 @@
 /* A data set kept on a device (io/resident.h) against the CPU loader, here on
- * the CPU (test_cuda runs the same comparison on the GPU): the same batches bit
- * for bit, through resizes up and down, augmentation, shuffling and a final
- * partial batch; and the loader itself against its formula as it was written
- * before it went through io/sample.h (so the shared per-pixel code changed no
- * number). */
+ * the CPU (test_cuda runs the same comparison, tests/resident_compare.h, on the
+ * GPU): the same batches bit for bit, through resizes up and down,
+ * augmentation, shuffling and a final partial batch; and the loader itself
+ * against its formula as it was written before it went through io/sample.h
+ * (so the shared per-pixel code changed no number). */
 #include <string.h>
 
 #include "core/philox.h"
 #include "io/resident.h"
 #include "models/model.h"
 #include "models/train.h"
+#include "tests/resident_compare.h"
 #include "tests/testutil.h"
 
 /* n random c x h x w images, labels in [0, 10) */
@@ -77,59 +78,42 @@ static void old_sample(const nn_dataset *ds, const nn_loader_config *cfg, int id
     free(tmp);
 }
 
-/* Every batch of two epochs: the loader against the old formula (when
- * `old`), and the resident set on `dev` against the loader, bit for bit. */
-static void compare(const nn_dataset *d, const nn_loader_config *c, nn_device dev, bool old)
+/* The loader's sample against the old formula: each epoch's order is drawn
+ * again here, from the loader's own function, when the epoch changes. */
+typedef struct {
+    const nn_dataset *d;
+    const nn_loader_config *c;
+    int32_t *order;
+    float *ref;
+    int epoch; /* whose order `order` holds; -1: none yet */
+} old_check;
+
+static void matches_old(const float *sample, int e, int b, int k, void *user)
 {
-    nn_loader *l = NULL;
-    nn_resident *r = NULL;
-    assert_int_equal(nn_loader_new(&l, d, c), NN_OK);
-    if (nn_resident_new(&r, d, dev, c) != NN_OK) fail_msg("resident: %s", nn_errmsg());
-    assert_int_equal(nn_resident_batches(r), nn_loader_batches(l));
-    const size_t img = (size_t)d->c * c->size * c->size;
-    int xs[2] = {c->batch, (int)img}, ys = c->batch;
-    nn_tensor *x = NULL, *y = NULL;
-    assert_int_equal(nn_tensor_new(&x, NN_F32, dev, 2, xs), NN_OK);
-    assert_int_equal(nn_tensor_new(&y, NN_I32, dev, 1, &ys), NN_OK);
-    float *hx = malloc(img * c->batch * sizeof *hx), *ref = malloc(img * sizeof *ref);
-    int32_t *hy = malloc((size_t)c->batch * sizeof *hy), *order = malloc((size_t)d->n * sizeof *order);
-    assert_true(hx && ref && hy && order);
-    for (int e = 0; e < 2; e++) {
-        assert_int_equal(nn_loader_start(l, e, 0), NN_OK);
-        assert_int_equal(nn_resident_start(r, e), NN_OK);
+    old_check *o = user;
+    if (o->epoch != e) {
         int nb;
-        const int used = nn_loader_count(d, c, &nb);
-        nn_loader_order(c, used, e, order);
-        for (int b = 0;; b++) {
-            const float *lx;
-            const int32_t *ly;
-            int n, rn;
-            assert_int_equal(nn_loader_next(l, &lx, &ly, &n), NN_OK);
-            assert_int_equal(nn_resident_batch(r, b, x, y, &rn), NN_OK);
-            assert_int_equal(rn, n);
-            if (!n) break;
-            assert_int_equal(nn_tensor_read(x, hx), NN_OK);
-            assert_int_equal(nn_tensor_read(y, hy), NN_OK);
-            for (int k = 0; k < n; k++) {
-                if (memcmp(hx + k * img, lx + k * img, img * sizeof *hx) != 0)
-                    fail_msg("%s: epoch %d batch %d sample %d differs from the loader's", nn_device_name(dev), e, b, k);
-                assert_int_equal(hy[k], ly[k]);
-                if (!old) continue;
-                const int pos = b * c->batch + k;
-                old_sample(d, c, order[pos], e, pos, ref);
-                if (memcmp(ref, lx + k * img, img * sizeof *ref) != 0)
-                    fail_msg("epoch %d batch %d sample %d: the loader changed its numbers", e, b, k);
-            }
-        }
+        nn_loader_order(o->c, nn_loader_count(o->d, o->c, &nb), e, o->order);
+        o->epoch = e;
     }
-    free(hx);
-    free(ref);
-    free(hy);
-    free(order);
-    nn_tensor_free(x);
-    nn_tensor_free(y);
-    nn_resident_free(r);
-    nn_loader_free(l);
+    const size_t img = (size_t)o->d->c * o->c->size * o->c->size;
+    const int pos = b * o->c->batch + k;
+    old_sample(o->d, o->c, o->order[pos], e, pos, o->ref);
+    if (memcmp(o->ref, sample, img * sizeof *o->ref) != 0)
+        fail_msg("epoch %d batch %d sample %d: the loader changed its numbers", e, b, k);
+}
+
+/* Every batch of two epochs: the loader against the old formula, and the
+ * resident set on the CPU against the loader, bit for bit. */
+static void compare(const nn_dataset *d, const nn_loader_config *c)
+{
+    old_check o = {.d = d, .c = c, .epoch = -1};
+    o.order = malloc((size_t)d->n * sizeof *o.order);
+    o.ref = malloc((size_t)d->c * c->size * c->size * sizeof *o.ref);
+    assert_true(o.order && o.ref);
+    tu_resident_matches_loader(d, c, NN_CPU, matches_old, &o);
+    free(o.order);
+    free(o.ref);
 }
 
 static void test_resident_cpu_matches_the_loader(void **state)
@@ -142,13 +126,13 @@ static void test_resident_cpu_matches_the_loader(void **state)
     for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
         nn_loader_config c = {.batch = 8, .size = sizes[s], .shuffle = true, .augment = s % 2 == 0,
                               .mean = 0.286f, .std = 0.353f, .seed = 7 + s};
-        compare(&d, &c, NN_CPU, true);
+        compare(&d, &c);
     }
     nn_dataset_free(&d);
     nn_dataset rgb = random_set(6, 9, 3, 13, 17); /* channels, and h != w */
     nn_loader_config c = {.batch = 4, .size = 24, .shuffle = true, .augment = true, .mean = 0.5f, .std = 0.25f,
                           .seed = 2, .limit = 7};
-    compare(&rgb, &c, NN_CPU, true);
+    compare(&rgb, &c);
     nn_dataset_free(&rgb);
 }
 

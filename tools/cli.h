@@ -21,6 +21,9 @@ typedef struct cli_opt {
 #define CLI_OK 0
 #define CLI_HELP 1  /* help was printed: exit 0 */
 #define CLI_ERROR 2 /* a message was printed: exit 2 */
+/* returned by the steps of a command split into functions to mean "carry on"
+ * (any other value is the exit status) */
+#define CLI_GO_ON (-1)
 
 /* Parses argv[0..argc-1] (the words after the command name). Positional words
  * go to pos (at most maxpos, else an error) and their count to *npos (pos may

@@ -49,9 +49,6 @@
 #define STR(x) STR_(x)
 #define DEF_LOG_EVERY 50 /* steps between metrics.jsonl step lines: a few hundred lines per run, not thousands */
 
-/* returned by the steps below to mean "carry on" (any other value is the exit status) */
-#define GO_ON (-1)
-
 typedef struct train_opts {
     const char *model, *device, *data, *ckdir, *resume, *optim, *schedule, *init, *init_from, *fault;
     int size, epochs, batch, threads, groups, fc, limit, test_limit, stop_after, log_every, emulate_ranks;
@@ -126,7 +123,7 @@ static const char *bucketing(const train_run *r)
     return b;
 }
 
-/* Flags into r->o; GO_ON, or the exit status (0 for --help, 2 for a usage error). */
+/* Flags into r->o; CLI_GO_ON, or the exit status (0 for --help, 2 for a usage error). */
 static int parse_opts(train_run *r, int argc, char **argv)
 {
     train_opts o = {
@@ -176,7 +173,7 @@ static int parse_opts(train_run *r, int argc, char **argv)
     int rc = cli_parse("train", "[OPTIONS]", about, opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
     r->o = o;
     if (rc != CLI_OK) return rc == CLI_HELP ? 0 : 2;
-    return GO_ON;
+    return CLI_GO_ON;
 }
 
 static int validate(const train_opts *o)
@@ -198,7 +195,7 @@ static int validate(const train_opts *o)
     if (!o->resume && o->batch % ranks)
         return cli_fail("train", "--batch %d (the global batch) does not divide by %d processes: use a multiple of %d",
                         o->batch, ranks, ranks);
-    return GO_ON;
+    return CLI_GO_ON;
 }
 
 /* --resume: the model, recipe and progress from the checkpoint; only --epochs may extend it. */
@@ -215,7 +212,7 @@ static int resume_config(train_run *r)
         return 1;
     }
     r->st.epochs = o->epochs > r->st.epochs ? o->epochs : r->st.epochs;
-    return GO_ON;
+    return CLI_GO_ON;
 }
 
 static void model_from_flags(const train_opts *o, nn_model_config *cfg)
@@ -259,17 +256,17 @@ static int fresh_config(train_run *r)
     if (nn_sched_parse_kind(o->schedule, &sk) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
     rc.sched = nn_schedule_make(sk, rc.optim.lr);
     r->st = nn_train_state_make(&rc);
-    return GO_ON;
+    return CLI_GO_ON;
 }
 
 static int configure(train_run *r)
 {
     r->cfg = strcmp(r->o.model, "lenet") == 0 ? nn_lenet_config() : nn_alexnet_config();
     int rc = r->o.resume ? resume_config(r) : fresh_config(r);
-    if (rc != GO_ON) return rc;
+    if (rc != CLI_GO_ON) return rc;
     nn_seq probe;
     if (nn_model_build(&probe, &r->cfg, NN_CPU, NULL) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
-    return GO_ON;
+    return CLI_GO_ON;
 }
 
 static int setup_device(train_run *r)
@@ -283,7 +280,7 @@ static int setup_device(train_run *r)
     /* 0: the cores this process may run on (mpirun --bind-to, srun
      * --cpus-per-task, taskset), not the machine's: N processes share them */
     if (nn_set_threads(r->o.threads, &r->threads) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
-    return GO_ON;
+    return CLI_GO_ON;
 }
 
 /* The data; a fresh run takes its normalization and classes (and, for an image folder, its channels) from it. */
@@ -333,7 +330,7 @@ static int open_data(train_run *r)
         return 1;
     }
     shard_data(r);
-    return GO_ON;
+    return CLI_GO_ON;
 }
 
 /* Each rank's rows of every batch (the one-process emulation takes slice 0
@@ -604,7 +601,7 @@ int cmd_train(int argc, char **argv)
     train_run *r = &run;
     memset(r, 0, sizeof *r);
     int rc = parse_opts(r, argc, argv);
-    if (rc != GO_ON) return rc;
+    if (rc != CLI_GO_ON) return rc;
     /* first: the local rank picks the GPU before any CUDA call */
     if (nn_dist_init() != NN_OK) {
         fprintf(stderr, "convnet train: %s\n", nn_errmsg());
@@ -614,12 +611,12 @@ int cmd_train(int argc, char **argv)
     if (r->o.dist_timeout > 0) nn_dist_set_timeout(r->o.dist_timeout);
     if (r->rank != 0) r->o.quiet = true;
     rc = validate(&r->o);
-    if (rc == GO_ON) rc = configure(r);
-    if (rc == GO_ON) rc = setup_device(r);
-    if (rc == GO_ON) rc = open_data(r);
-    if (rc == GO_ON) rc = train(r);
+    if (rc == CLI_GO_ON) rc = configure(r);
+    if (rc == CLI_GO_ON) rc = setup_device(r);
+    if (rc == CLI_GO_ON) rc = open_data(r);
+    if (rc == CLI_GO_ON) rc = train(r);
     cli_data_close(&r->data);
     /* a usage error on every rank alike ends each cleanly; finalize waits for all */
     nn_dist_finalize();
-    return rc == GO_ON ? 0 : rc;
+    return rc == CLI_GO_ON ? 0 : rc;
 }
