@@ -13,21 +13,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "benchmarks/bench_util.h"
 #include "core/backend.h"
 #include "core/dist.h"
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 #define REPS 5
 
@@ -37,16 +25,16 @@ static double time_buckets(float *buf, size_t n, size_t bucket, bool started)
 {
     double t[REPS];
     for (int r = 0; r < REPS; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         for (size_t i = 0; i < n; i += bucket) {
             size_t c = n - i < bucket ? n - i : bucket;
             if (started) (void)nn_dist_start_sum(buf + i, c, NN_CPU);
             else (void)nn_dist_allreduce_sum(buf + i, c, NN_CPU);
         }
         if (started) (void)nn_dist_wait_sums(NN_CPU);
-        t[r] = now() - t0;
+        t[r] = bench_now() - t0;
     }
-    qsort(t, REPS, sizeof *t, cmp);
+    qsort(t, REPS, sizeof *t, bench_cmp_double);
     return t[REPS / 2];
 }
 
@@ -78,14 +66,14 @@ int main(int argc, char **argv)
     double tr[REPS], tp[REPS];
     const nn_backend *be = nn_backend_get(NN_CPU);
     for (int r = 0; r < REPS; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         (void)nn_dist_allreduce_sum(buf, n, NN_CPU);
-        double t1 = now();
+        double t1 = bench_now();
         (void)be->axpy(n, 1.0f / (float)size - 1.0f, buf, buf); /* the in-place 1/N */
-        tr[r] = t1 - t0, tp[r] = now() - t1;
+        tr[r] = t1 - t0, tp[r] = bench_now() - t1;
     }
-    qsort(tr, REPS, sizeof *tr, cmp);
-    qsort(tp, REPS, sizeof *tp, cmp);
+    qsort(tr, REPS, sizeof *tr, bench_cmp_double);
+    qsort(tp, REPS, sizeof *tp, bench_cmp_double);
     if (rank == 0)
         printf("%d ranks, %zu floats (%.1f MB): all-reduce %.1f ms, scale %.1f ms (median of %d)\n", size, n,
                n * 4e-6, 1e3 * tr[REPS / 2], 1e3 * tp[REPS / 2], REPS);

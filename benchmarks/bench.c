@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchmarks/bench_util.h"
 #include "config.h"
 #include "core/backend.h"
 #include "core/threads.h"
@@ -53,22 +54,9 @@ static double check_tol(const nn_backend *be)
     return CHECK_TOL;
 }
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double median(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    qsort(v, (size_t)n, sizeof *v, bench_cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
@@ -142,13 +130,13 @@ static double measure_gemm(const nn_backend *be, int n, int repeats)
     nn_linear_geom g = {n, n, n, 0};
     for (int i = -1; i < r; i++) {
         be->sync();
-        double t0 = now_s();
+        double t0 = bench_now();
         if (be->device == NN_CPU)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         else
             be->linear_forward(&g, a, b, NULL, c); /* the GPU backend's GEMM */
         be->sync();
-        if (i >= 0) t[i] = now_s() - t0;
+        if (i >= 0) t[i] = bench_now() - t0;
     }
     rate = 2.0 * n * (double)n * n / median(t, r) / 1e9;
     if (!gemm_valid(be, n, a, b, c)) rate = 0; /* a wrong product has no rate */
@@ -301,13 +289,13 @@ static nn_status time_case(op_case *c, int repeats, op_result *res)
                         res->layer, res->op, be->name, res->check_err, check_tol(be));
     double tf[MAX_REPEATS], tb[MAX_REPEATS];
     for (int i = -1; i < repeats; i++) {
-        double t0 = now_s();
+        double t0 = bench_now();
         NN_TRY(c->bo->run(c, false));
         NN_TRY(be->sync());
-        double t1 = now_s();
+        double t1 = bench_now();
         NN_TRY(c->bo->run(c, true));
         NN_TRY(be->sync());
-        double t2 = now_s();
+        double t2 = bench_now();
         if (i >= 0) {
             tf[i] = t1 - t0;
             tb[i] = t2 - t1;
@@ -462,9 +450,9 @@ static nn_status phase_time(const bench_opts *o, nn_device dev, bool train, phas
     const nn_backend *be = nn_backend_get(dev);
     double t[MAX_REPEATS];
     for (int i = -2; i < o->repeats; i++) {
-        double t0 = now_s();
+        double t0 = bench_now();
         NN_TRY(phase_step(ps, be, train, train && i == -2 ? &pr->loss : NULL));
-        if (i >= 0) t[i] = now_s() - t0;
+        if (i >= 0) t[i] = bench_now() - t0;
     }
     pr->ran = true;
     pr->min_s = pr->max_s = t[0];

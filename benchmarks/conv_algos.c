@@ -20,6 +20,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "benchmarks/bench_util.h"
 #include "core/threads.h"
 #include "ops/conv2d_cpu.h"
 #include "ops/cpu_kernels.h"
@@ -38,32 +39,9 @@ static const layer defaults[] = {
 
 #define MAX_ALGOS 8 /* GEMM and m = 1 .. NN_WINO_NMAX - 2 */
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* CPU seconds of all the process's threads: under load from other
- * processes it grows much less than the wall time does. */
-static double cpu_time(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
-           1e-6 * (double)ru.ru_stime.tv_usec;
-}
-
 static int use_cpu_time; /* --cpu-time */
 
-static double clock_now(void) { return use_cpu_time ? cpu_time() : now(); }
-
-static int cmp_d(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+static double clock_now(void) { return use_cpu_time ? bench_cpu_time() : bench_now(); }
 
 static float *rand_buf(size_t n, unsigned seed)
 {
@@ -120,8 +98,8 @@ static int run_layer(const layer *L, int rounds)
     if (!bad) {
         printf("%-15s %3dx%3dx%2dx%2d -> %3d, %dx%d:", L->name, g.n, g.c, g.h, g.w, g.oc, g.kh, g.kw);
         for (int a = 0; a < na; a++) {
-            qsort(tf + (size_t)a * rounds, (size_t)rounds, sizeof *tf, cmp_d);
-            qsort(tb + (size_t)a * rounds, (size_t)rounds, sizeof *tb, cmp_d);
+            qsort(tf + (size_t)a * rounds, (size_t)rounds, sizeof *tf, bench_cmp_double);
+            qsort(tb + (size_t)a * rounds, (size_t)rounds, sizeof *tb, bench_cmp_double);
             const double f = tf[(size_t)a * rounds + rounds / 2], b = tb[(size_t)a * rounds + rounds / 2];
             if (algos[a] < 0)
                 printf("  gemm %6.2f+%6.2f", 1e3 * f, 1e3 * b);

@@ -15,32 +15,10 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "benchmarks/bench_util.h"
 #include "core/rng.h"
 #include "io/imagefolder.h"
 #include "io/jpeg.h"
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* CPU seconds of every thread of the process: what the pipeline costs
- * whatever else shares the machine. */
-static double cpu_time(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
-           1e-6 * (double)ru.ru_stime.tv_usec;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static int make_data(char *dir, size_t n, int images)
 {
@@ -94,19 +72,19 @@ int main(int argc, char **argv)
     }
     char tmp[512] = "";
     if (!dir) {
-        double t0 = now();
+        double t0 = bench_now();
         if (make_data(tmp, sizeof tmp, images) != 0) return 1;
         dir = tmp;
-        printf("wrote %d JPEGs (500x375 / 375x500, q90) to %s in %.1f s\n", images, dir, now() - t0);
+        printf("wrote %d JPEGs (500x375 / 375x500, q90) to %s in %.1f s\n", images, dir, bench_now() - t0);
     }
     nn_imgf_config cfg = {.threads = threads, .report = stderr};
     nn_imgf *ds = NULL;
-    double t0 = now();
+    double t0 = bench_now();
     if (nn_imgf_open(&ds, dir, "train", NULL, 0, &cfg) != NN_OK) {
         fprintf(stderr, "pipeline_bench: %s\n", nn_errmsg());
         return 1;
     }
-    double t_open = now() - t0;
+    double t_open = bench_now() - t0;
     int n = nn_imgf_count(ds);
     printf("statistics pass over %d images on %d threads: %.2f s (%.0f images/s)\n", n, threads, t_open, n / t_open);
     nn_imgf_loader_config lc = {.mode = NN_IMGF_TRAIN, .batch = batch, .shuffle = true, .drop_last = true,
@@ -139,7 +117,7 @@ int main(int argc, char **argv)
     double *rate = malloc((size_t)epochs * sizeof *rate), cpu = 0;
     long long total = 0;
     for (int e = 0; e < epochs; e++) {
-        double t = now(), c0 = cpu_time();
+        double t = bench_now(), c0 = bench_cpu_time();
         int got = 0;
         nn_imgf_loader_start(l, e + 1, 0);
         for (;;) {
@@ -147,13 +125,13 @@ int main(int argc, char **argv)
             if (!m) break;
             got += m;
         }
-        rate[e] = got / (now() - t);
-        double c = cpu_time() - c0;
+        rate[e] = got / (bench_now() - t);
+        double c = bench_cpu_time() - c0;
         cpu += c;
         total += got;
         printf("epoch %d: %d images, %.0f images/s, %.2f ms CPU per image\n", e + 1, got, rate[e], 1e3 * c / got);
     }
-    qsort(rate, (size_t)epochs, sizeof *rate, cmp_d);
+    qsort(rate, (size_t)epochs, sizeof *rate, bench_cmp_double);
     printf("pipeline: median %.0f images/s with %d worker threads (batch %d, 256 -> 224, flips, lighting)\n",
            rate[epochs / 2], threads, batch);
     printf("CPU cost: %.2f ms per image over all threads: %.0f images/s per fully available core\n",
