@@ -263,138 +263,177 @@ static NN_CPU_CLONES void col2im_padded(const nn_conv2d_geom *g, const float *d,
     }
 }
 
+/* CONV_NO_NESTED: the helpers below take `par` (false inside a worker) and
+ * then run their loops without any OpenMP construct, not as an `omp parallel
+ * ... if (false)`: even a one-thread nested region builds a team, and two
+ * workers doing so at once contend on libgomp's locks (futex calls in every
+ * chunk, measured with perf on the default model's conv1). */
+
 /* col[(c*kh + p)*kw + q][b*ohw + i*ow + j] = x_b[c][i*sh + p - ph][j*sw + q - pw], 0 in the
- * padding, for nb images from x (already at the group's first channel). par: may
- * start threads (false inside a worker). */
+ * padding, for nb images from x (already at the group's first channel). */
+static inline void im2col_plane(const nn_conv2d_geom *g, const conv_plan *P, const float *x, float *col, size_t ld,
+                                size_t xs, bool pad, int b, int c)
+{
+    const int ow = g->ow;
+    const float *xc = x + (size_t)b * xs + (size_t)c * P->hw;
+    if (pad) {
+        float xp[CONV_PAD_PLANE_MAX];
+        pad_plane(g, xc, xp);
+        im2col_padded(g, xp, col + (size_t)c * g->kh * g->kw * ld + (size_t)b * P->ohw, ld);
+        return;
+    }
+    for (int p = 0; p < g->kh; p++) {
+        int i0, i1;
+        valid_range(g->oh, g->sh, p - g->ph, g->h, &i0, &i1);
+        for (int q = 0; q < g->kw; q++) {
+            int j0, j1, off = q - g->pw;
+            valid_range(ow, g->sw, off, g->w, &j0, &j1);
+            float *d = col + ((size_t)(c * g->kh + p) * g->kw + q) * ld + (size_t)b * P->ohw;
+            memset(d, 0, (size_t)i0 * ow * sizeof(float));
+            for (int i = i0; i < i1; i++) {
+                float *dr = d + (size_t)i * ow;
+                const float *xr = xc + (size_t)(i * g->sh + p - g->ph) * g->w;
+                for (int j = 0; j < j0; j++) dr[j] = 0.0f;
+                if (g->sw == 1) {
+                    memcpy(dr + j0, xr + j0 + off, (size_t)(j1 - j0) * sizeof(float));
+                } else {
+                    for (int j = j0; j < j1; j++) dr[j] = xr[j * g->sw + off];
+                }
+                for (int j = j1; j < ow; j++) dr[j] = 0.0f;
+            }
+            memset(d + (size_t)i1 * ow, 0, (size_t)(g->oh - i1) * ow * sizeof(float));
+        }
+    }
+}
+
 static void im2col(const nn_conv2d_geom *g, const conv_plan *P, const float *x, int nb, float *col, bool par)
 {
     const size_t ld = (size_t)nb * P->ohw, xs = (size_t)g->c * P->hw;
-    const int cg = P->cg, ow = g->ow;
+    const int cg = P->cg;
     const bool pad = pad_path(g);
-#pragma omp parallel for collapse(2) if (par && (size_t)P->k * ld > CONV_OMP_MIN)
-    for (int b = 0; b < nb; b++) {
-        for (int c = 0; c < cg; c++) {
-            const float *xc = x + (size_t)b * xs + (size_t)c * P->hw;
-            if (pad) {
-                float xp[CONV_PAD_PLANE_MAX];
-                pad_plane(g, xc, xp);
-                im2col_padded(g, xp, col + (size_t)c * g->kh * g->kw * ld + (size_t)b * P->ohw, ld);
-                continue;
-            }
-            for (int p = 0; p < g->kh; p++) {
-                int i0, i1;
-                valid_range(g->oh, g->sh, p - g->ph, g->h, &i0, &i1);
-                for (int q = 0; q < g->kw; q++) {
-                    int j0, j1, off = q - g->pw;
-                    valid_range(ow, g->sw, off, g->w, &j0, &j1);
-                    float *d = col + ((size_t)(c * g->kh + p) * g->kw + q) * ld + (size_t)b * P->ohw;
-                    memset(d, 0, (size_t)i0 * ow * sizeof(float));
-                    for (int i = i0; i < i1; i++) {
-                        float *dr = d + (size_t)i * ow;
-                        const float *xr = xc + (size_t)(i * g->sh + p - g->ph) * g->w;
-                        for (int j = 0; j < j0; j++) dr[j] = 0.0f;
-                        if (g->sw == 1) {
-                            memcpy(dr + j0, xr + j0 + off, (size_t)(j1 - j0) * sizeof(float));
-                        } else {
-                            for (int j = j0; j < j1; j++) dr[j] = xr[j * g->sw + off];
-                        }
-                        for (int j = j1; j < ow; j++) dr[j] = 0.0f;
-                    }
-                    memset(d + (size_t)i1 * ow, 0, (size_t)(g->oh - i1) * ow * sizeof(float));
+    if (par && (size_t)P->k * ld > CONV_OMP_MIN) {
+#pragma omp parallel for collapse(2)
+        for (int b = 0; b < nb; b++)
+            for (int c = 0; c < cg; c++) im2col_plane(g, P, x, col, ld, xs, pad, b, c);
+    } else { /* (no nested region: CONV_NO_NESTED) */
+        for (int b = 0; b < nb; b++)
+            for (int c = 0; c < cg; c++) im2col_plane(g, P, x, col, ld, xs, pad, b, c);
+    }
+}
+
+/* The adjoint of im2col: dx_b[c][...] += col entries, padding dropped. Each
+ * (image, channel) plane belongs to one thread, so the += never races. */
+static inline void col2im_plane(const nn_conv2d_geom *g, const conv_plan *P, const float *col, float *dx, size_t ld,
+                                size_t xs, bool pad, int b, int c)
+{
+    const int ow = g->ow;
+    float *xc = dx + (size_t)b * xs + (size_t)c * P->hw;
+    if (pad) { /* dx's plane into the padded copy, the terms added there, back */
+        float xp[CONV_PAD_PLANE_MAX];
+        const int wp = g->w + 2 * g->pw;
+        pad_plane(g, xc, xp);
+        col2im_padded(g, col + (size_t)c * g->kh * g->kw * ld + (size_t)b * P->ohw, ld, xp);
+        for (int i = 0; i < g->h; i++) {
+            const float *r = xp + (size_t)(i + g->ph) * wp + g->pw;
+            float *o = xc + (size_t)i * g->w;
+            for (int j = 0; j < g->w; j++) o[j] = r[j];
+        }
+        return;
+    }
+    for (int p = 0; p < g->kh; p++) {
+        int i0, i1;
+        valid_range(g->oh, g->sh, p - g->ph, g->h, &i0, &i1);
+        for (int q = 0; q < g->kw; q++) {
+            int j0, j1, off = q - g->pw;
+            valid_range(ow, g->sw, off, g->w, &j0, &j1);
+            const float *d =
+                col + ((size_t)(c * g->kh + p) * g->kw + q) * ld + (size_t)b * P->ohw;
+            for (int i = i0; i < i1; i++) {
+                const float *dr = d + (size_t)i * ow;
+                float *xr = xc + (size_t)(i * g->sh + p - g->ph) * g->w;
+                if (g->sw == 1) {
+                    float *xo = xr + j0 + off;
+                    const float *dd = dr + j0;
+#pragma omp simd
+                    for (int j = 0; j < j1 - j0; j++) xo[j] += dd[j];
+                } else {
+                    for (int j = j0; j < j1; j++) xr[j * g->sw + off] += dr[j];
                 }
             }
         }
     }
 }
 
-/* The adjoint of im2col: dx_b[c][...] += col entries, padding dropped. Each
- * (image, channel) plane belongs to one thread, so the += never races. */
 static void col2im_add(const nn_conv2d_geom *g, const conv_plan *P, const float *col, int nb, float *dx,
                        bool par)
 {
     const size_t ld = (size_t)nb * P->ohw, xs = (size_t)g->c * P->hw;
-    const int cg = P->cg, ow = g->ow;
+    const int cg = P->cg;
     const bool pad = pad_path(g);
-#pragma omp parallel for collapse(2) if (par && (size_t)P->k * ld > CONV_OMP_MIN)
-    for (int b = 0; b < nb; b++) {
-        for (int c = 0; c < cg; c++) {
-            float *xc = dx + (size_t)b * xs + (size_t)c * P->hw;
-            if (pad) { /* dx's plane into the padded copy, the terms added there, back */
-                float xp[CONV_PAD_PLANE_MAX];
-                const int wp = g->w + 2 * g->pw;
-                pad_plane(g, xc, xp);
-                col2im_padded(g, col + (size_t)c * g->kh * g->kw * ld + (size_t)b * P->ohw, ld, xp);
-                for (int i = 0; i < g->h; i++) {
-                    const float *r = xp + (size_t)(i + g->ph) * wp + g->pw;
-                    float *o = xc + (size_t)i * g->w;
-                    for (int j = 0; j < g->w; j++) o[j] = r[j];
-                }
-                continue;
-            }
-            for (int p = 0; p < g->kh; p++) {
-                int i0, i1;
-                valid_range(g->oh, g->sh, p - g->ph, g->h, &i0, &i1);
-                for (int q = 0; q < g->kw; q++) {
-                    int j0, j1, off = q - g->pw;
-                    valid_range(ow, g->sw, off, g->w, &j0, &j1);
-                    const float *d =
-                        col + ((size_t)(c * g->kh + p) * g->kw + q) * ld + (size_t)b * P->ohw;
-                    for (int i = i0; i < i1; i++) {
-                        const float *dr = d + (size_t)i * ow;
-                        float *xr = xc + (size_t)(i * g->sh + p - g->ph) * g->w;
-                        if (g->sw == 1) {
-                            float *xo = xr + j0 + off;
-                            const float *dd = dr + j0;
-#pragma omp simd
-                            for (int j = 0; j < j1 - j0; j++) xo[j] += dd[j];
-                        } else {
-                            for (int j = j0; j < j1; j++) xr[j * g->sw + off] += dr[j];
-                        }
-                    }
-                }
-            }
-        }
+    if (par && (size_t)P->k * ld > CONV_OMP_MIN) {
+#pragma omp parallel for collapse(2)
+        for (int b = 0; b < nb; b++)
+            for (int c = 0; c < cg; c++) col2im_plane(g, P, col, dx, ld, xs, pad, b, c);
+    } else { /* (no nested region: CONV_NO_NESTED) */
+        for (int b = 0; b < nb; b++)
+            for (int c = 0; c < cg; c++) col2im_plane(g, P, col, dx, ld, xs, pad, b, c);
     }
 }
 
 /* Copies nb images' planes of one group (images ys floats apart) to or from
  * the GEMM's (og, nb*ohw) matrix; src_is_mat says which side src is. With
  * bias (to the images only), adds bias[o] on the way. */
+static inline void move_plane(const conv_plan *P, size_t ys, const float *src, float *dst, bool src_is_mat,
+                              const float *bias, size_t ld, int b, int o)
+{
+    const size_t ohw = P->ohw;
+    size_t img = (size_t)b * ys + (size_t)o * ohw, mat = (size_t)o * ld + (size_t)b * ohw;
+    float *d = dst + (src_is_mat ? img : mat);
+    const float *sp = src + (src_is_mat ? mat : img);
+    if (bias) {
+        const float bo = bias[o];
+#pragma omp simd
+        for (size_t k = 0; k < ohw; k++) d[k] = sp[k] + bo;
+    } else {
+        memcpy(d, sp, ohw * sizeof(float));
+    }
+}
+
 static void move_planes(const conv_plan *P, int nb, size_t ys, const float *src, float *dst,
                         bool src_is_mat, const float *bias, bool par)
 {
-    const size_t ld = (size_t)nb * P->ohw, ohw = P->ohw;
+    const size_t ld = (size_t)nb * P->ohw;
     const int og = P->og;
-#pragma omp parallel for collapse(2) if (par && (size_t)og * ld > CONV_OMP_MIN)
-    for (int b = 0; b < nb; b++) {
-        for (int o = 0; o < og; o++) {
-            size_t img = (size_t)b * ys + (size_t)o * ohw, mat = (size_t)o * ld + (size_t)b * ohw;
-            float *d = dst + (src_is_mat ? img : mat);
-            const float *sp = src + (src_is_mat ? mat : img);
-            if (bias) {
-                const float bo = bias[o];
-#pragma omp simd
-                for (size_t k = 0; k < ohw; k++) d[k] = sp[k] + bo;
-            } else {
-                memcpy(d, sp, ohw * sizeof(float));
-            }
-        }
+    if (par && (size_t)og * ld > CONV_OMP_MIN) {
+#pragma omp parallel for collapse(2)
+        for (int b = 0; b < nb; b++)
+            for (int o = 0; o < og; o++) move_plane(P, ys, src, dst, src_is_mat, bias, ld, b, o);
+    } else { /* (no nested region: CONV_NO_NESTED) */
+        for (int b = 0; b < nb; b++)
+            for (int o = 0; o < og; o++) move_plane(P, ys, src, dst, src_is_mat, bias, ld, b, o);
     }
 }
 
 /* y[n,o] += b[o] for nb images (y at the first image). */
+static inline void add_bias_plane(const float *b, float *y, int oc, size_t ohw, int i, int o)
+{
+    float *p = y + ((size_t)i * oc + o) * ohw;
+    const float bo = b[o];
+#pragma omp simd
+    for (size_t k = 0; k < ohw; k++) p[k] += bo;
+}
+
 static void add_bias(const nn_conv2d_geom *g, const conv_plan *P, int nb, const float *b, float *y, bool par)
 {
     const int oc = g->oc;
     const size_t ohw = P->ohw;
-#pragma omp parallel for collapse(2) if (par && (size_t)nb * oc * ohw > CONV_OMP_MIN)
-    for (int i = 0; i < nb; i++) {
-        for (int o = 0; o < oc; o++) {
-            float *p = y + ((size_t)i * oc + o) * ohw;
-            const float bo = b[o];
-#pragma omp simd
-            for (size_t k = 0; k < ohw; k++) p[k] += bo;
-        }
+    if (par && (size_t)nb * oc * ohw > CONV_OMP_MIN) {
+#pragma omp parallel for collapse(2)
+        for (int i = 0; i < nb; i++)
+            for (int o = 0; o < oc; o++) add_bias_plane(b, y, oc, ohw, i, o);
+    } else { /* (no nested region: CONV_NO_NESTED) */
+        for (int i = 0; i < nb; i++)
+            for (int o = 0; o < oc; o++) add_bias_plane(b, y, oc, ohw, i, o);
     }
 }
 
