@@ -57,6 +57,14 @@ nn_status nn_cpu_count_nonfinite(size_t n, const float *x, size_t *count)
     return NN_OK;
 }
 
+nn_status nn_cpu_count_nonfinite_into(size_t n, const float *x, nn_step_vars *sv)
+{
+    size_t c;
+    NN_TRY(nn_cpu_count_nonfinite(n, x, &c));
+    sv->nonfinite += c;
+    return NN_OK;
+}
+
 nn_status nn_cpu_rng_uniform(float *x, size_t n, uint64_t seed, uint64_t offset, float lo, float hi)
 {
 #pragma omp parallel for if (n > 65536)

@@ -29,6 +29,8 @@ struct nn_trainer {
     nn_tensor *xp, *yp;        /* the partial last batch, if any */
     float *logits;             /* batch_size x classes, host */
     float loss;                /* this step's (after_backward may replace it) */
+    nn_step_vars sv;           /* this step's scalars (core/step_vars.h), written once per step */
+    nn_step_vars *dsv;         /* where the kernels read them: &sv on the CPU, a copy on a device */
     char last[4096], best[4096];
     /* this run */
     double t_start;
@@ -130,6 +132,22 @@ static nn_status new_batch(nn_trainer *t, int n, nn_tensor **x, nn_tensor **y)
     return nn_tensor_new(y, NN_I32, t->cfg.dev, 1, ys);
 }
 
+/* The step's scalars where its kernels read them (a fixed address, so that
+ * a captured step reads each replay's values). */
+static nn_status new_step_vars(nn_trainer *t)
+{
+    if (t->cfg.dev == NN_CPU) {
+        t->dsv = &t->sv;
+        return NN_OK;
+    }
+    const nn_backend *be = nn_backend_need(t->cfg.dev, "trainer");
+    if (!be) return NN_E_DEVICE;
+    NN_TRY(be->alloc((void **)&t->dsv, sizeof *t->dsv));
+    if (!t->dsv) return nn_error(NN_E_NOMEM, "trainer: out of %s memory for the step's scalars",
+                                 nn_device_name(t->cfg.dev));
+    return NN_OK;
+}
+
 static nn_status init_trainer(nn_trainer *t)
 {
     NN_TRY(check_model(&t->m));
@@ -146,6 +164,7 @@ static nn_status init_trainer(nn_trainer *t)
     t->ctx = nn_ctx_new();
     if (!t->logits || !t->ctx) return nn_error(NN_E_NOMEM, "trainer: out of memory");
     *nn_ctx_rng(t->ctx) = st->dropout_rng;
+    NN_TRY(new_step_vars(t));
     if (t->cfg.checkpoint_dir) {
         snprintf(t->last, sizeof t->last, "%s/last.safetensors", t->cfg.checkpoint_dir);
         snprintf(t->best, sizeof t->best, "%s/best.safetensors", t->cfg.checkpoint_dir);
@@ -186,6 +205,7 @@ void nn_trainer_free(nn_trainer *t)
     nn_tensor_free(t->yp);
     nn_ctx_free(t->ctx);
     nn_optim_free(t->opt);
+    if (t->dsv && t->dsv != &t->sv) nn_backend_get(t->cfg.dev)->free(t->dsv);
     free(t);
 }
 
@@ -248,21 +268,21 @@ static nn_tensor *forward(nn_trainer *t, nn_tensor *x)
     return t->m.seq ? nn_seq_forward(t->ctx, t->m.seq, x) : t->m.forward(t->ctx, t->m.model, x);
 }
 
-/* Forward, loss and backward on (x, y); *lv the loss, logits (if not NULL) the outputs. */
-static nn_status forward_backward(nn_trainer *t, nn_tensor *x, nn_tensor *y, float *lv, float *logits)
+/* Forward, loss and backward on (x, y), enqueued (nothing read back): *out
+ * the logits, *loss the mean loss, both on the step's device. */
+static nn_status forward_backward(nn_trainer *t, nn_tensor *x, nn_tensor *y, nn_tensor **out, nn_tensor **loss)
 {
     nn_ctx_reset(t->ctx);
     nn_ctx_set_training(t->ctx, true);
-    nn_tensor *out = forward(t, x);
-    nn_tensor *loss = nn_softmax_xent(t->ctx, out, y);
-    nn_status s = loss ? nn_backward(t->ctx, loss) : nn_ctx_status(t->ctx);
+    *out = forward(t, x);
+    *loss = nn_softmax_xent(t->ctx, *out, y);
+    nn_status s = *loss ? nn_backward(t->ctx, *loss) : nn_ctx_status(t->ctx);
     if (s != NN_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", nn_ctx_status(t->ctx) != NN_OK ? nn_ctx_errmsg(t->ctx) : nn_errmsg());
         return nn_error(s, "step %lld: %s", (long long)t->st->step + 1, msg);
     }
-    NN_TRY(nn_tensor_read(loss, lv));
-    return logits ? nn_tensor_read(out, logits) : NN_OK;
+    return NN_OK;
 }
 
 /* A host batch of n images uploaded to its tensors. */
@@ -291,7 +311,9 @@ nn_status nn_trainer_grad(nn_trainer *t, const float *hx, const int32_t *hy, int
     if (!t || !hx || !hy || !loss) return nn_error(NN_E_ARG, "trainer: NULL argument to nn_trainer_grad");
     nn_tensor *x = NULL, *y = NULL;
     NN_TRY(upload_batch(t, hx, hy, n, &x, &y));
-    return forward_backward(t, x, y, loss, NULL);
+    nn_tensor *out, *lt;
+    NN_TRY(forward_backward(t, x, y, &out, &lt));
+    return nn_tensor_read(lt, loss);
 }
 
 /* The first parameter whose gradient holds a NaN or Inf, or NULL. While the
@@ -333,10 +355,11 @@ static nn_status nonfinite_error(nn_trainer *t, nn_tensor *x, float lv, const ch
                     st->epoch + 1, st->batch + 1, what);
 }
 
-/* After a finite step: the optimizer, the counts. */
-static nn_status take_step(nn_trainer *t, float lv, const int32_t *hy, int n)
+/* After a finite step (its update done): the counts. */
+static nn_status take_step(nn_trainer *t, nn_tensor *out, float lv, const int32_t *hy, int n)
 {
-    NN_TRY(nn_optim_step(t->opt));
+    NN_TRY(nn_tensor_read(out, t->logits));
+    nn_optim_set_steps(t->opt, nn_optim_steps(t->opt) + 1);
     t->st->step++;
     t->loss_sum += (double)lv * n;
     for (int i = 0; i < n; i++) t->correct += nn_rank_of(t->logits + (size_t)i * t->m.classes, t->m.classes, hy[i]) == 0;
@@ -344,7 +367,52 @@ static nn_status take_step(nn_trainer *t, float lv, const int32_t *hy, int n)
     return NN_OK;
 }
 
-/* One step on the batch (x, y) of n images; hy its labels on the host. */
+/* The step's scalars written once: the rate, Adam's corrections for the
+ * next step, the generator's position, a zero count; then where the kernels
+ * read them (one copy on a device). */
+static nn_status publish_step_vars(nn_trainer *t)
+{
+    nn_optim_step_vars(t->opt, &t->sv);
+    t->sv.rng_offset = nn_ctx_rng(t->ctx)->offset;
+    t->sv.nonfinite = 0;
+    nn_ctx_set_step_vars(t->ctx, t->cfg.dev, t->dsv, t->sv.rng_offset);
+    if (t->dsv == &t->sv) return NN_OK;
+    return nn_backend_get(t->cfg.dev)->copy(t->dsv, t->cfg.dev, &t->sv, NN_CPU, sizeof t->sv);
+}
+
+/* The gated update, enqueued: the non-finite values of the loss and the
+ * gradients counted into the step's struct on the device, and the optimizer
+ * kernels made no-ops there when the count is not zero (no host branch). */
+static nn_status gated_update(nn_trainer *t, nn_tensor *loss)
+{
+    const nn_backend *be = nn_backend_get(t->cfg.dev);
+    NN_TRY(be->count_nonfinite_into(1, nn_f32(loss), t->dsv));
+    size_t n;
+    const float *block = nn_params_flat(t->params, &n);
+    if (block) {
+        NN_TRY(nn_backend_get(t->params->grad_dev)->count_nonfinite_into(n, block, t->dsv));
+    } else {
+        for (int i = 0; i < t->params->n; i++) {
+            const nn_tensor *p = t->params->p[i].t;
+            if (p->grad) NN_TRY(nn_backend_get(p->device)->count_nonfinite_into(p->numel, nn_f32(p->grad), t->dsv));
+        }
+    }
+    return nn_optim_step_at(t->opt, t->dsv);
+}
+
+/* The hook sees the loss on the host and may replace it (data parallelism:
+ * the mean over processes); the replaced value goes back to the device, so
+ * that the gate judges the loss the skip policy sees. */
+static nn_status run_hook(nn_trainer *t, nn_tensor *loss)
+{
+    NN_TRY(nn_tensor_read(loss, &t->loss));
+    NN_TRY(t->cfg.after_backward(t, t->cfg.user));
+    return nn_tensor_write(loss, &t->loss);
+}
+
+/* One step on the batch (x, y) of n images; hy its labels on the host. The
+ * whole step is enqueued before anything is read back; then one sync reads
+ * the count (and the loss), and the host accounts for what the device did. */
 static nn_status train_batch(nn_trainer *t, nn_tensor *x, nn_tensor *y, const int32_t *hy, int n)
 {
     nn_train_state *st = t->st;
@@ -352,13 +420,19 @@ static nn_status train_batch(nn_trainer *t, nn_tensor *x, nn_tensor *y, const in
     nn_optim_set_lr(t->opt, nn_schedule_step(&sc, st->step, (int64_t)st->epochs * t->train.batches));
     nn_train_set_schedule(st, &sc);
     const char *bad = NULL;
-    NN_TRY(forward_backward(t, x, y, &t->loss, t->logits));
-    if (t->cfg.after_backward) NN_TRY(t->cfg.after_backward(t, t->cfg.user));
+    nn_tensor *out, *loss;
+    NN_TRY(publish_step_vars(t));
+    NN_TRY(forward_backward(t, x, y, &out, &loss));
+    if (t->cfg.after_backward) NN_TRY(run_hook(t, loss));
+    NN_TRY(gated_update(t, loss));
+    nn_step_vars done;
+    NN_TRY(nn_backend_get(t->cfg.dev)->copy(&done, NN_CPU, t->dsv, t->cfg.dev, sizeof done));
+    if (!t->cfg.after_backward) NN_TRY(nn_tensor_read(loss, &t->loss));
     float lv = t->loss;
-    NN_TRY(nonfinite_grad(t, &bad));
-    if (isfinite(lv) && !bad) {
-        NN_TRY(take_step(t, lv, hy, n));
+    if (!done.nonfinite) {
+        NN_TRY(take_step(t, out, lv, hy, n));
     } else {
+        NN_TRY(nonfinite_grad(t, &bad));
         if (!t->cfg.skip_nonfinite) return nonfinite_error(t, x, lv, bad);
         t->skipped++;
         nn_train_event ev = {.kind = NN_TRAIN_SKIP, .nonfinite = isfinite(lv) ? bad : "loss"};
