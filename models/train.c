@@ -31,6 +31,13 @@ struct nn_trainer {
     float loss;                /* this step's (after_backward may replace it) */
     nn_step_vars sv;           /* this step's scalars (core/step_vars.h), written once per step */
     nn_step_vars *dsv;         /* where the kernels read them: &sv on the CPU, a copy on a device */
+    /* NN_CUDA_GRAPH=1: the full-batch step captured once, then replayed */
+    bool graph_on;             /* asked for, and not given up on */
+    int graph_warm;            /* plain full-batch steps since the graph was dropped */
+    void *graph;               /* the captured step, or NULL */
+    nn_tensor *g_out, *g_loss; /* its logits and loss (the capture step's tensors) */
+    uint64_t g_draws;          /* dropout counters one step takes */
+    int64_t g_replays;         /* steps run from a graph (captures included) */
     char last[4096], best[4096];
     /* this run */
     double t_start;
@@ -148,6 +155,15 @@ static nn_status new_step_vars(nn_trainer *t)
     return NN_OK;
 }
 
+/* Until the next capture, steps run plain (after anything that may move the
+ * memory the graph's pointers name: a partial batch, an evaluation). */
+static void drop_graph(nn_trainer *t)
+{
+    if (t->graph) nn_backend_get(t->cfg.dev)->graph_free(t->graph);
+    t->graph = NULL;
+    t->graph_warm = 0;
+}
+
 static nn_status init_trainer(nn_trainer *t)
 {
     NN_TRY(check_model(&t->m));
@@ -165,6 +181,13 @@ static nn_status init_trainer(nn_trainer *t)
     if (!t->logits || !t->ctx) return nn_error(NN_E_NOMEM, "trainer: out of memory");
     *nn_ctx_rng(t->ctx) = st->dropout_rng;
     NN_TRY(new_step_vars(t));
+    const char *g = getenv(NN_CUDA_GRAPH_ENV);
+    t->graph_on = g && g[0] == '1' && t->cfg.dev != NN_CPU;
+    if (t->graph_on && t->cfg.after_backward) {
+        fprintf(stderr, "convnet: %s: a step with an after_backward hook (data parallelism) is not captured\n",
+                NN_CUDA_GRAPH_ENV);
+        t->graph_on = false;
+    }
     if (t->cfg.checkpoint_dir) {
         snprintf(t->last, sizeof t->last, "%s/last.safetensors", t->cfg.checkpoint_dir);
         snprintf(t->best, sizeof t->best, "%s/best.safetensors", t->cfg.checkpoint_dir);
@@ -203,6 +226,7 @@ void nn_trainer_free(nn_trainer *t)
     nn_tensor_free(t->yb);
     nn_tensor_free(t->xp);
     nn_tensor_free(t->yp);
+    drop_graph(t);
     nn_ctx_free(t->ctx);
     nn_optim_free(t->opt);
     if (t->dsv && t->dsv != &t->sv) nn_backend_get(t->cfg.dev)->free(t->dsv);
@@ -212,6 +236,7 @@ void nn_trainer_free(nn_trainer *t)
 nn_status nn_trainer_resume(nn_trainer *t, const char *path)
 {
     if (!t || !path) return nn_error(NN_E_ARG, "trainer: NULL %s", !t ? "trainer" : "checkpoint path");
+    drop_graph(t);
     NN_TRY(nn_checkpoint_read(path, t->params, t->opt, NULL, NULL));
     nn_optim_set_lr(t->opt, t->st->lr);
     *nn_ctx_rng(t->ctx) = t->st->dropout_rng;
@@ -223,6 +248,7 @@ nn_optim *nn_trainer_optim(nn_trainer *t) { return t ? t->opt : NULL; }
 nn_train_state *nn_trainer_state(nn_trainer *t) { return t ? t->st : NULL; }
 nn_ctx *nn_trainer_ctx(nn_trainer *t) { return t ? t->ctx : NULL; }
 float *nn_trainer_step_loss(nn_trainer *t) { return t ? &t->loss : NULL; }
+int64_t nn_trainer_graph_steps(const nn_trainer *t) { return t ? t->g_replays : 0; }
 
 /* ---- one step ---- */
 
@@ -410,6 +436,67 @@ static nn_status run_hook(nn_trainer *t, nn_tensor *loss)
     return nn_tensor_write(loss, &t->loss);
 }
 
+/* Forward, backward and the gated update, enqueued. */
+static nn_status plain_step(nn_trainer *t, nn_tensor *x, nn_tensor *y, nn_tensor **out, nn_tensor **loss)
+{
+    NN_TRY(forward_backward(t, x, y, out, loss));
+    if (t->cfg.after_backward) NN_TRY(run_hook(t, *loss));
+    return gated_update(t, *loss);
+}
+
+/* The plain step captured (nothing runs while capturing), then launched. A
+ * step that cannot be captured runs plain, as every later one, after a
+ * one-line notice; the generator is put back where the capture found it. */
+static nn_status capture_step(nn_trainer *t, nn_tensor *x, nn_tensor *y, nn_tensor **out, nn_tensor **loss)
+{
+    const nn_backend *be = nn_backend_get(t->cfg.dev);
+    const nn_rng before = *nn_ctx_rng(t->ctx);
+    nn_status s = be->graph_begin();
+    if (s == NN_OK) {
+        nn_status r = plain_step(t, x, y, out, loss);
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", nn_errmsg());
+        s = be->graph_end(&t->graph); /* ends the capture in any case */
+        if (r != NN_OK) s = nn_error(r, "%s", msg);
+    }
+    if (s != NN_OK) {
+        fprintf(stderr, "convnet: %s: step %lld not captured, training without a graph: %s\n", NN_CUDA_GRAPH_ENV,
+                (long long)t->st->step + 1, nn_errmsg());
+        drop_graph(t);
+        t->graph_on = false;
+        *nn_ctx_rng(t->ctx) = before;
+        return plain_step(t, x, y, out, loss);
+    }
+    t->g_draws = nn_ctx_rng(t->ctx)->offset - before.offset;
+    t->g_out = *out, t->g_loss = *loss;
+    t->g_replays++;
+    return be->graph_launch(t->graph);
+}
+
+/* The step, plain or from the graph. The arena and the caching allocator
+ * hand out the same addresses from the second step on (docs/cuda_graph.md),
+ * so the capture waits for two plain full-batch steps; a replay runs no host
+ * code of the step, so the generator is moved as the step would move it. */
+static nn_status run_step(nn_trainer *t, nn_tensor *x, nn_tensor *y, nn_tensor **out, nn_tensor **loss)
+{
+    if (!t->graph_on || x != t->xb) {
+        if (x != t->xb) drop_graph(t); /* the partial batch: other shapes, other addresses */
+        return plain_step(t, x, y, out, loss);
+    }
+    if (t->graph) {
+        NN_TRY(nn_backend_get(t->cfg.dev)->graph_launch(t->graph));
+        nn_ctx_rng(t->ctx)->offset += t->g_draws;
+        t->g_replays++;
+        *out = t->g_out, *loss = t->g_loss;
+        return NN_OK;
+    }
+    if (t->graph_warm < 2) {
+        t->graph_warm++;
+        return plain_step(t, x, y, out, loss);
+    }
+    return capture_step(t, x, y, out, loss);
+}
+
 /* One step on the batch (x, y) of n images; hy its labels on the host. The
  * whole step is enqueued before anything is read back; then one sync reads
  * the count (and the loss), and the host accounts for what the device did. */
@@ -422,9 +509,7 @@ static nn_status train_batch(nn_trainer *t, nn_tensor *x, nn_tensor *y, const in
     const char *bad = NULL;
     nn_tensor *out, *loss;
     NN_TRY(publish_step_vars(t));
-    NN_TRY(forward_backward(t, x, y, &out, &loss));
-    if (t->cfg.after_backward) NN_TRY(run_hook(t, loss));
-    NN_TRY(gated_update(t, loss));
+    NN_TRY(run_step(t, x, y, &out, &loss));
     nn_step_vars done;
     NN_TRY(nn_backend_get(t->cfg.dev)->copy(&done, NN_CPU, t->dsv, t->cfg.dev, sizeof done));
     if (!t->cfg.after_backward) NN_TRY(nn_tensor_read(loss, &t->loss));
@@ -504,6 +589,7 @@ static nn_status evaluate(nn_trainer *t, nn_eval_result *ev)
 static nn_status end_epoch(nn_trainer *t)
 {
     nn_train_state *st = t->st;
+    drop_graph(t); /* the evaluation allocates; the next epoch captures again */
     nn_train_event ev = {.kind = NN_TRAIN_EPOCH, .epoch_time = now() - t->t0};
     NN_TRY(evaluate(t, &ev.eval));
     if (t->cfg.after_eval) NN_TRY(t->cfg.after_eval(t, &ev.eval, t->cfg.user));
