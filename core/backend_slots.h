@@ -94,12 +94,13 @@ NN_KERNEL(optim, nn_status, sgd_update_at, (size_t n, float *w, const float *g, 
 NN_KERNEL(optim, nn_status, adam_update_at, (size_t n, float *w, const float *g, float *m, float *v, float beta1,
                                              float beta2, float eps, float wd, int decoupled, const nn_step_vars *sv))
 
-/* step capture (docs/cuda_graph.md): graph_begin starts capturing the work
+/* step capture (docs/cuda_graph.md), in the memory group as sync is (the
+ * stream's, no op's): graph_begin starts capturing the work
  * enqueued on this device's one stream (nothing of it runs); graph_end stops
  * and instantiates it into *g (NULL and a status when the capture failed:
  * the stream is usable again); graph_launch replays it on the stream. The
  * CPU has none: NN_E_UNSUPPORTED. */
-NN_KERNEL(graph, nn_status, graph_begin, (void))
-NN_KERNEL(graph, nn_status, graph_end, (void **g))
-NN_KERNEL(graph, nn_status, graph_launch, (void *g))
-NN_KERNEL(graph, void, graph_free, (void *g))
+NN_KERNEL(memory, nn_status, graph_begin, (void))
+NN_KERNEL(memory, nn_status, graph_end, (void **g))
+NN_KERNEL(memory, nn_status, graph_launch, (void *g))
+NN_KERNEL(memory, void, graph_free, (void *g))

@@ -381,16 +381,23 @@ static nn_status nonfinite_error(nn_trainer *t, nn_tensor *x, float lv, const ch
                     st->epoch + 1, st->batch + 1, what);
 }
 
-/* After a finite step (its update done): the counts. */
+/* After a finite step (its update done): the counts. out: the logits (NULL:
+ * read already). */
 static nn_status take_step(nn_trainer *t, nn_tensor *out, float lv, const int32_t *hy, int n)
 {
-    NN_TRY(nn_tensor_read(out, t->logits));
+    if (out) NN_TRY(nn_tensor_read(out, t->logits));
     nn_optim_set_steps(t->opt, nn_optim_steps(t->opt) + 1);
     t->st->step++;
     t->loss_sum += (double)lv * n;
     for (int i = 0; i < n; i++) t->correct += nn_rank_of(t->logits + (size_t)i * t->m.classes, t->m.classes, hy[i]) == 0;
     t->seen += n;
     return NN_OK;
+}
+
+static nn_status write_step_vars(nn_trainer *t)
+{
+    if (t->dsv == &t->sv) return NN_OK;
+    return nn_backend_get(t->cfg.dev)->copy(t->dsv, t->cfg.dev, &t->sv, NN_CPU, sizeof t->sv);
 }
 
 /* The step's scalars written once: the rate, Adam's corrections for the
@@ -402,17 +409,16 @@ static nn_status publish_step_vars(nn_trainer *t)
     t->sv.rng_offset = nn_ctx_rng(t->ctx)->offset;
     t->sv.nonfinite = 0;
     nn_ctx_set_step_vars(t->ctx, t->cfg.dev, t->dsv, t->sv.rng_offset);
-    if (t->dsv == &t->sv) return NN_OK;
-    return nn_backend_get(t->cfg.dev)->copy(t->dsv, t->cfg.dev, &t->sv, NN_CPU, sizeof t->sv);
+    return write_step_vars(t);
 }
 
-/* The gated update, enqueued: the non-finite values of the loss and the
- * gradients counted into the step's struct on the device, and the optimizer
- * kernels made no-ops there when the count is not zero (no host branch). */
+/* The gated update, enqueued: the non-finite values of the loss (NULL: the
+ * hook's, counted already) and the gradients counted into the step's struct
+ * on the device, and the optimizer kernels made no-ops there when the count
+ * is not zero (no host branch). */
 static nn_status gated_update(nn_trainer *t, nn_tensor *loss)
 {
-    const nn_backend *be = nn_backend_get(t->cfg.dev);
-    NN_TRY(be->count_nonfinite_into(1, nn_f32(loss), t->dsv));
+    if (loss) NN_TRY(nn_backend_get(t->cfg.dev)->count_nonfinite_into(1, nn_f32(loss), t->dsv));
     size_t n;
     const float *block = nn_params_flat(t->params, &n);
     if (block) {
@@ -427,20 +433,25 @@ static nn_status gated_update(nn_trainer *t, nn_tensor *loss)
 }
 
 /* The hook sees the loss on the host and may replace it (data parallelism:
- * the mean over processes); the replaced value goes back to the device, so
- * that the gate judges the loss the skip policy sees. */
-static nn_status run_hook(nn_trainer *t, nn_tensor *loss)
+ * the mean over processes) and run more slices on the context, after which
+ * the step's tensors are gone: the logits are read before it, and the gate
+ * starts from the loss the skip policy sees (one more small copy; a step
+ * with a hook is never captured). *out and *loss come back NULL. */
+static nn_status run_hook(nn_trainer *t, nn_tensor **out, nn_tensor **loss)
 {
-    NN_TRY(nn_tensor_read(loss, &t->loss));
+    NN_TRY(nn_tensor_read(*loss, &t->loss));
+    NN_TRY(nn_tensor_read(*out, t->logits));
+    *out = *loss = NULL;
     NN_TRY(t->cfg.after_backward(t, t->cfg.user));
-    return nn_tensor_write(loss, &t->loss);
+    t->sv.nonfinite = !isfinite(t->loss);
+    return write_step_vars(t);
 }
 
 /* Forward, backward and the gated update, enqueued. */
 static nn_status plain_step(nn_trainer *t, nn_tensor *x, nn_tensor *y, nn_tensor **out, nn_tensor **loss)
 {
     NN_TRY(forward_backward(t, x, y, out, loss));
-    if (t->cfg.after_backward) NN_TRY(run_hook(t, *loss));
+    if (t->cfg.after_backward) NN_TRY(run_hook(t, out, loss));
     return gated_update(t, *loss);
 }
 
