@@ -501,7 +501,7 @@ export -f same_losses
 if [ ! -f "$carry/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
     record "no-sync switches, fusions, resident, graph: same losses" "skip (data not carried)"
 elif [ "$mode" = dry ]; then
-    step "no-sync switches, fusions, resident, graph: same losses (dry run, cpu)" 100 same_losses cpu 256
+    step "no-sync switches, fusions, resident, graph: same losses (dry run, cpu)" 80 same_losses cpu 256
 else
     gstep "no-sync switches, fusions, resident, graph: same losses" 75 same_losses cuda 2560
 fi
