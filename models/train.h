@@ -6,7 +6,11 @@
  * and the progress: epoch, batch, step, generators). nn_trainer_run then runs
  * the steps of every remaining epoch:
  *     lr from the schedule -> forward -> softmax cross-entropy -> backward
- *     -> after_backward hook -> non-finite check -> optimizer step
+ *     -> after_backward hook -> non-finite count -> optimizer step
+ *     -> one read of {count, loss} -> the step counted, or skipped / stopped
+ * (the optimizer step is enqueued with the count and does nothing on the
+ * device when it is not zero: no host sync inside the step, which is what
+ * lets NN_CUDA_GRAPH capture it)
  * evaluates after each epoch, moves the schedule, and writes DIR/last.safetensors
  * (and best.safetensors when test top-1 improves) atomically. A run resumed
  * from last.safetensors (nn_trainer_resume) ends bit for bit where the
@@ -14,7 +18,8 @@
  * (seed, epoch, batch), and the dropout generator's position is saved.
  *
  * Progress is reported through a callback (per step, per skipped batch, per
- * epoch); the trainer itself prints nothing. */
+ * epoch); the trainer itself prints nothing but NN_CUDA_GRAPH's one-line
+ * notice when a step cannot be captured (below). */
 #ifndef NN_TRAIN_H
 #define NN_TRAIN_H
 
