@@ -1,11 +1,12 @@
 /* The per-step scalars read through a pointer (core/step_vars.h) on the CPU:
  * the *_at kernels and nn_optim_step_at give bit for bit what the by-value
- * ones give, a non-zero non-finite count makes the update a no-op, and
- * dropout through the context's step struct draws the same masks. */
+ * ones give, a non-zero non-finite count makes the update a no-op, dropout
+ * through the context's step struct draws the same masks, and the trainer
+ * without a hook skips or stops at a NaN batch through the device-side gate. */
 #include <string.h>
 
+#include "convnet.h"
 #include "core/backend.h"
-#include "optim/optim.h"
 #include "tests/testutil.h"
 
 #define NW 37 /* not a multiple of 8: the vector loops' tails run too */
@@ -160,6 +161,102 @@ static void test_ctx_dropout(void **state)
     nn_tensor_free(x);
 }
 
+/* ---- the trainer's gate, no after_backward hook ---- */
+
+enum { TN = 40, TD = 16, TK = 2, TB = 8, NAN_BATCH = 2 };
+
+typedef struct tiny {
+    nn_tensor *w, *b;
+    nn_params ps;
+} tiny;
+
+static nn_tensor *tiny_forward(nn_ctx *ctx, void *model, nn_tensor *x)
+{
+    tiny *m = model;
+    return nn_linear(ctx, nn_dropout(ctx, nn_flatten(ctx, x), 0.25f), m->w, m->b);
+}
+
+static float g_x[TN * TD];
+static int32_t g_y[TN];
+
+typedef struct skips {
+    int n;
+    char what[64];
+} skips;
+
+static void on_event(const nn_train_event *ev, void *user)
+{
+    skips *k = user;
+    if (ev->kind != NN_TRAIN_SKIP) return;
+    k->n++;
+    snprintf(k->what, sizeof k->what, "%s", ev->nonfinite);
+}
+
+/* One epoch of Adam on TN images, sample NAN_BATCH * TB + 1 holding a NaN. */
+static nn_status run_nan(bool skip, nn_train_state *st, skips *k, tiny *m)
+{
+    memset(m, 0, sizeof *m);
+    m->w = tu_rand(4, -0.2f, 0.2f, 2, (int[]){TK, TD});
+    m->b = tu_rand(5, -0.1f, 0.1f, 1, (int[]){TK});
+    assert_int_equal(nn_tensor_require_grad(m->w), NN_OK);
+    assert_int_equal(nn_tensor_require_grad(m->b), NN_OK);
+    assert_int_equal(nn_params_add(&m->ps, "fc.weight", m->w, false), NN_OK);
+    assert_int_equal(nn_params_add(&m->ps, "fc.bias", m->b, true), NN_OK);
+    nn_rng r = nn_rng_make(8);
+    for (int i = 0; i < TN; i++) {
+        g_y[i] = i % TK;
+        for (int j = 0; j < TD; j++) g_x[i * TD + j] = (float)g_y[i] - 0.5f + nn_rng_uniform1(&r) - 0.5f;
+    }
+    g_x[(NAN_BATCH * TB + 1) * TD + 2] = NAN;
+    nn_array_source *a = NULL;
+    nn_array_config ac = {.images_f32 = g_x, .labels = g_y, .n = TN, .c = 1, .h = 4, .w = 4, .batch = TB};
+    assert_int_equal(nn_array_source_new(&a, &ac), NN_OK);
+    nn_batch_source src = nn_array_source_batches(a);
+    nn_train_model tm = {.forward = tiny_forward, .model = m, .params = &m->ps, .in_c = 1, .in_h = 4, .in_w = 4,
+                         .classes = TK};
+    nn_train_recipe rc = {.optim = {.kind = NN_OPT_ADAM, .lr = 0.05f}, .batch_size = TB, .epochs = 1, .seed = 9};
+    rc.sched = nn_schedule_make(NN_SCHED_COSINE, rc.optim.lr);
+    *st = nn_train_state_make(&rc);
+    nn_trainer_config tc = {.skip_nonfinite = skip, .on_event = on_event, .user = k};
+    nn_trainer *t = NULL;
+    assert_int_equal(nn_trainer_new(&t, &tm, &src, NULL, st, &tc), NN_OK);
+    nn_status s = nn_trainer_run(t, NULL);
+    assert_int_equal(nn_trainer_graph_steps(t), 0); /* the CPU never captures */
+    nn_trainer_free(t);
+    nn_array_source_free(a);
+    return s;
+}
+
+static void tiny_free(tiny *m)
+{
+    nn_params_clear(&m->ps);
+    nn_tensor_free(m->w);
+    nn_tensor_free(m->b);
+}
+
+static void test_trainer_gate(void **state)
+{
+    (void)state;
+    nn_train_state st;
+    skips k = {0};
+    tiny m;
+    assert_int_equal(run_nan(false, &st, &k, &m), NN_E_NONFINITE);
+    const char *msg = nn_errmsg();
+    if (!strstr(msg, "step 3 (epoch 1, batch 3): the loss is not finite (nan; first non-finite gradient: fc.weight)"))
+        fail_msg("message: %s", msg);
+    assert_int_equal(st.step, NAN_BATCH);
+    tiny_free(&m);
+    /* skipped: the update never ran on the device side, so no NaN reached a weight */
+    assert_int_equal(run_nan(true, &st, &k, &m), NN_OK);
+    assert_int_equal(k.n, 1);
+    assert_string_equal(k.what, "loss");
+    assert_int_equal(st.step, TN / TB - 1);
+    size_t bad = 1;
+    assert_int_equal(nn_backend_get(NN_CPU)->count_nonfinite(m.w->numel, nn_f32(m.w), &bad), NN_OK);
+    assert_int_equal(bad, 0);
+    tiny_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -168,6 +265,7 @@ int main(void)
         cmocka_unit_test(test_step_vars_bias),
         cmocka_unit_test(test_kernels_at),
         cmocka_unit_test(test_ctx_dropout),
+        cmocka_unit_test(test_trainer_gate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
