@@ -78,7 +78,9 @@ static void make_data(bool with_nan)
         for (int j = 0; j < C * H * W; j++)
             g_x[i * C * H * W + j] = 0.5f * (float)g_y[i] - 0.5f + (nn_rng_uniform1(&r) - 0.5f);
     }
-    if (with_nan) g_x[NAN_SAMPLE * C * H * W + 3] = NAN;
+    /* every pixel: dropout (p 0.3) cannot zero them all */
+    if (with_nan)
+        for (int j = 0; j < C * H * W; j++) g_x[NAN_SAMPLE * C * H * W + j] = NAN;
 }
 
 typedef struct run_out {
