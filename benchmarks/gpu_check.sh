@@ -25,10 +25,10 @@
 # PyTorch on the same GPU in fp32 and with its default precision (TF32 for
 # convolutions). Then, only while EXTRA_RESERVE (180) seconds stay for the
 # training: the switches that are off by default (fused epilogue tests, the
-# implicit-GEMM conv's tests, sanitizer runs and training step, the no-sync
-# and resident runs' losses against a plain run, the uncapped workspace);
-# the side-by-side table; the full-size AlexNet on Fashion-MNIST with the
-# time left.
+# step captured as a CUDA graph (test_cuda_graph), the implicit-GEMM conv's
+# tests, sanitizer runs and training step, the no-sync, resident and graph
+# runs' losses against a plain run, the uncapped workspace); the side-by-side
+# table; the full-size AlexNet on Fashion-MNIST with the time left.
 # Exit status: 0 when no step failed.
 set -uo pipefail
 
@@ -47,7 +47,7 @@ case "${1:-run}" in
     prepare) mode=prepare ;;
     run) mode=run ;;
     --dry-run) mode=dry ;;
-    -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument '$1' (prepare, run or --dry-run)" >&2; exit 2 ;;
 esac
 
@@ -109,13 +109,13 @@ sys.exit(0 if o.get("mpi") == "disabled" and (o["buildtype"], o["gpu_sm"]) == ("
             >"$setup_log" 2>&1 || { cat "$setup_log"; rm -f "$setup_log"; return 1; }
         rm -f "$setup_log"
     fi
-    nice ninja -C "$bdir" tools/convnet tests/test_cuda tests/test_cuda_fuse >/dev/null || {
-        ninja -C "$bdir" tools/convnet tests/test_cuda tests/test_cuda_fuse; return 1; }
+    nice ninja -C "$bdir" tools/convnet tests/test_cuda tests/test_cuda_fuse tests/test_cuda_graph >/dev/null || {
+        ninja -C "$bdir" tools/convnet tests/test_cuda tests/test_cuda_fuse tests/test_cuda_graph; return 1; }
 
     local stage=$carry.stage
     rm -rf "$stage"
     mkdir -p "$stage/bin" "$stage/lib" "$stage/dev/pkgconfig" "$carry"
-    cp "$bdir/tools/convnet" "$bdir/tests/test_cuda" "$bdir/tests/test_cuda_fuse" "$stage/bin/"
+    cp "$bdir/tools/convnet" "$bdir/tests/test_cuda" "$bdir/tests/test_cuda_fuse" "$bdir/tests/test_cuda_graph" "$stage/bin/"
     # the CUDA backend is a module (libconvnet_cuda.so.N): convnet dlopen()s it
     # from ../cuda/ beside its bin/, and test_cuda's runpath is $ORIGIN/../cuda
     mkdir -p "$stage/cuda"
@@ -123,7 +123,7 @@ sys.exit(0 if o.get("mpi") == "disabled" and (o["buildtype"], o["gpu_sm"]) == ("
 
     # the libraries ldd lists, and the packages that own them
     local libs=() pkgs=() l p
-    mapfile -t libs < <(ldd "$stage/bin/convnet" "$stage/bin/test_cuda" "$stage/bin/test_cuda_fuse" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
+    mapfile -t libs < <(ldd "$stage/bin/convnet" "$stage/bin/test_cuda" "$stage/bin/test_cuda_fuse" "$stage/bin/test_cuda_graph" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u)
     for l in "${libs[@]}"; do
         is_system_lib "$(basename "$l")" && continue
         case $(basename "$l") in libconvnet*) continue ;; esac # ours: carried above
@@ -410,13 +410,13 @@ fallback_build() {
         meson setup "$fb" "$root" -Dcuda=enabled -Dmpi=disabled -Dtests=enabled -Dgpu_sm="$sm" --buildtype=release || return 1
     [ "${1:-}" = configure-only ] && return 0
     env PATH="$(dirname "$nvcc"):$PATH" LIBRARY_PATH="$work/lib" ninja -C "$fb" tools/convnet tests/test_cuda \
-        tests/test_cuda_fuse || return 1
-    cp "$fb/tools/convnet" "$fb/tests/test_cuda" "$fb/tests/test_cuda_fuse" "$bin/"
+        tests/test_cuda_fuse tests/test_cuda_graph || return 1
+    cp "$fb/tools/convnet" "$fb/tests/test_cuda" "$fb/tests/test_cuda_fuse" "$fb/tests/test_cuda_graph" "$bin/"
     mkdir -p "$bin/../cuda"
     cp -L "$fb"/cuda/libconvnet_cuda.so.[0-9] "$bin/../cuda/"
 }
 export -f find_cuda_bin fallback_build
-if step "carried binaries start" 10 sh -c "ldd '$bin/convnet' '$bin/test_cuda' '$bin/test_cuda_fuse' | grep -q 'not found' && exit 1; \
+if step "carried binaries start" 10 sh -c "ldd '$bin/convnet' '$bin/test_cuda' '$bin/test_cuda_fuse' '$bin/test_cuda_graph' | grep -q 'not found' && exit 1; \
     env LD_LIBRARY_PATH='$libpath' '$bin/convnet' help"; then
     [ "$mode" = dry ] && [ -f "$work/bin/pkgconf" ] &&
         step "fallback build configures (dry run)" 60 fallback_build configure-only
@@ -502,6 +502,12 @@ done
     "$bin/test_cuda_fuse"
 gstep_extra "fused epilogue tests (test_cuda_fuse)" 40 env LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_fuse"
 gstep_extra "test_cuda_fuse with NN_FUSE_BIAS=1" 30 env NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_fuse"
+# the step captured as a CUDA graph (NN_CUDA_GRAPH=1) against the plain step
+# (tests/test_cuda_graph.c: losses, weights and Adam state bit for bit over two
+# epochs with dropout and the cosine schedule; a NaN batch skipped or stopped at alike)
+[ "$mode" = dry ] && step "carried test_cuda_graph runs (GPU tests skip)" 20 env LD_LIBRARY_PATH="$libpath" \
+    "$bin/test_cuda_graph"
+gstep_extra "captured step = plain step (test_cuda_graph)" 30 env LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_graph"
 # the implicit-GEMM conv forward and dx (NN_CONV_IMPLICIT=1; test_conv2d_implicit
 # in the suite above compares them with im2col + GEMM whatever the switch):
 # the op and its gradients against the CPU, and the gradient checks
@@ -510,24 +516,29 @@ gstep_extra "test_conv2d* with NN_CONV_IMPLICIT=1" 25 env NN_CONV_IMPLICIT=1 NN_
 # the no-sync switches change no number (NN_CUDA_LAZY_CHECKS=1: the label check
 # flagged on the device; NN_CUDA_PINNED=1: staged uploads), nor do the fusions
 # with the same arithmetic (NN_FUSE_BIAS=1, NN_FUSE_RELU=1), nor the resident
-# data set (NN_RESIDENT=1: batches built on the device): a short training run
+# data set (NN_RESIDENT=1: batches built on the device), nor the step captured as
+# a CUDA graph and replayed (NN_CUDA_GRAPH=1, with the resident data and the
+# lazy check it needs; the CPU ignores it): a short training run
 # logs the same losses, step for step, with and without them (the dry run does
 # it on the CPU, where only NN_FUSE_RELU does something, to keep the step
 # itself working). NN_FUSE_BIAS_GRAD=1 sums db in another order: its losses
 # only stay close (relative 1e-3 after 20 steps: roundings, not a lost term).
 same_losses() { # DEVICE IMAGES
     local d
-    for d in plain switched resident fused_db; do
+    for d in plain switched resident graph fused_db; do
         env $([ $d = switched ] && echo NN_CUDA_LAZY_CHECKS=1 NN_CUDA_PINNED=1 NN_FUSE_BIAS=1 NN_FUSE_RELU=1) \
             $([ $d = resident ] && echo NN_RESIDENT=1) $([ $d = fused_db ] && echo NN_FUSE_BIAS_GRAD=1) \
+            $([ $d = graph ] && echo NN_CUDA_GRAPH=1 NN_CUDA_LAZY_CHECKS=1 NN_RESIDENT=1) \
             LD_LIBRARY_PATH="$libpath" \
             "$bin/convnet" train --device "$1" --data "$carry/fashion-mnist" --size 64 --limit "$2" \
             --test-limit 128 --epochs 1 --batch 128 --log-every 1 --quiet --checkpoint-dir "$work/same_$d" \
-            >/dev/null || return 1
+            >/dev/null 2>"$work/same_$d.err" || { cat "$work/same_$d.err"; return 1; }
         grep '"kind":"step"' "$work/same_$d/metrics.jsonl" | sed 's/,"images_per_s.*//' >"$work/same_$d.txt"
     done
     [ -s "$work/same_plain.txt" ] && diff "$work/same_plain.txt" "$work/same_switched.txt" &&
         diff "$work/same_plain.txt" "$work/same_resident.txt" &&
+        diff "$work/same_plain.txt" "$work/same_graph.txt" &&
+        { ! grep -H "not captured" "$work/same_graph.err"; } && # a silent fallback would pass the diff
         python3 -c 'import re, sys
 loss = lambda f: [float(m) for m in re.findall(r"\"loss\":([-+0-9.eE]+)", open(f).read())]
 a, b = loss(sys.argv[1]), loss(sys.argv[2])
@@ -539,11 +550,11 @@ sys.exit(1 if bad or not a or len(a) != len(b) else 0)' "$work/same_plain.txt" "
 }
 export -f same_losses
 if [ ! -f "$carry/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
-    record "no-sync switches, fusions, resident: same losses" "skip (data not carried)"
+    record "no-sync switches, fusions, resident, graph: same losses" "skip (data not carried)"
 elif [ "$mode" = dry ]; then
-    step "no-sync switches, fusions, resident: same losses (dry run, cpu)" 80 same_losses cpu 256
+    step "no-sync switches, fusions, resident, graph: same losses (dry run, cpu)" 80 same_losses cpu 256
 else
-    gstep_extra "no-sync switches, fusions, resident: same losses" 60 same_losses cuda 2560
+    gstep_extra "no-sync switches, fusions, resident, graph: same losses" 75 same_losses cuda 2560
 fi
 # the implicit-GEMM conv on the conv gradient checks' small shapes: memcheck
 # (its gather reads x at computed offsets), racecheck (one barrier per

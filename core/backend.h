@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "core/step_vars.h"
 #include "core/tensor.h"
 
 typedef struct nn_conv2d_geom {

@@ -25,6 +25,9 @@ NN_KERNEL(memory, size_t, peak_bytes, (void))                   /* allocator hig
 NN_KERNEL(helpers, nn_status, fill, (float *x, size_t n, float v))
 NN_KERNEL(helpers, nn_status, axpy, (size_t n, float a, const float *x, float *y))   /* y += a x */
 NN_KERNEL(helpers, nn_status, count_nonfinite, (size_t n, const float *x, size_t *host_count))
+/* the same count added to sv->nonfinite where the device can read it: no
+ * host sync (sv in this device's memory, core/step_vars.h) */
+NN_KERNEL(helpers, nn_status, count_nonfinite_into, (size_t n, const float *x, nn_step_vars *sv))
 NN_KERNEL(helpers, nn_status, rng_uniform, (float *x, size_t n, uint64_t seed, uint64_t offset, float lo, float hi))
 NN_KERNEL(helpers, nn_status, rng_normal, (float *x, size_t n, uint64_t seed, uint64_t offset, float mean, float std))
 
@@ -52,6 +55,9 @@ NN_KERNEL(maxpool2d, nn_status, maxpool_backward, (const nn_pool_geom *g, const 
 /* dropout: mask[i] = keep(seed, offset, i, p); y = x * mask / (1 - p) */
 NN_KERNEL(dropout, nn_status, dropout_forward, (size_t n, const float *x, float *y, uint8_t *mask, float p,
                                                 uint64_t seed, uint64_t offset))
+/* the same with the counters at sv->rng_offset + offset + i (sv in this device's memory) */
+NN_KERNEL(dropout, nn_status, dropout_forward_at, (size_t n, const float *x, float *y, uint8_t *mask, float p,
+                                                   uint64_t seed, uint64_t offset, const nn_step_vars *sv))
 NN_KERNEL(dropout, nn_status, dropout_backward, (size_t n, const uint8_t *mask, float p, const float *dy, float *dx))
 
 /* linear: y = x w^T + b */
@@ -81,3 +87,20 @@ NN_KERNEL(optim, nn_status, sgd_update, (size_t n, float *w, const float *g, flo
 NN_KERNEL(optim, nn_status, adam_update, (size_t n, float *w, const float *g, float *m, float *v, float lr,
                                           float beta1, float beta2, float eps, float wd, int decoupled,
                                           float bias1, float bias2))
+/* the same with lr (and Adam's bias1, bias2) read from sv, in this device's
+ * memory; nothing is written when sv->nonfinite is not zero */
+NN_KERNEL(optim, nn_status, sgd_update_at, (size_t n, float *w, const float *g, float *v, float momentum, float wd,
+                                            const nn_step_vars *sv))
+NN_KERNEL(optim, nn_status, adam_update_at, (size_t n, float *w, const float *g, float *m, float *v, float beta1,
+                                             float beta2, float eps, float wd, int decoupled, const nn_step_vars *sv))
+
+/* step capture (docs/cuda_graph.md), in the memory group as sync is (the
+ * stream's, no op's): graph_begin starts capturing the work
+ * enqueued on this device's one stream (nothing of it runs); graph_end stops
+ * and instantiates it into *g (NULL and a status when the capture failed:
+ * the stream is usable again); graph_launch replays it on the stream. The
+ * CPU has none: NN_E_UNSUPPORTED. */
+NN_KERNEL(memory, nn_status, graph_begin, (void))
+NN_KERNEL(memory, nn_status, graph_end, (void **g))
+NN_KERNEL(memory, nn_status, graph_launch, (void *g))
+NN_KERNEL(memory, void, graph_free, (void *g))

@@ -57,6 +57,34 @@ nn_status nn_cpu_count_nonfinite(size_t n, const float *x, size_t *count)
     return NN_OK;
 }
 
+nn_status nn_cpu_count_nonfinite_into(size_t n, const float *x, nn_step_vars *sv)
+{
+    size_t c;
+    NN_TRY(nn_cpu_count_nonfinite(n, x, &c));
+    sv->nonfinite += c;
+    return NN_OK;
+}
+
+/* The CPU runs each step as it is enqueued: nothing to capture. */
+nn_status nn_cpu_graph_begin(void)
+{
+    return nn_error(NN_E_UNSUPPORTED, "cpu: no step capture (CUDA graphs are for the CUDA device)");
+}
+
+nn_status nn_cpu_graph_end(void **g)
+{
+    *g = NULL;
+    return nn_cpu_graph_begin();
+}
+
+nn_status nn_cpu_graph_launch(void *g)
+{
+    (void)g;
+    return nn_cpu_graph_begin();
+}
+
+void nn_cpu_graph_free(void *g) { (void)g; }
+
 nn_status nn_cpu_rng_uniform(float *x, size_t n, uint64_t seed, uint64_t offset, float lo, float hi)
 {
 #pragma omp parallel for if (n > 65536)

@@ -60,6 +60,8 @@ struct nn_ctx {
     bool retain; /* keep every op output's data and gradient through backward */
     nn_rng rng;
     int shard_first, shard_total; /* nn_ctx_set_shard; total 0: not sharded */
+    const nn_step_vars *step_vars[NN_NDEVICES]; /* nn_ctx_set_step_vars */
+    uint64_t step_base[NN_NDEVICES];
     nn_status status;
     char msg[1024];
     size_t system_allocs;
@@ -285,6 +287,18 @@ void nn_ctx_on_grad_ready(nn_ctx *ctx, nn_grad_ready_fn fn, void *user)
 
 bool nn_ctx_training(const nn_ctx *ctx) { return ctx->training; }
 nn_rng *nn_ctx_rng(nn_ctx *ctx) { return &ctx->rng; }
+
+void nn_ctx_set_step_vars(nn_ctx *ctx, nn_device dev, const nn_step_vars *sv, uint64_t base)
+{
+    ctx->step_vars[dev] = sv;
+    ctx->step_base[dev] = base;
+}
+
+const nn_step_vars *nn_ctx_step_vars(const nn_ctx *ctx, nn_device dev, uint64_t *base)
+{
+    *base = ctx->step_base[dev];
+    return ctx->step_vars[dev];
+}
 
 void nn_ctx_set_shard(nn_ctx *ctx, int first, int total)
 {

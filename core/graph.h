@@ -30,6 +30,7 @@
 
 #include "core/rng.h"
 #include "core/status.h"
+#include "core/step_vars.h"
 #include "core/tensor.h"
 
 typedef struct nn_ctx nn_ctx;
@@ -68,6 +69,16 @@ bool nn_ctx_training(const nn_ctx *ctx);
 
 /* The generator dropout draws from (owned by the context, state saveable). */
 nn_rng *nn_ctx_rng(nn_ctx *ctx);
+
+/* A training step's scalars (core/step_vars.h) for the ops that read them
+ * on the device (dropout's generator position): sv lives in dev's memory and
+ * its rng_offset holds `base`, the generator's offset when the step began, so
+ * a dropout draws at sv->rng_offset + (its offset - base), the same counters
+ * as by value, and a replayed captured step draws new ones. NULL (the
+ * default): ops pass their scalars by value. Kept across nn_ctx_reset. */
+void nn_ctx_set_step_vars(nn_ctx *ctx, nn_device dev, const nn_step_vars *sv, uint64_t base);
+/* The step's scalars on dev (NULL if none), *base their generator position. */
+const nn_step_vars *nn_ctx_step_vars(const nn_ctx *ctx, nn_device dev, uint64_t *base);
 
 /* Data parallelism: this context's batches are rows [first, first + n) of a
  * global batch of `total` rows, so dropout draws its masks by global row (and

@@ -88,6 +88,16 @@ extern "C" nn_status nn_cuda_axpy(size_t n, float a, const float *x, float *y)
     return NN_OK;
 }
 
+/* No sync, no scratch: the count lands in the step's struct on the device. */
+extern "C" nn_status nn_cuda_count_nonfinite_into(size_t n, const float *x, nn_step_vars *sv)
+{
+    if (!n) return NN_OK;
+    NN_CUDA_STREAM(s);
+    nonfinite_cuda(n, x, &sv->nonfinite, s);
+    NN_CUDA_LAUNCHED("count_nonfinite_into");
+    return NN_OK;
+}
+
 extern "C" nn_status nn_cuda_count_nonfinite(size_t n, const float *x, size_t *host_count)
 {
     *host_count = 0;

@@ -29,6 +29,15 @@ struct nn_trainer {
     nn_tensor *xp, *yp;        /* the partial last batch, if any */
     float *logits;             /* batch_size x classes, host */
     float loss;                /* this step's (after_backward may replace it) */
+    nn_step_vars sv;           /* this step's scalars (core/step_vars.h), written once per step */
+    nn_step_vars *dsv;         /* where the kernels read them: &sv on the CPU, a copy on a device */
+    /* NN_CUDA_GRAPH=1: the full-batch step captured once, then replayed */
+    bool graph_on;             /* asked for, and not given up on */
+    int graph_warm;            /* plain full-batch steps since the graph was dropped */
+    void *graph;               /* the captured step, or NULL */
+    nn_tensor *g_out, *g_loss; /* its logits and loss (the capture step's tensors) */
+    uint64_t g_draws;          /* dropout counters one step takes */
+    int64_t g_replays;         /* steps run from a graph (captures included) */
     char last[4096], best[4096];
     /* this run */
     double t_start;
@@ -130,6 +139,31 @@ static nn_status new_batch(nn_trainer *t, int n, nn_tensor **x, nn_tensor **y)
     return nn_tensor_new(y, NN_I32, t->cfg.dev, 1, ys);
 }
 
+/* The step's scalars where its kernels read them (a fixed address, so that
+ * a captured step reads each replay's values). */
+static nn_status new_step_vars(nn_trainer *t)
+{
+    if (t->cfg.dev == NN_CPU) {
+        t->dsv = &t->sv;
+        return NN_OK;
+    }
+    const nn_backend *be = nn_backend_need(t->cfg.dev, "trainer");
+    if (!be) return NN_E_DEVICE;
+    NN_TRY(be->alloc((void **)&t->dsv, sizeof *t->dsv));
+    if (!t->dsv) return nn_error(NN_E_NOMEM, "trainer: out of %s memory for the step's scalars",
+                                 nn_device_name(t->cfg.dev));
+    return NN_OK;
+}
+
+/* Until the next capture, steps run plain (after anything that may move the
+ * memory the graph's pointers name: a partial batch, an evaluation). */
+static void drop_graph(nn_trainer *t)
+{
+    if (t->graph) nn_backend_get(t->cfg.dev)->graph_free(t->graph);
+    t->graph = NULL;
+    t->graph_warm = 0;
+}
+
 static nn_status init_trainer(nn_trainer *t)
 {
     NN_TRY(check_model(&t->m));
@@ -146,6 +180,14 @@ static nn_status init_trainer(nn_trainer *t)
     t->ctx = nn_ctx_new();
     if (!t->logits || !t->ctx) return nn_error(NN_E_NOMEM, "trainer: out of memory");
     *nn_ctx_rng(t->ctx) = st->dropout_rng;
+    NN_TRY(new_step_vars(t));
+    const char *g = getenv(NN_CUDA_GRAPH_ENV);
+    t->graph_on = g && g[0] == '1' && t->cfg.dev != NN_CPU;
+    if (t->graph_on && t->cfg.after_backward) {
+        fprintf(stderr, "convnet: %s: a step with an after_backward hook (data parallelism) is not captured\n",
+                NN_CUDA_GRAPH_ENV);
+        t->graph_on = false;
+    }
     if (t->cfg.checkpoint_dir) {
         snprintf(t->last, sizeof t->last, "%s/last.safetensors", t->cfg.checkpoint_dir);
         snprintf(t->best, sizeof t->best, "%s/best.safetensors", t->cfg.checkpoint_dir);
@@ -184,14 +226,17 @@ void nn_trainer_free(nn_trainer *t)
     nn_tensor_free(t->yb);
     nn_tensor_free(t->xp);
     nn_tensor_free(t->yp);
+    drop_graph(t);
     nn_ctx_free(t->ctx);
     nn_optim_free(t->opt);
+    if (t->dsv && t->dsv != &t->sv) nn_backend_get(t->cfg.dev)->free(t->dsv);
     free(t);
 }
 
 nn_status nn_trainer_resume(nn_trainer *t, const char *path)
 {
     if (!t || !path) return nn_error(NN_E_ARG, "trainer: NULL %s", !t ? "trainer" : "checkpoint path");
+    drop_graph(t);
     NN_TRY(nn_checkpoint_read(path, t->params, t->opt, NULL, NULL));
     nn_optim_set_lr(t->opt, t->st->lr);
     *nn_ctx_rng(t->ctx) = t->st->dropout_rng;
@@ -203,6 +248,7 @@ nn_optim *nn_trainer_optim(nn_trainer *t) { return t ? t->opt : NULL; }
 nn_train_state *nn_trainer_state(nn_trainer *t) { return t ? t->st : NULL; }
 nn_ctx *nn_trainer_ctx(nn_trainer *t) { return t ? t->ctx : NULL; }
 float *nn_trainer_step_loss(nn_trainer *t) { return t ? &t->loss : NULL; }
+int64_t nn_trainer_graph_steps(const nn_trainer *t) { return t ? t->g_replays : 0; }
 
 /* ---- one step ---- */
 
@@ -248,21 +294,21 @@ static nn_tensor *forward(nn_trainer *t, nn_tensor *x)
     return t->m.seq ? nn_seq_forward(t->ctx, t->m.seq, x) : t->m.forward(t->ctx, t->m.model, x);
 }
 
-/* Forward, loss and backward on (x, y); *lv the loss, logits (if not NULL) the outputs. */
-static nn_status forward_backward(nn_trainer *t, nn_tensor *x, nn_tensor *y, float *lv, float *logits)
+/* Forward, loss and backward on (x, y), enqueued (nothing read back): *out
+ * the logits, *loss the mean loss, both on the step's device. */
+static nn_status forward_backward(nn_trainer *t, nn_tensor *x, nn_tensor *y, nn_tensor **out, nn_tensor **loss)
 {
     nn_ctx_reset(t->ctx);
     nn_ctx_set_training(t->ctx, true);
-    nn_tensor *out = forward(t, x);
-    nn_tensor *loss = nn_softmax_xent(t->ctx, out, y);
-    nn_status s = loss ? nn_backward(t->ctx, loss) : nn_ctx_status(t->ctx);
+    *out = forward(t, x);
+    *loss = nn_softmax_xent(t->ctx, *out, y);
+    nn_status s = *loss ? nn_backward(t->ctx, *loss) : nn_ctx_status(t->ctx);
     if (s != NN_OK) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", nn_ctx_status(t->ctx) != NN_OK ? nn_ctx_errmsg(t->ctx) : nn_errmsg());
         return nn_error(s, "step %lld: %s", (long long)t->st->step + 1, msg);
     }
-    NN_TRY(nn_tensor_read(loss, lv));
-    return logits ? nn_tensor_read(out, logits) : NN_OK;
+    return NN_OK;
 }
 
 /* A host batch of n images uploaded to its tensors. */
@@ -291,7 +337,9 @@ nn_status nn_trainer_grad(nn_trainer *t, const float *hx, const int32_t *hy, int
     if (!t || !hx || !hy || !loss) return nn_error(NN_E_ARG, "trainer: NULL argument to nn_trainer_grad");
     nn_tensor *x = NULL, *y = NULL;
     NN_TRY(upload_batch(t, hx, hy, n, &x, &y));
-    return forward_backward(t, x, y, loss, NULL);
+    nn_tensor *out, *lt;
+    NN_TRY(forward_backward(t, x, y, &out, &lt));
+    return nn_tensor_read(lt, loss);
 }
 
 /* The first parameter whose gradient holds a NaN or Inf, or NULL. While the
@@ -333,10 +381,12 @@ static nn_status nonfinite_error(nn_trainer *t, nn_tensor *x, float lv, const ch
                     st->epoch + 1, st->batch + 1, what);
 }
 
-/* After a finite step: the optimizer, the counts. */
-static nn_status take_step(nn_trainer *t, float lv, const int32_t *hy, int n)
+/* After a finite step (its update done): the counts. out: the logits (NULL:
+ * read already). */
+static nn_status take_step(nn_trainer *t, nn_tensor *out, float lv, const int32_t *hy, int n)
 {
-    NN_TRY(nn_optim_step(t->opt));
+    if (out) NN_TRY(nn_tensor_read(out, t->logits));
+    nn_optim_set_steps(t->opt, nn_optim_steps(t->opt) + 1);
     t->st->step++;
     t->loss_sum += (double)lv * n;
     for (int i = 0; i < n; i++) t->correct += nn_rank_of(t->logits + (size_t)i * t->m.classes, t->m.classes, hy[i]) == 0;
@@ -344,7 +394,123 @@ static nn_status take_step(nn_trainer *t, float lv, const int32_t *hy, int n)
     return NN_OK;
 }
 
-/* One step on the batch (x, y) of n images; hy its labels on the host. */
+static nn_status write_step_vars(nn_trainer *t)
+{
+    if (t->dsv == &t->sv) return NN_OK;
+    return nn_backend_get(t->cfg.dev)->copy(t->dsv, t->cfg.dev, &t->sv, NN_CPU, sizeof t->sv);
+}
+
+/* The step's scalars written once: the rate, Adam's corrections for the
+ * next step, the generator's position, a zero count; then where the kernels
+ * read them (one copy on a device). */
+static nn_status publish_step_vars(nn_trainer *t)
+{
+    nn_optim_step_vars(t->opt, &t->sv);
+    t->sv.rng_offset = nn_ctx_rng(t->ctx)->offset;
+    t->sv.nonfinite = 0;
+    nn_ctx_set_step_vars(t->ctx, t->cfg.dev, t->dsv, t->sv.rng_offset);
+    return write_step_vars(t);
+}
+
+/* The gated update, enqueued: the non-finite values of the loss (NULL: the
+ * hook's, counted already) and the gradients counted into the step's struct
+ * on the device, and the optimizer kernels made no-ops there when the count
+ * is not zero (no host branch). */
+static nn_status gated_update(nn_trainer *t, nn_tensor *loss)
+{
+    if (loss) NN_TRY(nn_backend_get(t->cfg.dev)->count_nonfinite_into(1, nn_f32(loss), t->dsv));
+    size_t n;
+    const float *block = nn_params_flat(t->params, &n);
+    if (block) {
+        NN_TRY(nn_backend_get(t->params->grad_dev)->count_nonfinite_into(n, block, t->dsv));
+    } else {
+        for (int i = 0; i < t->params->n; i++) {
+            const nn_tensor *p = t->params->p[i].t;
+            if (p->grad) NN_TRY(nn_backend_get(p->device)->count_nonfinite_into(p->numel, nn_f32(p->grad), t->dsv));
+        }
+    }
+    return nn_optim_step_at(t->opt, t->dsv);
+}
+
+/* The hook sees the loss on the host and may replace it (data parallelism:
+ * the mean over processes) and run more slices on the context, after which
+ * the step's tensors are gone: the logits are read before it, and the gate
+ * starts from the loss the skip policy sees (one more small copy; a step
+ * with a hook is never captured). *out and *loss come back NULL. */
+static nn_status run_hook(nn_trainer *t, nn_tensor **out, nn_tensor **loss)
+{
+    NN_TRY(nn_tensor_read(*loss, &t->loss));
+    NN_TRY(nn_tensor_read(*out, t->logits));
+    *out = *loss = NULL;
+    NN_TRY(t->cfg.after_backward(t, t->cfg.user));
+    t->sv.nonfinite = !isfinite(t->loss);
+    return write_step_vars(t);
+}
+
+/* Forward, backward and the gated update, enqueued. */
+static nn_status plain_step(nn_trainer *t, nn_tensor *x, nn_tensor *y, nn_tensor **out, nn_tensor **loss)
+{
+    NN_TRY(forward_backward(t, x, y, out, loss));
+    if (t->cfg.after_backward) NN_TRY(run_hook(t, out, loss));
+    return gated_update(t, *loss);
+}
+
+/* The plain step captured (nothing runs while capturing), then launched. A
+ * step that cannot be captured runs plain, as every later one, after a
+ * one-line notice; the generator is put back where the capture found it. */
+static nn_status capture_step(nn_trainer *t, nn_tensor *x, nn_tensor *y, nn_tensor **out, nn_tensor **loss)
+{
+    const nn_backend *be = nn_backend_get(t->cfg.dev);
+    const nn_rng before = *nn_ctx_rng(t->ctx);
+    nn_status s = be->graph_begin();
+    if (s == NN_OK) {
+        nn_status r = plain_step(t, x, y, out, loss);
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", nn_errmsg());
+        s = be->graph_end(&t->graph); /* ends the capture in any case */
+        if (r != NN_OK) s = nn_error(r, "%s", msg);
+    }
+    if (s != NN_OK) {
+        fprintf(stderr, "convnet: %s: step %lld not captured, training without a graph: %s\n", NN_CUDA_GRAPH_ENV,
+                (long long)t->st->step + 1, nn_errmsg());
+        drop_graph(t);
+        t->graph_on = false;
+        *nn_ctx_rng(t->ctx) = before;
+        return plain_step(t, x, y, out, loss);
+    }
+    t->g_draws = nn_ctx_rng(t->ctx)->offset - before.offset;
+    t->g_out = *out, t->g_loss = *loss;
+    t->g_replays++;
+    return be->graph_launch(t->graph);
+}
+
+/* The step, plain or from the graph. The arena and the caching allocator
+ * hand out the same addresses from the second step on (docs/cuda_graph.md),
+ * so the capture waits for two plain full-batch steps; a replay runs no host
+ * code of the step, so the generator is moved as the step would move it. */
+static nn_status run_step(nn_trainer *t, nn_tensor *x, nn_tensor *y, nn_tensor **out, nn_tensor **loss)
+{
+    if (!t->graph_on || x != t->xb) {
+        if (x != t->xb) drop_graph(t); /* the partial batch: other shapes, other addresses */
+        return plain_step(t, x, y, out, loss);
+    }
+    if (t->graph) {
+        NN_TRY(nn_backend_get(t->cfg.dev)->graph_launch(t->graph));
+        nn_ctx_rng(t->ctx)->offset += t->g_draws;
+        t->g_replays++;
+        *out = t->g_out, *loss = t->g_loss;
+        return NN_OK;
+    }
+    if (t->graph_warm < 2) {
+        t->graph_warm++;
+        return plain_step(t, x, y, out, loss);
+    }
+    return capture_step(t, x, y, out, loss);
+}
+
+/* One step on the batch (x, y) of n images; hy its labels on the host. The
+ * whole step is enqueued before anything is read back; then one sync reads
+ * the count (and the loss), and the host accounts for what the device did. */
 static nn_status train_batch(nn_trainer *t, nn_tensor *x, nn_tensor *y, const int32_t *hy, int n)
 {
     nn_train_state *st = t->st;
@@ -352,13 +518,17 @@ static nn_status train_batch(nn_trainer *t, nn_tensor *x, nn_tensor *y, const in
     nn_optim_set_lr(t->opt, nn_schedule_step(&sc, st->step, (int64_t)st->epochs * t->train.batches));
     nn_train_set_schedule(st, &sc);
     const char *bad = NULL;
-    NN_TRY(forward_backward(t, x, y, &t->loss, t->logits));
-    if (t->cfg.after_backward) NN_TRY(t->cfg.after_backward(t, t->cfg.user));
+    nn_tensor *out, *loss;
+    NN_TRY(publish_step_vars(t));
+    NN_TRY(run_step(t, x, y, &out, &loss));
+    nn_step_vars done;
+    NN_TRY(nn_backend_get(t->cfg.dev)->copy(&done, NN_CPU, t->dsv, t->cfg.dev, sizeof done));
+    if (!t->cfg.after_backward) NN_TRY(nn_tensor_read(loss, &t->loss));
     float lv = t->loss;
-    NN_TRY(nonfinite_grad(t, &bad));
-    if (isfinite(lv) && !bad) {
-        NN_TRY(take_step(t, lv, hy, n));
+    if (!done.nonfinite) {
+        NN_TRY(take_step(t, out, lv, hy, n));
     } else {
+        NN_TRY(nonfinite_grad(t, &bad));
         if (!t->cfg.skip_nonfinite) return nonfinite_error(t, x, lv, bad);
         t->skipped++;
         nn_train_event ev = {.kind = NN_TRAIN_SKIP, .nonfinite = isfinite(lv) ? bad : "loss"};
@@ -430,6 +600,7 @@ static nn_status evaluate(nn_trainer *t, nn_eval_result *ev)
 static nn_status end_epoch(nn_trainer *t)
 {
     nn_train_state *st = t->st;
+    drop_graph(t); /* the evaluation allocates; the next epoch captures again */
     nn_train_event ev = {.kind = NN_TRAIN_EPOCH, .epoch_time = now() - t->t0};
     NN_TRY(evaluate(t, &ev.eval));
     if (t->cfg.after_eval) NN_TRY(t->cfg.after_eval(t, &ev.eval, t->cfg.user));

@@ -6,7 +6,11 @@
  * and the progress: epoch, batch, step, generators). nn_trainer_run then runs
  * the steps of every remaining epoch:
  *     lr from the schedule -> forward -> softmax cross-entropy -> backward
- *     -> after_backward hook -> non-finite check -> optimizer step
+ *     -> after_backward hook -> non-finite count -> optimizer step
+ *     -> one read of {count, loss} -> the step counted, or skipped / stopped
+ * (the optimizer step is enqueued with the count and does nothing on the
+ * device when it is not zero: no host sync inside the step, which is what
+ * lets NN_CUDA_GRAPH capture it)
  * evaluates after each epoch, moves the schedule, and writes DIR/last.safetensors
  * (and best.safetensors when test top-1 improves) atomically. A run resumed
  * from last.safetensors (nn_trainer_resume) ends bit for bit where the
@@ -14,7 +18,8 @@
  * (seed, epoch, batch), and the dropout generator's position is saved.
  *
  * Progress is reported through a callback (per step, per skipped batch, per
- * epoch); the trainer itself prints nothing. */
+ * epoch); the trainer itself prints nothing but NN_CUDA_GRAPH's one-line
+ * notice when a step cannot be captured (below). */
 #ifndef NN_TRAIN_H
 #define NN_TRAIN_H
 
@@ -81,6 +86,14 @@ typedef struct nn_train_event {
 
 typedef struct nn_trainer nn_trainer;
 
+/* NN_CUDA_GRAPH=1 in the environment (read by nn_trainer_new): on the CUDA
+ * device, each epoch's third full-batch step is captured as a CUDA graph and
+ * the later full-batch steps replay it (same results, bit for bit); needs
+ * NN_CUDA_LAZY_CHECKS=1 and no after_backward hook, else (or when the capture
+ * fails) the run goes on uncaptured after a one-line notice on stderr.
+ * docs/cuda_graph.md. */
+#define NN_CUDA_GRAPH_ENV "NN_CUDA_GRAPH"
+
 typedef struct nn_trainer_config {
     nn_device dev;                  /* where the model lives (NN_CPU = 0 by default) */
     const char *checkpoint_dir;     /* last/best.safetensors go here (created); NULL: none written */
@@ -146,6 +159,9 @@ nn_train_state *nn_trainer_state(nn_trainer *t);
  * mean over processes) before the non-finite check and the counts see it. */
 nn_ctx *nn_trainer_ctx(nn_trainer *t);
 float *nn_trainer_step_loss(nn_trainer *t);
+/* Steps this trainer ran from a captured CUDA graph (NN_CUDA_GRAPH), the
+ * capturing ones included: 0 when every step ran plain. */
+int64_t nn_trainer_graph_steps(const nn_trainer *t);
 /* Forward and backward of one more batch of n images (host x, y) on the
  * trainer's context, adding to the parameters' gradients; *loss its mean loss.
  * For hooks that compute a batch in several slices (models/dist_train.c's

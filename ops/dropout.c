@@ -30,6 +30,12 @@ nn_status nn_cpu_dropout_forward(size_t n, const float *x, float *y, uint8_t *ma
     return NN_OK;
 }
 
+nn_status nn_cpu_dropout_forward_at(size_t n, const float *x, float *y, uint8_t *mask, float p, uint64_t seed,
+                                    uint64_t offset, const nn_step_vars *sv)
+{
+    return nn_cpu_dropout_forward(n, x, y, mask, p, seed, sv->rng_offset + offset);
+}
+
 nn_status nn_cpu_dropout_backward(size_t n, const uint8_t *mask, float p, const float *dy, float *dx)
 {
     if (!dx) return NN_OK;
@@ -91,8 +97,11 @@ nn_tensor *nn_dropout(nn_ctx *ctx, nn_tensor *x, float p)
     } else {
         mask = nn_op_dev(ctx, x->device, x->numel);
         if (!mask) return NULL;
-        uint64_t off = take_counters(ctx, x);
-        s = be->dropout_forward(x->numel, nn_f32(x), nn_f32(y), mask, p, nn_ctx_rng(ctx)->seed, off);
+        uint64_t off = take_counters(ctx, x), base;
+        const nn_step_vars *sv = nn_ctx_step_vars(ctx, x->device, &base);
+        const uint64_t seed = nn_ctx_rng(ctx)->seed;
+        s = sv ? be->dropout_forward_at(x->numel, nn_f32(x), nn_f32(y), mask, p, seed, off - base, sv)
+               : be->dropout_forward(x->numel, nn_f32(x), nn_f32(y), mask, p, seed, off);
     }
     if (s != NN_OK) return nn_op_fail_status(ctx, s);
 

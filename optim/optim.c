@@ -90,6 +90,22 @@ nn_status nn_cpu_adam_update(size_t n, float *w, const float *g, float *m, float
     return NN_OK;
 }
 
+/* The step's copy (core/step_vars.h): the same kernels, the rate and bias
+ * corrections read from sv, and no update on a step with a non-finite value. */
+nn_status nn_cpu_sgd_update_at(size_t n, float *w, const float *g, float *v, float momentum, float wd,
+                               const nn_step_vars *sv)
+{
+    if (sv->nonfinite) return NN_OK;
+    return nn_cpu_sgd_update(n, w, g, v, sv->lr, momentum, wd);
+}
+
+nn_status nn_cpu_adam_update_at(size_t n, float *w, const float *g, float *m, float *v, float beta1, float beta2,
+                                float eps, float wd, int decoupled, const nn_step_vars *sv)
+{
+    if (sv->nonfinite) return NN_OK;
+    return nn_cpu_adam_update(n, w, g, m, v, sv->lr, beta1, beta2, eps, wd, decoupled, sv->bias1, sv->bias2);
+}
+
 struct nn_optim {
     nn_optim_config cfg;
     const nn_params *params;
@@ -172,16 +188,29 @@ nn_status nn_optim_new(nn_optim **out, const nn_optim_config *cfg, const nn_para
     return NN_OK;
 }
 
+/* Adam's bias corrections for step t (from 1). */
+static void bias_corrections(const nn_optim_config *c, int64_t t, float *bias1, float *bias2)
+{
+    *bias1 = 1.0f - powf(c->beta1, (float)t);
+    *bias2 = 1.0f - powf(c->beta2, (float)t);
+}
+
+static float decay_of(const nn_optim_config *c, const nn_param *p)
+{
+    return (p->is_bias && !c->decay_bias) ? 0.0f : c->weight_decay;
+}
+
 nn_status nn_optim_step(nn_optim *o)
 {
     const nn_optim_config *c = &o->cfg;
     o->t++;
-    float bias1 = 1.0f - powf(c->beta1, (float)o->t), bias2 = 1.0f - powf(c->beta2, (float)o->t);
+    float bias1, bias2;
+    bias_corrections(c, o->t, &bias1, &bias2);
     for (int i = 0; i < o->params->n; i++) {
         const nn_param *p = &o->params->p[i];
         const nn_backend *be = nn_backend_need(p->t->device, "optim");
         if (!be) return NN_E_DEVICE;
-        float wd = (p->is_bias && !c->decay_bias) ? 0.0f : c->weight_decay;
+        float wd = decay_of(c, p);
         float *w = nn_f32(p->t), *g = nn_f32(p->t->grad);
         if (c->kind == NN_OPT_SGD) {
             NN_TRY(be->sgd_update(p->t->numel, w, g, nn_f32(o->state.p[i].t), c->lr, c->momentum, wd));
@@ -189,6 +218,30 @@ nn_status nn_optim_step(nn_optim *o)
             NN_TRY(be->adam_update(p->t->numel, w, g, nn_f32(o->state.p[2 * i].t),
                                    nn_f32(o->state.p[2 * i + 1].t), c->lr, c->beta1, c->beta2, c->eps,
                                    wd, c->kind == NN_OPT_ADAMW, bias1, bias2));
+        }
+    }
+    return NN_OK;
+}
+
+void nn_optim_step_vars(const nn_optim *o, nn_step_vars *sv)
+{
+    sv->lr = o->cfg.lr;
+    bias_corrections(&o->cfg, o->t + 1, &sv->bias1, &sv->bias2);
+}
+
+nn_status nn_optim_step_at(nn_optim *o, const nn_step_vars *dev_sv)
+{
+    const nn_optim_config *c = &o->cfg;
+    for (int i = 0; i < o->params->n; i++) {
+        const nn_param *p = &o->params->p[i];
+        const nn_backend *be = nn_backend_need(p->t->device, "optim");
+        if (!be) return NN_E_DEVICE;
+        float *w = nn_f32(p->t), *g = nn_f32(p->t->grad);
+        if (c->kind == NN_OPT_SGD) {
+            NN_TRY(be->sgd_update_at(p->t->numel, w, g, nn_f32(o->state.p[i].t), c->momentum, decay_of(c, p), dev_sv));
+        } else {
+            NN_TRY(be->adam_update_at(p->t->numel, w, g, nn_f32(o->state.p[2 * i].t), nn_f32(o->state.p[2 * i + 1].t),
+                                      c->beta1, c->beta2, c->eps, decay_of(c, p), c->kind == NN_OPT_ADAMW, dev_sv));
         }
     }
     return NN_OK;

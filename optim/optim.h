@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "core/params.h"
+#include "core/step_vars.h"
 
 typedef enum nn_optim_kind { NN_OPT_SGD = 0, NN_OPT_ADAM, NN_OPT_ADAMW } nn_optim_kind;
 
@@ -40,6 +41,16 @@ nn_status nn_optim_new(nn_optim **out, const nn_optim_config *cfg, const nn_para
 void nn_optim_free(nn_optim *o);
 /* One update of every parameter from its .grad (grads are not zeroed). */
 nn_status nn_optim_step(nn_optim *o);
+/* The same step in two halves, for a step whose scalars are read on the
+ * device (core/step_vars.h; a captured CUDA graph): nn_optim_step_vars
+ * writes the rate and Adam's bias corrections of the next step (t + 1) into
+ * sv; nn_optim_step_at updates every parameter reading them from dev_sv (a
+ * copy of sv in the parameters' device memory), and updates nothing when
+ * dev_sv->nonfinite is not zero. It does not advance the step count: the
+ * caller, once it knows the step was taken, calls nn_optim_set_steps(o,
+ * nn_optim_steps(o) + 1). Same results as nn_optim_step, bit for bit. */
+void nn_optim_step_vars(const nn_optim *o, nn_step_vars *sv);
+nn_status nn_optim_step_at(nn_optim *o, const nn_step_vars *dev_sv);
 /* The rate the next nn_optim_step uses (a schedule's, see below). */
 void nn_optim_set_lr(nn_optim *o, float lr);
 float nn_optim_lr(const nn_optim *o);
