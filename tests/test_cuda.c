@@ -17,6 +17,7 @@
 #include "optim/optim.h"
 #include "tests/conv_shapes.h"
 #include "tests/resident_compare.h"
+#include "tests/gpu_test.h"
 #include "tests/testutil.h"
 #if NN_HAVE_CUDA
 #include "cuda/checks.h"
@@ -45,27 +46,6 @@
 #define GEMM_TF32_TOL 1.5e-3
 
 /* ---- helpers ---- */
-
-static bool gpu_ready(void)
-{
-    if (!nn_backend_get(NN_CUDA)) {
-        print_message("CUDA backend not built (configure with -Dcuda=enabled): skipped\n");
-        return false;
-    }
-    if (!nn_device_available(NN_CUDA)) {
-        print_message("no CUDA device: skipped\n");
-        return false;
-    }
-    return true;
-}
-
-#define NEED_GPU()            \
-    do {                      \
-        if (!gpu_ready()) {   \
-            skip();           \
-            return;           \
-        }                     \
-    } while (0)
 
 static const nn_backend *gpu(void) { return nn_backend_get(NN_CUDA); }
 

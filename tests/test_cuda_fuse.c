@@ -12,6 +12,7 @@
 #include "core/philox.h"
 #include "cuda/epilogue.h"
 #include "models/sequential.h"
+#include "tests/gpu_test.h"
 #include "tests/testutil.h"
 #if NN_HAVE_CUDA
 #include "cuda/gemm.h"
@@ -24,27 +25,6 @@
 #define DB_TOL 1e-5
 
 /* ---- helpers ---- */
-
-static bool gpu_ready(void)
-{
-    if (!nn_backend_get(NN_CUDA)) {
-        print_message("CUDA backend not built (configure with -Dcuda=enabled): skipped\n");
-        return false;
-    }
-    if (!nn_device_available(NN_CUDA)) {
-        print_message("no CUDA device: skipped\n");
-        return false;
-    }
-    return true;
-}
-
-#define NEED_GPU()            \
-    do {                      \
-        if (!gpu_ready()) {   \
-            skip();           \
-            return;           \
-        }                     \
-    } while (0)
 
 static void assert_same_bits(const float *got, const float *ref, size_t n, const char *what)
 {

@@ -8,32 +8,12 @@
 #include <string.h>
 
 #include "convnet.h"
+#include "tests/gpu_test.h"
 #include "tests/testutil.h"
 
 /* 44 images in batches of 8: five full batches and a partial one per epoch */
 enum { N = 44, C = 1, H = 4, W = 4, K = 3, BATCH = 8, EPOCHS = 2, MAXSTEPS = 64 };
 #define NAN_SAMPLE 17
-
-static bool have_gpu(void)
-{
-    if (!nn_backend_get(NN_CUDA)) {
-        print_message("CUDA backend not built (configure with -Dcuda=enabled): skipped\n");
-        return false;
-    }
-    if (!nn_device_available(NN_CUDA)) {
-        print_message("no CUDA device: skipped\n");
-        return false;
-    }
-    return true;
-}
-
-#define NEED_GPU()        \
-    do {                  \
-        if (!have_gpu()) { \
-            skip();       \
-            return;       \
-        }                 \
-    } while (0)
 
 /* logits = W dropout(flatten(x), 0.3) + b */
 typedef struct net {

@@ -1,0 +1,34 @@
+/* For the GPU tests (test_cuda, test_cuda_fuse, test_cuda_graph): whether a
+ * GPU can run them, and the skip, with the reason, when not. */
+#ifndef NN_TESTS_GPU_TEST_H
+#define NN_TESTS_GPU_TEST_H
+
+#include <stdbool.h>
+
+#include "core/backend.h"
+#include "tests/testutil.h" /* cmocka */
+
+/* True when the CUDA backend is built and a device answers; otherwise says why. */
+static inline bool gpu_ready(void)
+{
+    if (!nn_backend_get(NN_CUDA)) {
+        print_message("CUDA backend not built (configure with -Dcuda=enabled): skipped\n");
+        return false;
+    }
+    if (!nn_device_available(NN_CUDA)) {
+        print_message("no CUDA device: skipped\n");
+        return false;
+    }
+    return true;
+}
+
+/* First statement of a GPU test: skips it (cmocka's skip) without a GPU. */
+#define NEED_GPU()            \
+    do {                      \
+        if (!gpu_ready()) {   \
+            skip();           \
+            return;           \
+        }                     \
+    } while (0)
+
+#endif
