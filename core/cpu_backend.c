@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/backend.h"
+#include "core/par.h"
 #include "core/philox.h"
 
 #define CPU_ALIGN 64
@@ -43,16 +44,14 @@ nn_status nn_cpu_fill(float *x, size_t n, float v)
 
 nn_status nn_cpu_axpy(size_t n, float a, const float *x, float *y)
 {
-#pragma omp parallel for simd if (n > 65536)
-    for (size_t i = 0; i < n; i++) y[i] += a * x[i];
+    NN_PAR_IF(n > 65536, "omp parallel for simd", for (size_t i = 0; i < n; i++) y[i] += a * x[i];);
     return NN_OK;
 }
 
 nn_status nn_cpu_count_nonfinite(size_t n, const float *x, size_t *count)
 {
     size_t c = 0;
-#pragma omp parallel for reduction(+ : c) if (n > 65536)
-    for (size_t i = 0; i < n; i++) c += !isfinite(x[i]);
+    NN_PAR_IF(n > 65536, "omp parallel for reduction(+ : c)", for (size_t i = 0; i < n; i++) c += !isfinite(x[i]););
     *count = c;
     return NN_OK;
 }
@@ -87,15 +86,15 @@ void nn_cpu_graph_free(void *g) { (void)g; }
 
 nn_status nn_cpu_rng_uniform(float *x, size_t n, uint64_t seed, uint64_t offset, float lo, float hi)
 {
-#pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * nn_rand_uniform(seed, offset, i);
+    NN_PAR_IF(n > 65536, "omp parallel for",
+              for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * nn_rand_uniform(seed, offset, i););
     return NN_OK;
 }
 
 nn_status nn_cpu_rng_normal(float *x, size_t n, uint64_t seed, uint64_t offset, float mean, float std)
 {
-#pragma omp parallel for if (n > 65536)
-    for (size_t i = 0; i < n; i++) x[i] = mean + std * nn_rand_normal(seed, offset, i);
+    NN_PAR_IF(n > 65536, "omp parallel for",
+              for (size_t i = 0; i < n; i++) x[i] = mean + std * nn_rand_normal(seed, offset, i););
     return NN_OK;
 }
 

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/op.h"
+#include "core/par.h"
 #include "ops/conv2d_cpu.h"
 #include "ops/cpu_kernels.h"
 #include "ops/ops.h"
@@ -539,6 +540,20 @@ static void conv_bwd_chunk(const nn_conv2d_geom *g, const conv_plan *P, const fl
     }
 }
 
+/* The bias gradient of output channel o: dy summed over images and positions. */
+static float bias_grad(const float *dy, int n, int oc, size_t ohw, int o)
+{
+    double s = 0.0; /* N*OH*OW terms: a float total would drift */
+    for (int i = 0; i < n; i++) {
+        const float *p = dy + ((size_t)i * oc + o) * ohw;
+        float t = 0.0f;
+#pragma omp simd reduction(+ : t)
+        for (size_t k = 0; k < ohw; k++) t += p[k];
+        s += t;
+    }
+    return (float)s;
+}
+
 nn_status nn_cpu_conv2d_backward(const nn_conv2d_geom *g, const float *x, const float *w,
                                  const float *dy, float *dx, float *dw, float *db, void *ws)
 {
@@ -547,18 +562,8 @@ nn_status nn_cpu_conv2d_backward(const nn_conv2d_geom *g, const float *x, const 
     if (db) {
         const int n = g->n, oc = g->oc;
         const size_t ohw = P.ohw;
-#pragma omp parallel for if ((size_t)n * ys > CONV_OMP_MIN)
-        for (int o = 0; o < oc; o++) {
-            double s = 0.0; /* N*OH*OW terms: a float total would drift */
-            for (int i = 0; i < n; i++) {
-                const float *p = dy + ((size_t)i * oc + o) * ohw;
-                float t = 0.0f;
-#pragma omp simd reduction(+ : t)
-                for (size_t k = 0; k < ohw; k++) t += p[k];
-                s += t;
-            }
-            db[o] += (float)s;
-        }
+        NN_PAR_IF((size_t)n * ys > CONV_OMP_MIN, "omp parallel for",
+                  for (int o = 0; o < oc; o++) db[o] += bias_grad(dy, n, oc, ohw, o););
     }
     if (!dx && !dw) return NN_OK;
     if (P.wino) {

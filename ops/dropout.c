@@ -7,6 +7,7 @@
  * so evaluating (or p in {0, 1}) never shifts the masks later steps draw.
  * A sharded context (data parallelism) draws by global row: see take_counters. */
 #include "core/op.h"
+#include "core/par.h"
 #include "core/philox.h"
 #include "ops/cpu_kernels.h"
 #include "ops/ops.h"
@@ -21,12 +22,11 @@ nn_status nn_cpu_dropout_forward(size_t n, const float *x, float *y, uint8_t *ma
     /* x / q, not x * (1/q): the documented formula, bit for bit. At p = 1
      * nothing is kept (uniform draws are < 1), so q = 0 is never divided by. */
     const float q = 1.0f - p;
-#pragma omp parallel for schedule(static) if (n > DROPOUT_PAR_MIN)
-    for (size_t i = 0; i < n; i++) {
+    NN_PAR_IF(n > DROPOUT_PAR_MIN, "omp parallel for schedule(static)", for (size_t i = 0; i < n; i++) {
         const uint8_t keep = (uint8_t)nn_dropout_keep(seed, offset, i, p);
         mask[i] = keep;
         y[i] = keep ? x[i] / q : 0.0f;
-    }
+    });
     return NN_OK;
 }
 
@@ -40,8 +40,7 @@ nn_status nn_cpu_dropout_backward(size_t n, const uint8_t *mask, float p, const 
 {
     if (!dx) return NN_OK;
     const float q = 1.0f - p;
-#pragma omp parallel for simd if (n > 65536)
-    for (size_t i = 0; i < n; i++) dx[i] += mask[i] ? dy[i] / q : 0.0f;
+    NN_PAR_IF(n > 65536, "omp parallel for simd", for (size_t i = 0; i < n; i++) dx[i] += mask[i] ? dy[i] / q : 0.0f;);
     return NN_OK;
 }
 

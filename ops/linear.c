@@ -4,6 +4,7 @@
 #include <cblas.h>
 
 #include "core/op.h"
+#include "core/par.h"
 #include "ops/cpu_kernels.h"
 #include "ops/ops.h"
 #include "ops/registry.h"
@@ -16,9 +17,9 @@ nn_status nn_cpu_linear_forward(const nn_linear_geom *g, const float *x, const f
 {
     const int n = g->n, out = g->out;
     if (b) { /* y starts as the bias, and the GEMM adds x w^T onto it */
-#pragma omp parallel for if ((size_t)n * out > LINEAR_OMP_MIN)
-        for (int i = 0; i < n; i++)
+        NN_PAR_IF((size_t)n * out > LINEAR_OMP_MIN, "omp parallel for", for (int i = 0; i < n; i++) {
             for (int o = 0; o < out; o++) y[(size_t)i * out + o] = b[o];
+        });
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, g->in, 1.0f, x, g->in, w, g->in,
                 b ? 1.0f : 0.0f, y, out);
@@ -38,12 +39,12 @@ nn_status nn_cpu_linear_backward(const nn_linear_geom *g, const float *x, const 
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in, 1.0f,
                     dw, in);
     if (db) {
-#pragma omp parallel for if ((size_t)n * out > LINEAR_OMP_MIN)
-        for (int o = 0; o < out; o++) {
-            double s = 0.0; /* a batch of thousands of terms: a float total would drift */
+        /* (a batch of thousands of terms: a float total would drift) */
+        NN_PAR_IF((size_t)n * out > LINEAR_OMP_MIN, "omp parallel for", for (int o = 0; o < out; o++) {
+            double s = 0.0;
             for (int i = 0; i < n; i++) s += dy[(size_t)i * out + o];
             db[o] += (float)s;
-        }
+        });
     }
     return NN_OK;
 }

@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "core/op.h"
+#include "core/par.h"
 #include "ops/cpu_kernels.h"
 #include "ops/ops.h"
 #include "ops/registry.h"
@@ -100,8 +101,8 @@ nn_status nn_cpu_lrn_forward(const nn_lrn_geom *g, const float *x, float *y, flo
     const long long total = (long long)((size_t)g->n * ntiles);
     const size_t numel = (size_t)g->n * (size_t)g->c * hw;
 
-#pragma omp parallel for schedule(static) if (numel > LRN_PAR_MIN)
-    for (long long t = 0; t < total; t++) lrn_fwd_tile(g, x, y, scale, t);
+    NN_PAR_IF(numel > LRN_PAR_MIN, "omp parallel for schedule(static)",
+              for (long long t = 0; t < total; t++) lrn_fwd_tile(g, x, y, scale, t););
     return NN_OK;
 }
 
@@ -183,8 +184,8 @@ nn_status nn_cpu_lrn_backward(const nn_lrn_geom *g, const float *x, const float 
     const long long total = (long long)((size_t)g->n * ntiles);
     const size_t numel = (size_t)g->n * (size_t)g->c * hw;
 
-#pragma omp parallel for schedule(static) if (numel > LRN_PAR_MIN)
-    for (long long t = 0; t < total; t++) lrn_bwd_tile(g, x, y, scale, dy, dx, t);
+    NN_PAR_IF(numel > LRN_PAR_MIN, "omp parallel for schedule(static)",
+              for (long long t = 0; t < total; t++) lrn_bwd_tile(g, x, y, scale, dy, dx, t););
     return NN_OK;
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/op.h"
+#include "core/par.h"
 #include "ops/cpu_kernels.h"
 #include "ops/ops.h"
 #include "ops/registry.h"
@@ -161,7 +162,7 @@ nn_status nn_cpu_maxpool_forward(const nn_pool_geom *g, const float *x, float *y
     const bool all_cols_inside = jin0 == 0 && jin1 >= OW;
     const bool plane_inside = g->ph == 0 && g->pw == 0 && (size_t)H * W <= POOL_PLANE_MAX;
 
-#pragma omp parallel for schedule(static) if ((size_t)planes * out_plane > POOL_PAR_MIN)
+    NN_PAR_IF((size_t)planes * out_plane > POOL_PAR_MIN, "omp parallel for schedule(static)",
     for (long long pl = 0; pl < planes; pl++) {
         const float *xp = x + (size_t)pl * in_plane;
         float *yp = y + (size_t)pl * out_plane;
@@ -195,7 +196,7 @@ nn_status nn_cpu_maxpool_forward(const nn_pool_geom *g, const float *x, float *y
                 ap[(size_t)i * OW + j] = bi;
             }
         }
-    }
+    });
     return NN_OK;
 }
 
@@ -208,13 +209,13 @@ nn_status nn_cpu_maxpool_backward(const nn_pool_geom *g, const int32_t *argmax, 
     const long long planes = (long long)g->n * g->c;
     const size_t in_plane = (size_t)g->h * g->w, out_plane = (size_t)g->oh * g->ow;
 
-#pragma omp parallel for schedule(static) if ((size_t)planes * out_plane > POOL_PAR_MIN)
-    for (long long pl = 0; pl < planes; pl++) {
-        const int32_t *ap = argmax + (size_t)pl * out_plane;
-        const float *dyp = dy + (size_t)pl * out_plane;
-        float *dxp = dx + (size_t)pl * in_plane;
-        for (size_t o = 0; o < out_plane; o++) dxp[ap[o]] += dyp[o];
-    }
+    NN_PAR_IF((size_t)planes * out_plane > POOL_PAR_MIN, "omp parallel for schedule(static)",
+              for (long long pl = 0; pl < planes; pl++) {
+                  const int32_t *ap = argmax + (size_t)pl * out_plane;
+                  const float *dyp = dy + (size_t)pl * out_plane;
+                  float *dxp = dx + (size_t)pl * in_plane;
+                  for (size_t o = 0; o < out_plane; o++) dxp[ap[o]] += dyp[o];
+              });
     return NN_OK;
 }
 

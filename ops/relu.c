@@ -3,26 +3,25 @@
 #include <string.h>
 
 #include "core/op.h"
+#include "core/par.h"
 #include "ops/cpu_kernels.h"
 #include "ops/ops.h"
 #include "ops/registry.h"
 
 nn_status nn_cpu_relu_forward(size_t n, const float *x, float *y)
 {
-#pragma omp parallel for simd if (n > 65536)
-    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    NN_PAR_IF(n > 65536, "omp parallel for simd", for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;);
     return NN_OK;
 }
 
 nn_status nn_cpu_relu_backward(size_t n, const float *y, const float *dy, float *dx)
 {
-#pragma omp parallel for simd if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        /* both loads unconditional: with dy read in one arm only, GCC keeps
-         * a branch per element (mispredicted half the time) and no SIMD */
+    /* both loads unconditional: with dy read in one arm only, GCC keeps a
+     * branch per element (mispredicted half the time) and no SIMD */
+    NN_PAR_IF(n > 65536, "omp parallel for simd", for (size_t i = 0; i < n; i++) {
         const float d = dy[i], v = y[i];
         dx[i] += v > 0.0f ? d : 0.0f;
-    }
+    });
     return NN_OK;
 }
 

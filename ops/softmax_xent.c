@@ -6,12 +6,36 @@
 #include <math.h>
 
 #include "core/op.h"
+#include "core/par.h"
 #include "ops/cpu_kernels.h"
 #include "ops/ops.h"
 #include "ops/registry.h"
 
 #define XENT_PAR_MIN 65536 /* logits below which threads do not pay */
 #define XENT_BLOCKS 64
+
+/* The loss terms of rows [i0, i1) (their softmax into probs on the way), summed in row order. */
+static double xent_rows(int i0, int i1, size_t K, const float *logits, const int32_t *labels, float *probs)
+{
+    double acc = 0.0;
+    for (int i = i0; i < i1; i++) {
+        const float *x = logits + (size_t)i * K;
+        float *pr = probs + (size_t)i * K;
+        float m = x[0];
+        for (size_t c = 1; c < K; c++) m = x[c] > m ? x[c] : m;
+        double sum = 0.0;
+        for (size_t c = 0; c < K; c++) {
+            pr[c] = expf(x[c] - m);
+            sum += pr[c];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (size_t c = 0; c < K; c++) pr[c] *= inv;
+        /* from the logits, not -log(probs[label]), which underflows to
+         * log(0) once the label's logit is ~100 below the max */
+        acc += log(sum) - ((double)x[labels[i]] - (double)m);
+    }
+    return acc;
+}
 
 nn_status nn_cpu_xent_forward(int n, int classes, const float *logits, const int32_t *labels,
                               float *probs, float *loss)
@@ -27,28 +51,10 @@ nn_status nn_cpu_xent_forward(int n, int classes, const float *logits, const int
     const size_t K = (size_t)classes;
     const int nb = n < XENT_BLOCKS ? n : XENT_BLOCKS;
     double part[XENT_BLOCKS];
-#pragma omp parallel for schedule(static) if ((size_t)n * K > XENT_PAR_MIN)
-    for (int b = 0; b < nb; b++) {
+    NN_PAR_IF((size_t)n * K > XENT_PAR_MIN, "omp parallel for schedule(static)", for (int b = 0; b < nb; b++) {
         const int i0 = (int)((long long)n * b / nb), i1 = (int)((long long)n * (b + 1) / nb);
-        double acc = 0.0;
-        for (int i = i0; i < i1; i++) {
-            const float *x = logits + (size_t)i * K;
-            float *pr = probs + (size_t)i * K;
-            float m = x[0];
-            for (size_t c = 1; c < K; c++) m = x[c] > m ? x[c] : m;
-            double sum = 0.0;
-            for (size_t c = 0; c < K; c++) {
-                pr[c] = expf(x[c] - m);
-                sum += pr[c];
-            }
-            const float inv = (float)(1.0 / sum);
-            for (size_t c = 0; c < K; c++) pr[c] *= inv;
-            /* from the logits, not -log(probs[label]), which underflows to
-             * log(0) once the label's logit is ~100 below the max */
-            acc += log(sum) - ((double)x[labels[i]] - (double)m);
-        }
-        part[b] = acc;
-    }
+        part[b] = xent_rows(i0, i1, K, logits, labels, probs);
+    });
     double total = 0.0;
     for (int b = 0; b < nb; b++) total += part[b];
     *loss = n > 0 ? (float)(total / n) : 0.0f;
@@ -61,14 +67,13 @@ nn_status nn_cpu_xent_backward(int n, int classes, const float *probs, const int
     if (!dx) return NN_OK;
     const size_t K = (size_t)classes;
     const float s = dloss[0] / (float)n;
-#pragma omp parallel for schedule(static) if ((size_t)n * K > XENT_PAR_MIN)
-    for (int i = 0; i < n; i++) {
+    /* (one rounding for p - 1 at the label: exact there for p >= 0.5) */
+    NN_PAR_IF((size_t)n * K > XENT_PAR_MIN, "omp parallel for schedule(static)", for (int i = 0; i < n; i++) {
         const float *pr = probs + (size_t)i * K;
         float *d = dx + (size_t)i * K;
         const size_t lb = (size_t)labels[i];
-        /* one rounding for p - 1 at the label (exact there for p >= 0.5) */
         for (size_t c = 0; c < K; c++) d[c] += s * (pr[c] - (c == lb ? 1.0f : 0.0f));
-    }
+    });
     return NN_OK;
 }
 

@@ -42,7 +42,11 @@ static NN_CPU_CLONES void sgd_span(size_t i0, size_t i1, float *restrict w, cons
 nn_status nn_cpu_sgd_update(size_t n, float *w, const float *g, float *v, float lr, float momentum,
                             float wd)
 {
-#pragma omp parallel if (n > OPTIM_PAR_MIN)
+    if (n <= OPTIM_PAR_MIN) { /* (no one-thread team: core/par.h says why) */
+        sgd_span(0, n, w, g, v, lr, momentum, wd);
+        return NN_OK;
+    }
+#pragma omp parallel
     {
         size_t i0, i1;
         thread_span(n, &i0, &i1);
@@ -81,7 +85,11 @@ nn_status nn_cpu_adam_update(size_t n, float *w, const float *g, float *m, float
                              float beta1, float beta2, float eps, float wd, int decoupled,
                              float bias1, float bias2)
 {
-#pragma omp parallel if (n > OPTIM_PAR_MIN)
+    if (n <= OPTIM_PAR_MIN) { /* (no one-thread team: core/par.h says why) */
+        adam_span(0, n, w, g, m, v, lr, beta1, beta2, eps, wd, decoupled, bias1, bias2);
+        return NN_OK;
+    }
+#pragma omp parallel
     {
         size_t i0, i1;
         thread_span(n, &i0, &i1);
