@@ -100,7 +100,7 @@ static const char about[] =
     "an image folder (--data DIR with DIR/train/CLASS/*.jpg and DIR/val/CLASS/...).\n"
     "With no options: AlexNet's architecture (every layer of the paper) at half width (--width 0.5,\n"
     "--fc 1024) on 64x64 inputs, 3 epochs, He init, Adam with a cosine schedule, dropout 0.3:\n"
-    "about 2 minutes on a 2-core CPU (measured 1:42).\n"
+    "about 1.5 minutes on a 2-core CPU (measured 1:28).\n"
     "The full model and recipe of the paper: --size 224 --width 1 --fc 4096 --init paper --optim sgd\n"
     "--dropout 0.5 --schedule plateau --batch 128 (on a GPU: --device cuda).\n"
     "A checkpoint is written to DIR/last.safetensors every epoch and on Ctrl-C; --resume continues it\n"
