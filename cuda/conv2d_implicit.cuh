@@ -1,8 +1,6 @@
 /* The implicit-GEMM conv2d kernel (see conv2d_implicit.cu, which launches
- * it) and its two gathers. A header of its own so that
- * tests/test_conv_implicit_emu.cpp can run the same code on the CPU (a
- * block's threads as std::threads, __syncthreads as a barrier) where no GPU
- * is. Needs core/conv_index.h and, under nvcc, cuda/common.cuh first.
+ * it) and its two gathers. Needs core/conv_index.h and cuda/common.cuh
+ * first. (Its CPU run is test_cuda's test_conv2d_implicit on tests/cuda_emu.)
  *
  * Per group gi (blockIdx.z) the kernel computes out[:, gi] (M, columns) =
  * A (M, K) B (K, columns), B gathered from `in`, and writes column q =

@@ -44,28 +44,36 @@ static_assert(TF32_BK * (TF32_BM + TF32_PAD_MN) <= TF32_TILE_FLOATS, "a k-major 
  * and src_bytes = 0 reads nothing (the address must still be valid). */
 static __device__ __forceinline__ void tf32_cp16(float *dst, const float *src, int src_bytes)
 {
-#if __CUDA_ARCH__ >= 800
+#if defined(NN_CUDA_EMU)
+    nn_emu::cp_async(dst, src, 16, src_bytes);
+#elif __CUDA_ARCH__ >= 800
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
 #endif
 }
 static __device__ __forceinline__ void tf32_cp4(float *dst, const float *src, int src_bytes)
 {
-#if __CUDA_ARCH__ >= 800
+#if defined(NN_CUDA_EMU)
+    nn_emu::cp_async(dst, src, 4, src_bytes);
+#elif __CUDA_ARCH__ >= 800
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
 #endif
 }
 static __device__ __forceinline__ void tf32_commit(void)
 {
-#if __CUDA_ARCH__ >= 800
+#if defined(NN_CUDA_EMU)
+    nn_emu::cp_async_commit();
+#elif __CUDA_ARCH__ >= 800
     asm volatile("cp.async.commit_group;\n" ::);
 #endif
 }
 /* waits until at most N groups of this thread are still in flight */
 template <int N> static __device__ __forceinline__ void tf32_wait(void)
 {
-#if __CUDA_ARCH__ >= 800
+#if defined(NN_CUDA_EMU)
+    nn_emu::cp_async_wait(N);
+#elif __CUDA_ARCH__ >= 800
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 #endif
 }
@@ -73,7 +81,9 @@ template <int N> static __device__ __forceinline__ void tf32_wait(void)
 static __device__ __forceinline__ unsigned tf32_round(float x)
 {
     unsigned r = 0;
-#if __CUDA_ARCH__ >= 800
+#if defined(NN_CUDA_EMU)
+    r = nn_emu::tf32_round(x);
+#elif __CUDA_ARCH__ >= 800
     asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
 #endif
     return r;
@@ -81,7 +91,9 @@ static __device__ __forceinline__ unsigned tf32_round(float x)
 
 static __device__ __forceinline__ void tf32_mma(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2])
 {
-#if __CUDA_ARCH__ >= 800
+#if defined(NN_CUDA_EMU)
+    nn_emu::mma_tf32_m16n8k8(c, a, b);
+#elif __CUDA_ARCH__ >= 800
     asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -123,7 +135,7 @@ sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A,
                   const float *__restrict__ B, int ldb, float beta, float *__restrict__ C, int ldc,
                   nn_gemm_batch bt, int z0, int vec, int ksplit, int kchunk)
 {
-#if __CUDA_ARCH__ >= 800
+#if __CUDA_ARCH__ >= 800 || defined(NN_CUDA_EMU) /* NN_CUDA_EMU: tests/cuda_emu, the CPU runtime */
     extern __shared__ __align__(16) float tf32_smem[];
     /* z = product * ksplit + slice of K (nn_gemm_locate, cuda/common.cuh) */
     const int z = blockIdx.z + z0, ks = z % ksplit;

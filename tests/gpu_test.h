@@ -4,6 +4,7 @@
 #define NN_TESTS_GPU_TEST_H
 
 #include <stdbool.h>
+#include <stdlib.h>
 
 #include "core/backend.h"
 #include "tests/testutil.h" /* cmocka */
@@ -20,6 +21,15 @@ static inline bool gpu_ready(void)
         return false;
     }
     return true;
+}
+
+/* True when the "GPU" is tests/cuda_emu's CPU runtime (CONVNET_GPU_EMULATED=1,
+ * set by tests/meson.build): a thousand times slower, so tests leave their
+ * paper-size cases to a real GPU and say so. */
+static inline bool gpu_emulated(void)
+{
+    const char *e = getenv("CONVNET_GPU_EMULATED");
+    return e && e[0] == '1';
 }
 
 /* First statement of a GPU test: skips it (cmocka's skip) without a GPU. */

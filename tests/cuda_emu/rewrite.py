@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Turns one CUDA source of the backend into C++ for the CPU runtime of
+tests/cuda_emu (cuda_runtime.h says what that runtime models):
+
+  k<<<grid, block, smem, stream>>>(args)  ->  nn_emu::launch(nn_emu::cfg(grid, block, smem, stream), "k", k, args)
+  extern __shared__ ... T name[];         ->  T *name = (T *)nn_emu::dynamic_smem();
+
+A header under cuda/ that needs either change is rewritten and inlined where
+it is included (#line keeps diagnostics on the original files).
+
+usage: rewrite.py SOURCE_ROOT INPUT.cu OUTPUT.cpp [DEPFILE]
+"""
+import os
+import re
+import sys
+
+
+def fail(path, pos, text, why):
+    line = text.count("\n", 0, pos) + 1
+    sys.exit(f"{path}:{line}: {why}")
+
+
+def matching(text, pos, open_c, close_c, step):
+    """Index of the bracket that closes the one at pos, scanning by step (+1 or -1)."""
+    depth = 0
+    i = pos
+    while 0 <= i < len(text):
+        c = text[i]
+        if c == open_c:
+            depth += 1
+        elif c == close_c:
+            depth -= 1
+            if depth == 0:
+                return i
+        i += step
+    return -1
+
+
+def rewrite_launches(path, text):
+    out = []
+    pos = 0
+    while True:
+        at = text.find("<<<", pos)
+        if at < 0:
+            out.append(text[pos:])
+            return "".join(out)
+        # the kernel: an identifier, maybe with template arguments, just before <<<
+        end = at
+        while end > 0 and text[end - 1].isspace():
+            end -= 1
+        start = end
+        if text[end - 1] == ">":
+            start = matching(text, end - 1, ">", "<", -1)
+            if start < 0:
+                fail(path, at, text, "unbalanced template arguments before <<<")
+        while start > 0 and (text[start - 1].isalnum() or text[start - 1] in "_:"):
+            start -= 1
+        kernel = text[start:end]
+        if not re.match(r"[A-Za-z_]", kernel):
+            fail(path, at, text, "no kernel name before <<<")
+        close = text.find(">>>", at)
+        if close < 0:
+            fail(path, at, text, "<<< without >>>")
+        config = text[at + 3:close]
+        paren = close + 3
+        while text[paren].isspace():
+            paren += 1
+        if text[paren] != "(":
+            fail(path, at, text, "no argument list after >>>")
+        last = matching(text, paren, "(", ")", 1)
+        if last < 0:
+            fail(path, at, text, "unbalanced argument list")
+        args = text[paren + 1:last]
+        name = " ".join(kernel.split())
+        call = f'nn_emu::launch(nn_emu::cfg({config}), "{name}", {kernel}'
+        call += f", {args})" if args.strip() else ")"
+        # keep the line count: diagnostics and debug info stay on the right lines
+        call += "\n" * (text.count("\n", start, last + 1) - call.count("\n"))
+        out.append(text[pos:start])
+        out.append(call)
+        pos = last + 1
+
+
+DYNAMIC_SMEM = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([A-Za-z_][\w\s]*?)\s+(\w+)\s*\[\s*\]\s*;")
+
+
+def rewrite_text(path, text):
+    text = DYNAMIC_SMEM.sub(lambda m: f"{m.group(1)} *{m.group(2)} = ({m.group(1)} *)nn_emu::dynamic_smem();", text)
+    return rewrite_launches(path, text)
+
+
+INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"(cuda/[^"]+)"[^\n]*$', re.M)
+
+
+def needs_rewrite(text):
+    return "<<<" in text or DYNAMIC_SMEM.search(text) is not None
+
+
+def expand(root, path, seen):
+    with open(path) as f:
+        text = f.read()
+    parts = []
+    pos = 0
+    for m in INCLUDE.finditer(text):
+        header = os.path.join(root, m.group(1))
+        with open(header) as f:
+            htext = f.read()
+        if not needs_rewrite(htext):
+            continue
+        parts.append(rewrite_text(path, text[pos:m.start()]))
+        if header not in seen:
+            seen.add(header)
+            parts.append(f'#line 1 "{header}"\n')
+            parts.append(expand(root, header, seen))
+        line = text.count("\n", 0, m.end()) + 1
+        parts.append(f'\n#line {line + 1} "{path}"')
+        pos = m.end()
+    parts.append(rewrite_text(path, text[pos:]))
+    return "".join(parts)
+
+
+def main():
+    root, src, dst = sys.argv[1:4]
+    src = os.path.abspath(src)
+    inlined = set()
+    body = f'#line 1 "{src}"\n' + expand(root, src, inlined)
+    with open(dst, "w") as f:
+        f.write(body)
+    if len(sys.argv) > 4:  # the inlined headers: a change to one rewrites this file
+        with open(sys.argv[4], "w") as f:
+            f.write(f"{dst}: {src} {' '.join(sorted(inlined))}\n")
+
+
+if __name__ == "__main__":
+    main()
