@@ -32,6 +32,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -246,8 +247,15 @@ static inline double min(double a, double b) { return fmin(a, b); }
 static inline double max(double a, double b) { return fmax(a, b); }
 
 /* ---- kernel launches: tests/cuda_emu/rewrite.py turns k<<<g, b, smem, s>>>(args) into
- * nn_emu::launch(nn_emu::cfg(g, b, smem, s), "k", k, args) ---- */
+ * nn_emu::launch(nn_emu::cfg(g, b, smem, s), nn_emu::kernel_name<&k>(), k, args) ---- */
 namespace nn_emu {
+/* "sgemm_kernel<128, 128, 8, 8, 8, false, true>": the instance, for messages */
+std::string instance_name(const char *pretty); /* the "F = ..." part of __PRETTY_FUNCTION__ */
+template <auto F> const char *kernel_name()
+{
+    static const std::string name = instance_name(__PRETTY_FUNCTION__);
+    return name.c_str();
+}
 struct config {
     dim3 grid, block;
     size_t smem;

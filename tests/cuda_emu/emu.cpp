@@ -252,7 +252,7 @@ static barrier block_barrier, warp_barriers[MAX_THREADS / 32];
 constexpr size_t EXCHANGE = 32; /* bytes per lane in a warp collective */
 static unsigned char exchange[MAX_THREADS][EXCHANGE];
 static const std::function<void()> *body;
-static const char *kernel_name;
+static const char *running_kernel;
 static std::vector<unsigned char> smem_buf;
 static size_t smem_bytes;
 
@@ -300,7 +300,7 @@ static void wait_at(barrier &b, int expected, const char *what)
 {
     if (!fiber_mode)
         fail("kernel %s waits at %s, but its first launch never waited, so it runs without fibers: "
-             "run with NN_EMU_FIBERS=1", kernel_name, what);
+             "run with NN_EMU_FIBERS=1", running_kernel, what);
     waited = true;
     if (++b.arrived >= expected) {
         b.arrived = 0;
@@ -324,13 +324,13 @@ static int lane_of(int t) { return t % 32; }
 template <class F> static void warp_collective(unsigned mask, const void *mine, size_t bytes, const char *what, F read)
 {
     const int t = current, lane = lane_of(t), w = t / 32;
-    if (!(mask >> lane & 1)) fail("kernel %s: %s from lane %d, outside its mask %#x", kernel_name, what, lane, mask);
+    if (!(mask >> lane & 1)) fail("kernel %s: %s from lane %d, outside its mask %#x", running_kernel, what, lane, mask);
     int expected = 0;
     for (int l = 0; l < 32; l++) {
         if (!(mask >> l & 1)) continue;
-        if (w * 32 + l >= nthreads) fail("kernel %s: %s: mask %#x names lane %d past the block", kernel_name, what, mask, l);
+        if (w * 32 + l >= nthreads) fail("kernel %s: %s: mask %#x names lane %d past the block", running_kernel, what, mask, l);
         if (fibers[w * 32 + l].st == DONE)
-            fail("kernel %s: %s: lane %d of warp %d is in mask %#x but has exited", kernel_name, what, l, w, mask);
+            fail("kernel %s: %s: lane %d of warp %d is in mask %#x but has exited", running_kernel, what, l, w, mask);
         expected++;
     }
     std::memcpy(exchange[t], mine, bytes);
@@ -342,7 +342,7 @@ template <class F> static void warp_collective(unsigned mask, const void *mine, 
 uint64_t warp_exchange(unsigned mask, uint64_t mine, int from, const char *what)
 {
     if (from >= 0 && !(mask >> from & 1))
-        fail("kernel %s: %s reads lane %d, outside mask %#x", kernel_name, what, from, mask);
+        fail("kernel %s: %s reads lane %d, outside mask %#x", running_kernel, what, from, mask);
     uint64_t got = mine;
     warp_collective(mask, &mine, sizeof mine, what, [&](const unsigned char(*lanes)[EXCHANGE]) {
         if (from >= 0) std::memcpy(&got, lanes[from], sizeof got);
@@ -354,7 +354,7 @@ static void finish_thread(void)
 {
     fiber &f = fibers[current];
     if (!f.open.empty() || !f.groups.empty())
-        fail("kernel %s: thread %d ends with cp.async copies never waited for", kernel_name, current);
+        fail("kernel %s: thread %d ends with cp.async copies never waited for", running_kernel, current);
     live--;
     /* the threads still at __syncthreads no longer wait for this one */
     if (block_barrier.arrived && block_barrier.arrived >= live) {
@@ -372,7 +372,7 @@ static void deadlock(void)
         else at_warp++;
     }
     fail("kernel %s, block (%u, %u, %u): deadlock: %d threads wait at __syncthreads, %d at a warp collective, "
-         "%d have exited", kernel_name, blockIdx.x, blockIdx.y, blockIdx.z, at_block, at_warp, done);
+         "%d have exited", running_kernel, blockIdx.x, blockIdx.y, blockIdx.z, at_block, at_warp, done);
 }
 
 static void run_block(void)
@@ -390,33 +390,46 @@ static void run_block(void)
         return;
     }
     for (int t = 0; t < nthreads; t++) start_fiber(t);
+    /* Warps run as far ahead as they can, one at a time, as a GPU may let
+     * them: a warp that reads shared memory before a barrier that should
+     * protect it sees another warp's later writes. Warp order alternates from
+     * block to block (first to last, then last to first), so a race shows
+     * whichever warp it favours; the order is fixed, so runs repeat exactly. */
+    const int warps = (nthreads + 31) / 32;
+    const bool reverse = (blockIdx.x + blockIdx.y + blockIdx.z) % 2;
     while (live > 0) {
         bool ran = false;
-        for (int t = 0; t < nthreads; t++) {
-            if (fibers[t].st != RUNNABLE) continue;
-            set_index(t);
-            nn_emu_switch(&sched_sp, fibers[t].sp);
-            ran = true;
+        for (int k = 0; k < warps; k++) {
+            const int w = reverse ? warps - 1 - k : k;
+            for (bool again = true; again;) {
+                again = false;
+                for (int t = w * 32; t < std::min(nthreads, w * 32 + 32); t++) {
+                    if (fibers[t].st != RUNNABLE) continue;
+                    set_index(t);
+                    nn_emu_switch(&sched_sp, fibers[t].sp);
+                    ran = again = true;
+                }
+            }
         }
         if (!ran && live > 0) deadlock();
     }
     for (size_t i = smem_bytes; i < smem_buf.size(); i++)
-        if (smem_buf[i] != RED_BYTE) fail("kernel %s wrote past its %zu bytes of dynamic shared memory", kernel_name, smem_bytes);
+        if (smem_buf[i] != RED_BYTE) fail("kernel %s wrote past its %zu bytes of dynamic shared memory", running_kernel, smem_bytes);
 }
 
 void *dynamic_smem(void) { return smem_buf.data(); }
 
-[[noreturn]] void trap(void) { fail("kernel %s: __trap()", kernel_name); }
+[[noreturn]] void trap(void) { fail("kernel %s: __trap()", running_kernel); }
 
 /* ---- cp.async: a copy lands when its group is waited for ---- */
 void cp_async(void *dst, const void *src, int size, int src_bytes)
 {
-    if (size != 4 && size != 8 && size != 16) fail("kernel %s: cp.async of %d bytes", kernel_name, size);
-    if (src_bytes < 0 || src_bytes > size) fail("kernel %s: cp.async reads %d of %d bytes", kernel_name, src_bytes, size);
+    if (size != 4 && size != 8 && size != 16) fail("kernel %s: cp.async of %d bytes", running_kernel, size);
+    if (src_bytes < 0 || src_bytes > size) fail("kernel %s: cp.async reads %d of %d bytes", running_kernel, src_bytes, size);
     if ((uintptr_t)dst % size || (uintptr_t)src % size)
-        fail("kernel %s: cp.async of %d bytes from %p to %p: both must be aligned to the size", kernel_name, size, src, dst);
+        fail("kernel %s: cp.async of %d bytes from %p to %p: both must be aligned to the size", running_kernel, size, src, dst);
     if (src_bytes && !find(src, src_bytes))
-        fail("kernel %s: cp.async reads %d bytes at %p, outside device memory", kernel_name, src_bytes, src);
+        fail("kernel %s: cp.async reads %d bytes at %p, outside device memory", running_kernel, src_bytes, src);
     pending_copy c{dst, {}, size};
     std::memcpy(c.data, src, src_bytes); /* the rest is zero filled */
     fibers[current].open.push_back(c);
@@ -455,7 +468,7 @@ void mma_tf32_m16n8k8(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)
     const int lane = lane_of(current), g = lane / 4, t = lane % 4;
     unsigned mine[6] = {a[0], a[1], a[2], a[3], b[0], b[1]};
     for (unsigned v : mine)
-        if (v & 0x1FFFu) fail("kernel %s: mma operand %#x is not TF32 (low 13 bits set)", kernel_name, v);
+        if (v & 0x1FFFu) fail("kernel %s: mma operand %#x is not TF32 (low 13 bits set)", running_kernel, v);
     warp_collective(0xFFFFFFFFu, mine, sizeof mine, "mma.sync", [&](const unsigned char(*lanes)[EXCHANGE]) {
         for (int src = 0; src < 32; src++) {
             const int sg = src / 4, st = src % 4;
@@ -479,6 +492,13 @@ void mma_tf32_m16n8k8(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)
 }
 
 /* ---- launches ---- */
+std::string instance_name(const char *pretty)
+{
+    const std::string s = pretty;
+    const size_t a = s.find("F = "), b = s.rfind(']');
+    return a == std::string::npos || b < a ? s : s.substr(a + 4, b - a - 4);
+}
+
 static std::unordered_map<const void *, int> max_dynamic_smem;
 static std::unordered_map<const void *, bool> needs_fibers; /* known after a kernel's first launch */
 
@@ -494,7 +514,7 @@ static void run_grid(const config &c, const char *name, const void *fn, const st
     blockDim = c.block;
     nthreads = (int)(c.block.x * c.block.y * c.block.z);
     body = &b;
-    kernel_name = name;
+    running_kernel = name;
     smem_bytes = c.smem;
     smem_buf.assign(c.smem + RED, RED_BYTE);
     auto known = needs_fibers.find(fn);

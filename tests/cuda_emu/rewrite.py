@@ -2,7 +2,8 @@
 """Turns one CUDA source of the backend into C++ for the CPU runtime of
 tests/cuda_emu (cuda_runtime.h says what that runtime models):
 
-  k<<<grid, block, smem, stream>>>(args)  ->  nn_emu::launch(nn_emu::cfg(grid, block, smem, stream), "k", k, args)
+  k<<<grid, block, smem, stream>>>(args)  ->  nn_emu::launch(nn_emu::cfg(grid, block, smem, stream),
+                                                 nn_emu::kernel_name<&k>(), k, args)
   extern __shared__ ... T name[];         ->  T *name = (T *)nn_emu::dynamic_smem();
 
 A header under cuda/ that needs either change is rewritten and inlined where
@@ -71,8 +72,7 @@ def rewrite_launches(path, text):
         if last < 0:
             fail(path, at, text, "unbalanced argument list")
         args = text[paren + 1:last]
-        name = " ".join(kernel.split())
-        call = f'nn_emu::launch(nn_emu::cfg({config}), "{name}", {kernel}'
+        call = f"nn_emu::launch(nn_emu::cfg({config}), nn_emu::kernel_name<&{kernel}>(), {kernel}"
         call += f", {args})" if args.strip() else ")"
         # keep the line count: diagnostics and debug info stay on the right lines
         call += "\n" * (text.count("\n", start, last + 1) - call.count("\n"))
