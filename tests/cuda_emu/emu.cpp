@@ -23,6 +23,17 @@
 
 #include <sys/mman.h>
 
+/* Built with AddressSanitizer (the module test_cuda_emu_asan loads): ASan's
+ * own red zones replace ours, so a kernel's out-of-bounds read of device or
+ * shared memory is reported where it happens, and the fibers' stack
+ * switches are announced to it. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN 1
+#else
+#define EMU_ASAN 0
+#endif
+
 #include "cuda_runtime.h"
 
 uint3 threadIdx, blockIdx;
@@ -46,7 +57,7 @@ namespace nn_emu {
 
 /* Red zones around every allocation: writes past either end are found after
  * the kernel (or copy) that made them. */
-constexpr size_t RED = 256;
+constexpr size_t RED = EMU_ASAN ? 0 : 256;
 constexpr unsigned char RED_BYTE = 0xA5;
 
 struct region {
@@ -80,6 +91,7 @@ static const region *find(const void *p, size_t n)
 
 static void check_red_zones(const char *after)
 {
+    if (EMU_ASAN) return;
     for (auto &[addr, r] : regions) {
         const unsigned char *lo = r.base, *hi = (const unsigned char *)addr + r.bytes;
         for (size_t i = 0; i < RED; i++)
@@ -92,8 +104,9 @@ static void check_red_zones(const char *after)
 
 static void *allocate(size_t bytes, bool host)
 {
-    unsigned char *base = (unsigned char *)aligned_alloc(256, RED + ((bytes + 255) & ~(size_t)255) + RED);
-    if (!base) return nullptr;
+    void *block = nullptr;
+    if (posix_memalign(&block, 256, RED + bytes + RED)) return nullptr;
+    unsigned char *base = (unsigned char *)block;
     unsigned char *user = base + RED;
     std::memset(base, RED_BYTE, RED);
     std::memset(user, host ? 0 : 0xFF, bytes); /* device memory starts as NaN */
@@ -256,6 +269,39 @@ static const char *running_kernel;
 static std::vector<unsigned char> smem_buf;
 static size_t smem_bytes;
 
+/* ASan's view of the stack switches (no-ops without it) */
+#if EMU_ASAN
+static const void *sched_stack_bottom;
+static size_t sched_stack_size;
+static void *sched_fake;
+#endif
+
+/* scheduler -> fiber t, back when it waits or finishes */
+static void run_fiber(int t)
+{
+#if EMU_ASAN
+    __sanitizer_start_switch_fiber(&sched_fake, fibers[t].stack, STACK);
+#endif
+    nn_emu_switch(&sched_sp, fibers[t].sp);
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(sched_fake, nullptr, nullptr);
+#endif
+}
+
+/* the running fiber -> the scheduler, back when it is run again */
+static void yield_fiber(void)
+{
+    fiber &f = fibers[current];
+#if EMU_ASAN
+    void *fake = nullptr;
+    __sanitizer_start_switch_fiber(&fake, sched_stack_bottom, sched_stack_size);
+    nn_emu_switch(&f.sp, sched_sp);
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+    nn_emu_switch(&f.sp, sched_sp);
+#endif
+}
+
 static void set_index(int t)
 {
     current = t;
@@ -266,11 +312,14 @@ static void finish_thread(void);
 
 static void fiber_main(void)
 {
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &sched_stack_bottom, &sched_stack_size);
+#endif
     for (;;) {
         (*body)();
         finish_thread();
         fibers[current].st = DONE;
-        nn_emu_switch(&fibers[current].sp, sched_sp);
+        yield_fiber();
     }
 }
 
@@ -311,7 +360,7 @@ static void wait_at(barrier &b, int expected, const char *what)
     const int me = current;
     f.st = WAITING;
     f.waits_on = &b;
-    nn_emu_switch(&f.sp, sched_sp);
+    yield_fiber();
     set_index(me);
 }
 
@@ -406,7 +455,7 @@ static void run_block(void)
                 for (int t = w * 32; t < std::min(nthreads, w * 32 + 32); t++) {
                     if (fibers[t].st != RUNNABLE) continue;
                     set_index(t);
-                    nn_emu_switch(&sched_sp, fibers[t].sp);
+                    run_fiber(t);
                     ran = again = true;
                 }
             }
@@ -516,7 +565,7 @@ static void run_grid(const config &c, const char *name, const void *fn, const st
     body = &b;
     running_kernel = name;
     smem_bytes = c.smem;
-    smem_buf.assign(c.smem + RED, RED_BYTE);
+    smem_buf = std::vector<unsigned char>(c.smem + RED, RED_BYTE); /* a new block: exact size for ASan */
     auto known = needs_fibers.find(fn);
     fiber_mode = force_fibers() || known == needs_fibers.end() || known->second;
     waited = false;
