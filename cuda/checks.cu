@@ -41,7 +41,12 @@ static void make_flags(void)
 {
     flags_what = "allocating the label flag";
     flags_err = cudaMalloc(&first_bad, sizeof *first_bad);
-    if (flags_err == cudaSuccess) flags_err = cudaMemset(first_bad, 0xFF, sizeof *first_bad); /* NN_CUDA_NO_BAD */
+    /* NN_CUDA_NO_BAD, on the backend's stream: a plain cudaMemset would run on
+     * the legacy stream, which the backend's non-blocking stream does not
+     * wait for, so the first check could read the word before it is set */
+    cudaStream_t s = NULL;
+    if (flags_err == cudaSuccess && nn_cuda_stream(&s) != NN_OK) flags_err = cudaErrorInvalidResourceHandle;
+    if (flags_err == cudaSuccess) flags_err = cudaMemsetAsync(first_bad, 0xFF, sizeof *first_bad, s);
     if (flags_err != cudaSuccess) return;
     flags_what = "allocating the pinned error report";
     flags_err = cudaHostAlloc((void **)&report_host, sizeof *report_host, cudaHostAllocMapped);

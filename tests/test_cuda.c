@@ -282,14 +282,17 @@ static void test_memory(void **state)
  * before reads (y += x): an upload that overtook that read (the
  * write-after-read hazard the copy stream must wait for) or one the compute
  * stream did not wait for would change the sum. Sizes grow so the slots are
- * reallocated, and wrap the ring several times. */
+ * reallocated, and wrap the ring several times; then stay at the largest, so
+ * slots are reused as they are (a staging buffer rewritten before its last
+ * copy ran would change the sum too: freeing a slot waits for the device,
+ * reusing one must). */
 static void test_pinned_uploads(void **state)
 {
     (void)state;
     NEED_GPU();
 #if NN_HAVE_CUDA
     const nn_backend *be = gpu();
-    enum { ROUNDS = 11, N = 1 << 20 };
+    enum { GROW = 11, ROUNDS = GROW + 6, N = 1 << 20 };
     float *h = malloc(N * sizeof *h), *back = malloc(N * sizeof *back);
     double *want = calloc(N, sizeof *want), *cur = calloc(N, sizeof *cur); /* cur: what x holds */
     assert_true(h && back && want && cur);
@@ -300,7 +303,7 @@ static void test_pinned_uploads(void **state)
     assert_int_equal(be->fill(x, N, 0.0f), NN_OK);
     nn_cuda_set_pinned_uploads(true);
     for (int r = 0; r < ROUNDS; r++) {
-        const size_t n = (size_t)N >> (ROUNDS - 1 - r) / 2; /* 32 Ki .. 1 Mi floats */
+        const size_t n = r < GROW ? (size_t)N >> (GROW - 1 - r) / 2 : (size_t)N; /* 32 Ki .. 1 Mi floats */
         for (size_t i = 0; i < n; i++) h[i] = (float)((i * 7 + (size_t)r * 13) % 101); /* exact sums */
         assert_int_equal(be->copy(x, NN_CUDA, h, NN_CPU, n * sizeof(float)), NN_OK);
         for (size_t i = 0; i < n; i++) h[i] = -1.0f; /* the caller may reuse its buffer at once */

@@ -16,12 +16,18 @@
  *  - device memory starts as 0xFF bytes (NaN floats), has red zones checked
  *    after every kernel, and kernels and copies may only touch device or
  *    mapped memory, within one allocation;
+ *  - work queued on a stream runs as late as the program allows: only when
+ *    something waits for it (a stream or event sync, a copy to pageable
+ *    memory, cudaFree, another stream waiting on an event), so the host
+ *    reading a result it never waited for, or rewriting a pinned buffer a
+ *    queued copy still reads, gets the wrong data, and one stream's work
+ *    overtakes another's unless an event orders them;
  *  - stream capture records launches and copies and replays them from the
  *    graph (arguments frozen at capture); unsafe calls from the capturing
  *    thread (allocations, syncs, pageable copies) fail the capture.
- * What it does not: concurrency between streams and the host (all work runs
- * at once, in order), memory-model races, timing, FMA contraction (nvcc fuses
- * a * b + c, this build does not: results differ by rounding). */
+ * What it does not: streams truly running at once, memory-model races,
+ * timing, FMA contraction (nvcc fuses a * b + c, this build does not:
+ * results differ by rounding). */
 #ifndef NN_CUDA_EMU_RUNTIME_H
 #define NN_CUDA_EMU_RUNTIME_H
 

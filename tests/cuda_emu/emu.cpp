@@ -156,10 +156,14 @@ struct nn_emu_stream {
     bool capturing = false, invalidated = false;
     cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
     std::thread::id owner;
-    std::vector<nn_emu::graph_node> nodes;
+    std::vector<nn_emu::graph_node> nodes; /* while capturing */
+    std::deque<nn_emu::graph_node> queue;  /* enqueued, not yet run */
+    uint64_t enqueued = 0, done = 0;       /* work items so far: queue = (done, enqueued] */
 };
 struct nn_emu_event {
-    bool captured = false; /* recorded on a capturing stream: only meaningful inside the graph */
+    bool captured = false;             /* recorded on a capturing stream: only meaningful inside the graph */
+    nn_emu_stream *stream = nullptr;   /* the last record: that stream's work up to `seq` */
+    uint64_t seq = 0;
 };
 struct nn_emu_graph {
     std::vector<nn_emu::graph_node> nodes;
@@ -185,7 +189,36 @@ static bool unsafe_during_capture(const char *what)
     return true;
 }
 
-/* Runs `work` now, or records it when `s` captures. */
+/* Work runs as late as the program lets it: a stream's queue runs only when
+ * something waits for it (a stream or event synchronization, a copy to
+ * pageable memory, cudaFree, a stream waiting for an event of another), up
+ * to what is waited for. So the host reading a result it did not wait for,
+ * or rewriting a buffer a queued copy still reads, sees the difference; and
+ * a stream's work runs before another's queued earlier unless an event
+ * orders them. */
+static int draining; /* nesting: a cycle of stream waits would never end on a GPU either */
+
+static void drain(nn_emu_stream *st, uint64_t upto)
+{
+    if (++draining > 64) fail("streams wait for each other in a cycle");
+    while (st->done < upto && !st->queue.empty()) {
+        graph_node n = std::move(st->queue.front());
+        st->queue.pop_front();
+        st->done++;
+        n.run();
+    }
+    draining--;
+}
+
+static void drain_stream(nn_emu_stream *st) { drain(st, st->enqueued); }
+
+static void drain_all(void)
+{
+    drain_stream(&legacy_stream);
+    for (nn_emu_stream *st : streams) drain_stream(st);
+}
+
+/* Queues `work` on `s`, or records it when `s` captures. */
 static cudaError_t enqueue(cudaStream_t s, const std::string &what, std::function<void()> work)
 {
     nn_emu_stream *st = stream_of(s);
@@ -194,7 +227,8 @@ static cudaError_t enqueue(cudaStream_t s, const std::string &what, std::functio
         st->nodes.push_back({what, std::move(work)});
         return cudaSuccess;
     }
-    work();
+    st->queue.push_back({what, std::move(work)});
+    st->enqueued++;
     return cudaSuccess;
 }
 
@@ -672,6 +706,7 @@ cudaError_t cudaDeviceSynchronize(void)
 {
     LOCK;
     if (unsafe_during_capture("cudaDeviceSynchronize")) return err(cudaErrorStreamCaptureUnsupported);
+    drain_all();
     return cudaSuccess;
 }
 
@@ -693,6 +728,7 @@ cudaError_t cudaFree(void *p)
     LOCK;
     if (!p) return cudaSuccess;
     if (unsafe_during_capture("cudaFree")) return err(cudaErrorStreamCaptureUnsupported);
+    drain_all(); /* cudaFree waits for the device */
     return release(p, false) ? cudaSuccess : err(cudaErrorInvalidValue);
 }
 
@@ -713,6 +749,7 @@ cudaError_t cudaFreeHost(void *p)
     LOCK;
     if (!p) return cudaSuccess;
     if (unsafe_during_capture("cudaFreeHost")) return err(cudaErrorStreamCaptureUnsupported);
+    drain_all();
     return release(p, true) ? cudaSuccess : err(cudaErrorInvalidValue);
 }
 
@@ -770,6 +807,8 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind k)
     if (unsafe_during_capture("cudaMemcpy")) return err(cudaErrorStreamCaptureUnsupported);
     bool pageable;
     if (cudaError_t e = check_copy(dst, src, n, k, &pageable)) return e;
+    /* the legacy stream's: after its earlier work, not after other (non-blocking) streams' */
+    drain_stream(&legacy_stream);
     std::memmove(dst, src, n);
     check_red_zones("cudaMemcpy");
     return cudaSuccess;
@@ -785,10 +824,22 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind
         if (st->mode != cudaStreamCaptureModeRelaxed && unsafe_during_capture("a copy from pageable host memory"))
             return err(cudaErrorStreamCaptureUnsupported);
     }
-    return enqueue(s, "cudaMemcpyAsync", [dst, src, n] {
+    const bool from_pageable = pageable && !find(src, 1), to_pageable = pageable && !find(dst, 1);
+    if (from_pageable && !st->capturing) {
+        /* from pageable memory the call returns once the source is staged:
+         * the caller may reuse it at once, so it is read now */
+        auto staged = std::make_shared<std::vector<unsigned char>>((const unsigned char *)src, (const unsigned char *)src + n);
+        return enqueue(s, "cudaMemcpyAsync", [dst, staged] {
+            std::memcpy(dst, staged->data(), staged->size());
+            check_red_zones("cudaMemcpyAsync");
+        });
+    }
+    cudaError_t e = enqueue(s, "cudaMemcpyAsync", [dst, src, n] {
         std::memmove(dst, src, n);
         check_red_zones("cudaMemcpyAsync");
     });
+    if (e == cudaSuccess && to_pageable && !st->capturing) drain_stream(st); /* returns with the data */
+    return e;
 }
 
 static cudaError_t check_set(void *p, size_t n)
@@ -806,8 +857,9 @@ cudaError_t cudaMemset(void *p, int v, size_t n)
     LOCK;
     if (unsafe_during_capture("cudaMemset")) return err(cudaErrorStreamCaptureUnsupported);
     if (cudaError_t e = check_set(p, n)) return e;
-    std::memset(p, v, n);
-    return cudaSuccess;
+    /* asynchronous on device memory, on the legacy stream: not ordered
+     * before work on non-blocking streams */
+    return enqueue(nullptr, "cudaMemset", [p, v, n] { std::memset(p, v, n); });
 }
 
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s)
@@ -829,7 +881,9 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 cudaError_t cudaStreamDestroy(cudaStream_t s)
 {
     LOCK;
-    if (!streams.erase(s)) return err(cudaErrorInvalidResourceHandle);
+    if (!streams.count(s)) return err(cudaErrorInvalidResourceHandle);
+    drain_stream(s); /* its queued work still runs */
+    streams.erase(s);
     delete s;
     return cudaSuccess;
 }
@@ -842,6 +896,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s)
         return err(cudaErrorStreamCaptureUnsupported);
     }
     if (unsafe_during_capture("cudaStreamSynchronize")) return err(cudaErrorStreamCaptureUnsupported);
+    drain_stream(stream_of(s));
     return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t s)
@@ -851,6 +906,7 @@ cudaError_t cudaStreamQuery(cudaStream_t s)
         stream_of(s)->invalidated = true;
         return err(cudaErrorStreamCaptureUnsupported);
     }
+    drain_stream(stream_of(s)); /* asked, the work is done (a poll loop ends) */
     return cudaSuccess;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
@@ -863,7 +919,12 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
         std::fprintf(stderr, "nn_emu: a stream outside the capture waits for an event recorded inside it\n");
         return err(cudaErrorNotSupported);
     }
-    return cudaSuccess;
+    nn_emu_stream *other = e->stream;
+    const uint64_t seq = e->seq; /* the record as of now: a later record does not move this wait */
+    if (!other || other == stream_of(s) || e->captured) return cudaSuccess;
+    return enqueue(s, "cudaStreamWaitEvent", [other, seq] {
+        if (other == &legacy_stream || streams.count(other)) drain(other, seq); /* a destroyed one ran all */
+    });
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
@@ -882,7 +943,10 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
     LOCK;
     if (!e) return err(cudaErrorInvalidResourceHandle);
-    e->captured = stream_of(s)->capturing;
+    nn_emu_stream *st = stream_of(s);
+    e->captured = st->capturing;
+    e->stream = st->capturing ? nullptr : st;
+    e->seq = st->enqueued;
     return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e)
@@ -890,13 +954,16 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e)
     LOCK;
     if (!e) return err(cudaErrorInvalidResourceHandle);
     if (e->captured || unsafe_during_capture("cudaEventSynchronize")) return err(cudaErrorStreamCaptureUnsupported);
+    if (e->stream) drain(e->stream, e->seq);
     return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e)
 {
     LOCK;
     if (!e) return err(cudaErrorInvalidResourceHandle);
-    return e->captured ? err(cudaErrorStreamCaptureUnsupported) : cudaSuccess;
+    if (e->captured) return err(cudaErrorStreamCaptureUnsupported);
+    if (e->stream) drain(e->stream, e->seq);
+    return cudaSuccess;
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode)
@@ -947,8 +1014,10 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s)
     LOCK;
     if (!x) return err(cudaErrorInvalidValue);
     if (stream_of(s)->capturing) return err(cudaErrorNotSupported); /* a graph inside a capture: not modelled */
-    for (auto &n : x->nodes) n.run();
-    return cudaSuccess;
+    auto nodes = std::make_shared<std::vector<graph_node>>(x->nodes); /* the exec may be destroyed before it runs */
+    return enqueue(s, "cudaGraphLaunch", [nodes] {
+        for (auto &n : *nodes) n.run();
+    });
 }
 
 cudaError_t cudaGraphDestroy(cudaGraph_t g)
