@@ -111,8 +111,8 @@ ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int
 ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t type, ncclRedOp_t op,
                            ncclComm_t comm, cudaStream_t stream)
 {
-    MPI_Datatype m;
-    size_t elem;
+    MPI_Datatype m = MPI_DATATYPE_NULL;
+    size_t elem = 0;
     if (ncclResult_t r = check("ncclAllReduce", sendbuff, recvbuff, count, type, comm, &m, &elem)) return r;
     if (op != ncclSum) return ncclInvalidArgument;
     return launched(nn_emu::enqueue_work(stream, "ncclAllReduce", [=] {
@@ -125,8 +125,8 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, n
 ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t type, int root,
                            ncclComm_t comm, cudaStream_t stream)
 {
-    MPI_Datatype m;
-    size_t elem;
+    MPI_Datatype m = MPI_DATATYPE_NULL;
+    size_t elem = 0;
     const bool mine = comm && comm->rank == root; /* only the root's sendbuff is read */
     if (ncclResult_t r = check("ncclBroadcast", mine ? sendbuff : nullptr, recvbuff, count, type, comm, &m, &elem))
         return r;
