@@ -4,10 +4,12 @@
 # ranks, bucketed sums during backward equal to one sum after it, within 1e-5
 # of one process's gradients, resumable 2 -> 1 and 1 -> 2,
 # a dead or hung rank ends the job, and a batch that does not divide is an
-# error. Skipped (77) without mpirun or without MPI in the build.
-# Usage: test_dist.sh CONVNET HAVE_MPI(0|1) COMPARE_PY
+# error. Skipped (77) without mpirun or without MPI in the build. With the
+# emulated CUDA module (tests/cuda_emu, NCCL on MPI), the GPU path too: NCCL
+# with 1 rank matches no launcher, 2 ranks match the emulation of 2.
+# Usage: test_dist.sh CONVNET HAVE_MPI(0|1) COMPARE_PY [EMULATED_CUDA_MODULE]
 set -u
-CONVNET=$1 HAVE_MPI=$2 COMPARE=$3
+CONVNET=$1 HAVE_MPI=$2 COMPARE=$3 EMU=${4:-}
 [ "$HAVE_MPI" = 1 ] || { echo "SKIP: this build has no MPI (-Dmpi, libopenmpi-dev)"; exit 77; }
 command -v mpirun >/dev/null || { echo "SKIP: mpirun is absent (apt-get install openmpi-bin)"; exit 77; }
 [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || { echo "SKIP: no Fashion-MNIST"; exit 77; }
@@ -106,5 +108,44 @@ else bad "SIGUSR1 on rank 1: status $rc: $(tail -5 u.log)"; fi
 "${MPI[@]}" "$CONVNET" "${LENET[@]}" --batch 33 > b.log 2>&1 && bad "batch 33 on 2 ranks was accepted"
 grep -q "does not divide by 2 processes" b.log && ok "batch 33: $(grep -m1 -o 'convnet train: .*' b.log)" ||
     bad "batch 33: $(cat b.log)"
+
+# 6. the GPU path (cuda/nccl.cu, buckets on NCCL's stream) on the emulated GPU,
+#    whose NCCL is MPI on the emulated device memory (tests/cuda_emu/nccl.h):
+#    GPU runs against GPU runs, tiny ones (emulated kernels are ~1000x slower);
+#    the small AlexNet, dropout included, 70,219 floats of gradients
+gpu_cases() {
+    local GPU=(env "CONVNET_CUDA_MODULE=$EMU") MPIX=(-x CONVNET_CUDA_MODULE)
+    local TINY=(train --size 64 --width 0.125 --fc 64 --dropout 0.5 --device cuda --limit 48 --test-limit 16
+                --batch 16 --epochs 1 --threads 1 --quiet)
+    # a. one rank under mpirun takes NCCL's path (one member): the bits of no launcher
+    "${GPU[@]}" "$CONVNET" "${TINY[@]}" --checkpoint-dir gp1 > gp1.log 2>&1 || bad "GPU, no launcher: $(tail -3 gp1.log)"
+    for mb in 0.05 0; do
+        "${GPU[@]}" "${RUN[@]}" "${MPIX[@]}" -np 1 "$CONVNET" "${TINY[@]}" --dist-bucket-mb $mb --checkpoint-dir gm1-$mb \
+            > gm1-$mb.log 2>&1 || bad "GPU, 1 rank, buckets $mb: $(tail -3 gm1-$mb.log)"
+        same gm1-$mb/last.safetensors gp1/last.safetensors "GPU: 1 rank under mpirun (NCCL, --dist-bucket-mb $mb) bitwise equal to no launcher"
+    done
+    # b. 2 ranks, NCCL sums in buckets during backward (default 25 MiB: one;
+    #    0.05 MiB: several) and one sum after it, against the emulation of 2
+    "${GPU[@]}" "$CONVNET" "${TINY[@]}" --emulate-ranks 2 --checkpoint-dir ge2 > ge2.log 2>&1 ||
+        bad "GPU, emulation of 2 ranks: $(tail -3 ge2.log)"
+    for mb in 25 0.05 0; do
+        "${GPU[@]}" "${MPI[@]}" "${MPIX[@]}" "$CONVNET" "${TINY[@]}" --dist-bucket-mb $mb --checkpoint-dir gr2-$mb \
+            > gr2-$mb.log 2>&1 || bad "GPU, 2 ranks, buckets $mb: $(tail -3 gr2-$mb.log)"
+        grep -q "summed by nccl" gr2-$mb.log || bad "GPU, 2 ranks: not summed by NCCL: $(grep 'data parallel' gr2-$mb.log)"
+        same gr2-$mb/last.safetensors ge2/last.safetensors "GPU: 2 ranks (NCCL, --dist-bucket-mb $mb) bitwise equal to 2 slices in one process"
+    done
+    grep -Eq "\(([2-9]|[1-9][0-9]+) buckets\)" gr2-0.05.log ||
+        bad "GPU: 0.05 MiB did not make several buckets: $(grep 'all-reduce' gr2-0.05.log)"
+    # c. 2 ranks vs 1 process at the same global batch, first-step gradients
+    #    (the GPU's dropout masks drawn by global row); 1e-5 as in 2.
+    "${GPU[@]}" "$CONVNET" "${TINY[@]}" "${SGD[@]}" --lr 1e-30 --checkpoint-dir gg0 > /dev/null 2>&1
+    "${GPU[@]}" "$CONVNET" "${TINY[@]}" "${SGD[@]}" --lr 1 --checkpoint-dir gg1 > /dev/null 2>&1
+    "${GPU[@]}" "${MPI[@]}" "${MPIX[@]}" "$CONVNET" "${TINY[@]}" "${SGD[@]}" --lr 1 --checkpoint-dir gg2 > /dev/null 2>&1
+    python3 "$COMPARE" grad gg0/last.safetensors gg1/last.safetensors gg2/last.safetensors 1e-5 &&
+        ok "GPU: first-step gradients, 2 ranks vs 1 process" || bad "GPU: first-step gradients, 2 ranks vs 1 process"
+}
+if [ -z "$EMU" ]; then
+    echo "SKIP (GPU cases): no emulated CUDA module with NCCL (tests/cuda_emu needs the CUDA backend, C++, x86-64, and NCCL in the toolkit)"
+else gpu_cases; fi
 
 [ $fails = 0 ] || { echo "$fails failure(s)"; exit 1; }

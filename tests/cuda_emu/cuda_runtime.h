@@ -272,6 +272,11 @@ static inline config cfg(dim3 g, dim3 b, size_t smem = 0, cudaStream_t s = 0) { 
 void submit(const config &c, const char *name, const void *fn, std::function<void()> body);
 /* a kernel's pointer argument must be null or point into device-visible memory */
 void check_pointer_arg(const char *kernel, int index, const void *p);
+/* for nccl_emu.cpp's collectives: whether [p, p + bytes) lies in one device
+ * allocation (cudaMalloc, not mapped host memory); and `work` on stream s as a
+ * kernel's: at once, or recorded while s captures */
+bool in_device_memory(const void *p, size_t bytes);
+cudaError_t enqueue_work(cudaStream_t s, const char *what, std::function<void()> work);
 
 template <class T> static inline void check_arg(const char *kernel, int index, const T &v)
 {

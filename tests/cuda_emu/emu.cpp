@@ -640,6 +640,20 @@ void submit(const config &c, const char *name, const void *fn, std::function<voi
     enqueue(c.stream, what, [c, name, fn, b] { run_grid(c, name, fn, b); });
 }
 
+bool in_device_memory(const void *p, size_t bytes)
+{
+    std::lock_guard<std::recursive_mutex> g(big_lock);
+    const region *r = find(p, bytes ? bytes : 1);
+    return r && !r->host;
+}
+
+cudaError_t enqueue_work(cudaStream_t s, const char *what, std::function<void()> work)
+{
+    std::lock_guard<std::recursive_mutex> g(big_lock);
+    if (stream_of(s) != &legacy_stream && !streams.count(stream_of(s))) return err(cudaErrorInvalidResourceHandle);
+    return enqueue(s, what, std::move(work));
+}
+
 } // namespace nn_emu
 
 using namespace nn_emu;

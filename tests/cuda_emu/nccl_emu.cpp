@@ -1,0 +1,163 @@
+/* NCCL on MPI for the emulated CUDA module (what it models and what it does
+ * not: tests/cuda_emu/nccl.h): the communicator is MPI_COMM_WORLD checked
+ * against the arguments; a collective checks its buffer is device memory and
+ * runs MPI_Allreduce / MPI_Bcast on it as work on the stream. */
+#define OMPI_SKIP_MPICXX 1 /* the C API only */
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include <unistd.h>
+
+#include "nccl.h"
+
+struct ncclComm {
+    int size, rank;
+    ncclUniqueId id;
+};
+
+namespace {
+
+const char *const ID_TAG = "nn_emu nccl id";
+
+/* the MPI type of an NCCL one and its size; false for types not emulated */
+bool mpi_type(ncclDataType_t t, MPI_Datatype *m, size_t *bytes)
+{
+    switch (t) {
+    case ncclChar: *m = MPI_SIGNED_CHAR, *bytes = 1; return true;
+    case ncclInt32: *m = MPI_INT, *bytes = 4; return true;
+    case ncclFloat32: *m = MPI_FLOAT, *bytes = 4; return true;
+    case ncclFloat64: *m = MPI_DOUBLE, *bytes = 8; return true;
+    }
+    return false;
+}
+
+__attribute__((format(printf, 1, 2))) ncclResult_t usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    std::fprintf(stderr, "nn_emu nccl: ");
+    std::vfprintf(stderr, fmt, ap);
+    std::fprintf(stderr, "\n");
+    va_end(ap);
+    return ncclInvalidUsage;
+}
+
+/* MPI counts are int: chunks of at most 2^30 elements */
+template <class F> void chunked(void *buf, size_t count, size_t elem, F call)
+{
+    for (size_t done = 0; done < count;) {
+        const int c = count - done > ((size_t)1 << 30) ? 1 << 30 : (int)(count - done);
+        if (call((char *)buf + done * elem, c) != MPI_SUCCESS) nn_emu::fail("nccl emulation: an MPI collective failed");
+        done += (size_t)c;
+    }
+}
+
+/* the common checks of a collective: communicator, type, device buffers */
+ncclResult_t check(const char *op, const void *send, void *recv, size_t count, ncclDataType_t type, ncclComm_t comm,
+                   MPI_Datatype *m, size_t *elem)
+{
+    if (!comm) return usage("%s: no communicator", op);
+    if (!mpi_type(type, m, elem)) return ncclInvalidArgument;
+    const size_t bytes = count * *elem;
+    if (count && (!nn_emu::in_device_memory(recv, bytes) || (send && !nn_emu::in_device_memory(send, bytes))))
+        return usage("%s: a buffer of %zu bytes is not (wholly) in device memory", op, bytes);
+    return ncclSuccess;
+}
+
+ncclResult_t launched(cudaError_t e) { return e == cudaSuccess ? ncclSuccess : ncclUnhandledCudaError; }
+
+} // namespace
+
+ncclResult_t ncclGetUniqueId(ncclUniqueId *id)
+{
+    if (!id) return ncclInvalidArgument;
+    std::random_device rd;
+    for (auto &c : id->internal) c = (char)rd();
+    std::snprintf(id->internal, sizeof id->internal, "%s %ld", ID_TAG, (long)getpid());
+    return ncclSuccess;
+}
+
+ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank)
+{
+    if (!comm) return ncclInvalidArgument;
+    *comm = nullptr;
+    int ready = 0, size, me;
+    MPI_Initialized(&ready);
+    if (!ready) return usage("ncclCommInitRank: MPI is not initialized (the emulation reduces with MPI)");
+    MPI_Comm_size(MPI_COMM_WORLD, &size), MPI_Comm_rank(MPI_COMM_WORLD, &me);
+    if (nranks != size || rank != me)
+        return usage("ncclCommInitRank: rank %d of %d, but MPI_COMM_WORLD has this process as rank %d of %d", rank,
+                     nranks, me, size);
+    if (std::strncmp(id.internal, ID_TAG, std::strlen(ID_TAG)))
+        return usage("ncclCommInitRank: rank %d: the unique id did not come from ncclGetUniqueId", me);
+    ncclUniqueId root = id; /* every rank must hold rank 0's id, as NCCL's rendezvous needs */
+    if (MPI_Bcast(root.internal, sizeof root.internal, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
+        return ncclSystemError;
+    int differs = std::memcmp(root.internal, id.internal, sizeof id.internal) != 0, any = 0;
+    if (MPI_Allreduce(&differs, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) != MPI_SUCCESS) return ncclSystemError;
+    if (any)
+        return usage("ncclCommInitRank: rank %d: %s", me,
+                     differs ? "this rank's unique id is not rank 0's" : "another rank's unique id is not rank 0's");
+    *comm = new ncclComm{size, me, id};
+    return ncclSuccess;
+}
+
+ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t type, ncclRedOp_t op,
+                           ncclComm_t comm, cudaStream_t stream)
+{
+    MPI_Datatype m = MPI_DATATYPE_NULL;
+    size_t elem = 0;
+    if (ncclResult_t r = check("ncclAllReduce", sendbuff, recvbuff, count, type, comm, &m, &elem)) return r;
+    if (op != ncclSum) return ncclInvalidArgument;
+    return launched(nn_emu::enqueue_work(stream, "ncclAllReduce", [=] {
+        if (sendbuff != recvbuff) std::memcpy(recvbuff, sendbuff, count * elem);
+        chunked(recvbuff, count, elem,
+                [&](void *p, int c) { return MPI_Allreduce(MPI_IN_PLACE, p, c, m, MPI_SUM, MPI_COMM_WORLD); });
+    }));
+}
+
+ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, ncclDataType_t type, int root,
+                           ncclComm_t comm, cudaStream_t stream)
+{
+    MPI_Datatype m = MPI_DATATYPE_NULL;
+    size_t elem = 0;
+    const bool mine = comm && comm->rank == root; /* only the root's sendbuff is read */
+    if (ncclResult_t r = check("ncclBroadcast", mine ? sendbuff : nullptr, recvbuff, count, type, comm, &m, &elem))
+        return r;
+    if (root < 0 || root >= comm->size) return ncclInvalidArgument;
+    return launched(nn_emu::enqueue_work(stream, "ncclBroadcast", [=] {
+        if (mine && sendbuff != recvbuff) std::memcpy(recvbuff, sendbuff, count * elem);
+        chunked(recvbuff, count, elem, [&](void *p, int c) { return MPI_Bcast(p, c, m, root, MPI_COMM_WORLD); });
+    }));
+}
+
+ncclResult_t ncclCommAbort(ncclComm_t comm)
+{
+    delete comm;
+    return ncclSuccess;
+}
+
+ncclResult_t ncclCommDestroy(ncclComm_t comm)
+{
+    delete comm;
+    return ncclSuccess;
+}
+
+const char *ncclGetErrorString(ncclResult_t r)
+{
+    switch (r) {
+    case ncclSuccess: return "no error";
+    case ncclUnhandledCudaError: return "unhandled cuda error (run with NCCL_DEBUG=INFO for details)";
+    case ncclSystemError: return "unhandled system error (run with NCCL_DEBUG=INFO for details)";
+    case ncclInternalError: return "internal error - please report this issue to the NCCL developers";
+    case ncclInvalidArgument: return "invalid argument (run with NCCL_DEBUG=WARN for details)";
+    case ncclInvalidUsage: return "invalid usage (run with NCCL_DEBUG=WARN for details)";
+    }
+    return "unknown result code";
+}
