@@ -112,9 +112,11 @@ grep -q "does not divide by 2 processes" b.log && ok "batch 33: $(grep -m1 -o 'c
 # 6. the GPU path (cuda/nccl.cu, buckets on NCCL's stream) on the emulated GPU,
 #    whose NCCL is MPI on the emulated device memory (tests/cuda_emu/nccl.h):
 #    GPU runs against GPU runs, tiny ones (emulated kernels are ~1000x slower);
-#    the small AlexNet, dropout included, 70,219 floats of gradients
+#    the small AlexNet, dropout included, 70,219 floats of gradients.
+#    NN_EMU_EAGER=1: NCCL's stream runs each sum as soon as it is queued, so a
+#    sum not ordered after its gradients (a missing event wait) sums stale ones
 gpu_cases() {
-    local GPU=(env "CONVNET_CUDA_MODULE=$EMU") MPIX=(-x CONVNET_CUDA_MODULE)
+    local GPU=(env "CONVNET_CUDA_MODULE=$EMU" NN_EMU_EAGER=1) MPIX=(-x CONVNET_CUDA_MODULE -x NN_EMU_EAGER)
     local TINY=(train --size 64 --width 0.125 --fc 64 --dropout 0.5 --device cuda --limit 48 --test-limit 16
                 --batch 16 --epochs 1 --threads 1 --quiet)
     # a. one rank under mpirun takes NCCL's path (one member): the bits of no launcher

@@ -21,7 +21,9 @@
  *    memory, cudaFree, another stream waiting on an event), so the host
  *    reading a result it never waited for, or rewriting a pinned buffer a
  *    queued copy still reads, gets the wrong data, and one stream's work
- *    overtakes another's unless an event orders them;
+ *    overtakes another's unless an event orders them (NN_EMU_EAGER=1: side
+ *    streams run their work as soon as it is queued, ahead of the compute
+ *    stream's, so a missing event wait shows there too);
  *  - stream capture records launches and copies and replays them from the
  *    graph (arguments frozen at capture); unsafe calls from the capturing
  *    thread (allocations, syncs, pageable copies) fail the capture.
@@ -274,7 +276,7 @@ void submit(const config &c, const char *name, const void *fn, std::function<voi
 void check_pointer_arg(const char *kernel, int index, const void *p);
 /* for nccl_emu.cpp's collectives: whether [p, p + bytes) lies in one device
  * allocation (cudaMalloc, not mapped host memory); and `work` on stream s as a
- * kernel's: at once, or recorded while s captures */
+ * kernel's: queued (run when waited for), or recorded while s captures */
 bool in_device_memory(const void *p, size_t bytes);
 cudaError_t enqueue_work(cudaStream_t s, const char *what, std::function<void()> work);
 

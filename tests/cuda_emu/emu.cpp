@@ -218,6 +218,20 @@ static void drain_all(void)
     for (nn_emu_stream *st : streams) drain_stream(st);
 }
 
+/* NN_EMU_EAGER=1: every stream but the first one created (the backend's
+ * compute stream) runs its work as soon as it is queued, pulling in only what
+ * its event waits name; so a side stream (NCCL's, the upload copy stream)
+ * that skips a wait overtakes the compute stream's queued work. The default,
+ * all lazy, is the other extreme: it hides such overtaking behind the host's
+ * next sync, and catches host reads that skip one. */
+static nn_emu_stream *first_stream;
+
+static bool eager(const nn_emu_stream *st)
+{
+    static const bool on = getenv("NN_EMU_EAGER") && *getenv("NN_EMU_EAGER") == '1';
+    return on && st != first_stream && st != &legacy_stream;
+}
+
 /* Queues `work` on `s`, or records it when `s` captures. */
 static cudaError_t enqueue(cudaStream_t s, const std::string &what, std::function<void()> work)
 {
@@ -229,6 +243,7 @@ static cudaError_t enqueue(cudaStream_t s, const std::string &what, std::functio
     }
     st->queue.push_back({what, std::move(work)});
     st->enqueued++;
+    if (eager(st)) drain_stream(st);
     return cudaSuccess;
 }
 
@@ -890,6 +905,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
     (void)flags;
     *s = new nn_emu_stream;
     streams.insert(*s);
+    if (!first_stream) first_stream = *s;
     return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s)
