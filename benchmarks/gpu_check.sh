@@ -472,7 +472,7 @@ gstep "memcheck: bench ops, batch 4, 64x64" 35 env LD_LIBRARY_PATH="$libpath" "$
 # checks the uncapped conv and the fused bias at full size)
 gstep "bench fp32 (ops + model), batch 128" 80 env LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench --device cuda \
     --batch 128 --repeats 5 --json "$out/bench_fp32.json"
-# emulated: emu_same_losses runs NN_TF32=1 (LeNet's first step) and NN_CONV_WS_MB=0; the bench itself is too slow there
+# emulated: emu_same_losses (NN_TF32=1, LeNet's first step), cuda_emu_ws_uncapped; the bench is too slow there
 gstep "bench TF32, no ws cap (ops + model)" 30 env NN_TF32=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" \
     "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --json "$out/bench_tf32.json"
 torch_step() { # precision: its JSON line goes to $out/torch_<precision>.json
@@ -571,12 +571,12 @@ for tool in memcheck racecheck; do
     gstep_extra "$tool: conv gradcheck, NN_CONV_IMPLICIT=1" 20 env NN_CONV_IMPLICIT=1 NN_TEST_FILTER=test_conv2d_gradcheck \
         LD_LIBRARY_PATH="$libpath" "$san" --tool $tool --error-exitcode 1 "$bin/test_cuda"
 done
-# emulated: NN_CONV_WS_MB=0 and NN_FUSE_BIAS=1 in emu_same_losses' training runs (the bench is too slow there)
+# emulated: cuda_emu_ws_uncapped, and NN_FUSE_BIAS=1 in emu_same_losses (the bench is too slow there)
 gstep_extra "bench fp32, no ws cap, model" 30 env NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench \
     --device cuda --batch 128 --repeats 5 --model-only --json "$out/bench_fp32_nocap.json"
 # the same training step with the implicit-GEMM conv forward and dx (its JSON in
 # $work: at most 8 files come back; the summary prints its images/s)
-# emulated: emu_same_losses' implicit run (NN_CONV_IMPLICIT=1 NN_CONV_WS_MB=0)
+# emulated: emu_same_losses' implicit run (NN_CONV_IMPLICIT=1), cuda_emu_ws_uncapped
 gstep_extra "bench fp32, no ws cap, implicit conv, model" 30 env NN_CONV_IMPLICIT=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 \
     LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --model-only \
     --json "$work/bench_fp32_implicit.json"
