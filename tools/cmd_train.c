@@ -85,7 +85,7 @@ static volatile sig_atomic_t g_agreed; /* g_signal as every rank agreed on it (w
 /* One process, no emulated ranks, no fault injection: no after_backward hook
  * (a step with one cannot be captured, NN_CUDA_GRAPH), so no rank agrees on a
  * signal and the handler sets g_agreed itself. */
-static bool g_alone;
+static volatile sig_atomic_t g_alone; /* set before the handler is installed */
 
 static void on_signal(int sig)
 {
@@ -508,8 +508,8 @@ static nn_status make_trainer(train_run *r)
     if (r->rank == 0) NN_TRY(open_log(r));
     nn_train_model m = {.seq = &r->seq, .classes = r->cfg.classes, .cfg = &r->cfg,
                         .norm = r->has_norm ? &r->norm : NULL};
-    /* rank 0 writes the checkpoints; every rank stops on the agreed flag */
-    /* the hook agrees on signals and sums gradients across ranks: only where there are ranks */
+    /* rank 0 writes the checkpoints; every rank stops on the agreed flag. The
+     * hook agrees on signals and sums gradients across ranks: only where there are ranks */
     g_alone = !nn_dist_active() && r->ranks == 1 && r->o.emulate_ranks <= 1 && !r->o.fault;
     nn_trainer_config tc = {.dev = r->dev, .checkpoint_dir = r->rank == 0 ? r->o.ckdir : NULL,
                             .skip_nonfinite = r->o.skip_nonfinite, .stop_after = r->o.stop_after, .stop = &g_agreed,
