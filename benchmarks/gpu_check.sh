@@ -451,6 +451,7 @@ if [ "$mode" = run ] && grep -q "no CUDA device: skipped\|CUDA backend not built
 fi
 
 # ---- 4. gradients on the GPU ----
+# emulated (no GPU): meson test emu_same_losses (tests/test_emu_same_losses.sh)
 gstep "gradcheck --device cuda" 25 env LD_LIBRARY_PATH="$libpath" "$bin/convnet" gradcheck --device cuda
 
 # ---- 5. compute-sanitizer on short runs ----
@@ -471,6 +472,7 @@ gstep "memcheck: bench ops, batch 4, 64x64" 35 env LD_LIBRARY_PATH="$libpath" "$
 # checks the uncapped conv and the fused bias at full size)
 gstep "bench fp32 (ops + model), batch 128" 80 env LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench --device cuda \
     --batch 128 --repeats 5 --json "$out/bench_fp32.json"
+# emulated: emu_same_losses (NN_TF32=1, LeNet's first step), cuda_emu_ws_uncapped; the bench is too slow there
 gstep "bench TF32, no ws cap (ops + model)" 30 env NN_TF32=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" \
     "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --json "$out/bench_tf32.json"
 torch_step() { # precision: its JSON line goes to $out/torch_<precision>.json
@@ -491,6 +493,7 @@ fi
 # stop where EXTRA_RESERVE seconds are left for the full-size training)
 # the bias in the GEMM epilogue (NN_FUSE_BIAS=1) and the bias gradient in the
 # weight-gradient GEMM (NN_FUSE_BIAS_GRAD=1) against the CPU, conv2d and linear
+# emulated: meson test cuda_emu_fuse_bias_conv2d, cuda_emu_fuse_bias_linear
 for t in test_conv2d test_linear; do
     gstep_extra "$t with NN_FUSE_BIAS=1 NN_FUSE_BIAS_GRAD=1" 20 env NN_FUSE_BIAS=1 NN_FUSE_BIAS_GRAD=1 NN_TEST_FILTER="$t" \
         LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
@@ -500,6 +503,7 @@ done
 # bias gradient in the dw GEMM), then with the bias in the epilogue as well
 [ "$mode" = dry ] && step "carried test_cuda_fuse runs (GPU tests skip)" 30 env LD_LIBRARY_PATH="$libpath" \
     "$bin/test_cuda_fuse"
+# emulated: meson test cuda_fuse_emu, cuda_fuse_emu_fuse_bias
 gstep_extra "fused epilogue tests (test_cuda_fuse)" 40 env LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_fuse"
 gstep_extra "test_cuda_fuse with NN_FUSE_BIAS=1" 30 env NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_fuse"
 # the step captured as a CUDA graph (NN_CUDA_GRAPH=1) against the plain step
@@ -507,10 +511,12 @@ gstep_extra "test_cuda_fuse with NN_FUSE_BIAS=1" 30 env NN_FUSE_BIAS=1 LD_LIBRAR
 # epochs with dropout and the cosine schedule; a NaN batch skipped or stopped at alike)
 [ "$mode" = dry ] && step "carried test_cuda_graph runs (GPU tests skip)" 20 env LD_LIBRARY_PATH="$libpath" \
     "$bin/test_cuda_graph"
+# emulated: meson test cuda_graph_emu
 gstep_extra "captured step = plain step (test_cuda_graph)" 30 env LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_graph"
 # the implicit-GEMM conv forward and dx (NN_CONV_IMPLICIT=1; test_conv2d_implicit
 # in the suite above compares them with im2col + GEMM whatever the switch):
 # the op and its gradients against the CPU, and the gradient checks
+# emulated: meson test cuda_emu_implicit
 gstep_extra "test_conv2d* with NN_CONV_IMPLICIT=1" 25 env NN_CONV_IMPLICIT=1 NN_TEST_FILTER="test_conv2d*" \
     LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
 # the no-sync switches change no number (NN_CUDA_LAZY_CHECKS=1: the label check
@@ -549,6 +555,7 @@ sys.exit(1 if bad or not a or len(a) != len(b) else 0)' "$work/same_plain.txt" "
         echo "$(wc -l <"$work/same_plain.txt") steps, the same losses"
 }
 export -f same_losses
+# emulated: meson test emu_same_losses (the same runs, smaller, plus NN_CONV_IMPLICIT and NN_TF32)
 if [ ! -f "$carry/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
     record "no-sync switches, fusions, resident, graph: same losses" "skip (data not carried)"
 elif [ "$mode" = dry ]; then
@@ -559,14 +566,17 @@ fi
 # the implicit-GEMM conv on the conv gradient checks' small shapes: memcheck
 # (its gather reads x at computed offsets), racecheck (one barrier per
 # double-buffered slice)
+# emulated: cuda_emu_implicit runs these tests under the emulator's red zones and barrier order (not a sanitizer)
 for tool in memcheck racecheck; do
     gstep_extra "$tool: conv gradcheck, NN_CONV_IMPLICIT=1" 20 env NN_CONV_IMPLICIT=1 NN_TEST_FILTER=test_conv2d_gradcheck \
         LD_LIBRARY_PATH="$libpath" "$san" --tool $tool --error-exitcode 1 "$bin/test_cuda"
 done
+# emulated: cuda_emu_ws_uncapped, and NN_FUSE_BIAS=1 in emu_same_losses (the bench is too slow there)
 gstep_extra "bench fp32, no ws cap, model" 30 env NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench \
     --device cuda --batch 128 --repeats 5 --model-only --json "$out/bench_fp32_nocap.json"
 # the same training step with the implicit-GEMM conv forward and dx (its JSON in
 # $work: at most 8 files come back; the summary prints its images/s)
+# emulated: emu_same_losses' implicit run (NN_CONV_IMPLICIT=1), cuda_emu_ws_uncapped
 gstep_extra "bench fp32, no ws cap, implicit conv, model" 30 env NN_CONV_IMPLICIT=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 \
     LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --model-only \
     --json "$work/bench_fp32_implicit.json"

@@ -82,8 +82,16 @@ typedef struct train_run {
 
 static volatile sig_atomic_t g_signal;
 static volatile sig_atomic_t g_agreed; /* g_signal as every rank agreed on it (what the trainer watches) */
+/* One process, no emulated ranks, no fault injection: no after_backward hook
+ * (a step with one cannot be captured, NN_CUDA_GRAPH), so no rank agrees on a
+ * signal and the handler sets g_agreed itself. */
+static volatile sig_atomic_t g_alone; /* set before the handler is installed */
 
-static void on_signal(int sig) { g_signal = sig; }
+static void on_signal(int sig)
+{
+    g_signal = sig;
+    if (g_alone) g_agreed = sig;
+}
 
 static void fmt_time(double s, char *buf, size_t n)
 {
@@ -500,11 +508,13 @@ static nn_status make_trainer(train_run *r)
     if (r->rank == 0) NN_TRY(open_log(r));
     nn_train_model m = {.seq = &r->seq, .classes = r->cfg.classes, .cfg = &r->cfg,
                         .norm = r->has_norm ? &r->norm : NULL};
-    /* rank 0 writes the checkpoints; every rank stops on the agreed flag */
+    /* rank 0 writes the checkpoints; every rank stops on the agreed flag. The
+     * hook agrees on signals and sums gradients across ranks: only where there are ranks */
+    g_alone = !nn_dist_active() && r->ranks == 1 && r->o.emulate_ranks <= 1 && !r->o.fault;
     nn_trainer_config tc = {.dev = r->dev, .checkpoint_dir = r->rank == 0 ? r->o.ckdir : NULL,
                             .skip_nonfinite = r->o.skip_nonfinite, .stop_after = r->o.stop_after, .stop = &g_agreed,
-                            .on_event = on_event, .after_backward = after_backward, .after_eval = after_eval,
-                            .user = r};
+                            .on_event = on_event, .after_backward = g_alone ? NULL : after_backward,
+                            .after_eval = after_eval, .user = r};
     NN_TRY(nn_trainer_new(&r->tr, &m, &r->data.train_src, &r->data.test_src, &r->st, &tc));
     if (r->o.resume) NN_TRY(nn_trainer_resume(r->tr, r->resume_path));
     nn_dp_config dc = {.dev = r->dev, .request = &g_signal, .agreed = &g_agreed, .train_shard = &r->train_shard,
@@ -538,6 +548,9 @@ static int report_end(const train_run *r, const nn_train_result *res)
     if (steps && nn_dist_active()) printf("gradient all-reduce: %.2f ms per step%s over %lld steps (%zu floats)\n", 1e3 * red / steps,
                       buckets, (long long)steps, (size_t)nn_seq_params(&r->seq) + 1);
     if (res->mid_epoch && r->tty) fputc('\n', stderr);
+    /* said, so a check of NN_CUDA_GRAPH=1 sees the graph ran (not only that no notice came) */
+    if (nn_trainer_graph_steps(r->tr))
+        printf("%s: %lld steps ran from a captured graph\n", NN_CUDA_GRAPH_ENV, (long long)nn_trainer_graph_steps(r->tr));
     if (res->end == NN_TRAIN_STOP_REQUESTED) {
         fprintf(stderr, "convnet train: stopped by signal %d after step %lld; checkpoint saved to %s\n"
                         "  continue with: convnet train --resume %s\n",
