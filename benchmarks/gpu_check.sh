@@ -451,7 +451,7 @@ if [ "$mode" = run ] && grep -q "no CUDA device: skipped\|CUDA backend not built
 fi
 
 # ---- 4. gradients on the GPU ----
-# emulated (no GPU): meson test emu_same_losses (tests/test_emu_same_losses.sh)
+# emulated (no GPU): meson test emu_same_losses (tests/test_gpu_same_losses.sh)
 gstep "gradcheck --device cuda" 25 env LD_LIBRARY_PATH="$libpath" "$bin/convnet" gradcheck --device cuda
 
 # ---- 5. compute-sanitizer on short runs ----
@@ -519,49 +519,25 @@ gstep_extra "captured step = plain step (test_cuda_graph)" 30 env LD_LIBRARY_PAT
 # emulated: meson test cuda_emu_implicit
 gstep_extra "test_conv2d* with NN_CONV_IMPLICIT=1" 25 env NN_CONV_IMPLICIT=1 NN_TEST_FILTER="test_conv2d*" \
     LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
-# the no-sync switches change no number (NN_CUDA_LAZY_CHECKS=1: the label check
-# flagged on the device; NN_CUDA_PINNED=1: staged uploads), nor do the fusions
-# with the same arithmetic (NN_FUSE_BIAS=1, NN_FUSE_RELU=1), nor the resident
-# data set (NN_RESIDENT=1: batches built on the device), nor the step captured as
-# a CUDA graph and replayed (NN_CUDA_GRAPH=1, with the resident data and the
-# lazy check it needs; the CPU ignores it): a short training run
-# logs the same losses, step for step, with and without them (the dry run does
-# it on the CPU, where only NN_FUSE_RELU does something, to keep the step
-# itself working). NN_FUSE_BIAS_GRAD=1 sums db in another order: its losses
-# only stay close (relative 1e-3 after 20 steps: roundings, not a lost term).
-same_losses() { # DEVICE IMAGES
-    local d
-    for d in plain switched resident graph fused_db; do
-        env $([ $d = switched ] && echo NN_CUDA_LAZY_CHECKS=1 NN_CUDA_PINNED=1 NN_FUSE_BIAS=1 NN_FUSE_RELU=1) \
-            $([ $d = resident ] && echo NN_RESIDENT=1) $([ $d = fused_db ] && echo NN_FUSE_BIAS_GRAD=1) \
-            $([ $d = graph ] && echo NN_CUDA_GRAPH=1 NN_CUDA_LAZY_CHECKS=1 NN_RESIDENT=1) \
-            LD_LIBRARY_PATH="$libpath" \
-            "$bin/convnet" train --device "$1" --data "$carry/fashion-mnist" --size 64 --limit "$2" \
-            --test-limit 128 --epochs 1 --batch 128 --log-every 1 --quiet --checkpoint-dir "$work/same_$d" \
-            >/dev/null 2>"$work/same_$d.err" || { cat "$work/same_$d.err"; return 1; }
-        grep '"kind":"step"' "$work/same_$d/metrics.jsonl" | sed 's/,"images_per_s.*//' >"$work/same_$d.txt"
-    done
-    [ -s "$work/same_plain.txt" ] && diff "$work/same_plain.txt" "$work/same_switched.txt" &&
-        diff "$work/same_plain.txt" "$work/same_resident.txt" &&
-        diff "$work/same_plain.txt" "$work/same_graph.txt" &&
-        { ! grep -H "not captured" "$work/same_graph.err"; } && # a silent fallback would pass the diff
-        python3 -c 'import re, sys
-loss = lambda f: [float(m) for m in re.findall(r"\"loss\":([-+0-9.eE]+)", open(f).read())]
-a, b = loss(sys.argv[1]), loss(sys.argv[2])
-bad = [i for i, (x, y) in enumerate(zip(a, b)) if not abs(x - y) <= 1e-3 * abs(x) + 1e-6]
-print("NN_FUSE_BIAS_GRAD=1: %d steps, largest relative difference %.2g" %
-      (len(b), max([abs(x - y) / max(abs(x), 1e-30) for x, y in zip(a, b)] or [0])))
-sys.exit(1 if bad or not a or len(a) != len(b) else 0)' "$work/same_plain.txt" "$work/same_fused_db.txt" &&
-        echo "$(wc -l <"$work/same_plain.txt") steps, the same losses"
+# the switches change no number they should not (tests/test_gpu_same_losses.sh,
+# the script meson test emu_same_losses runs on the emulated GPU): short
+# training runs with the no-sync switches and the fusions (NN_CUDA_LAZY_CHECKS,
+# NN_CUDA_PINNED, NN_FUSE_BIAS, NN_FUSE_RELU), the resident data set, the step
+# captured as a graph (which must say it ran from the graph) log the plain
+# run's losses bit for bit; NN_FUSE_BIAS_GRAD, NN_CONV_IMPLICIT and NN_TF32
+# within 1e-3; then gradcheck with the switches. The dry run does it on the
+# CPU, where only NN_FUSE_RELU does something, to keep the runs working.
+same_losses() { # DEVICE
+    env CONVNET_FASHION_MNIST="$carry/fashion-mnist" LD_LIBRARY_PATH="$libpath" \
+        bash "$root/tests/test_gpu_same_losses.sh" "$bin/convnet" "$1"
 }
 export -f same_losses
-# emulated: meson test emu_same_losses (the same runs, smaller, plus NN_CONV_IMPLICIT and NN_TF32)
 if [ ! -f "$carry/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
-    record "no-sync switches, fusions, resident, graph: same losses" "skip (data not carried)"
+    record "switches: same losses" "skip (data not carried)"
 elif [ "$mode" = dry ]; then
-    step "no-sync switches, fusions, resident, graph: same losses (dry run, cpu)" 80 same_losses cpu 256
+    step "switches: same losses (dry run, cpu)" 80 same_losses cpu
 else
-    gstep_extra "no-sync switches, fusions, resident, graph: same losses" 75 same_losses cuda 2560
+    gstep_extra "switches: same losses" 75 same_losses cuda
 fi
 # the implicit-GEMM conv on the conv gradient checks' small shapes: memcheck
 # (its gather reads x at computed offsets), racecheck (one barrier per

@@ -1,8 +1,10 @@
 #!/bin/bash
-# benchmarks/gpu_check.sh's same_losses step and its gradcheck on the emulated
-# GPU (tests/cuda_emu, loaded through CONVNET_CUDA_MODULE): short training
-# runs of `convnet train --device cuda` with the switches that are off by
-# default log the losses of the plain run, step for step:
+# The GPU switches that are off by default change no number they should not:
+# short training runs of `convnet train --device DEVICE` with each of them
+# log the losses of the plain run, step for step. One script for the
+# emulated GPU (meson test emu_same_losses: tests/cuda_emu, loaded through
+# CONVNET_CUDA_MODULE) and a real one (benchmarks/gpu_check.sh; its dry run
+# on the CPU, where only NN_FUSE_RELU does anything, keeps the runs working):
 #   bit for bit: NN_CUDA_LAZY_CHECKS NN_CUDA_PINNED NN_FUSE_BIAS NN_FUSE_RELU
 #     together; NN_RESIDENT; NN_CUDA_GRAPH (with the resident data and the lazy
 #     check it needs: the run must say steps ran from the graph, so a silent
@@ -15,12 +17,12 @@
 #     (2e-3 by the fifth step of the AlexNet below), and its emulated mma is
 #     slow (10x the fp32 kernels).
 # Then `convnet gradcheck --device cuda`, plain and with the conv and bias
-# switches. Skipped (77) without Fashion-MNIST or the emulated module.
-# Usage: test_emu_same_losses.sh CONVNET   (CONVNET_CUDA_MODULE in the environment)
+# switches. Skipped (77) without Fashion-MNIST.
+# Usage: test_gpu_same_losses.sh CONVNET [DEVICE]   (DEVICE: cuda, the default, or cpu)
 set -u
 CONVNET=$1
+DEV=${2:-cuda}
 DATA=${CONVNET_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
-[ -f "${CONVNET_CUDA_MODULE:-}" ] || { echo "SKIP: CONVNET_CUDA_MODULE names no emulated module"; exit 77; }
 [ -e "$DATA/train-images-idx3-ubyte.gz" ] ||
     { echo "SKIP: no Fashion-MNIST in $DATA (apt-get install dataset-fashion-mnist, or CONVNET_FASHION_MNIST=DIR)"; exit 77; }
 W=$(mktemp -d)
@@ -31,7 +33,7 @@ bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
 # 6 full batches: 2 plain, the third captured, 3 replayed (models/train.c);
 # AlexNet at an eighth of its width on 64x64, dropout 0.3 (the default recipe)
-ALEX=(train --device cuda --data "$DATA" --size 64 --width 0.125 --fc 64 --limit 192 --test-limit 64 --epochs 1
+ALEX=(train --device "$DEV" --data "$DATA" --size 64 --width 0.125 --fc 64 --limit 192 --test-limit 64 --epochs 1
       --batch 32 --log-every 1 --quiet)
 TRAIN=("${ALEX[@]}")
 run() { # NAME [VAR=VALUE...]: the run's step lines (loss, top-1) in $W/NAME.txt
@@ -67,24 +69,28 @@ run resident NN_RESIDENT=1 && same resident
 if run graph NN_CUDA_GRAPH=1 NN_CUDA_LAZY_CHECKS=1 NN_RESIDENT=1; then
     same graph
     grep -H "not captured" "$W/graph.err" && bad "graph: the step was not captured"
-    grep -q "NN_CUDA_GRAPH: [1-9][0-9]* steps ran from a captured graph" "$W/graph.out" &&
-        ok "graph: $(grep -o '[0-9]* steps ran from a captured graph' "$W/graph.out")" ||
+    if [ "$DEV" = cpu ]; then
+        : # the CPU ignores NN_CUDA_GRAPH
+    elif grep -q "NN_CUDA_GRAPH: [1-9][0-9]* steps ran from a captured graph" "$W/graph.out"; then
+        ok "graph: $(grep -o '[0-9]* steps ran from a captured graph' "$W/graph.out")"
+    else
         bad "graph: no step ran from a captured graph: $(cat "$W/graph.err")"
+    fi
     cmp -s "$W/plain/last.safetensors" "$W/graph/last.safetensors" && ok "graph: the plain run's checkpoint, bit for bit" ||
         bad "graph: the checkpoint differs from the plain run's"
 fi
 run fused_db NN_FUSE_BIAS_GRAD=1 && close fused_db
 run implicit NN_CONV_IMPLICIT=1 NN_CONV_WS_MB=0 && close implicit
-TRAIN=(train --device cuda --data "$DATA" --model lenet --limit 32 --test-limit 32 --epochs 1 --batch 32
+TRAIN=(train --device "$DEV" --data "$DATA" --model lenet --limit 32 --test-limit 32 --epochs 1 --batch 32
        --log-every 1 --quiet)
 run lenet && run lenet_tf32 NN_TF32=1 && close lenet_tf32 lenet
 
 # every op's gradients on the device, as gpu_check.sh runs it, then with the switches
 for sw in "" "NN_CONV_IMPLICIT=1 NN_FUSE_BIAS=1 NN_FUSE_BIAS_GRAD=1"; do
-    if env $sw "$CONVNET" gradcheck --device cuda >"$W/gc.out" 2>&1; then
-        ok "gradcheck --device cuda${sw:+ with $sw}: $(tail -1 "$W/gc.out")"
+    if env $sw "$CONVNET" gradcheck --device "$DEV" >"$W/gc.out" 2>&1; then
+        ok "gradcheck --device $DEV${sw:+ with $sw}: $(tail -1 "$W/gc.out")"
     else
-        bad "gradcheck --device cuda${sw:+ with $sw}: $(grep -E 'FAIL|passed|rror' "$W/gc.out" | head -6)"
+        bad "gradcheck --device $DEV${sw:+ with $sw}: $(grep -E 'FAIL|passed|rror' "$W/gc.out" | head -6)"
     fi
 done
 [ $fails = 0 ] || { echo "$fails check(s) failed"; exit 1; }
