@@ -11,6 +11,9 @@
  *    deadlock (on the GPU: a hang or undefined behaviour) naming the kernel;
  *  - warp collectives (shuffles, mma.sync m16n8k8 TF32 with the PTX fragment
  *    layout) need every lane of their mask, as the hardware does;
+ *  - a launch's configuration is checked as the runtime does (block and grid
+ *    limits, dynamic shared memory over 48 KiB only after
+ *    cudaFuncSetAttribute, a block over the kernel's __launch_bounds__);
  *  - cp.async copies land only when their group is waited for, so reading a
  *    tile before the wait sees stale data, as it may on the GPU;
  *  - device memory starts as 0xFF bytes (NaN floats), has red zones checked
@@ -180,6 +183,8 @@ void syncthreads(void);
 /* every lane in `mask` exchanges 8 bytes: returns lane `from`'s (the caller's own when from is -1) */
 uint64_t warp_exchange(unsigned mask, uint64_t mine, int from, const char *what);
 void *dynamic_smem(void);
+/* first in a kernel declared __launch_bounds__(max_threads, ...) (rewrite.py) */
+void launch_bounds(long long max_threads);
 void cp_async(void *dst, const void *src, int size, int src_bytes);
 void cp_async_commit(void);
 void cp_async_wait(int groups_left);

@@ -515,6 +515,13 @@ static void run_block(void)
         if (smem_buf[i] != RED_BYTE) fail("kernel %s wrote past its %zu bytes of dynamic shared memory", running_kernel, smem_bytes);
 }
 
+void launch_bounds(long long max_threads)
+{
+    if (nthreads > max_threads)
+        fail("kernel %s launched with %d threads a block, over its __launch_bounds__(%lld): a GPU refuses the launch",
+             running_kernel, nthreads, max_threads);
+}
+
 void *dynamic_smem(void) { return smem_buf.data(); }
 
 [[noreturn]] void trap(void) { fail("kernel %s: __trap()", running_kernel); }

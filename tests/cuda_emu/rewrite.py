@@ -5,6 +5,8 @@ tests/cuda_emu (cuda_runtime.h says what that runtime models):
   k<<<grid, block, smem, stream>>>(args)  ->  nn_emu::launch(nn_emu::cfg(grid, block, smem, stream),
                                                  nn_emu::kernel_name<&k>(), k, args)
   extern __shared__ ... T name[];         ->  T *name = (T *)nn_emu::dynamic_smem();
+  __launch_bounds__(MAX, ...) k(...) {    ->  the same, and nn_emu::launch_bounds(MAX); first in the body
+                                              (a block larger than MAX: the GPU refuses the launch)
 
 A header under cuda/ that needs either change is rewritten and inlined where
 it is included (#line keeps diagnostics on the original files).
@@ -84,8 +86,41 @@ def rewrite_launches(path, text):
 DYNAMIC_SMEM = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([A-Za-z_][\w\s]*?)\s+(\w+)\s*\[\s*\]\s*;")
 
 
+def first_argument(args):
+    depth = 0
+    for i, c in enumerate(args):
+        if c in "([<":
+            depth += 1
+        elif c in ")]>":
+            depth -= 1
+        elif c == "," and depth == 0:
+            return args[:i]
+    return args
+
+
+def check_launch_bounds(path, text):
+    """Puts nn_emu::launch_bounds(MAX) first in the body of each kernel declared with __launch_bounds__(MAX, ...)."""
+    out = []
+    pos = 0
+    for m in re.finditer(r"__launch_bounds__\s*\(", text):
+        if m.start() < pos:
+            continue
+        close = matching(text, m.end() - 1, "(", ")", 1)
+        params = text.find("(", close + 1)
+        body = text.find("{", matching(text, params, "(", ")", 1))
+        if close < 0 or params < 0 or body < 0:
+            fail(path, m.start(), text, "cannot find the kernel after __launch_bounds__")
+        bound = first_argument(text[m.end():close]).strip()
+        out.append(text[pos:body + 1])
+        out.append(f" nn_emu::launch_bounds({bound});")
+        pos = body + 1
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def rewrite_text(path, text):
     text = DYNAMIC_SMEM.sub(lambda m: f"{m.group(1)} *{m.group(2)} = ({m.group(1)} *)nn_emu::dynamic_smem();", text)
+    text = check_launch_bounds(path, text)
     return rewrite_launches(path, text)
 
 
@@ -93,7 +128,7 @@ INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"(cuda/[^"]+)"[^\n]*$', re.M)
 
 
 def needs_rewrite(text):
-    return "<<<" in text or DYNAMIC_SMEM.search(text) is not None
+    return "<<<" in text or "__launch_bounds__" in text or DYNAMIC_SMEM.search(text) is not None
 
 
 def expand(root, path, seen):
