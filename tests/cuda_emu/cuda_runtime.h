@@ -16,7 +16,8 @@
  *    cudaFuncSetAttribute, a block over the kernel's __launch_bounds__);
  *  - cp.async copies land only when their group is waited for, so reading a
  *    tile before the wait sees stale data, as it may on the GPU;
- *  - device memory starts as 0xFF bytes (NaN floats), has red zones checked
+ *  - device memory starts as words 0xFFF1FFFF (NaN floats and doubles, not an
+ *    all-ones sentinel), has red zones checked
  *    after every kernel, and kernels and copies may only touch device or
  *    mapped memory, within one allocation;
  *  - work queued on a stream runs as late as the program allows: only when

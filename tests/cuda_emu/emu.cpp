@@ -102,6 +102,15 @@ static void check_red_zones(const char *after)
     }
 }
 
+/* What memory holds before anything writes it: words 0xFFF1FFFF, a NaN read
+ * as float or as double, a large negative int, and not the all-ones word a
+ * "nothing flagged" sentinel may use, so a read of memory no one set shows. */
+static void fill_unset(unsigned char *p, size_t bytes)
+{
+    static const unsigned char word[4] = {0xFF, 0xFF, 0xF1, 0xFF}; /* little-endian 0xFFF1FFFF */
+    for (size_t i = 0; i < bytes; i++) p[i] = word[((uintptr_t)(p + i)) % 4];
+}
+
 static void *allocate(size_t bytes, bool host)
 {
     void *block = nullptr;
@@ -109,7 +118,10 @@ static void *allocate(size_t bytes, bool host)
     unsigned char *base = (unsigned char *)block;
     unsigned char *user = base + RED;
     std::memset(base, RED_BYTE, RED);
-    std::memset(user, host ? 0 : 0xFF, bytes); /* device memory starts as NaN */
+    if (host)
+        std::memset(user, 0, bytes);
+    else
+        fill_unset(user, bytes);
     std::memset(user + bytes, RED_BYTE, RED);
     regions[(uintptr_t)user] = {bytes, base, host};
     return user;
@@ -478,7 +490,7 @@ static void run_block(void)
     live = nthreads;
     block_barrier.arrived = 0;
     for (auto &b : warp_barriers) b.arrived = 0;
-    if (smem_bytes) std::memset(smem_buf.data(), 0xFF, smem_bytes); /* uninitialized: NaN */
+    fill_unset(smem_buf.data(), smem_bytes);
     if (!fiber_mode) {
         for (int t = 0; t < nthreads; t++) {
             set_index(t);
