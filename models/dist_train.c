@@ -98,8 +98,9 @@ static nn_status broadcast_state(nn_dp *dp)
     return NN_OK;
 }
 
-/* Test-only: every tensor of the state a constant no initialization draws,
- * where rank 0 has its drawn weights and zero optimizer moments. */
+/* Test-only: every weight and optimizer state tensor set to 0.25, a state
+ * no initialization makes (rank 0 has drawn weights and zero moments), so a
+ * tensor the broadcast misses leaves this rank's gradients and hash off. */
 static nn_status perturb_state(nn_dp *dp)
 {
     const nn_params *lists[2] = {nn_trainer_params(dp->t), nn_optim_state(nn_trainer_optim(dp->t))};
