@@ -6,9 +6,9 @@
 # a dead or hung rank ends the job, rank 0's start broadcast undoes a
 # perturbed rank, and a batch that does not divide is an error. Skipped (77)
 # without mpirun or without MPI in the build. With the emulated CUDA module
-# (tests/cuda_emu, NCCL on MPI), the GPU path too: NCCL
-# with 1 rank matches no launcher, 2 ranks match the emulation of 2, the
-# broadcast undoes a perturbed rank, and a rank hung in the sum ends the job.
+# (tests/cuda_emu, NCCL on MPI), the GPU path too: NCCL with 1 rank matches
+# no launcher, 2 ranks match the emulation of 2, the broadcast undoes a
+# perturbed rank, and a rank hung in the sum ends the job by NCCL's deadline.
 # Usage: test_dist.sh CONVNET HAVE_MPI(0|1) COMPARE_PY [EMULATED_CUDA_MODULE]
 set -u
 CONVNET=$1 HAVE_MPI=$2 COMPARE=$3 EMU=${4:-}
@@ -43,7 +43,7 @@ LENET=(train --model lenet --limit 256 --test-limit 100 --batch 32 --epochs 1 --
 same r2/last.safetensors e2/last.safetensors "2 ranks bitwise equal to 2 slices in one process (AlexNet, dropout)"
 grep -q "gradient all-reduce:" r2.log && ok "all-reduce time reported: $(grep 'gradient all-reduce' r2.log)"
 
-# 1d. the start broadcast has effect: rank 1 starts from other weights and
+# 1a. the start broadcast has effect: rank 1 starts from other weights and
 #     optimizer state (--fault perturb:1: every tensor 0.25), which rank 0's
 #     replace before the first step, so the run is the unperturbed one's bits
 "${MPI[@]}" "$CONVNET" "${ALEX[@]}" --fault perturb:1 --checkpoint-dir pr2 > pr2.log 2>&1 || bad "perturbed rank 1: $(tail -3 pr2.log)"
@@ -159,7 +159,7 @@ gpu_cases() {
     "${GPU[@]}" "${MPI[@]}" "${MPIX[@]}" "$CONVNET" "${TINY[@]}" "${SGD[@]}" --lr 1 --checkpoint-dir gg2 > /dev/null 2>&1
     python3 "$COMPARE" grad gg0/last.safetensors gg1/last.safetensors gg2/last.safetensors 1e-5 &&
         ok "GPU: first-step gradients, 2 ranks vs 1 process" || bad "GPU: first-step gradients, 2 ranks vs 1 process"
-    # d. the start broadcast (NCCL) has effect: rank 1 perturbed, as in 1d
+    # d. the start broadcast (NCCL) has effect: rank 1 perturbed, as in 1a
     "${GPU[@]}" "${MPI[@]}" "${MPIX[@]}" "$CONVNET" "${TINY[@]}" --fault perturb:1 --checkpoint-dir gpr2 > gpr2.log 2>&1 ||
         bad "GPU, perturbed rank 1: $(tail -3 gpr2.log)"
     same gpr2/last.safetensors gr2-25/last.safetensors "GPU: 2 ranks, rank 1 perturbed before the broadcast, bitwise equal to unperturbed"
