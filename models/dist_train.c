@@ -98,6 +98,17 @@ static nn_status broadcast_state(nn_dp *dp)
     return NN_OK;
 }
 
+/* Test-only: every weight and optimizer state tensor set to 0.25, a state
+ * no initialization makes (rank 0 has drawn weights and zero moments), so a
+ * tensor the broadcast misses leaves this rank's gradients and hash off. */
+static nn_status perturb_state(nn_dp *dp)
+{
+    const nn_params *lists[2] = {nn_trainer_params(dp->t), nn_optim_state(nn_trainer_optim(dp->t))};
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; lists[l] && i < lists[l]->n; i++) NN_TRY(nn_tensor_fill(lists[l]->p[i].t, 0.25f));
+    return NN_OK;
+}
+
 static nn_status start_bucket(nn_dp *dp, dp_bucket *b)
 {
     b->started = true;
@@ -179,6 +190,7 @@ static nn_status setup(nn_dp *dp)
     if (dp->cfg.bucket_mb > 0 && dp->cfg.ranks_emulated <= 1 && nn_dist_overlaps(dp->cfg.dev)) NN_TRY(make_buckets(dp));
     int rank = world > 1 ? nn_dist_rank() : 0;
     nn_ctx_set_shard(nn_trainer_ctx(dp->t), rank * dp->local_n, batch);
+    if (world > 1 && rank == dp->cfg.perturb_rank) NN_TRY(perturb_state(dp));
     return broadcast_state(dp);
 }
 
@@ -292,7 +304,15 @@ static nn_status reduce(nn_dp *dp)
     return NN_OK;
 }
 
-/* Test-only: this rank dies, hangs or is signalled before the step's agreement. */
+static void hang(int64_t step)
+{
+    fprintf(stderr, "rank %d: hanging at step %lld (test)\n", nn_dist_rank(), (long long)step);
+    fflush(stderr);
+    for (;;) pause();
+}
+
+/* Test-only: this rank dies, hangs or is signalled before the step's
+ * agreement (after it: hang_sum_rank, in nn_dp_after_backward). */
 static void inject_fault(const nn_dp *dp, int64_t step)
 {
     if (step != dp->cfg.fault_step) return;
@@ -302,11 +322,7 @@ static void inject_fault(const nn_dp *dp, int64_t step)
         raise(SIGKILL);
     }
     if (nn_dist_rank() == dp->cfg.signal_rank) raise(SIGUSR1); /* the caller's handler sets the request */
-    if (nn_dist_rank() == dp->cfg.hang_rank) {
-        fprintf(stderr, "rank %d: hanging at step %lld (test)\n", nn_dist_rank(), (long long)step);
-        fflush(stderr);
-        for (;;) pause();
-    }
+    if (nn_dist_rank() == dp->cfg.hang_rank) hang(step);
 }
 
 nn_status nn_dp_after_backward(nn_dp *dp)
@@ -318,6 +334,7 @@ nn_status nn_dp_after_backward(nn_dp *dp)
     snprintf(what, sizeof what, "step %lld", (long long)step);
     NN_TRY(nn_dist_agree(flags, 1, what));
     *dp->cfg.agreed = (sig_atomic_t)flags[0];
+    if (step == dp->cfg.fault_step && nn_dist_rank() == dp->cfg.hang_sum_rank) hang(step);
     return dp->reduces ? reduce(dp) : NN_OK;
 }
 

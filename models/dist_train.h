@@ -57,9 +57,15 @@ typedef struct nn_dp_config {
      * 0: one sum after backward. The same bits either way: each float is the
      * same sum over ranks. */
     double bucket_mb;
-    /* test-only, at step fault_step (-1: none): that rank dies, hangs, or sends itself SIGUSR1 */
-    int hang_rank, die_rank, signal_rank;
+    /* test-only, at step fault_step (-1: none): that rank dies, hangs, or
+     * sends itself SIGUSR1 before the step's agreement, or hangs after it
+     * (hang_sum_rank: in the gradient sum, where only the sum's own deadline
+     * can end the job: NCCL's, or the bucketed MPI sums') */
+    int hang_rank, die_rank, signal_rank, hang_sum_rank;
     int64_t fault_step;
+    /* test-only (-1: none): that rank's weights and optimizer state are
+     * changed before rank 0's are broadcast, so the broadcast must undo it */
+    int perturb_rank;
 } nn_dp_config;
 
 typedef struct nn_dp nn_dp;

@@ -3,10 +3,12 @@
 # memory, against one process: bitwise equal to the one-process emulation of 2
 # ranks, bucketed sums during backward equal to one sum after it, within 1e-5
 # of one process's gradients, resumable 2 -> 1 and 1 -> 2,
-# a dead or hung rank ends the job, and a batch that does not divide is an
-# error. Skipped (77) without mpirun or without MPI in the build. With the
-# emulated CUDA module (tests/cuda_emu, NCCL on MPI), the GPU path too: NCCL
-# with 1 rank matches no launcher, 2 ranks match the emulation of 2.
+# a dead or hung rank ends the job, rank 0's start broadcast undoes a
+# perturbed rank, and a batch that does not divide is an error. Skipped (77)
+# without mpirun or without MPI in the build. With the emulated CUDA module
+# (tests/cuda_emu, NCCL on MPI), the GPU path too: NCCL with 1 rank matches
+# no launcher, 2 ranks match the emulation of 2, the broadcast undoes a
+# perturbed rank, and a rank hung in the sum ends the job by NCCL's deadline.
 # Usage: test_dist.sh CONVNET HAVE_MPI(0|1) COMPARE_PY [EMULATED_CUDA_MODULE]
 set -u
 CONVNET=$1 HAVE_MPI=$2 COMPARE=$3 EMU=${4:-}
@@ -40,6 +42,12 @@ LENET=(train --model lenet --limit 256 --test-limit 100 --batch 32 --epochs 1 --
 "$CONVNET" "${ALEX[@]}" --emulate-ranks 2 --checkpoint-dir e2 > e2.log 2>&1 || bad "emulation: $(tail -3 e2.log)"
 same r2/last.safetensors e2/last.safetensors "2 ranks bitwise equal to 2 slices in one process (AlexNet, dropout)"
 grep -q "gradient all-reduce:" r2.log && ok "all-reduce time reported: $(grep 'gradient all-reduce' r2.log)"
+
+# 1a. the start broadcast has effect: rank 1 starts from other weights and
+#     optimizer state (--fault perturb:1: every tensor 0.25), which rank 0's
+#     replace before the first step, so the run is the unperturbed one's bits
+"${MPI[@]}" "$CONVNET" "${ALEX[@]}" --fault perturb:1 --checkpoint-dir pr2 > pr2.log 2>&1 || bad "perturbed rank 1: $(tail -3 pr2.log)"
+same pr2/last.safetensors r2/last.safetensors "2 ranks, rank 1 perturbed before the broadcast, bitwise equal to unperturbed"
 
 # 1c. gradients summed in buckets started during backward (0.05 MiB: several
 #     buckets of this model's 70,219 floats; the default 25 MiB: one) give the
@@ -85,15 +93,21 @@ same s21/last.safetensors r2/last.safetensors "resume 2 ranks -> 1 process"
 same s12/last.safetensors e2/last.safetensors "resume 1 process -> 2 ranks"
 
 # 4. a rank that dies or hangs at step 3 ends the job non-zero within the timeout
-#    (3 s; the outer timeout only guards the test itself)
-for kind in die hang; do
+#    (3 s; the outer timeout only guards the test itself); hang-sum: rank 1
+#    hangs after the step's agreement, so rank 0's wait for the bucketed sums
+#    (a deadline of its own) is what ends the job
+for kind in die hang hang-sum; do
     timeout 120 "${MPI[@]}" "$CONVNET" "${LENET[@]}" --fault $kind:1:3 --dist-timeout 3 --checkpoint-dir f > f.log 2>&1
     rc=$?
     if [ $rc = 124 ]; then bad "$kind: the job did not end"; continue; fi
     [ $rc != 0 ] || bad "$kind: exit status 0"
-    if [ $kind = die ]; then pat="rank 1 .*exited on signal 9"; else pat="rank 1 did not reach step 3 within 3 s"; fi
+    case $kind in
+    die) pat="rank 1 .*exited on signal 9" ;;
+    hang) pat="rank 1 did not reach step 3 within 3 s" ;;
+    hang-sum) pat="rank 0: the bucketed gradient all-reduce did not complete within 3 s" ;;
+    esac
     if grep -q "$pat" f.log; then ok "$kind: status $rc, '$(grep -o "$pat" f.log | head -1)'"; else
-        bad "$kind: no message naming rank 1: $(cat f.log)"; fi
+        bad "$kind: no message naming the rank: $(cat f.log)"; fi
 done
 
 # 4b. SIGUSR1 on rank 1 alone at step 3: every rank stops after step 3 (agreed),
@@ -145,6 +159,26 @@ gpu_cases() {
     "${GPU[@]}" "${MPI[@]}" "${MPIX[@]}" "$CONVNET" "${TINY[@]}" "${SGD[@]}" --lr 1 --checkpoint-dir gg2 > /dev/null 2>&1
     python3 "$COMPARE" grad gg0/last.safetensors gg1/last.safetensors gg2/last.safetensors 1e-5 &&
         ok "GPU: first-step gradients, 2 ranks vs 1 process" || bad "GPU: first-step gradients, 2 ranks vs 1 process"
+    # d. the start broadcast (NCCL) has effect: rank 1 perturbed, as in 1a
+    "${GPU[@]}" "${MPI[@]}" "${MPIX[@]}" "$CONVNET" "${TINY[@]}" --fault perturb:1 --checkpoint-dir gpr2 > gpr2.log 2>&1 ||
+        bad "GPU, perturbed rank 1: $(tail -3 gpr2.log)"
+    same gpr2/last.safetensors gr2-25/last.safetensors "GPU: 2 ranks, rank 1 perturbed before the broadcast, bitwise equal to unperturbed"
+    # e. a rank that hangs after step 2's agreement leaves NCCL's sum pending
+    #    (the emulated collective stays on its stream until MPI completes it):
+    #    cuda/nccl.cu's deadline ends the job, naming the rank that waited, for
+    #    the bucketed sum on NCCL's stream and for the one sum after backward
+    #    on the compute stream
+    for mb in 25 0; do
+        timeout 120 "${GPU[@]}" "${MPI[@]}" "${MPIX[@]}" "$CONVNET" "${TINY[@]}" --dist-bucket-mb $mb --fault hang-sum:1:2 \
+            --dist-timeout 3 --checkpoint-dir gf > gf.log 2>&1
+        rc=$?
+        if [ $mb = 0 ]; then what="gradient all-reduce"; else what="bucketed gradient all-reduce"; fi
+        pat="rank 0: the $what (NCCL) did not complete within 3 s"
+        if [ $rc = 124 ]; then bad "GPU, hang-sum, --dist-bucket-mb $mb: the job did not end"
+        elif [ $rc = 0 ]; then bad "GPU, hang-sum, --dist-bucket-mb $mb: exit status 0"
+        elif grep -q "$pat" gf.log; then ok "GPU, hang-sum, --dist-bucket-mb $mb: status $rc, '$pat'"
+        else bad "GPU, hang-sum, --dist-bucket-mb $mb: no message naming the rank: $(cat gf.log)"; fi
+    done
 }
 if [ -z "$EMU" ]; then
     echo "SKIP (GPU cases): no emulated CUDA module with NCCL (tests/cuda_emu needs the CUDA backend, C++, x86-64, and NCCL in the toolkit)"

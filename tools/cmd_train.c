@@ -176,7 +176,7 @@ static int parse_opts(train_run *r, int argc, char **argv)
         {"dist-timeout", CLI_FLOAT, &o.dist_timeout, "S", "under mpirun/srun: end the job when a rank does not answer within S seconds (default 300)"},
         {"dist-bucket-mb", CLI_FLOAT, &o.dist_bucket_mb, "M", "under mpirun/srun: sum gradients in buckets of about M MiB, each started during backward as soon as it is complete (default " STR(DEF_DIST_BUCKET_MB) "; 0: one sum after backward)"},
         {"emulate-ranks", CLI_INT, &o.emulate_ranks, "N", "(tests) compute each batch as N ranks would, in turn, in this one process"},
-        {"fault", CLI_STR, &o.fault, "KIND:RANK:STEP", "(tests) die, hang or signal: that rank dies (SIGKILL), hangs, or gets SIGUSR1 at that step"},
+        {"fault", CLI_STR, &o.fault, "KIND:RANK[:STEP]", "(tests) die, hang, hang-sum or signal: that rank dies (SIGKILL), hangs before or after the step's agreement, or gets SIGUSR1 at that step; perturb:RANK: that rank starts from other weights (the broadcast from rank 0 must undo it)"},
     };
     int rc = cli_parse("train", "[OPTIONS]", about, opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
     r->o = o;
@@ -484,18 +484,23 @@ static nn_status after_eval(nn_trainer *t, nn_eval_result *res, void *user)
     return nn_dp_after_eval(((train_run *)user)->dp, res);
 }
 
-/* --fault die:R:S / hang:R:S / signal:R:S into the dp config */
+/* --fault die:R:S / hang:R:S / hang-sum:R:S / signal:R:S / perturb:R into the dp config */
 static nn_status parse_fault(const char *f, nn_dp_config *dc)
 {
-    dc->die_rank = dc->hang_rank = dc->signal_rank = -1;
+    dc->die_rank = dc->hang_rank = dc->signal_rank = dc->hang_sum_rank = dc->perturb_rank = -1;
     if (!f) return NN_OK;
-    char kind[8];
-    int rank;
-    long long step;
-    if (sscanf(f, "%7[a-z]:%d:%lld", kind, &rank, &step) != 3 ||
-        (strcmp(kind, "die") && strcmp(kind, "hang") && strcmp(kind, "signal")))
-        return nn_error(NN_E_ARG, "--fault '%s': expected die:RANK:STEP, hang:RANK:STEP or signal:RANK:STEP", f);
-    *(strcmp(kind, "die") == 0 ? &dc->die_rank : strcmp(kind, "hang") == 0 ? &dc->hang_rank : &dc->signal_rank) = rank;
+    static const char *const kinds[] = {"die", "hang", "hang-sum", "signal", "perturb"};
+    int *const ranks[] = {&dc->die_rank, &dc->hang_rank, &dc->hang_sum_rank, &dc->signal_rank, &dc->perturb_rank};
+    char kind[16];
+    int rank, k = 0;
+    long long step = 0;
+    int n = sscanf(f, "%15[a-z-]:%d:%lld", kind, &rank, &step);
+    while (n >= 2 && k < 5 && strcmp(kind, kinds[k])) k++;
+    /* perturb acts before the first step: no step */
+    if (n < 2 || k == 5 || n != (k == 4 ? 2 : 3) || rank < 0)
+        return nn_error(NN_E_ARG, "--fault '%s': expected die:RANK:STEP, hang:RANK:STEP, hang-sum:RANK:STEP, "
+                                  "signal:RANK:STEP or perturb:RANK", f);
+    *ranks[k] = rank;
     dc->fault_step = step;
     return NN_OK;
 }

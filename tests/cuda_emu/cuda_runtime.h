@@ -27,7 +27,9 @@
  *    queued copy still reads, gets the wrong data, and one stream's work
  *    overtakes another's unless an event orders them (NN_EMU_EAGER=1: side
  *    streams run their work as soon as it is queued, ahead of the compute
- *    stream's, so a missing event wait shows there too);
+ *    stream's, so a missing event wait shows there too); work that finishes
+ *    later (an emulated NCCL collective: enqueue_pending) keeps its stream
+ *    busy, so cudaStreamQuery answers cudaErrorNotReady until it is done;
  *  - stream capture records launches and copies and replays them from the
  *    graph (arguments frozen at capture); unsafe calls from the capturing
  *    thread (allocations, syncs, pageable copies) fail the capture.
@@ -285,6 +287,14 @@ void check_pointer_arg(const char *kernel, int index, const void *p);
  * kernel's: queued (run when waited for), or recorded while s captures */
 bool in_device_memory(const void *p, size_t bytes);
 cudaError_t enqueue_work(cudaStream_t s, const char *what, std::function<void()> work);
+/* Work that finishes later (an emulated NCCL collective): `start` runs where
+ * `work` would and returns a test, test(false) true once it is done,
+ * test(true) waiting until it is. Until then the stream is busy:
+ * cudaStreamQuery and cudaEventQuery answer cudaErrorNotReady, and a
+ * synchronization or another stream's event wait calls test(true). Null:
+ * nothing pending. Inside a graph, each such node is waited for at once. */
+using pending = std::function<bool(bool wait)>;
+cudaError_t enqueue_pending(cudaStream_t s, const char *what, std::function<pending()> start);
 
 template <class T> static inline void check_arg(const char *kernel, int index, const T &v)
 {

@@ -7,8 +7,9 @@
  * loop per thread); if such a kernel does wait after all, the run stops with
  * a message (NN_EMU_FIBERS=1 forces fibers everywhere).
  *
- * Everything the API does happens at once, in order, under one lock: streams
- * and events only matter to capture, which records work instead of doing it. */
+ * The API's calls run one at a time under one lock; work queued on a stream
+ * runs when something waits for it (see drain below), and capture records
+ * it instead. */
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -158,9 +159,11 @@ static cudaError_t err(cudaError_t e)
 
 /* ================= streams, events, capture ================= */
 
+/* A work item runs and returns null, or a test of work it started that
+ * finishes later (enqueue_pending). */
 struct graph_node {
     std::string what;
-    std::function<void()> run;
+    std::function<pending()> run;
 };
 } // namespace nn_emu
 
@@ -171,6 +174,10 @@ struct nn_emu_stream {
     std::vector<nn_emu::graph_node> nodes; /* while capturing */
     std::deque<nn_emu::graph_node> queue;  /* enqueued, not yet run */
     uint64_t enqueued = 0, done = 0;       /* work items so far: queue = (done, enqueued] */
+    /* item number `inflight_seq` (<= done) started and has not finished:
+     * the stream is busy, and nothing after it runs until it has */
+    nn_emu::pending inflight;
+    uint64_t inflight_seq = 0;
 };
 struct nn_emu_event {
     bool captured = false;             /* recorded on a capturing stream: only meaningful inside the graph */
@@ -207,19 +214,32 @@ static bool unsafe_during_capture(const char *what)
  * to what is waited for. So the host reading a result it did not wait for,
  * or rewriting a buffer a queued copy still reads, sees the difference; and
  * a stream's work runs before another's queued earlier unless an event
- * orders them. */
+ * orders them. An item that starts work finishing later (an emulated NCCL
+ * collective in MPI) leaves the stream busy: `block` waits for it, otherwise
+ * drain only tests it and returns false while it (or what follows it, up
+ * to `upto`) is not done, as a polled stream or event is not ready yet. */
 static int draining; /* nesting: a cycle of stream waits would never end on a GPU either */
 
-static void drain(nn_emu_stream *st, uint64_t upto)
+static bool drain(nn_emu_stream *st, uint64_t upto, bool block = true)
 {
     if (++draining > 64) fail("streams wait for each other in a cycle");
-    while (st->done < upto && !st->queue.empty()) {
+    bool done = true;
+    for (;;) {
+        if (st->inflight && st->inflight_seq <= upto) {
+            if (!st->inflight(block)) {
+                done = false;
+                break;
+            }
+            st->inflight = nullptr;
+        }
+        if (st->done >= upto || st->queue.empty()) break;
         graph_node n = std::move(st->queue.front());
         st->queue.pop_front();
         st->done++;
-        n.run();
+        if (pending p = n.run()) st->inflight = std::move(p), st->inflight_seq = st->done;
     }
     draining--;
+    return done;
 }
 
 static void drain_stream(nn_emu_stream *st) { drain(st, st->enqueued); }
@@ -245,7 +265,7 @@ static bool eager(const nn_emu_stream *st)
 }
 
 /* Queues `work` on `s`, or records it when `s` captures. */
-static cudaError_t enqueue(cudaStream_t s, const std::string &what, std::function<void()> work)
+static cudaError_t enqueue_item(cudaStream_t s, const std::string &what, std::function<pending()> work)
 {
     nn_emu_stream *st = stream_of(s);
     if (st->capturing) {
@@ -255,8 +275,16 @@ static cudaError_t enqueue(cudaStream_t s, const std::string &what, std::functio
     }
     st->queue.push_back({what, std::move(work)});
     st->enqueued++;
-    if (eager(st)) drain_stream(st);
+    if (eager(st)) drain(st, st->enqueued, false); /* started, not waited for */
     return cudaSuccess;
+}
+
+static cudaError_t enqueue(cudaStream_t s, const std::string &what, std::function<void()> work)
+{
+    return enqueue_item(s, what, [w = std::move(work)]() -> pending {
+        w();
+        return nullptr;
+    });
 }
 
 /* ================= fibers ================= */
@@ -688,6 +716,13 @@ cudaError_t enqueue_work(cudaStream_t s, const char *what, std::function<void()>
     return enqueue(s, what, std::move(work));
 }
 
+cudaError_t enqueue_pending(cudaStream_t s, const char *what, std::function<pending()> start)
+{
+    std::lock_guard<std::recursive_mutex> g(big_lock);
+    if (stream_of(s) != &legacy_stream && !streams.count(stream_of(s))) return err(cudaErrorInvalidResourceHandle);
+    return enqueue_item(s, what, std::move(start));
+}
+
 } // namespace nn_emu
 
 using namespace nn_emu;
@@ -955,8 +990,8 @@ cudaError_t cudaStreamQuery(cudaStream_t s)
         stream_of(s)->invalidated = true;
         return err(cudaErrorStreamCaptureUnsupported);
     }
-    drain_stream(stream_of(s)); /* asked, the work is done (a poll loop ends) */
-    return cudaSuccess;
+    /* asked, the work is done (a poll loop ends), but for work still pending */
+    return drain(stream_of(s), stream_of(s)->enqueued, false) ? cudaSuccess : cudaErrorNotReady;
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags)
 {
@@ -1011,8 +1046,7 @@ cudaError_t cudaEventQuery(cudaEvent_t e)
     LOCK;
     if (!e) return err(cudaErrorInvalidResourceHandle);
     if (e->captured) return err(cudaErrorStreamCaptureUnsupported);
-    if (e->stream) drain(e->stream, e->seq);
-    return cudaSuccess;
+    return !e->stream || drain(e->stream, e->seq, false) ? cudaSuccess : cudaErrorNotReady;
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode)
@@ -1065,7 +1099,8 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t x, cudaStream_t s)
     if (stream_of(s)->capturing) return err(cudaErrorNotSupported); /* a graph inside a capture: not modelled */
     auto nodes = std::make_shared<std::vector<graph_node>>(x->nodes); /* the exec may be destroyed before it runs */
     return enqueue(s, "cudaGraphLaunch", [nodes] {
-        for (auto &n : *nodes) n.run();
+        for (auto &n : *nodes)
+            if (pending p = n.run()) p(true); /* each node done before the next */
     });
 }
 

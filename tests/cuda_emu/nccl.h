@@ -1,18 +1,23 @@
 /* NCCL on MPI, for tests only: a stand-in for the toolkit's nccl.h with just
  * what cuda/nccl.cu uses (values as in NCCL 2.x), implemented by
  * tests/cuda_emu/nccl_emu.cpp for the emulated CUDA module. The emulator's
- * "device" memory is host memory, so a collective is MPI_Allreduce (in place,
- * MPI_SUM) or MPI_Bcast on MPI_COMM_WORLD straight on the buffer, enqueued on
- * the given stream like a kernel: it runs at once (blocking until every rank
- * has joined) unless the stream captures, in which case the graph replays it.
+ * "device" memory is host memory, so a collective is MPI_Iallreduce (in
+ * place, MPI_SUM) or MPI_Ibcast straight on the buffer, started as work on
+ * the given stream when the stream's work runs; the stream then stays busy
+ * (cudaStreamQuery: cudaErrorNotReady) until MPI_Testall says it is done,
+ * and a synchronization waits for it (MPI_Waitall). In a captured graph the
+ * replay waits for each collective at once. So a peer that died or hangs
+ * leaves the stream busy, and cuda/nccl.cu's deadline polling ends the job
+ * as on a GPU; ncclCommAbort ends the pending collectives (buffers
+ * undefined) so that nothing waits for them any more.
  *
  * What differs from NCCL: the summation order is MPI's, not NCCL's ring or
  * tree (for 2 ranks both give a + b, bitwise; for more, sums may round
- * differently); a collective never overlaps anything, so a peer that died or
- * hangs blocks inside the call (MPI's own failure handling applies), and the
- * deadline polling of cuda/nccl.cu always finds the work done. The
- * communicator must be MPI_COMM_WORLD itself: its size and rank are checked
- * against MPI's, and every rank's unique id against rank 0's. */
+ * differently); progress happens only while a rank is inside MPI (a poll,
+ * a wait, or the host's own MPI calls). The communicator is a duplicate of
+ * MPI_COMM_WORLD (its own, as NCCL's is: the host's MPI collectives never
+ * match its ones): its size and rank are checked against MPI's, and every
+ * rank's unique id against rank 0's. */
 #ifndef NN_CUDA_EMU_NCCL_H
 #define NN_CUDA_EMU_NCCL_H
 

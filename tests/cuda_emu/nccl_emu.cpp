@@ -1,7 +1,8 @@
 /* NCCL on MPI for the emulated CUDA module (what it models and what it does
- * not: tests/cuda_emu/nccl.h): the communicator is MPI_COMM_WORLD checked
- * against the arguments; a collective checks its buffer is device memory and
- * runs MPI_Allreduce / MPI_Bcast on it as work on the stream. */
+ * not: tests/cuda_emu/nccl.h): the communicator is a duplicate of
+ * MPI_COMM_WORLD checked against the arguments; a collective checks its
+ * buffer is device memory and starts MPI_Iallreduce / MPI_Ibcast on it as
+ * work on the stream, which stays busy until MPI says the request is done. */
 #define OMPI_SKIP_MPICXX 1 /* the C API only */
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
@@ -9,8 +10,10 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <unistd.h>
 
@@ -19,6 +22,9 @@
 struct ncclComm {
     int size, rank;
     ncclUniqueId id;
+    MPI_Comm mpi; /* its own, as NCCL's: no collective of the host's can cross one of these */
+    /* set by ncclCommAbort; read by the collectives still pending on a stream */
+    std::shared_ptr<bool> aborted = std::make_shared<bool>(false);
 };
 
 namespace {
@@ -48,14 +54,30 @@ __attribute__((format(printf, 1, 2))) ncclResult_t usage(const char *fmt, ...)
     return ncclInvalidUsage;
 }
 
-/* MPI counts are int: chunks of at most 2^30 elements */
-template <class F> void chunked(void *buf, size_t count, size_t elem, F call)
+/* MPI counts are int: chunks of at most 2^30 elements, each a request
+ * started by `call`; returns the stream's test of them all (the emulator's
+ * pending work). After ncclCommAbort it answers done: as on the GPU, the
+ * aborted collective no longer holds the stream (the requests are left
+ * behind: MPI cannot cancel a collective's, and the job ends anyway). */
+template <class F> nn_emu::pending chunked(void *buf, size_t count, size_t elem, ncclComm_t comm, F call)
 {
+    auto reqs = std::make_shared<std::vector<MPI_Request>>();
     for (size_t done = 0; done < count;) {
         const int c = count - done > ((size_t)1 << 30) ? 1 << 30 : (int)(count - done);
-        if (call((char *)buf + done * elem, c) != MPI_SUCCESS) nn_emu::fail("nccl emulation: an MPI collective failed");
+        reqs->push_back(MPI_REQUEST_NULL);
+        if (call((char *)buf + done * elem, c, &reqs->back()) != MPI_SUCCESS)
+            nn_emu::fail("nccl emulation: an MPI collective failed");
         done += (size_t)c;
     }
+    return [reqs, aborted = comm->aborted](bool wait) {
+        if (*aborted) return true;
+        int done = 0;
+        const int n = (int)reqs->size();
+        const int rc = wait ? MPI_Waitall(n, reqs->data(), MPI_STATUSES_IGNORE)
+                            : MPI_Testall(n, reqs->data(), &done, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS) nn_emu::fail("nccl emulation: waiting for an MPI collective failed");
+        return wait || done != 0;
+    };
 }
 
 /* the common checks of a collective: communicator, type, device buffers */
@@ -104,7 +126,9 @@ ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int
     if (any)
         return usage("ncclCommInitRank: rank %d: %s", me,
                      differs ? "this rank's unique id is not rank 0's" : "another rank's unique id is not rank 0's");
-    *comm = new ncclComm{size, me, id};
+    MPI_Comm own;
+    if (MPI_Comm_dup(MPI_COMM_WORLD, &own) != MPI_SUCCESS) return ncclSystemError;
+    *comm = new ncclComm{size, me, id, own};
     return ncclSuccess;
 }
 
@@ -115,10 +139,11 @@ ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count, n
     size_t elem = 0;
     if (ncclResult_t r = check("ncclAllReduce", sendbuff, recvbuff, count, type, comm, &m, &elem)) return r;
     if (op != ncclSum) return ncclInvalidArgument;
-    return launched(nn_emu::enqueue_work(stream, "ncclAllReduce", [=] {
+    return launched(nn_emu::enqueue_pending(stream, "ncclAllReduce", [=] {
         if (sendbuff != recvbuff) std::memcpy(recvbuff, sendbuff, count * elem);
-        chunked(recvbuff, count, elem,
-                [&](void *p, int c) { return MPI_Allreduce(MPI_IN_PLACE, p, c, m, MPI_SUM, MPI_COMM_WORLD); });
+        return chunked(recvbuff, count, elem, comm, [&](void *p, int c, MPI_Request *r) {
+            return MPI_Iallreduce(MPI_IN_PLACE, p, c, m, MPI_SUM, comm->mpi, r);
+        });
     }));
 }
 
@@ -131,20 +156,28 @@ ncclResult_t ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, n
     if (ncclResult_t r = check("ncclBroadcast", mine ? sendbuff : nullptr, recvbuff, count, type, comm, &m, &elem))
         return r;
     if (root < 0 || root >= comm->size) return ncclInvalidArgument;
-    return launched(nn_emu::enqueue_work(stream, "ncclBroadcast", [=] {
+    return launched(nn_emu::enqueue_pending(stream, "ncclBroadcast", [=] {
         if (mine && sendbuff != recvbuff) std::memcpy(recvbuff, sendbuff, count * elem);
-        chunked(recvbuff, count, elem, [&](void *p, int c) { return MPI_Bcast(p, c, m, root, MPI_COMM_WORLD); });
+        return chunked(recvbuff, count, elem, comm,
+                       [&](void *p, int c, MPI_Request *r) { return MPI_Ibcast(p, c, m, root, comm->mpi, r); });
     }));
 }
 
+/* The collectives still pending end (their buffers undefined); the MPI
+ * communicator stays, as requests may still use it. */
 ncclResult_t ncclCommAbort(ncclComm_t comm)
 {
+    if (!comm) return ncclInvalidArgument;
+    *comm->aborted = true;
     delete comm;
     return ncclSuccess;
 }
 
+/* MPI_Comm_free lets requests still pending on the communicator finish */
 ncclResult_t ncclCommDestroy(ncclComm_t comm)
 {
+    if (!comm) return ncclInvalidArgument;
+    MPI_Comm_free(&comm->mpi);
     delete comm;
     return ncclSuccess;
 }
