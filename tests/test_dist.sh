@@ -50,7 +50,7 @@ grep -q "gradient all-reduce:" r2.log && ok "all-reduce time reported: $(grep 'g
 same pr2/last.safetensors r2/last.safetensors "2 ranks, rank 1 perturbed before the broadcast, bitwise equal to unperturbed"
 
 # 1c. gradients summed in buckets started during backward (0.05 MiB: several
-#     buckets of this model's 70,219 floats; the default 25 MiB: one) give the
+#     buckets of this model's 70,219 floats; the default 4 MiB: one) give the
 #     bits of one sum after backward, since each float is the same a + b
 "${MPI[@]}" "$CONVNET" "${ALEX[@]}" --dist-bucket-mb 0.05 --checkpoint-dir k2 > k2.log 2>&1 || bad "buckets: $(tail -3 k2.log)"
 "${MPI[@]}" "$CONVNET" "${ALEX[@]}" --dist-bucket-mb 0 --checkpoint-dir k0 > k0.log 2>&1 || bad "no buckets: $(tail -3 k0.log)"
@@ -140,11 +140,11 @@ gpu_cases() {
             > gm1-$mb.log 2>&1 || bad "GPU, 1 rank, buckets $mb: $(tail -3 gm1-$mb.log)"
         same gm1-$mb/last.safetensors gp1/last.safetensors "GPU: 1 rank under mpirun (NCCL, --dist-bucket-mb $mb) bitwise equal to no launcher"
     done
-    # b. 2 ranks, NCCL sums in buckets during backward (default 25 MiB: one;
+    # b. 2 ranks, NCCL sums in buckets during backward (the default 4 MiB: one;
     #    0.05 MiB: several) and one sum after it, against the emulation of 2
     "${GPU[@]}" "$CONVNET" "${TINY[@]}" --emulate-ranks 2 --checkpoint-dir ge2 > ge2.log 2>&1 ||
         bad "GPU, emulation of 2 ranks: $(tail -3 ge2.log)"
-    for mb in 25 0.05 0; do
+    for mb in 4 0.05 0; do
         "${GPU[@]}" "${MPI[@]}" "${MPIX[@]}" "$CONVNET" "${TINY[@]}" --dist-bucket-mb $mb --checkpoint-dir gr2-$mb \
             > gr2-$mb.log 2>&1 || bad "GPU, 2 ranks, buckets $mb: $(tail -3 gr2-$mb.log)"
         grep -q "summed by nccl" gr2-$mb.log || bad "GPU, 2 ranks: not summed by NCCL: $(grep 'data parallel' gr2-$mb.log)"
@@ -162,13 +162,13 @@ gpu_cases() {
     # d. the start broadcast (NCCL) has effect: rank 1 perturbed, as in 1a
     "${GPU[@]}" "${MPI[@]}" "${MPIX[@]}" "$CONVNET" "${TINY[@]}" --fault perturb:1 --checkpoint-dir gpr2 > gpr2.log 2>&1 ||
         bad "GPU, perturbed rank 1: $(tail -3 gpr2.log)"
-    same gpr2/last.safetensors gr2-25/last.safetensors "GPU: 2 ranks, rank 1 perturbed before the broadcast, bitwise equal to unperturbed"
+    same gpr2/last.safetensors gr2-4/last.safetensors "GPU: 2 ranks, rank 1 perturbed before the broadcast, bitwise equal to unperturbed"
     # e. a rank that hangs after step 2's agreement leaves NCCL's sum pending
     #    (the emulated collective stays on its stream until MPI completes it):
     #    cuda/nccl.cu's deadline ends the job, naming the rank that waited, for
     #    the bucketed sum on NCCL's stream and for the one sum after backward
     #    on the compute stream
-    for mb in 25 0; do
+    for mb in 4 0; do
         timeout 120 "${GPU[@]}" "${MPI[@]}" "${MPIX[@]}" "$CONVNET" "${TINY[@]}" --dist-bucket-mb $mb --fault hang-sum:1:2 \
             --dist-timeout 3 --checkpoint-dir gf > gf.log 2>&1
         rc=$?
