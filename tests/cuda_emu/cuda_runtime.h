@@ -40,6 +40,7 @@
 #define NN_CUDA_EMU_RUNTIME_H
 
 #include <algorithm>
+#include <cstdarg>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -181,6 +182,7 @@ extern uint3 threadIdx, blockIdx;
 extern dim3 blockDim, gridDim;
 
 namespace nn_emu {
+void vsay(const char *who, const char *fmt, va_list ap); /* "who: message" on stderr */
 [[noreturn]] void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void syncthreads(void);
 /* every lane in `mask` exchanges 8 bytes: returns lane `from`'s (the caller's own when from is -1) */

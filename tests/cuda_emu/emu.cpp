@@ -42,15 +42,20 @@ dim3 blockDim, gridDim;
 
 namespace nn_emu {
 
+void vsay(const char *who, const char *fmt, va_list ap)
+{
+    std::fprintf(stderr, "%s: ", who);
+    std::vfprintf(stderr, fmt, ap);
+    std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+}
+
 [[noreturn]] void fail(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    std::fprintf(stderr, "nn_emu: ");
-    std::vfprintf(stderr, fmt, ap);
-    std::fprintf(stderr, "\n");
+    vsay("nn_emu", fmt, ap);
     va_end(ap);
-    std::fflush(stderr);
     std::abort();
 }
 

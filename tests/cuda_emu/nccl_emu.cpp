@@ -47,9 +47,7 @@ __attribute__((format(printf, 1, 2))) ncclResult_t usage(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    std::fprintf(stderr, "nn_emu nccl: ");
-    std::vfprintf(stderr, fmt, ap);
-    std::fprintf(stderr, "\n");
+    nn_emu::vsay("nn_emu nccl", fmt, ap);
     va_end(ap);
     return ncclInvalidUsage;
 }
