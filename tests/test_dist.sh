@@ -167,13 +167,15 @@ gpu_cases() {
     #    (the emulated collective stays on its stream until MPI completes it):
     #    cuda/nccl.cu's deadline ends the job, naming the rank that waited, for
     #    the bucketed sum on NCCL's stream and for the one sum after backward
-    #    on the compute stream
+    #    on the compute stream. 8 s, not 3: the same deadline bounds the steps'
+    #    agreements before the fault, and emulated ranks on a loaded machine
+    #    can drift a few seconds apart
     for mb in 4 0; do
         timeout 120 "${GPU[@]}" "${MPI[@]}" "${MPIX[@]}" "$CONVNET" "${TINY[@]}" --dist-bucket-mb $mb --fault hang-sum:1:2 \
-            --dist-timeout 3 --checkpoint-dir gf > gf.log 2>&1
+            --dist-timeout 8 --checkpoint-dir gf > gf.log 2>&1
         rc=$?
         if [ $mb = 0 ]; then what="gradient all-reduce"; else what="bucketed gradient all-reduce"; fi
-        pat="rank 0: the $what (NCCL) did not complete within 3 s"
+        pat="rank 0: the $what (NCCL) did not complete within 8 s"
         if [ $rc = 124 ]; then bad "GPU, hang-sum, --dist-bucket-mb $mb: the job did not end"
         elif [ $rc = 0 ]; then bad "GPU, hang-sum, --dist-bucket-mb $mb: exit status 0"
         elif grep -q "$pat" gf.log; then ok "GPU, hang-sum, --dist-bucket-mb $mb: status $rc, '$pat'"

@@ -598,7 +598,8 @@ static int train(train_run *r)
     } else {
         if (!r->o.quiet && r->rank == 0) fputc('\n', stderr);
         char who[32] = "";
-        if (r->ranks > 1) snprintf(who, sizeof who, "rank %d: ", r->rank);
+        /* which rank says it, unless the message does (core/dist.c's: "dist: rank K: ...") */
+        if (r->ranks > 1 && strncmp(nn_errmsg(), "dist: rank ", 11) != 0) snprintf(who, sizeof who, "rank %d: ", r->rank);
         fprintf(stderr, "convnet train: %s%s%s\n", who, nn_errmsg(),
                 s == NN_E_NONFINITE ? " (lower --lr, or --skip-nonfinite to skip such batches)" : "");
         rc = 1;
