@@ -489,15 +489,16 @@ static nn_status parse_fault(const char *f, nn_dp_config *dc)
 {
     dc->die_rank = dc->hang_rank = dc->signal_rank = dc->hang_sum_rank = dc->perturb_rank = -1;
     if (!f) return NN_OK;
+    /* perturb (last) acts before the first step: it has no step */
     static const char *const kinds[] = {"die", "hang", "hang-sum", "signal", "perturb"};
     int *const ranks[] = {&dc->die_rank, &dc->hang_rank, &dc->hang_sum_rank, &dc->signal_rank, &dc->perturb_rank};
+    enum { NKINDS = sizeof kinds / sizeof kinds[0], PERTURB = NKINDS - 1 };
     char kind[16];
     int rank, k = 0;
     long long step = 0;
     int n = sscanf(f, "%15[a-z-]:%d:%lld", kind, &rank, &step);
-    while (n >= 2 && k < 5 && strcmp(kind, kinds[k])) k++;
-    /* perturb acts before the first step: no step */
-    if (n < 2 || k == 5 || n != (k == 4 ? 2 : 3) || rank < 0)
+    while (n >= 2 && k < NKINDS && strcmp(kind, kinds[k])) k++;
+    if (n < 2 || k == NKINDS || n != (k == PERTURB ? 2 : 3) || rank < 0)
         return nn_error(NN_E_ARG, "--fault '%s': expected die:RANK:STEP, hang:RANK:STEP, hang-sum:RANK:STEP, "
                                   "signal:RANK:STEP or perturb:RANK", f);
     *ranks[k] = rank;

@@ -285,10 +285,8 @@ void submit(const config &c, const char *name, const void *fn, std::function<voi
 /* a kernel's pointer argument must be null or point into device-visible memory */
 void check_pointer_arg(const char *kernel, int index, const void *p);
 /* for nccl_emu.cpp's collectives: whether [p, p + bytes) lies in one device
- * allocation (cudaMalloc, not mapped host memory); and `work` on stream s as a
- * kernel's: queued (run when waited for), or recorded while s captures */
+ * allocation (cudaMalloc, not mapped host memory) */
 bool in_device_memory(const void *p, size_t bytes);
-cudaError_t enqueue_work(cudaStream_t s, const char *what, std::function<void()> work);
 /* Work that finishes later (an emulated NCCL collective): `start` runs where
  * `work` would and returns a test, test(false) true once it is done,
  * test(true) waiting until it is. Until then the stream is busy:

@@ -227,7 +227,8 @@ static int draining; /* nesting: a cycle of stream waits would never end on a GP
 
 static bool drain(nn_emu_stream *st, uint64_t upto, bool block = true)
 {
-    if (++draining > 64) fail("streams wait for each other in a cycle");
+    if (++draining > 64)
+        fail("streams wait for each other in a cycle (at %s)", st->queue.empty() ? "?" : st->queue.front().what.c_str());
     bool done = true;
     for (;;) {
         if (st->inflight && st->inflight_seq <= upto) {
@@ -712,13 +713,6 @@ bool in_device_memory(const void *p, size_t bytes)
     std::lock_guard<std::recursive_mutex> g(big_lock);
     const region *r = find(p, bytes ? bytes : 1);
     return r && !r->host;
-}
-
-cudaError_t enqueue_work(cudaStream_t s, const char *what, std::function<void()> work)
-{
-    std::lock_guard<std::recursive_mutex> g(big_lock);
-    if (stream_of(s) != &legacy_stream && !streams.count(stream_of(s))) return err(cudaErrorInvalidResourceHandle);
-    return enqueue(s, what, std::move(work));
 }
 
 cudaError_t enqueue_pending(cudaStream_t s, const char *what, std::function<pending()> start)
