@@ -16,7 +16,7 @@
 #include "core/backend.h"
 #include "core/philox.h"
 
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) || defined(NN_CUDA_EMU) /* NN_CUDA_EMU: tests/cuda_emu */
 #define NN_SMUL(a, b) __fmul_rn((a), (b))
 #define NN_SADD(a, b) __fadd_rn((a), (b))
 #define NN_SSUB(a, b) __fsub_rn((a), (b))

@@ -33,9 +33,12 @@
  *  - stream capture records launches and copies and replays them from the
  *    graph (arguments frozen at capture); unsafe calls from the capturing
  *    thread (allocations, syncs, pageable copies) fail the capture.
+ *  - FMA contraction: a * b + c is fused, as nvcc fuses it by default, and
+ *    the __f*_rn intrinsics never are (their code below), so a CPU-equal
+ *    result computed without them differs here as on the GPU; which pairs
+ *    fuse is the C++ compiler's choice, not nvcc's.
  * What it does not: streams truly running at once, memory-model races,
- * timing, FMA contraction (nvcc fuses a * b + c, this build does not:
- * results differ by rounding). */
+ * timing, the exact bits of nvcc's contraction. */
 #ifndef NN_CUDA_EMU_RUNTIME_H
 #define NN_CUDA_EMU_RUNTIME_H
 
@@ -242,13 +245,30 @@ static inline int atomicMin(int *p, int v) { return nn_emu_atomic_min(p, v); }
 static inline unsigned atomicMin(unsigned *p, unsigned v) { return nn_emu_atomic_min(p, v); }
 static inline unsigned long long atomicMin(unsigned long long *p, unsigned long long v) { return nn_emu_atomic_min(p, v); }
 
-/* the IEEE-rounded intrinsics (never contracted: the build uses -ffp-contract=off) */
-static inline float __fadd_rn(float a, float b) { return a + b; }
-static inline float __fmul_rn(float a, float b) { return a * b; }
-static inline double __dadd_rn(double a, double b) { return a + b; }
-static inline double __dsub_rn(double a, double b) { return a - b; }
-static inline double __dmul_rn(double a, double b) { return a * b; }
-static inline double __ddiv_rn(double a, double b) { return a / b; }
+/* The IEEE-rounded intrinsics. nvcc never fuses one of them with a neighbouring
+ * multiply or add into an FMA, though it fuses plain a * b + c (--fmad=true, its
+ * default); the module is built with contraction on for the same reason
+ * (meson.build), so the empty asm statements hide the operands and the result
+ * from the C++ compiler: no contraction can reach across them. */
+template <class T> static inline T nn_emu_opaque(T v)
+{
+    __asm__("" : "+x"(v));
+    return v;
+}
+#define NN_EMU_RN(name, T, op)                                          \
+    static inline T name(T a, T b)                                      \
+    {                                                                   \
+        return nn_emu_opaque<T>(nn_emu_opaque<T>(a) op nn_emu_opaque<T>(b)); \
+    }
+NN_EMU_RN(__fadd_rn, float, +)
+NN_EMU_RN(__fsub_rn, float, -)
+NN_EMU_RN(__fmul_rn, float, *)
+NN_EMU_RN(__fdiv_rn, float, /)
+NN_EMU_RN(__dadd_rn, double, +)
+NN_EMU_RN(__dsub_rn, double, -)
+NN_EMU_RN(__dmul_rn, double, *)
+NN_EMU_RN(__ddiv_rn, double, /)
+#undef NN_EMU_RN
 
 /* CUDA's global min/max overloads */
 static inline int min(int a, int b) { return a < b ? a : b; }
