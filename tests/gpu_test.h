@@ -25,7 +25,8 @@ static inline bool gpu_ready(void)
 
 /* True when the "GPU" is tests/cuda_emu's CPU runtime (CONVNET_GPU_EMULATED=1,
  * set by tests/meson.build): a thousand times slower, so tests leave their
- * paper-size cases to a real GPU and say so. */
+ * paper-size cases to a real GPU and say so (tests/meson.build's
+ * cuda_emu_paper_shapes sets it to 0 to run them anyway). */
 static inline bool gpu_emulated(void)
 {
     const char *e = getenv("CONVNET_GPU_EMULATED");
