@@ -19,7 +19,9 @@
  *  - device memory starts as words 0xFFF1FFFF (NaN floats and doubles, not an
  *    all-ones sentinel), has red zones checked
  *    after every kernel, and kernels and copies may only touch device or
- *    mapped memory, within one allocation;
+ *    mapped memory, within one allocation; a vector access
+ *    (reinterpret_cast<float4 *> and kin, rewrite.py) must be aligned to its
+ *    width, or the GPU stops with "misaligned address";
  *  - work queued on a stream runs as late as the program allows: only when
  *    something waits for it (a stream or event sync, a copy to pageable
  *    memory, cudaFree, another stream waiting on an event), so the host
@@ -199,6 +201,17 @@ void cp_async_wait(int groups_left);
 unsigned tf32_round(float x);
 void mma_tf32_m16n8k8(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]);
 [[noreturn]] void trap(void);
+/* reports a vector access (bytes wide) at p that is not aligned to its width */
+[[noreturn]] void misaligned(const void *p, size_t bytes);
+/* reinterpret_cast<float4 *>(p) and the like (rewrite.py): the GPU's 8- and
+ * 16-byte loads and stores need their width's alignment ("misaligned
+ * address"); the host compiler here splits them into aligned-anywhere ones */
+template <class P, class Q> static inline P vec_cast(Q *p)
+{
+    using T = std::remove_cv_t<std::remove_pointer_t<P>>;
+    if ((uintptr_t)p % alignof(T)) misaligned((const void *)p, sizeof(T));
+    return reinterpret_cast<P>(p);
+}
 } // namespace nn_emu
 
 #define __syncthreads() nn_emu::syncthreads()

@@ -572,6 +572,12 @@ void *dynamic_smem(void) { return smem_buf.data(); }
 
 [[noreturn]] void trap(void) { fail("kernel %s: __trap()", running_kernel); }
 
+[[noreturn]] void misaligned(const void *p, size_t bytes)
+{
+    fail("kernel %s: a %zu-byte vector access at %p, not %zu-byte aligned (the GPU stops with 'misaligned address')",
+         running_kernel ? running_kernel : "(host code)", bytes, p, bytes);
+}
+
 /* ---- cp.async: a copy lands when its group is waited for ---- */
 void cp_async(void *dst, const void *src, int size, int src_bytes)
 {

@@ -8,6 +8,9 @@ tests/cuda_emu (cuda_runtime.h says what that runtime models):
   __launch_bounds__(MAX, ...) k(...) {    ->  the same, and nn_emu::launch_bounds(MAX); first in the body
                                               (a block larger than MAX: the GPU refuses the launch)
 
+  reinterpret_cast<float4 *>(p)           ->  nn_emu::vec_cast<float4 *>(p): p checked to be 16-byte aligned
+                                              (the GPU's vector loads and stores trap otherwise)
+
 A header under cuda/ that needs either change is rewritten and inlined where
 it is included (#line keeps diagnostics on the original files).
 
@@ -86,6 +89,10 @@ def rewrite_launches(path, text):
 DYNAMIC_SMEM = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([A-Za-z_][\w\s]*?)\s+(\w+)\s*\[\s*\]\s*;")
 
 
+# a cast to a pointer to a CUDA vector type (float4, int2, ...)
+VEC_CAST = re.compile(r"reinterpret_cast\s*<\s*((?:const\s+)?(?:u?char|u?short|u?int|u?long|u?longlong|float|double)[1-4]\s*\*)\s*>")
+
+
 def first_argument(args):
     depth = 0
     for i, c in enumerate(args):
@@ -121,6 +128,7 @@ def check_launch_bounds(path, text):
 def rewrite_text(path, text):
     text = DYNAMIC_SMEM.sub(lambda m: f"{m.group(1)} *{m.group(2)} = ({m.group(1)} *)nn_emu::dynamic_smem();", text)
     text = check_launch_bounds(path, text)
+    text = VEC_CAST.sub(lambda m: f"nn_emu::vec_cast<{m.group(1)}>", text)
     return rewrite_launches(path, text)
 
 
@@ -128,7 +136,8 @@ INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"(cuda/[^"]+)"[^\n]*$', re.M)
 
 
 def needs_rewrite(text):
-    return "<<<" in text or "__launch_bounds__" in text or DYNAMIC_SMEM.search(text) is not None
+    return ("<<<" in text or "__launch_bounds__" in text or DYNAMIC_SMEM.search(text) is not None or
+            VEC_CAST.search(text) is not None)
 
 
 def expand(root, path, seen):
@@ -161,9 +170,9 @@ def main():
     body = f'#line 1 "{src}"\n' + expand(root, src, inlined)
     with open(dst, "w") as f:
         f.write(body)
-    if len(sys.argv) > 4:  # the inlined headers: a change to one rewrites this file
+    if len(sys.argv) > 4:  # the inlined headers and this script: a change to one rewrites this file
         with open(sys.argv[4], "w") as f:
-            f.write(f"{dst}: {src} {' '.join(sorted(inlined))}\n")
+            f.write(f"{dst}: {src} {os.path.abspath(__file__)} {' '.join(sorted(inlined))}\n")
 
 
 if __name__ == "__main__":
