@@ -11,7 +11,7 @@ tests/cuda_emu (cuda_runtime.h says what that runtime models):
   reinterpret_cast<float4 *>(p)           ->  nn_emu::vec_cast<float4 *>(p): p checked to be 16-byte aligned
                                               (the GPU's vector loads and stores trap otherwise)
 
-A header under cuda/ that needs either change is rewritten and inlined where
+A header under cuda/ that needs any of these changes is rewritten and inlined where
 it is included (#line keeps diagnostics on the original files).
 
 usage: rewrite.py SOURCE_ROOT INPUT.cu OUTPUT.cpp [DEPFILE]
