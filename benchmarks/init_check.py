@@ -11,6 +11,8 @@ chance (loss ln 10 = 2.303) in both frameworks; He's (N(0, 2 / fan-in), biases
     python3 benchmarks/init_check.py [--init paper|he] [--steps 12] [--threads 2]
         [--convnet build/tools/convnet] [--data /usr/share/datasets/fashion-mnist]
 
+Needs PyTorch and NumPy (`pip install torch numpy`); about 3 minutes on 2 cores.
+
 Both sides: 1x28x28 images resized to 224x224 (bilinear, half-pixel centres),
 normalized by the training set's mean and std, dropout 0.5, no augmentation.
 PyTorch takes the first steps * 128 training images in file order; convnet its own
