@@ -16,8 +16,10 @@
  *    cudaFuncSetAttribute, a block over the kernel's __launch_bounds__);
  *  - cp.async copies land only when their group is waited for, so reading a
  *    tile before the wait sees stale data, as it may on the GPU;
- *  - device memory starts as words 0xFFF1FFFF (NaN floats and doubles, not an
- *    all-ones sentinel), has red zones checked
+ *  - device memory, and shared memory at the start of each block (dynamic
+ *    and static __shared__ arrays: rewrite.py), hold words 0xFFF1FFFF (NaN
+ *    floats and doubles, not an all-ones sentinel); device memory has red
+ *    zones checked
  *    after every kernel, and kernels and copies may only touch device or
  *    mapped memory, within one allocation; a vector access
  *    (reinterpret_cast<float4 *> and kin, rewrite.py) must be aligned to its
@@ -193,6 +195,10 @@ void syncthreads(void);
 /* every lane in `mask` exchanges 8 bytes: returns lane `from`'s (the caller's own when from is -1) */
 uint64_t warp_exchange(unsigned mask, uint64_t mine, int from, const char *what);
 void *dynamic_smem(void);
+/* after each static __shared__ array's declaration (rewrite.py): the first
+ * thread of each block to get there sets it to the unset words again, as the
+ * dynamic buffer is, so a read before any write in this block shows */
+void shared_unset(void *p, size_t bytes);
 /* first in a kernel declared __launch_bounds__(max_threads, ...) (rewrite.py) */
 void launch_bounds(long long max_threads);
 void cp_async(void *dst, const void *src, int size, int src_bytes);

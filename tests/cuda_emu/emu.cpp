@@ -519,8 +519,21 @@ static void deadlock(void)
          "%d have exited", running_kernel, blockIdx.x, blockIdx.y, blockIdx.z, at_block, at_warp, done);
 }
 
+/* Blocks run so far, and the block each static __shared__ array was last unset in */
+static uint64_t block_serial;
+static std::unordered_map<void *, uint64_t> static_smem_block;
+
+void shared_unset(void *p, size_t bytes)
+{
+    uint64_t &last = static_smem_block[p];
+    if (last == block_serial) return;
+    last = block_serial;
+    fill_unset((unsigned char *)p, bytes);
+}
+
 static void run_block(void)
 {
+    block_serial++;
     live = nthreads;
     block_barrier.arrived = 0;
     for (auto &b : warp_barriers) b.arrived = 0;
