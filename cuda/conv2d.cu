@@ -73,8 +73,9 @@ extern "C" size_t nn_cuda_conv2d_workspace(const nn_conv2d_geom *g)
 
 /* col[(c, i, j), s * pp + p] = x[n0 + s, c, oy*sh - ph + i, ox*sw - pw + j], 0 outside */
 template <typename I>
-static __global__ void im2col_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ x,
-                                     float *__restrict__ col)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+im2col_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ x,
+              float *__restrict__ col)
 {
     const I ld = (I)cn * pp;
     const I total = (I)g.c * g.kh * g.kw * ld;
@@ -99,8 +100,9 @@ static __global__ void im2col_kernel(nn_conv2d_geom g, int pp, int cn, const flo
  * output order, of col[(c, i, j), s * pp + oy*OW + ox] with i = yy + ph - oy*sh,
  * j = xx + pw - ox*sw (the outputs in reach are computed, not searched) */
 template <typename I>
-static __global__ void col2im_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ col,
-                                     float *__restrict__ dx)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+col2im_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ col,
+              float *__restrict__ dx)
 {
     const I ld = (I)cn * pp;
     const I total = (I)cn * g.c * g.h * g.w;
@@ -127,8 +129,9 @@ static __global__ void col2im_kernel(nn_conv2d_geom g, int pp, int cn, const flo
 }
 
 /* y[n, o, p] = b[o] */
-static __global__ void bias_fill_kernel(long long total, int oc, int p, const float *__restrict__ b,
-                                        float *__restrict__ y)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+bias_fill_kernel(long long total, int oc, int p, const float *__restrict__ b,
+                 float *__restrict__ y)
 {
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
          t += (long long)gridDim.x * blockDim.x)
@@ -137,8 +140,9 @@ static __global__ void bias_fill_kernel(long long total, int oc, int p, const fl
 
 /* dyp[o, s * pp + p] = dy[n0 + s, o, p], 0 in the pad columns */
 template <typename I>
-static __global__ void gather_dy_kernel(int oc, int p, int pp, int cn, const float *__restrict__ dy,
-                                        float *__restrict__ dyp)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+gather_dy_kernel(int oc, int p, int pp, int cn, const float *__restrict__ dy,
+                 float *__restrict__ dyp)
 {
     const I ld = (I)cn * pp, total = (I)oc * ld;
     for (I t = blockIdx.x * (I)blockDim.x + threadIdx.x; t < total; t += (I)gridDim.x * blockDim.x) {
@@ -148,7 +152,8 @@ static __global__ void gather_dy_kernel(int oc, int p, int pp, int cn, const flo
 }
 
 /* db[o] += sum over n, p of dy[n, o, p]: one block per channel, a fixed-order tree */
-static __global__ void bias_grad_kernel(int n, int oc, int p, const float *__restrict__ dy, float *db)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+bias_grad_kernel(int n, int oc, int p, const float *__restrict__ dy, float *db)
 {
     __shared__ float part[NN_CUDA_THREADS];
     const int o = blockIdx.x;

@@ -6,9 +6,10 @@
 #include "cuda/common.cuh"
 #include "io/sample.h"
 
-static __global__ void u8_batch_kernel(nn_u8_batch_geom g, const uint8_t *__restrict__ images,
-                                       const int32_t *__restrict__ labels, const int32_t *__restrict__ order,
-                                       float *__restrict__ x, int32_t *__restrict__ y)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+u8_batch_kernel(nn_u8_batch_geom g, const uint8_t *__restrict__ images,
+                const int32_t *__restrict__ labels, const int32_t *__restrict__ order,
+                float *__restrict__ x, int32_t *__restrict__ y)
 {
     const long long S2 = (long long)g.size * g.size, per = (long long)g.c * S2, total = per * g.n;
     const size_t plane = (size_t)g.h * g.w;

@@ -8,9 +8,10 @@
 #include "cuda/common.cuh"
 #include "core/philox.h"
 
-static __global__ void dropout_forward_kernel(size_t n, const float *__restrict__ x, float *__restrict__ y,
-                                              uint8_t *__restrict__ mask, float p, float q, uint64_t seed,
-                                              uint64_t offset, const nn_step_vars *__restrict__ sv)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+dropout_forward_kernel(size_t n, const float *__restrict__ x, float *__restrict__ y,
+                       uint8_t *__restrict__ mask, float p, float q, uint64_t seed,
+                       uint64_t offset, const nn_step_vars *__restrict__ sv)
 {
     if (sv) offset += sv->rng_offset;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
@@ -20,8 +21,9 @@ static __global__ void dropout_forward_kernel(size_t n, const float *__restrict_
     }
 }
 
-static __global__ void dropout_backward_kernel(size_t n, const uint8_t *__restrict__ mask, float q,
-                                               const float *__restrict__ dy, float *__restrict__ dx)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+dropout_backward_kernel(size_t n, const uint8_t *__restrict__ mask, float q,
+                        const float *__restrict__ dy, float *__restrict__ dx)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         dx[i] += mask[i] ? dy[i] / q : 0.0f;

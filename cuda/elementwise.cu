@@ -7,20 +7,23 @@
 
 #include "core/philox.h"
 
-static __global__ void fill_kernel(float *x, size_t n, float v)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+fill_kernel(float *x, size_t n, float v)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] = v;
 }
 
 /* x may be y (an in-place scale: y += (s - 1) y): no __restrict__ */
-static __global__ void axpy_kernel(size_t n, float a, const float *x, float *y)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+axpy_kernel(size_t n, float a, const float *x, float *y)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] += a * x[i];
 }
 
-static __global__ void nonfinite_kernel(size_t n, const float *__restrict__ x, unsigned long long *count)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+nonfinite_kernel(size_t n, const float *__restrict__ x, unsigned long long *count)
 {
     unsigned long long c = 0;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -30,13 +33,15 @@ static __global__ void nonfinite_kernel(size_t n, const float *__restrict__ x, u
     if ((threadIdx.x & 31) == 0 && c) atomicAdd(count, c);
 }
 
-static __global__ void uniform_kernel(float *x, size_t n, uint64_t seed, uint64_t offset, float lo, float hi)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+uniform_kernel(float *x, size_t n, uint64_t seed, uint64_t offset, float lo, float hi)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] = __fadd_rn(lo, __fmul_rn(hi - lo, nn_rand_uniform(seed, offset, i)));
 }
 
-static __global__ void normal_kernel(float *x, size_t n, uint64_t seed, uint64_t offset, float mean, float std)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+normal_kernel(float *x, size_t n, uint64_t seed, uint64_t offset, float mean, float std)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] = __fadd_rn(mean, __fmul_rn(std, nn_rand_normal(seed, offset, i)));

@@ -207,8 +207,9 @@ sgemm_kernel(int M, int N, int K, float alpha, const float *__restrict__ A, int 
 }
 
 /* Sums the K slices of a split product: C = sum_s part[s] + beta C (+ bias), then the ReLU when asked. */
-static __global__ void splitk_reduce_kernel(int M, int N, int ksplit, int count, const float *__restrict__ part,
-                                            float beta, float *C, int ldc, nn_gemm_batch bt)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+splitk_reduce_kernel(int M, int N, int ksplit, int count, const float *__restrict__ part,
+                     float beta, float *C, int ldc, nn_gemm_batch bt)
 {
     const long long mn = (long long)M * N, total = mn * count;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
@@ -228,7 +229,8 @@ static __global__ void splitk_reduce_kernel(int M, int N, int ksplit, int count,
 }
 
 /* rowsum[m] += the slices' row sums of a split product, slices in order (cuda/epilogue.h) */
-static __global__ void splitk_rowsum_kernel(int M, int ksplit, int count, nn_gemm_batch bt)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+splitk_rowsum_kernel(int M, int ksplit, int count, nn_gemm_batch bt)
 {
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < (long long)M * count;
          t += (long long)gridDim.x * blockDim.x) {

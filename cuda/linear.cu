@@ -5,7 +5,8 @@
 #include "cuda/common.cuh"
 
 /* y[r, o] = b[o] */
-static __global__ void bias_rows_kernel(int n, int out, const float *__restrict__ b, float *__restrict__ y)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+bias_rows_kernel(int n, int out, const float *__restrict__ b, float *__restrict__ y)
 {
     const long long total = (long long)n * out;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
@@ -14,7 +15,8 @@ static __global__ void bias_rows_kernel(int n, int out, const float *__restrict_
 }
 
 /* db[o] += sum_r dy[r, o]: a thread per column, rows in order */
-static __global__ void bias_grad_kernel(int n, int out, const float *__restrict__ dy, float *__restrict__ db)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+bias_grad_kernel(int n, int out, const float *__restrict__ dy, float *__restrict__ db)
 {
     for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < out; o += gridDim.x * blockDim.x) {
         float s = 0.0f;

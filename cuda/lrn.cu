@@ -26,8 +26,9 @@ static __device__ __forceinline__ int lrn_half(const nn_lrn_geom &g)
     return g.size / 2 < g.c ? g.size / 2 : g.c;
 }
 
-static __global__ void lrn_forward_kernel(nn_lrn_geom g, const float *__restrict__ x, float *__restrict__ y,
-                                          float *__restrict__ scale)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+lrn_forward_kernel(nn_lrn_geom g, const float *__restrict__ x, float *__restrict__ y,
+                   float *__restrict__ scale)
 {
     const long long hw = (long long)g.h * g.w, total = (long long)g.n * g.c * hw;
     const int half = lrn_half(g);
@@ -48,9 +49,10 @@ static __global__ void lrn_forward_kernel(nn_lrn_geom g, const float *__restrict
     }
 }
 
-static __global__ void lrn_backward_kernel(nn_lrn_geom g, const float *__restrict__ x, const float *__restrict__ y,
-                                           const float *__restrict__ scale, const float *__restrict__ dy,
-                                           float *__restrict__ dx)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+lrn_backward_kernel(nn_lrn_geom g, const float *__restrict__ x, const float *__restrict__ y,
+                    const float *__restrict__ scale, const float *__restrict__ dy,
+                    float *__restrict__ dx)
 {
     const long long hw = (long long)g.h * g.w, total = (long long)g.n * g.c * hw;
     const int half = lrn_half(g);

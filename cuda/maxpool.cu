@@ -8,8 +8,9 @@
  * same order as the CPU's scatter, so dx is bit-identical. */
 #include "cuda/common.cuh"
 
-static __global__ void maxpool_forward_kernel(nn_pool_geom g, const float *__restrict__ x, float *__restrict__ y,
-                                              int32_t *__restrict__ argmax)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+maxpool_forward_kernel(nn_pool_geom g, const float *__restrict__ x, float *__restrict__ y,
+                       int32_t *__restrict__ argmax)
 {
     const long long ohw = (long long)g.oh * g.ow, total = (long long)g.n * g.c * ohw;
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
@@ -36,8 +37,9 @@ static __global__ void maxpool_forward_kernel(nn_pool_geom g, const float *__res
     }
 }
 
-static __global__ void maxpool_backward_kernel(nn_pool_geom g, const int32_t *__restrict__ argmax,
-                                               const float *__restrict__ dy, float *__restrict__ dx)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+maxpool_backward_kernel(nn_pool_geom g, const int32_t *__restrict__ argmax,
+                        const float *__restrict__ dy, float *__restrict__ dx)
 {
     const long long hw = (long long)g.h * g.w, total = (long long)g.n * g.c * hw;
     const long long ohw = (long long)g.oh * g.ow;

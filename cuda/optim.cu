@@ -9,9 +9,10 @@
  * branch; the by-value entries pass sv = NULL to the same kernels. */
 #include "cuda/common.cuh"
 
-static __global__ void sgd_kernel(size_t n, float *__restrict__ w, const float *__restrict__ g,
-                                  float *__restrict__ v, float lr, float momentum, float wd,
-                                  const nn_step_vars *__restrict__ sv)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+sgd_kernel(size_t n, float *__restrict__ w, const float *__restrict__ g,
+           float *__restrict__ v, float lr, float momentum, float wd,
+           const nn_step_vars *__restrict__ sv)
 {
     if (sv) {
         if (sv->nonfinite) return;
@@ -25,10 +26,11 @@ static __global__ void sgd_kernel(size_t n, float *__restrict__ w, const float *
     }
 }
 
-static __global__ void adam_kernel(size_t n, float *__restrict__ w, const float *__restrict__ g,
-                                   float *__restrict__ m, float *__restrict__ v, float lr, float b1, float b2,
-                                   float eps, float wd, int decoupled, float bias1, float bias2,
-                                   const nn_step_vars *__restrict__ sv)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+adam_kernel(size_t n, float *__restrict__ w, const float *__restrict__ g,
+            float *__restrict__ m, float *__restrict__ v, float lr, float b1, float b2,
+            float eps, float wd, int decoupled, float bias1, float bias2,
+            const nn_step_vars *__restrict__ sv)
 {
     if (sv) {
         if (sv->nonfinite) return;

@@ -3,7 +3,8 @@
 #include "cuda/common.cuh"
 
 /* x and y may be one buffer (nn_relu_ runs in place): no __restrict__ here */
-static __global__ void relu_forward_kernel(size_t n, const float *x, float *y)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+relu_forward_kernel(size_t n, const float *x, float *y)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         const float v = x[i];
@@ -11,8 +12,9 @@ static __global__ void relu_forward_kernel(size_t n, const float *x, float *y)
     }
 }
 
-static __global__ void relu_backward_kernel(size_t n, const float *__restrict__ y, const float *__restrict__ dy,
-                                            float *__restrict__ dx)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+relu_backward_kernel(size_t n, const float *__restrict__ y, const float *__restrict__ dy,
+                     float *__restrict__ dx)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;

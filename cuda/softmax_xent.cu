@@ -42,7 +42,8 @@ static __device__ T block_reduce(T v, T *sh)
 }
 
 /* bad = the first sample whose label is outside [0, k) */
-static __global__ void xent_check_kernel(int n, int k, const int32_t *__restrict__ labels, int *bad)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+xent_check_kernel(int n, int k, const int32_t *__restrict__ labels, int *bad)
 {
     for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < n; r += gridDim.x * blockDim.x)
         if (labels[r] < 0 || labels[r] >= k) atomicMin(bad, r);
@@ -115,9 +116,10 @@ xent_mean_kernel(int n, int k, const double *__restrict__ row_loss, float *__res
     }
 }
 
-static __global__ void xent_backward_kernel(int n, int k, const float *__restrict__ probs,
-                                            const int32_t *__restrict__ labels, const float *__restrict__ dloss,
-                                            float *__restrict__ dx)
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+xent_backward_kernel(int n, int k, const float *__restrict__ probs,
+                     const int32_t *__restrict__ labels, const float *__restrict__ dloss,
+                     float *__restrict__ dx)
 {
     const long long total = (long long)n * k;
     const float s = *dloss / (float)n;

@@ -13,7 +13,8 @@
  *    layout) need every lane of their mask, as the hardware does;
  *  - a launch's configuration is checked as the runtime does (block and grid
  *    limits, dynamic shared memory over 48 KiB only after
- *    cudaFuncSetAttribute, a block over the kernel's __launch_bounds__);
+ *    cudaFuncSetAttribute, a block over the kernel's __launch_bounds__,
+ *    which rewrite.py requires of every kernel);
  *  - cp.async copies land only when their group is waited for, so reading a
  *    tile before the wait sees stale data, as it may on the GPU;
  *  - device memory, and shared memory at the start of each block (dynamic

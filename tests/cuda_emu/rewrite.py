@@ -6,7 +6,8 @@ tests/cuda_emu (cuda_runtime.h says what that runtime models):
                                                  nn_emu::kernel_name<&k>(), k, args)
   extern __shared__ ... T name[];         ->  T *name = (T *)nn_emu::dynamic_smem();
   __launch_bounds__(MAX, ...) k(...) {    ->  the same, and nn_emu::launch_bounds(MAX); first in the body
-                                              (a block larger than MAX: the GPU refuses the launch)
+                                              (a block larger than MAX: the GPU refuses the launch);
+                                              a __global__ function without it is an error
 
   __shared__ T name[N]...;                ->  the same, and nn_emu::shared_unset(name, sizeof name): unset
                                               again at the start of each block (the hardware keeps nothing)
@@ -111,7 +112,15 @@ def first_argument(args):
 
 
 def check_launch_bounds(path, text):
-    """Puts nn_emu::launch_bounds(MAX) first in the body of each kernel declared with __launch_bounds__(MAX, ...)."""
+    """Puts nn_emu::launch_bounds(MAX) first in the body of each kernel declared with __launch_bounds__(MAX, ...).
+    A kernel without __launch_bounds__ is an error: ptxas could then give it more registers than a block of its
+    launch can hold, which fails only on a GPU. (nvcc's own --Werror missing-launch-bounds is no help: nvcc 13
+    reports template kernels that have a bound independent of their parameters.)"""
+    for m in re.finditer(r"\b__global__\b", text):
+        declarator = text[m.end():text.find("(", m.end())]
+        if "__launch_bounds__" not in declarator:
+            fail(path, m.start(), text, "a __global__ function without __launch_bounds__(threads): "
+                 "ptxas may give it more registers than its blocks can hold")
     out = []
     pos = 0
     for m in re.finditer(r"__launch_bounds__\s*\(", text):
