@@ -42,7 +42,10 @@
  *    the __f*_rn intrinsics never are (their code below), so a CPU-equal
  *    result computed without them differs here as on the GPU; which pairs
  *    fuse is the C++ compiler's choice, not nvcc's.
- * What it does not: streams truly running at once, memory-model races,
+ * Shared-memory races (two threads, one word, no __syncthreads between, one
+ * writing) are found by the module built with racecheck.cpp, whatever order
+ * the threads ran in.
+ * What it does not: streams truly running at once, races in global memory,
  * timing, the exact bits of nvcc's contraction. */
 #ifndef NN_CUDA_EMU_RUNTIME_H
 #define NN_CUDA_EMU_RUNTIME_H

@@ -36,6 +36,7 @@
 #endif
 
 #include "cuda_runtime.h"
+#include "racecheck.h"
 
 uint3 threadIdx, blockIdx;
 dim3 blockDim, gridDim;
@@ -397,6 +398,8 @@ static void yield_fiber(void)
 #endif
 }
 
+int current_thread(void) { return current; }
+
 static void set_index(int t)
 {
     current = t;
@@ -448,6 +451,7 @@ static void wait_at(barrier &b, int expected, const char *what)
     waited = true;
     if (++b.arrived >= expected) {
         b.arrived = 0;
+        if (&b == &block_barrier) race_barrier();
         wake(&b);
         return;
     }
@@ -503,6 +507,7 @@ static void finish_thread(void)
     /* the threads still at __syncthreads no longer wait for this one */
     if (block_barrier.arrived && block_barrier.arrived >= live) {
         block_barrier.arrived = 0;
+        race_barrier();
         wake(&block_barrier);
     }
 }
@@ -525,6 +530,7 @@ static std::unordered_map<void *, uint64_t> static_smem_block;
 
 void shared_unset(void *p, size_t bytes)
 {
+    race_static_smem(p, bytes);
     uint64_t &last = static_smem_block[p];
     if (last == block_serial) return;
     last = block_serial;
@@ -538,6 +544,7 @@ static void run_block(void)
     block_barrier.arrived = 0;
     for (auto &b : warp_barriers) b.arrived = 0;
     fill_unset(smem_buf.data(), smem_bytes);
+    race_block();
     if (!fiber_mode) {
         for (int t = 0; t < nthreads; t++) {
             set_index(t);
@@ -616,7 +623,10 @@ void cp_async_wait(int groups_left)
 {
     fiber &f = fibers[current];
     while ((int)f.groups.size() > groups_left) {
-        for (auto &c : f.groups.front()) std::memcpy(c.dst, c.data, c.size);
+        for (auto &c : f.groups.front()) {
+            race_write(c.dst, c.size);
+            std::memcpy(c.dst, c.data, c.size);
+        }
         f.groups.pop_front();
     }
 }
@@ -690,12 +700,14 @@ static void run_grid(const config &c, const char *name, const void *fn, const st
     auto known = needs_fibers.find(fn);
     fiber_mode = force_fibers() || known == needs_fibers.end() || known->second;
     waited = false;
+    race_launch(name, smem_buf.data(), smem_bytes);
     for (unsigned z = 0; z < c.grid.z; z++)
         for (unsigned y = 0; y < c.grid.y; y++)
             for (unsigned x = 0; x < c.grid.x; x++) {
                 blockIdx = {x, y, z};
                 run_block();
             }
+    race_launch_end();
     if (known == needs_fibers.end()) needs_fibers[fn] = waited;
     check_red_zones((std::string("kernel ") + name).c_str());
 }

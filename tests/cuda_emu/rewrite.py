@@ -9,7 +9,7 @@ tests/cuda_emu (cuda_runtime.h says what that runtime models):
                                               (a block larger than MAX: the GPU refuses the launch);
                                               a __global__ function without it is an error
 
-  __shared__ T name[N]...;                ->  the same, and nn_emu::shared_unset(name, sizeof name): unset
+  __shared__ T name[N]...; (or T name;)   ->  the same, and nn_emu::shared_unset(&name, sizeof name): unset
                                               again at the start of each block (the hardware keeps nothing)
   reinterpret_cast<float4 *>(p)           ->  nn_emu::vec_cast<float4 *>(p): p checked to be 16-byte aligned
                                               (the GPU's vector loads and stores trap otherwise)
@@ -92,8 +92,8 @@ def rewrite_launches(path, text):
 DYNAMIC_SMEM = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([A-Za-z_][\w\s]*?)\s+(\w+)\s*\[\s*\]\s*;")
 
 
-# a static __shared__ array (extern ones are DYNAMIC_SMEM's, rewritten first)
-STATIC_SMEM = re.compile(r"(__shared__\s+(?:__align__\(\d+\)\s+)?[A-Za-z_][\w\s]*?\s+(\w+)\s*(?:\[[^\];]*\]\s*)+;)")
+# a static __shared__ array or variable (extern ones are DYNAMIC_SMEM's, rewritten first)
+STATIC_SMEM = re.compile(r"(__shared__\s+(?:__align__\(\d+\)\s+)?[A-Za-z_][\w\s]*?\s+(\w+)\s*(?:\[[^\];]*\]\s*)*;)")
 
 # a cast to a pointer to a CUDA vector type (float4, int2, ...)
 VEC_CAST = re.compile(r"reinterpret_cast\s*<\s*((?:const\s+)?(?:u?char|u?short|u?int|u?long|u?longlong|float|double)[1-4]\s*\*)\s*>")
@@ -141,7 +141,7 @@ def check_launch_bounds(path, text):
 
 def rewrite_text(path, text):
     text = DYNAMIC_SMEM.sub(lambda m: f"{m.group(1)} *{m.group(2)} = ({m.group(1)} *)nn_emu::dynamic_smem();", text)
-    text = STATIC_SMEM.sub(lambda m: f"{m.group(1)} nn_emu::shared_unset({m.group(2)}, sizeof {m.group(2)});", text)
+    text = STATIC_SMEM.sub(lambda m: f"{m.group(1)} nn_emu::shared_unset(&{m.group(2)}, sizeof {m.group(2)});", text)
     text = check_launch_bounds(path, text)
     text = VEC_CAST.sub(lambda m: f"nn_emu::vec_cast<{m.group(1)}>", text)
     return rewrite_launches(path, text)

@@ -1,0 +1,180 @@
+/* The shared-memory race checker of the emulated GPU: what
+ * compute-sanitizer's racecheck reports on a GPU (which the device
+ * machines' gVisor runtime refuses: .library/device KINDS.md), found on
+ * the CPU, in CI. Module libconvnet_cuda_emu_race.so, test
+ * cuda_emu_racecheck.
+ *
+ * How: that module's kernel sources are compiled with -fsanitize=thread,
+ * which makes the compiler call __tsan_read4(p), __tsan_write8(p) and kin
+ * before every memory access. ThreadSanitizer's runtime is not linked: the
+ * functions below are ours. An access to the running block's shared memory
+ * (the dynamic buffer, the kernel's static __shared__ arrays) is checked
+ * against the last write and the reads of the same 4-byte word since the
+ * block's last __syncthreads: two threads touching one word between two
+ * barriers, at least one of them writing, is a hazard (read after write,
+ * write after read, write after write), reported with the kernel, the
+ * block, both threads and the byte offset, and the run stops. Which order
+ * the threads ran in does not matter, so this finds what the emulator's
+ * warp order cannot: races between lanes of one warp (they always run in
+ * lane order here), and races whose outcome happened to be right.
+ *
+ * Only __syncthreads separates accesses: warp shuffles and mma.sync imply no
+ * memory ordering (CUDA C++ Programming Guide), and the kernels use no
+ * __syncwarp. A cp.async copy counts as its thread's write when its group
+ * is waited for, where the emulator lands it. Global memory is not checked
+ * (neither does compute-sanitizer's racecheck); the other emu tests compare
+ * every result with the CPU's. */
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <pthread.h>
+
+#include "cuda_runtime.h"
+#include "racecheck.h"
+
+namespace nn_emu {
+
+namespace {
+
+constexpr int NONE = -1;
+
+/* One 4-byte word of shared memory: who wrote it and who read it in which
+ * epoch (epochs advance at every block start and every __syncthreads, so a
+ * use from an earlier epoch is ordered before this one and never conflicts).
+ * Two distinct readers are enough to know whether one is not the writer. */
+struct word_use {
+    uint64_t write_epoch = 0, read_epoch = 0;
+    int writer = NONE, readers[2] = {NONE, NONE};
+};
+
+struct smem_range {
+    uintptr_t lo, hi;
+    std::vector<word_use> *words;
+    bool dynamic;
+};
+
+uint64_t epoch = 1;
+bool armed;              /* a kernel is running */
+pthread_t kernel_thread; /* the host thread running it: host code elsewhere is not checked */
+const char *kernel;
+std::vector<word_use> dynamic_words;
+std::unordered_map<uintptr_t, std::vector<word_use>> static_words; /* by address, kept for the module's life */
+std::vector<smem_range> ranges; /* the running kernel's shared memory, dynamic first */
+
+std::string thread_name(int t)
+{
+    const unsigned x = blockDim.x, y = blockDim.y;
+    char s[64];
+    std::snprintf(s, sizeof s, "thread %d (%u, %u, %u)", t, t % x, t / x % y, t / (x * y));
+    return s;
+}
+
+[[noreturn]] void hazard(const char *kind, const smem_range &r, uintptr_t a, int other, const char *other_did, int me,
+                         const char *i_do)
+{
+    fail("kernel %s, block (%u, %u, %u): shared-memory race (%s) at byte %zu of %s: %s %s it, then %s %s it "
+         "with no __syncthreads between",
+         kernel, blockIdx.x, blockIdx.y, blockIdx.z, kind, (size_t)(a - r.lo),
+         r.dynamic ? "the dynamic shared memory" : "a static __shared__ array", thread_name(other).c_str(), other_did,
+         thread_name(me).c_str(), i_do);
+}
+
+void use_word(const smem_range &r, uintptr_t a, bool write)
+{
+    word_use &w = (*r.words)[(a - r.lo) / 4];
+    const int me = current_thread();
+    if (w.write_epoch == epoch && w.writer != me)
+        hazard(write ? "write after write" : "read after write", r, a, w.writer, "wrote", me, write ? "writes" : "reads");
+    if (write) {
+        if (w.read_epoch == epoch)
+            for (int other : w.readers)
+                if (other != NONE && other != me) hazard("write after read", r, a, other, "read", me, "writes");
+        w.write_epoch = epoch;
+        w.writer = me;
+    } else if (w.read_epoch != epoch) {
+        w.read_epoch = epoch;
+        w.readers[0] = me;
+        w.readers[1] = NONE;
+    } else if (w.readers[0] != me && w.readers[1] == NONE) {
+        w.readers[1] = me;
+    }
+}
+
+void use(const void *p, size_t bytes, bool write)
+{
+    if (!armed || !bytes || !pthread_equal(pthread_self(), kernel_thread)) return;
+    const uintptr_t a = (uintptr_t)p;
+    for (const smem_range &r : ranges) {
+        if (a - r.lo >= r.hi - r.lo) continue;
+        const uintptr_t end = std::min(a + bytes, r.hi);
+        for (uintptr_t w = a & ~(uintptr_t)3; w < end; w += 4) use_word(r, std::max(w, r.lo), write);
+        return;
+    }
+}
+
+} // namespace
+
+void race_launch(const char *name, void *dynamic_smem, size_t bytes)
+{
+    kernel = name;
+    dynamic_words.assign((bytes + 3) / 4, word_use{});
+    ranges.clear();
+    if (bytes) ranges.push_back({(uintptr_t)dynamic_smem, (uintptr_t)dynamic_smem + bytes, &dynamic_words, true});
+    kernel_thread = pthread_self();
+    /* NN_EMU_RACECHECK=0: the module runs as the plain one (test_cuda_racecheck shows what that misses) */
+    static const bool off = getenv("NN_EMU_RACECHECK") && std::strcmp(getenv("NN_EMU_RACECHECK"), "0") == 0;
+    armed = !off;
+}
+
+void race_launch_end(void) { armed = false; }
+
+void race_block(void) { epoch++; }
+
+void race_barrier(void) { epoch++; }
+
+void race_static_smem(void *p, size_t bytes)
+{
+    const uintptr_t a = (uintptr_t)p;
+    for (const smem_range &r : ranges)
+        if (r.lo == a) return;
+    std::vector<word_use> &words = static_words[a];
+    words.resize((bytes + 3) / 4);
+    ranges.push_back({a, a + bytes, &words, false});
+}
+
+void race_write(const void *p, size_t bytes) { use(p, bytes, true); }
+
+} // namespace nn_emu
+
+/* The calls -fsanitize=thread puts before the kernels' memory accesses
+ * (GCC's names and signatures; which ones a build needs: nm -u on its
+ * objects, and the link fails on any missing). */
+using nn_emu::use;
+extern "C" {
+void __tsan_init(void) {}
+void __tsan_func_entry(void *) {}
+void __tsan_func_exit(void) {}
+#define NN_TSAN_ACCESS(n)                                                      \
+    void __tsan_read##n(void *p) { use(p, n, false); }                         \
+    void __tsan_write##n(void *p) { use(p, n, true); }                         \
+    void __tsan_unaligned_read##n(void *p) { use(p, n, false); }               \
+    void __tsan_unaligned_write##n(void *p) { use(p, n, true); }
+NN_TSAN_ACCESS(1)
+NN_TSAN_ACCESS(2)
+NN_TSAN_ACCESS(4)
+NN_TSAN_ACCESS(8)
+NN_TSAN_ACCESS(16)
+#undef NN_TSAN_ACCESS
+void __tsan_read_range(void *p, unsigned long n) { use(p, n, false); }
+void __tsan_write_range(void *p, unsigned long n) { use(p, n, true); }
+/* the host code's atomics and virtual calls (libstdc++'s std::function,
+ * static guards): done, not checked */
+void __tsan_vptr_update(void **, void *) {}
+char __tsan_atomic8_load(const volatile char *a, int) { return __atomic_load_n(a, __ATOMIC_SEQ_CST); }
+int __tsan_atomic32_fetch_add(volatile int *a, int v, int) { return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST); }
+}
