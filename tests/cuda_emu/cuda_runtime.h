@@ -9,6 +9,8 @@
  *    one host thread and switch only at __syncthreads, warp shuffles, mma and
  *    cp.async waits, so a barrier some threads never reach is reported as a
  *    deadlock (on the GPU: a hang or undefined behaviour) naming the kernel;
+ *  - blocks run one after another but out of index order (emu.cpp,
+ *    block_step), so no block finds a neighbour's output already written;
  *  - warp collectives (shuffles, mma.sync m16n8k8 TF32 with the PTX fragment
  *    layout) need every lane of their mask, as the hardware does;
  *  - a launch's configuration is checked as the runtime does (block and grid

@@ -16,6 +16,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <set>
 #include <string>
 #include <thread>
@@ -688,6 +689,19 @@ static bool force_fibers(void)
     return f;
 }
 
+/* Blocks run in the order n-1, n-1+s, n-1+2s, ... (mod their count n) for
+ * a stride s near 0.618 n and coprime to it (1 for n < 3: last to first): a
+ * GPU gives no order at all, so a block that reads what a neighbour block
+ * writes in the same launch must not find it written already, as it would
+ * in index order. */
+static uint64_t block_step(uint64_t blocks)
+{
+    if (blocks < 3) return 1;
+    uint64_t s = blocks * 618 / 1000;
+    while (std::gcd(s, blocks) != 1) s++;
+    return s;
+}
+
 static void run_grid(const config &c, const char *name, const void *fn, const std::function<void()> &b)
 {
     gridDim = c.grid;
@@ -701,12 +715,11 @@ static void run_grid(const config &c, const char *name, const void *fn, const st
     fiber_mode = force_fibers() || known == needs_fibers.end() || known->second;
     waited = false;
     race_launch(name, smem_buf.data(), smem_bytes);
-    for (unsigned z = 0; z < c.grid.z; z++)
-        for (unsigned y = 0; y < c.grid.y; y++)
-            for (unsigned x = 0; x < c.grid.x; x++) {
-                blockIdx = {x, y, z};
-                run_block();
-            }
+    const uint64_t nx = c.grid.x, nxy = nx * c.grid.y, blocks = nxy * c.grid.z, step = block_step(blocks);
+    for (uint64_t k = 0, b = blocks - 1; k < blocks; k++, b = (b + step) % blocks) {
+        blockIdx = {(unsigned)(b % nx), (unsigned)(b / nx % c.grid.y), (unsigned)(b / nxy)};
+        run_block();
+    }
     race_launch_end();
     if (known == needs_fibers.end()) needs_fibers[fn] = waited;
     check_red_zones((std::string("kernel ") + name).c_str());

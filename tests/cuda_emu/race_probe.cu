@@ -70,6 +70,18 @@ static __global__ void __launch_bounds__(PROBE_THREADS) cp_async_kernel(const fl
 }
 static float cp_async_expect(int t) { return (float)(t % 4); }
 
+/* not a shared-memory race: block b (one thread) writes out[b], then reads
+ * block b-1's out[b-1], a dependency on block order that no GPU keeps. The
+ * emulator runs blocks out of index order (emu.cpp, block_step), so some
+ * block reads an unset word and the result is wrong there too. */
+static __global__ void __launch_bounds__(PROBE_THREADS) previous_block_kernel(float *out, int)
+{
+    const int b = blockIdx.x;
+    out[b] = (float)b;
+    out[32 + b] = b ? out[b - 1] + 1.0f : 0.0f;
+}
+static float previous_block_expect(int t) { return (float)(t < 32 ? t : t - 32); }
+
 /* Runs probe `name` on `blocks` blocks of PROBE_THREADS: 1 when every thread
  * saw what it should, 0 when not, -1 for an unknown name or a CUDA error.
  * The checker, when it finds the race, stops the process before that. */
@@ -95,6 +107,9 @@ extern "C" __attribute__((visibility("default"))) int nn_emu_race_probe(const ch
     } else if (k == "same_word") {
         same_word_kernel<<<blocks, n>>>(out, sync);
         expect = same_word_expect;
+    } else if (k == "previous_block") { /* 32 blocks of one thread, whatever `blocks` says */
+        previous_block_kernel<<<32, 1>>>(out, sync);
+        expect = previous_block_expect;
     } else if (k == "cp_async") {
         cp_async_kernel<<<blocks, n>>>(src, out, sync);
         expect = cp_async_expect;
