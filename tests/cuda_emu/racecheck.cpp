@@ -24,6 +24,7 @@
  * is waited for, where the emulator lands it. Global memory is not checked
  * (neither does compute-sanitizer's racecheck); the other emu tests compare
  * every result with the CPU's. */
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -59,8 +60,8 @@ struct smem_range {
 };
 
 uint64_t epoch = 1;
-bool armed;              /* a kernel is running */
-pthread_t kernel_thread; /* the host thread running it: host code elsewhere is not checked */
+std::atomic<bool> armed; /* a kernel is running (other host threads read this) */
+pthread_t kernel_thread; /* the host thread running it, set before armed: host code elsewhere is not checked */
 const char *kernel;
 std::vector<word_use> dynamic_words;
 std::unordered_map<uintptr_t, std::vector<word_use>> static_words; /* by address, kept for the module's life */
@@ -107,7 +108,7 @@ void use_word(const smem_range &r, uintptr_t a, bool write)
 
 void use(const void *p, size_t bytes, bool write)
 {
-    if (!armed || !bytes || !pthread_equal(pthread_self(), kernel_thread)) return;
+    if (!armed.load(std::memory_order_acquire) || !bytes || !pthread_equal(pthread_self(), kernel_thread)) return;
     const uintptr_t a = (uintptr_t)p;
     for (const smem_range &r : ranges) {
         if (a - r.lo >= r.hi - r.lo) continue;
@@ -128,10 +129,10 @@ void race_launch(const char *name, void *dynamic_smem, size_t bytes)
     kernel_thread = pthread_self();
     /* NN_EMU_RACECHECK=0: the module runs as the plain one (test_cuda_racecheck shows what that misses) */
     static const bool off = getenv("NN_EMU_RACECHECK") && std::strcmp(getenv("NN_EMU_RACECHECK"), "0") == 0;
-    armed = !off;
+    armed.store(!off, std::memory_order_release);
 }
 
-void race_launch_end(void) { armed = false; }
+void race_launch_end(void) { armed.store(false, std::memory_order_relaxed); }
 
 void race_block(void) { epoch++; }
 
