@@ -1,6 +1,6 @@
 /* The shared-memory race checker of the emulated GPU: what
- * compute-sanitizer's racecheck reports on a GPU (which the device
- * machines' gVisor runtime refuses: .library/device KINDS.md), found on
+ * compute-sanitizer's racecheck reports on a GPU (where it runs at all:
+ * the GPU machines lent to this project under gVisor refuse it), found on
  * the CPU, in CI. Module libconvnet_cuda_emu_race.so, test
  * cuda_emu_racecheck.
  *
