@@ -1,9 +1,9 @@
 /* The emulated GPU's shared-memory race checker (tests/cuda_emu/racecheck.cpp)
  * on planted races (tests/cuda_emu/race_probe.cu): each is reported, by kind
- * and with the threads involved, and stops the run; with the missing
- * __syncthreads back nothing is reported; and two of them give the right
- * answer on the emulator with the checker off, so only the checker sees
- * them. Without this, cuda_emu_racecheck (test_cuda on the checker's module)
+ * and place, and stops the run; with the missing __syncthreads back nothing
+ * is reported; and three of them give the right answer on the emulator with
+ * the checker off, so only the checker sees them. Also the emulator's block
+ * order (a block must not find its neighbour's output written). Without this, cuda_emu_racecheck (test_cuda on the checker's module)
  * would pass just the same if the instrumentation stopped reaching the
  * kernels. Each probe runs in a child process: a report aborts it. */
 #define _GNU_SOURCE

@@ -3,7 +3,7 @@
  * tests/test_cuda_racecheck.c, which checks that racecheck.cpp reports each
  * one, and nothing once the missing __syncthreads is back (sync = 1).
  * Each kernel writes out[t] = what thread t should see; the probe returns
- * whether it did. Two of them give the right answer on the emulator without
+ * whether it did. Three of them give the right answer on the emulator without
  * the checker (NN_EMU_RACECHECK=0), which is why the checker exists. */
 #include <cuda_runtime.h>
 
