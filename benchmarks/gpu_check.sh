@@ -513,7 +513,7 @@ gstep_extra "test_cuda_fuse with NN_FUSE_BIAS=1" 30 env NN_FUSE_BIAS=1 LD_LIBRAR
     "$bin/test_cuda_graph"
 # emulated: meson test cuda_graph_emu
 gstep_extra "captured step = plain step (test_cuda_graph)" 30 env LD_LIBRARY_PATH="$libpath" "$bin/test_cuda_graph"
-# the implicit-GEMM conv forward and dx (NN_CONV_IMPLICIT=1; test_conv2d_implicit
+# the implicit-GEMM conv forward, dx and dw (NN_CONV_IMPLICIT=1; test_conv2d_implicit
 # in the suite above compares them with im2col + GEMM whatever the switch):
 # the op and its gradients against the CPU, and the gradient checks
 # emulated: meson test cuda_emu_implicit
@@ -550,7 +550,7 @@ done
 # emulated: cuda_emu_ws_uncapped, and NN_FUSE_BIAS=1 in emu_same_losses (the bench is too slow there)
 gstep_extra "bench fp32, no ws cap, model" 30 env NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench \
     --device cuda --batch 128 --repeats 5 --model-only --json "$out/bench_fp32_nocap.json"
-# the same training step with the implicit-GEMM conv forward and dx (its JSON in
+# the same training step with the implicit-GEMM conv forward, dx and dw (its JSON in
 # $work: at most 8 files come back; the summary prints its images/s)
 # emulated: emu_same_losses' implicit run (NN_CONV_IMPLICIT=1), cuda_emu_ws_uncapped
 gstep_extra "bench fp32, no ws cap, implicit conv, model" 30 env NN_CONV_IMPLICIT=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 \

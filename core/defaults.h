@@ -32,10 +32,10 @@
 #define NN_FUSE_BIAS_ENV "NN_FUSE_BIAS"
 #define NN_FUSE_BIAS_GRAD_ENV "NN_FUSE_BIAS_GRAD"
 #define NN_FUSE_RELU_ENV "NN_FUSE_RELU"
-/* The environment switch for the implicit-GEMM convolution forward ("1": B's
- * tiles gathered straight from x, no column buffer, cuda/conv2d_implicit.cu;
- * anything else: im2col + GEMM, the default and the reference its test
- * compares against). Read by cuda/conv2d_implicit.cu. */
+/* The environment switch for the implicit-GEMM convolution forward and
+ * gradients ("1": tiles gathered straight from x or dy, no column buffer,
+ * cuda/conv2d_implicit.cu; anything else: im2col + GEMM, the default and the
+ * reference its test compares against). Read by cuda/conv2d_implicit.cu. */
 #define NN_CONV_IMPLICIT_ENV "NN_CONV_IMPLICIT"
 
 #endif

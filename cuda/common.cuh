@@ -138,14 +138,28 @@ static __device__ __forceinline__ nn_gemm_at nn_gemm_locate(const nn_gemm_batch 
 nn_status nn_cuda_sgemm(cudaStream_t s, bool ta, bool tb, int m, int n, int k, float alpha,
                         const float *a, int lda, const float *b, int ldb, float beta, float *c,
                         int ldc, const nn_gemm_batch *batch);
+/* Split K (the GEMM's rule, shared with conv2d_implicit.cu's weight gradient):
+ * for `count` products of `tiles` blocks in all, with `slots` blocks wanted,
+ * *ksplit slices of *kchunk (a multiple of bk) each; 1 slice of k when the
+ * tiles fill the slots or K is short. */
+void nn_cuda_splitk(long long tiles, int k, long long slots, int count, int bk, int *ksplit, int *kchunk);
+/* c = sum over the slices in order of part (ksplit M x N slices per product,
+ * product z's at part + z * ksplit * M * N) + beta c, with bt's epilogue, and
+ * bt.rowsum += its partials (bt.rowsum_part, nn_rowsum_slot) likewise. */
+nn_status nn_cuda_splitk_reduce(cudaStream_t s, int m, int n, int ksplit, const float *part, float beta, float *c,
+                                int ldc, const nn_gemm_batch &bt);
 
-/* ---- conv2d_implicit.cu: the forward and data gradient without a column buffer ----
+/* ---- conv2d_implicit.cu: the forward and gradients without a column buffer ----
  * y = conv(x, w) + b (b may be NULL) on stream s; NN_E_UNSUPPORTED when the
  * shape is past its int indices (nn_cuda_conv_implicit_fits says beforehand). */
 nn_status nn_cuda_conv2d_implicit(const nn_conv2d_geom *g, const float *x, const float *w, const float *b, float *y,
                                   cudaStream_t s);
 /* dx += conv2d's data gradient for dy, likewise */
 nn_status nn_cuda_conv2d_implicit_dx(const nn_conv2d_geom *g, const float *w, const float *dy, float *dx,
+                                     cudaStream_t s);
+/* dw += conv2d's weight gradient for x and dy, and db += its bias gradient
+ * (the row sums of dy in cuda/epilogue.h's order; NULL: none), likewise */
+nn_status nn_cuda_conv2d_implicit_dw(const nn_conv2d_geom *g, const float *x, const float *dy, float *dw, float *db,
                                      cudaStream_t s);
 bool nn_cuda_conv_implicit_fits(const nn_conv2d_geom *g);
 

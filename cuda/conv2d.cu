@@ -13,8 +13,8 @@
  *   db      += sums of dy over (n, p), one block per channel, or (NN_FUSE_BIAS_GRAD=1)
  *              the row sums of dyp inside the dw GEMM (cuda/epilogue.h);
  *   g->relu: the forward's GEMM applies the ReLU in its epilogue.
- * With NN_CONV_IMPLICIT=1 the forward and dx run conv2d_implicit.cu instead
- * (no column buffer); dw and db stay here. */
+ * With NN_CONV_IMPLICIT=1 the forward, dx and dw (with db when fused) run
+ * conv2d_implicit.cu instead: no column buffer, no workspace. */
 #include "cuda/common.cuh"
 
 /* The workspace holds col and dyp for as many samples as fit in this budget
@@ -61,10 +61,22 @@ static conv_plan plan_of(const nn_conv2d_geom *g)
     return q;
 }
 
-extern "C" size_t nn_cuda_conv2d_workspace(const nn_conv2d_geom *g)
+static nn_conv_variant pick(nn_conv_variant v, const nn_conv2d_geom *g)
 {
+    if (v != NN_CONV_AUTO) return v;
+    return nn_cuda_conv_implicit_enabled() && nn_cuda_conv_implicit_fits(g) ? NN_CONV_IMPLICIT : NN_CONV_IM2COL;
+}
+
+extern "C" size_t nn_cuda_conv2d_workspace_as(nn_conv_variant v, const nn_conv2d_geom *g)
+{
+    if (pick(v, g) == NN_CONV_IMPLICIT) return 0;
     conv_plan q = plan_of(g);
     return (size_t)q.chunk * (q.kc + g->oc) * q.pp * sizeof(float);
+}
+
+extern "C" size_t nn_cuda_conv2d_workspace(const nn_conv2d_geom *g)
+{
+    return nn_cuda_conv2d_workspace_as(NN_CONV_AUTO, g);
 }
 
 /* The index kernels are templated on the index type: a chunk's buffers are
@@ -236,13 +248,18 @@ static nn_gemm_batch batch_of(int count, int inner, long long a_outer, long long
     return bt;
 }
 
-static nn_status check_geom(const nn_conv2d_geom *g, const void *ws, const char *who)
+static nn_status check_geom(const nn_conv2d_geom *g, const char *who)
 {
     if (g->groups < 1 || g->c % g->groups || g->oc % g->groups || g->sh < 1 || g->sw < 1)
         return nn_error(NN_E_ARG, "cuda %s: bad geometry (groups %d, channels %d -> %d, stride %dx%d)",
                         who, g->groups, g->c, g->oc, g->sh, g->sw);
-    if (!ws) return nn_error(NN_E_ARG, "cuda %s: no workspace", who);
     return NN_OK;
+}
+
+/* the im2col path's column buffers (the implicit one needs none) */
+static nn_status check_ws(const void *ws, const char *who)
+{
+    return ws ? NN_OK : nn_error(NN_E_ARG, "cuda %s: no workspace", who);
 }
 
 static nn_status forward_im2col(const nn_conv2d_geom *g, const float *x, const float *w, const float *b, float *y,
@@ -274,19 +291,14 @@ static nn_status forward_im2col(const nn_conv2d_geom *g, const float *x, const f
     return NN_OK;
 }
 
-static nn_conv_variant pick(nn_conv_variant v, const nn_conv2d_geom *g)
-{
-    if (v != NN_CONV_AUTO) return v;
-    return nn_cuda_conv_implicit_enabled() && nn_cuda_conv_implicit_fits(g) ? NN_CONV_IMPLICIT : NN_CONV_IM2COL;
-}
-
 extern "C" nn_status nn_cuda_conv2d_forward_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x,
                                                const float *w, const float *b, float *y, void *ws)
 {
-    NN_TRY(check_geom(g, ws, "conv2d_forward"));
+    NN_TRY(check_geom(g, "conv2d_forward"));
     NN_CUDA_STREAM(s);
-    return pick(v, g) == NN_CONV_IMPLICIT ? nn_cuda_conv2d_implicit(g, x, w, b, y, s)
-                                          : forward_im2col(g, x, w, b, y, ws, s);
+    if (pick(v, g) == NN_CONV_IMPLICIT) return nn_cuda_conv2d_implicit(g, x, w, b, y, s);
+    NN_TRY(check_ws(ws, "conv2d_forward"));
+    return forward_im2col(g, x, w, b, y, ws, s);
 }
 
 extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float *x, const float *w,
@@ -295,24 +307,26 @@ extern "C" nn_status nn_cuda_conv2d_forward(const nn_conv2d_geom *g, const float
     return nn_cuda_conv2d_forward_as(NN_CONV_AUTO, g, x, w, b, y, ws);
 }
 
-static nn_status backward_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x, const float *w,
-                             const float *dy, float *dx, float *dw, float *db, void *ws)
+extern "C" nn_status nn_cuda_conv2d_backward_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x,
+                                                const float *w, const float *dy, float *dx, float *dw, float *db,
+                                                void *ws)
 {
     if (!dx && !dw && !db) return NN_OK;
-    NN_TRY(check_geom(g, ws, "conv2d_backward"));
+    NN_TRY(check_geom(g, "conv2d_backward"));
     NN_CUDA_STREAM(s);
-    if (dx && pick(v, g) == NN_CONV_IMPLICIT) { /* dx without col2im; dw and db below */
-        NN_TRY(nn_cuda_conv2d_implicit_dx(g, w, dy, dx, s));
-        dx = nullptr;
-    }
     const conv_plan q = plan_of(g);
-    /* db inside the dw GEMM (NN_FUSE_BIAS_GRAD=1): the row sums of its dyp operand, chunk after chunk */
+    /* db inside the dw product (NN_FUSE_BIAS_GRAD=1): the row sums of dy as that product reads it */
     const bool fuse_db = db && dw && nn_cuda_fuse_bias_grad();
     if (db && !fuse_db) {
         bias_grad_cuda(g->n, g->oc, q.p, dy, db, s);
         NN_CUDA_LAUNCHED("conv2d bias gradient");
     }
+    if (pick(v, g) == NN_CONV_IMPLICIT) { /* no column buffer at all */
+        if (dx) NN_TRY(nn_cuda_conv2d_implicit_dx(g, w, dy, dx, s));
+        return dw ? nn_cuda_conv2d_implicit_dw(g, x, dy, dw, fuse_db ? db : nullptr, s) : NN_OK;
+    }
     if (!dx && !dw) return NN_OK;
+    NN_TRY(check_ws(ws, "conv2d_backward"));
     float *col = (float *)ws;
     float *dyp = col + (size_t)q.chunk * q.kc * q.pp;
     for (int n0 = 0; n0 < g->n; n0 += q.chunk) {
@@ -349,11 +363,5 @@ static nn_status backward_as(nn_conv_variant v, const nn_conv2d_geom *g, const f
 extern "C" nn_status nn_cuda_conv2d_backward(const nn_conv2d_geom *g, const float *x, const float *w,
                                              const float *dy, float *dx, float *dw, float *db, void *ws)
 {
-    return backward_as(NN_CONV_AUTO, g, x, w, dy, dx, dw, db, ws);
-}
-
-extern "C" nn_status nn_cuda_conv2d_dx_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x, const float *w,
-                                          const float *dy, float *dx, void *ws)
-{
-    return backward_as(v, g, x, w, dy, dx, nullptr, nullptr, ws);
+    return nn_cuda_conv2d_backward_as(NN_CONV_AUTO, g, x, w, dy, dx, dw, db, ws);
 }

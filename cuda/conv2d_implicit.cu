@@ -1,21 +1,25 @@
-/* conv2d forward and data gradient as implicit GEMMs: no column buffer. Per
- * group gi,
+/* conv2d's three products as implicit GEMMs: no column buffer. Per group gi,
  *   y[:, gi] (OCg, N*OH*OW) = w[gi] (OCg, Kg) B (Kg, N*OH*OW) + b,
  *   dx[:, gi] (Cg, N*H*W) += w[gi]^T (Cg, OCg*KH*KW) B' (.., N*H*W),
+ *   dw[gi] (OCg, Kg) += dy[:, gi] (OCg, N*OH*OW) B^T (N*OH*OW, Kg),
  * with B's tiles gathered straight from x (N, C, H, W), and B''s from dy in
  * the transposed pattern, into shared memory by the index rules of
- * core/conv_index.h (zero padding, strides); the columns run over the whole
- * batch, so no sample boundary wastes a tile. (With stride s the data
- * gradient's B' is mostly zeros, ~(s-1)/s of each axis: fine for conv2-5 of
- * AlexNet, stride 1; conv1's dx is not computed, its input being the data.)
- * The tiling is gemm.cu's (BM x BN tile per block, BK-deep slices, TM x TN
- * register tiles in 4-wide groups), with the slices double-buffered in shared
- * memory (one barrier per slice). Each output sums its K terms in order from
- * 0 with fmaf, the bias added last: the same sums as the im2col path's GEMM
- * when that one does not split K (then the two agree bit for bit); the data
- * gradient sums in another order than col2im (tolerance in the test). Strict
- * fp32 (NN_TF32 does not apply here). Behind NN_CONV_IMPLICIT=1 (off by
- * default; core/defaults.h). */
+ * core/conv_index.h (zero padding, strides); the columns (forward, dx) and
+ * the K of dw run over the whole batch, so no sample boundary wastes a tile.
+ * (With stride s the data gradient's B' is mostly zeros, ~(s-1)/s of each
+ * axis: fine for conv2-5 of AlexNet, stride 1; conv1's dx is not computed,
+ * its input being the data.) The tiling is gemm.cu's (BM x BN tile per
+ * block, BK-deep slices, TM x TN register tiles in 4-wide groups), with the
+ * slices double-buffered in shared memory (one barrier per slice). Each
+ * output sums its K terms in order from 0 with fmaf, the bias added last:
+ * the same sums as the im2col path's GEMM when that one does not split K
+ * (then the two agree bit for bit); dx sums in another order than col2im,
+ * and dw over the whole batch where the im2col path goes chunk by chunk
+ * (tolerances in the test). dw's long K is split across blocks as the GEMM
+ * splits it, and db (the row sums of dy) comes out of the same pass when
+ * asked (NN_FUSE_BIAS_GRAD=1), in cuda/epilogue.h's order. Strict fp32
+ * (NN_TF32 does not apply here). Behind NN_CONV_IMPLICIT=1 (off by default;
+ * core/defaults.h); with it, the op needs no workspace. */
 #include <string.h>
 
 #include "cuda/common.cuh"
@@ -38,26 +42,91 @@ static int sm_count(void)
     return sms;
 }
 
-template <class G, int BM, int BN, int BK, int TM, int TN>
-static void launch(const nn_conv2d_geom *g, const float *in, const float *w, const float *b, float *out, cudaStream_t s)
+/* The two tilings (gemm.cu's): 128x128 tiles (8x8 per thread, slices of 8)
+ * or 64x64 (4x4, slices of 16), 256 threads either way. */
+template <class G, bool BIG>
+static void launch(const conv_implicit_args &a, cudaStream_t s)
 {
-    const int cols = g->n * G::plane(*g);
-    dim3 grid((cols + BN - 1) / BN, (G::m(*g) + BM - 1) / BM, g->groups);
-    conv_implicit_kernel<G, BM, BN, BK, TM, TN><<<grid, (BM / TM) * (BN / TN), 0, s>>>(*g, in, w, b, out);
+    constexpr int BM = BIG ? 128 : 64, BN = BM, BK = BIG ? 8 : 16, TM = BIG ? 8 : 4, TN = TM;
+    dim3 grid((G::n(a.g) + BN - 1) / BN, (G::m(a.g) + BM - 1) / BM, a.g.groups * a.splits);
+    conv_implicit_kernel<G, BM, BN, BK, TM, TN><<<grid, (BM / TM) * (BN / TN), 0, s>>>(a);
 }
 
-/* 128x128 tiles (8x8 per thread) when they fill the chip, else 64x64 (4x4) */
-template <class G>
-static nn_status run(const nn_conv2d_geom *g, const float *in, const float *w, const float *b, float *out, cudaStream_t s)
+static long long tiles(long long m, long long n, int edge, int groups)
 {
-    const long long cols = (long long)g->n * G::plane(*g), m = G::m(*g);
-    if (!cols || !m) return NN_OK; /* nothing to write (an empty grid is a launch error) */
-    if ((cols + 127) / 128 * ((m + 127) / 128) * g->groups >= sm_count())
-        launch<G, 128, 128, 8, 8, 8>(g, in, w, b, out, s);
+    return (m + edge - 1) / edge * ((n + edge - 1) / edge) * groups;
+}
+
+/* forward and data gradient: 128x128 tiles when they fill the chip, else
+ * 64x64; K (at most C*KH*KW) is never split */
+template <class G>
+static nn_status run(const nn_conv2d_geom *g, const float *a_src, const float *b_src, const float *b, float *out,
+                     cudaStream_t s)
+{
+    const int m = G::m(*g), n = G::n(*g);
+    if (!n || !m) return NN_OK; /* nothing to write (an empty grid is a launch error) */
+    const conv_implicit_args a = {*g, a_src, b_src, b, out, nullptr, G::k(*g), 1};
+    if (tiles(m, n, 128, g->groups) >= sm_count())
+        launch<G, true>(a, s);
     else
-        launch<G, 64, 64, 16, 4, 4>(g, in, w, b, out, s);
-    NN_CUDA_LAUNCHED(G::accumulate ? "conv2d implicit GEMM, data gradient" : "conv2d implicit GEMM");
+        launch<G, false>(a, s);
+    NN_CUDA_LAUNCHED(G::what);
     return NN_OK;
+}
+
+/* The weight gradient's plan: its product is small (OC/G x C/G*KH*KW) and
+ * its K long (N*OH*OW), so K is split until the blocks fill the chip twice
+ * over (gemm.cu's rule); 128x128 tiles when both sides are at least that
+ * (fewer idle lanes at the edges than on the forward's wide products). */
+typedef struct dw_plan {
+    bool big;
+    int splits, kchunk;
+} dw_plan;
+
+static dw_plan plan_dw(const nn_conv2d_geom *g)
+{
+    const int m = conv_dw_gather::m(*g), n = conv_dw_gather::n(*g), k = conv_dw_gather::k(*g);
+    dw_plan p;
+    p.big = m >= 128 && n >= 128;
+    const int edge = p.big ? 128 : 64, bk = p.big ? 8 : 16;
+    nn_cuda_splitk(tiles(m, n, edge, g->groups), k, 2LL * sm_count(), g->groups, bk, &p.splits, &p.kchunk);
+    if ((long long)g->groups * p.splits > 65535) p.splits = 1, p.kchunk = k; /* gridDim.z */
+    return p;
+}
+
+/* dw += dy B^T (+ db += the row sums of dy): in place with one slice, else
+ * through the slices' partials and gemm.cu's split-K reduction */
+static nn_status run_dw(const nn_conv2d_geom *g, const float *x, const float *dy, float *dw, float *db, cudaStream_t s)
+{
+    const int m = conv_dw_gather::m(*g), n = conv_dw_gather::n(*g), k = conv_dw_gather::k(*g);
+    if (!k) return NN_OK; /* an empty batch adds nothing */
+    const dw_plan p = plan_dw(g);
+    conv_implicit_args a = {*g, dy, x, nullptr, dw, db, p.kchunk, p.splits};
+    float *part = nullptr;
+    const size_t prod = (size_t)g->groups * p.splits * m * n, rows = db ? (size_t)g->groups * p.splits * m : 0;
+    if (p.splits > 1) {
+        NN_TRY(nn_cuda_scratch((void **)&part, (prod + rows) * sizeof(float)));
+        a.out = part;
+        a.rowsum = db ? part + prod : nullptr;
+    }
+    if (p.big)
+        launch<conv_dw_gather, true>(a, s);
+    else
+        launch<conv_dw_gather, false>(a, s);
+    cudaError_t e = cudaGetLastError();
+    nn_status st = e == cudaSuccess ? NN_OK : nn_cuda_fail(e, conv_dw_gather::what, __FILE__, __LINE__);
+    if (st == NN_OK && p.splits > 1) {
+        nn_gemm_batch bt = {};
+        bt.count = g->groups;
+        bt.inner = 1;
+        bt.c_outer = (long long)m * n;
+        bt.rowsum = db;
+        bt.rowsum_outer = m;
+        bt.rowsum_part = a.rowsum;
+        st = nn_cuda_splitk_reduce(s, m, n, p.splits, part, 1.0f, dw, n, bt);
+    }
+    if (part) nn_cuda_scratch_free(part); /* later work on the stream runs after the reduction */
+    return st;
 }
 
 extern "C" bool nn_cuda_conv_implicit_enabled(void)
@@ -90,12 +159,19 @@ nn_status nn_cuda_conv2d_implicit(const nn_conv2d_geom *g, const float *x, const
                                   cudaStream_t s)
 {
     if (!nn_cuda_conv_implicit_fits(g)) return too_large(g);
-    return run<conv_fwd_gather>(g, x, w, b, y, s);
+    return run<conv_fwd_gather>(g, w, x, b, y, s);
 }
 
 nn_status nn_cuda_conv2d_implicit_dx(const nn_conv2d_geom *g, const float *w, const float *dy, float *dx,
                                      cudaStream_t s)
 {
     if (!nn_cuda_conv_implicit_fits(g)) return too_large(g);
-    return run<conv_dx_gather>(g, dy, w, nullptr, dx, s);
+    return run<conv_dx_gather>(g, w, dy, nullptr, dx, s);
+}
+
+nn_status nn_cuda_conv2d_implicit_dw(const nn_conv2d_geom *g, const float *x, const float *dy, float *dw, float *db,
+                                     cudaStream_t s)
+{
+    if (!nn_cuda_conv_implicit_fits(g)) return too_large(g);
+    return run_dw(g, x, dy, dw, db, s);
 }

@@ -382,6 +382,13 @@ static gemm_plan with_slices(nn_gemm_variant v, int ksplit, int k, int bk)
     return p;
 }
 
+void nn_cuda_splitk(long long tiles, int k, long long slots, int count, int bk, int *ksplit, int *kchunk)
+{
+    const gemm_plan p = with_slices(NN_GEMM_FP32_SPLITK, splitk_slices(tiles, k, slots, count), k, bk);
+    *ksplit = p.ksplit;
+    *kchunk = p.kchunk;
+}
+
 /* What runs: the forced variant, or (NN_GEMM_AUTO) 128x128 tiles when there
  * are enough of them for the chip, else 64x64 ones, split along K when even
  * those are too few (2 blocks per multiprocessor wanted); with TF32 on, the
@@ -423,6 +430,16 @@ static nn_status reduce_rowsum(cudaStream_t s, int m, int ksplit, const nn_gemm_
     return NN_OK;
 }
 
+nn_status nn_cuda_splitk_reduce(cudaStream_t s, int m, int n, int ksplit, const float *part, float beta, float *c,
+                                int ldc, const nn_gemm_batch &bt)
+{
+    const long long total = (long long)m * n * bt.count;
+    splitk_reduce_kernel<<<nn_cuda_blocks((size_t)total), NN_CUDA_THREADS, 0, s>>>(m, n, ksplit, bt.count, part,
+                                                                                   beta, c, ldc, bt);
+    NN_CUDA_LAUNCHED("sgemm split-K reduction");
+    return bt.rowsum ? reduce_rowsum(s, m, ksplit, bt) : NN_OK;
+}
+
 static nn_status run_plan(cudaStream_t s, const gemm_plan &p, bool ta, bool tb, int m, int n, int k, float alpha,
                           const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc,
                           nn_gemm_batch bt)
@@ -453,14 +470,7 @@ static nn_status run_plan(cudaStream_t s, const gemm_plan &p, bool ta, bool tb, 
     else
         st = dispatch<64, 64, 16, 4, 4>(s, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta_k, out, ldo, bt, vec,
                                         p.ksplit, p.kchunk);
-    if (st == NN_OK && p.ksplit > 1) {
-        const long long total = (long long)m * n * bt.count;
-        splitk_reduce_kernel<<<nn_cuda_blocks((size_t)total), NN_CUDA_THREADS, 0, s>>>(m, n, p.ksplit, bt.count,
-                                                                                       part, beta, c, ldc, bt);
-        cudaError_t e = cudaGetLastError();
-        if (e != cudaSuccess) st = nn_cuda_fail(e, "sgemm split-K reduction", __FILE__, __LINE__);
-        if (st == NN_OK && bt.rowsum) st = reduce_rowsum(s, m, p.ksplit, bt);
-    }
+    if (st == NN_OK && p.ksplit > 1) st = nn_cuda_splitk_reduce(s, m, n, p.ksplit, part, beta, c, ldc, bt);
     if (part) nn_cuda_scratch_free(part); /* later work on the stream runs after the reduction */
     return st;
 }

@@ -59,25 +59,26 @@ nn_status nn_cuda_gemm_fused_as(nn_gemm_variant v, bool ta, bool tb, int m, int 
                                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc,
                                 const float *bias, bool bias_per_row, bool relu, float *rowsum, int *kchunk);
 
-/* conv2d's two ways for the forward and the data gradient (conv2d.cu,
- * conv2d_implicit.cu): im2col + GEMM (+ col2im) through the workspace, or
- * the implicit GEMM (no workspace used). */
+/* conv2d's two ways (conv2d.cu, conv2d_implicit.cu): im2col + GEMM (+
+ * col2im) through the workspace, or the implicit GEMM (no workspace). */
 typedef enum nn_conv_variant {
     NN_CONV_AUTO,     /* what the op runs: implicit when nn_cuda_conv_implicit_enabled and the shape fits */
     NN_CONV_IM2COL,   /* im2col + our GEMM, in chunks of samples (the reference) */
     NN_CONV_IMPLICIT, /* B's tiles gathered from x (core/conv_index.h), strict fp32 */
 } nn_conv_variant;
 
-/* nn_cuda_conv2d_forward with the way forced (tests compare them); device
- * pointers, b may be NULL, ws of nn_cuda_conv2d_workspace(g) bytes. */
+/* The workspace way `v` needs (0 for the implicit GEMM; NN_CONV_AUTO: what
+ * nn_cuda_conv2d_workspace, the backend's, returns). */
+size_t nn_cuda_conv2d_workspace_as(nn_conv_variant v, const nn_conv2d_geom *g);
+/* nn_cuda_conv2d_forward and _backward with the way forced (tests compare
+ * them); device pointers, b (db, dx, dw) may be NULL, ws of
+ * nn_cuda_conv2d_workspace_as(v, g) bytes. */
 nn_status nn_cuda_conv2d_forward_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x, const float *w,
                                     const float *b, float *y, void *ws);
-/* dx += the data gradient of conv2d for dy, by way `v` (im2col: GEMM then
- * col2im through the workspace; implicit: no workspace used). */
-nn_status nn_cuda_conv2d_dx_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x, const float *w,
-                               const float *dy, float *dx, void *ws);
+nn_status nn_cuda_conv2d_backward_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x, const float *w,
+                                     const float *dy, float *dx, float *dw, float *db, void *ws);
 /* NN_CONV_IMPLICIT=1 in the environment (read once): the conv2d forward and
- * data gradient by the implicit GEMM. Off by default until measured on a GPU. */
+ * gradients by the implicit GEMM. Off by default until measured on a GPU. */
 bool nn_cuda_conv_implicit_enabled(void);
 
 #ifdef __cplusplus

@@ -41,6 +41,8 @@ static const conv_shape conv_shapes[] = {
     /* enough columns (128 x 240) for the implicit GEMM's 128x128 tiles on any GPU up to 480 SMs */
     {128, 3, 31, 29, 129, 1, 1, {2, 2, 0, 0, 1}, false, "ragged 1x1 stride 2, 129 outputs, batch 128"},
     {1, 9, 35, 35, 65, 11, 11, {4, 4, 2, 2, 1}, false, "ragged 11x11/4, 65 outputs"},
+    /* the weight gradient's 128x128 tiles (130 x 144) with K (4 x 17 x 17) split in two */
+    {4, 16, 17, 17, 130, 3, 3, {1, 1, 1, 1, 1}, false, "ragged 3x3, 130 outputs, dw split"},
 };
 #define CONV_SHAPES ((int)(sizeof conv_shapes / sizeof conv_shapes[0]))
 

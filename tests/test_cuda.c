@@ -1,7 +1,7 @@
 /* The CUDA backend against the CPU one: every op through the public API on
  * random inputs (outputs and every gradient), the SGEMM against a float64
  * reference on awkward sizes, dropout masks and random fills bit for bit,
- * gradient checks on the GPU, the implicit-GEMM conv (forward and dx)
+ * gradient checks on the GPU, the implicit-GEMM conv (forward, dx, dw, db)
  * against im2col's, the allocator and the error paths.
  * Without a GPU (or a build without the CUDA backend) every GPU test prints
  * why and skips; the no-device error test runs everywhere. */
@@ -687,7 +687,7 @@ static float *conv_dx_as(nn_conv_variant v, const nn_conv2d_geom *g, const float
     float *h = malloc(nx * sizeof *h);
     assert_non_null(h);
     float *dx = dev_copy(dx0, nx);
-    if (nn_cuda_conv2d_dx_as(v, g, NULL, w, dy, dx, ws) != NN_OK)
+    if (nn_cuda_conv2d_backward_as(v, g, NULL, w, dy, dx, NULL, NULL, ws) != NN_OK)
         fail_msg("%s: conv2d data gradient (way %d): %s", what, (int)v, nn_errmsg());
     assert_int_equal(gpu()->copy(h, NN_CPU, dx, NN_CUDA, nx * sizeof *h), NN_OK);
     gpu()->free(dx);
@@ -726,6 +726,76 @@ static void conv_implicit_dx_case(const nn_conv2d_geom *g, const char *what, con
     free(adx0);
 }
 
+/* dw0 + the weight gradient (and db0 + the bias gradient when db0) by `v`,
+ * read back into *dw_out and *db_out */
+static void conv_dw_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *x, const float *dy, const float *dw0,
+                       const float *db0, void *ws, float **dw_out, float **db_out, const char *what)
+{
+    const size_t nw = (size_t)g->oc * (g->c / g->groups) * g->kh * g->kw;
+    float *dw = dev_copy(dw0, nw), *db = db0 ? dev_copy(db0, g->oc) : NULL;
+    if (nn_cuda_conv2d_backward_as(v, g, x, NULL, dy, NULL, dw, db, ws) != NN_OK)
+        fail_msg("%s: conv2d weight gradient (way %d): %s", what, (int)v, nn_errmsg());
+    *dw_out = malloc(nw * sizeof **dw_out);
+    assert_non_null(*dw_out);
+    assert_int_equal(gpu()->copy(*dw_out, NN_CPU, dw, NN_CUDA, nw * sizeof **dw_out), NN_OK);
+    gpu()->free(dw);
+    if (db) {
+        *db_out = malloc(g->oc * sizeof **db_out);
+        assert_non_null(*db_out);
+        assert_int_equal(gpu()->copy(*db_out, NN_CPU, db, NN_CUDA, g->oc * sizeof **db_out), NN_OK);
+        gpu()->free(db);
+    }
+}
+
+/* |got - ref| <= CONV_IMPLICIT_TOL * scale elementwise; the worst ratio */
+static double within_scale(const float *got, const float *ref, const float *scale, size_t n, const char *what,
+                           const char *part)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double sc = (double)scale[i] + 1e-30, d = fabs((double)got[i] - (double)ref[i]);
+        if (!(d <= CONV_IMPLICIT_TOL * sc))
+            fail_msg("%s, %s: element %zu is %.9g by the implicit GEMM, %.9g by im2col (|diff| %.3g, sum of "
+                     "|terms| %.3g)", what, part, i, (double)got[i], (double)ref[i], d, sc);
+        worst = fmax(worst, d / sc);
+    }
+    return worst;
+}
+
+/* The weight and bias gradients likewise, db both by the separate kernel and
+ * fused into the dw product (NN_FUSE_BIAS_GRAD): the implicit GEMM sums over
+ * the whole batch (split in slices), im2col + GEMM chunk by chunk, so only
+ * the roundings agree to the tolerance; the scales are |dw0| + |dy| |x|^T by
+ * the im2col path and |db0| + the sums of |dy| in float64. */
+static void conv_implicit_dw_case(const nn_conv2d_geom *g, const char *what, const float *dx, const float *dax,
+                                  void *ws, uint64_t seed)
+{
+    const size_t ny = (size_t)g->n * g->oc * g->oh * g->ow, p = (size_t)g->oh * g->ow,
+                 nw = (size_t)g->oc * (g->c / g->groups) * g->kh * g->kw;
+    float *dy = rand_host(seed, ny, -1, 1), *dw0 = rand_host(seed + 1, nw, -1, 1), *db0 = rand_host(seed + 2, g->oc, -1, 1);
+    float *ady = host_abs(dy, ny), *adw0 = host_abs(dw0, nw), *bmag = host_abs(db0, g->oc);
+    for (size_t i = 0; i < ny; i++) bmag[i / p % g->oc] = (float)((double)bmag[i / p % g->oc] + ady[i]);
+    float *ddy = dev_copy(dy, ny), *dady = dev_copy(ady, ny);
+    float *wmag, *unused = NULL;
+    conv_dw_as(NN_CONV_IM2COL, g, dax, dady, adw0, NULL, ws, &wmag, &unused, what);
+    for (int fuse = 0; fuse <= 1; fuse++) {
+        nn_cuda_fuse_bias_grad_set(fuse);
+        float *ref_w, *ref_b, *got_w, *got_b;
+        conv_dw_as(NN_CONV_IM2COL, g, dx, ddy, dw0, db0, ws, &ref_w, &ref_b, what);
+        conv_dw_as(NN_CONV_IMPLICIT, g, dx, ddy, dw0, db0, ws, &got_w, &got_b, what);
+        const double ww = within_scale(got_w, ref_w, wmag, nw, what, fuse ? "dw (db fused)" : "dw");
+        const double wb = within_scale(got_b, ref_b, bmag, g->oc, what, fuse ? "db fused" : "db");
+        print_message("%-44s dw%s: worst |diff| %.2g, db %.2g of the sum of |terms|\n", what,
+                      fuse ? " (db fused)" : "", ww, wb);
+        free(ref_w), free(ref_b), free(got_w), free(got_b);
+    }
+    nn_cuda_fuse_bias_grad_set(-1);
+    gpu()->free(ddy);
+    gpu()->free(dady);
+    free(wmag);
+    free(dy), free(dw0), free(db0), free(ady), free(adw0), free(bmag);
+}
+
 static void conv_implicit_case(const conv_shape *cs, uint64_t seed)
 {
     const nn_backend *be = gpu();
@@ -736,8 +806,9 @@ static void conv_implicit_case(const conv_shape *cs, uint64_t seed)
     float *ax = host_abs(x, nx), *aw = host_abs(w, nw);
     float *dx = dev_copy(x, nx), *dw = dev_copy(w, nw), *db = dev_copy(b, g.oc), *dax = dev_copy(ax, nx),
           *daw = dev_copy(aw, nw);
-    void *ws = NULL;
-    assert_int_equal(be->alloc(&ws, be->conv2d_workspace(&g)), NN_OK);
+    void *ws = NULL; /* the im2col path's (the implicit one needs none) */
+    assert_int_equal(be->alloc(&ws, nn_cuda_conv2d_workspace_as(NN_CONV_IM2COL, &g)), NN_OK);
+    assert_true(nn_cuda_conv2d_workspace_as(NN_CONV_IMPLICIT, &g) == 0);
     float *mag = conv_as(NN_CONV_IM2COL, &g, dax, daw, NULL, ws, ny, cs->what);
     for (int with_bias = 1; with_bias >= 0; with_bias--) {
         float *ref = conv_as(NN_CONV_IM2COL, &g, dx, dw, with_bias ? db : NULL, ws, ny, cs->what);
@@ -761,6 +832,7 @@ static void conv_implicit_case(const conv_shape *cs, uint64_t seed)
     }
     free(mag);
     conv_implicit_dx_case(&g, cs->what, dw, daw, ws, seed + 3);
+    conv_implicit_dw_case(&g, cs->what, dx, dax, ws, seed + 5);
     be->free(ws);
     be->free(dx);
     be->free(dw);

@@ -10,7 +10,7 @@
 #     check it needs: the run must say steps ran from the graph, so a silent
 #     fallback fails);
 #   within a relative 1e-3 (other roundings): NN_FUSE_BIAS_GRAD (db summed
-#     in another order), NN_CONV_IMPLICIT (dx summed in another order; with
+#     in another order), NN_CONV_IMPLICIT (dx and dw summed in other orders; with
 #     NN_CONV_WS_MB=0 as gpu_check.sh's bench, a no-op at these sizes);
 #     NN_TF32 (operands rounded to 10 bits) on LeNet's first step only:
 #     later steps, from weights that already differ, drift apart by more
