@@ -556,6 +556,12 @@ gstep_extra "bench fp32, no ws cap, model" 30 env NN_CONV_WS_MB=0 NN_FUSE_BIAS=1
 gstep_extra "bench fp32, no ws cap, implicit conv, model" 30 env NN_CONV_IMPLICIT=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 \
     LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --model-only \
     --json "$work/bench_fp32_implicit.json"
+# and on tensor cores (NN_TF32=1: the implicit conv's own TF32 kernel, beside
+# the TF32 GEMM for the fc layers), against PyTorch's default
+# emulated: test_conv2d_implicit's tf32 cases (the marked shapes of tests/conv_shapes.h)
+gstep_extra "bench TF32, implicit conv, model" 30 env NN_TF32=1 NN_CONV_IMPLICIT=1 NN_FUSE_BIAS=1 \
+    LD_LIBRARY_PATH="$libpath" "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --model-only \
+    --json "$work/bench_tf32_implicit.json"
 
 # side by side: training images/s, ours over PyTorch's (into the log: at most
 # 8 files come back from $OUT, and the results take 8)
@@ -578,6 +584,8 @@ rows = [("fp32", load("bench_fp32.json", "devices", "cuda", "train", "images_per
         ("fp32, no cap, implicit conv", load("bench_fp32_implicit.json", "devices", "cuda", "train", "images_per_s"),
          load("torch_fp32.json", "train_images_per_s")),
         ("TF32 + no cap / PyTorch default", load("bench_tf32.json", "devices", "cuda", "train", "images_per_s"),
+         load("torch_default.json", "train_images_per_s")),
+        ("TF32 + implicit conv / default", load("bench_tf32_implicit.json", "devices", "cuda", "train", "images_per_s"),
          load("torch_default.json", "train_images_per_s"))]
 print("training images/s, batch 128    convnet   pytorch   ratio")
 for name, ours, theirs in rows:

@@ -150,17 +150,19 @@ nn_status nn_cuda_splitk_reduce(cudaStream_t s, int m, int n, int ksplit, const 
                                 int ldc, const nn_gemm_batch &bt);
 
 /* ---- conv2d_implicit.cu: the forward and gradients without a column buffer ----
- * y = conv(x, w) + b (b may be NULL) on stream s; NN_E_UNSUPPORTED when the
- * shape is past its int indices (nn_cuda_conv_implicit_fits says beforehand). */
+ * y = conv(x, w) + b (b may be NULL) on stream s, in strict fp32 or (tf32)
+ * on tensor cores; NN_E_UNSUPPORTED when the shape is past its int indices
+ * (nn_cuda_conv_implicit_fits says beforehand) or tf32 is asked of a device
+ * without it. */
 nn_status nn_cuda_conv2d_implicit(const nn_conv2d_geom *g, const float *x, const float *w, const float *b, float *y,
-                                  cudaStream_t s);
+                                  bool tf32, cudaStream_t s);
 /* dx += conv2d's data gradient for dy, likewise */
-nn_status nn_cuda_conv2d_implicit_dx(const nn_conv2d_geom *g, const float *w, const float *dy, float *dx,
+nn_status nn_cuda_conv2d_implicit_dx(const nn_conv2d_geom *g, const float *w, const float *dy, float *dx, bool tf32,
                                      cudaStream_t s);
 /* dw += conv2d's weight gradient for x and dy, and db += its bias gradient
  * (the row sums of dy in cuda/epilogue.h's order; NULL: none), likewise */
 nn_status nn_cuda_conv2d_implicit_dw(const nn_conv2d_geom *g, const float *x, const float *dy, float *dw, float *db,
-                                     cudaStream_t s);
+                                     bool tf32, cudaStream_t s);
 bool nn_cuda_conv_implicit_fits(const nn_conv2d_geom *g);
 
 /* ---- the table entries, one per slot of core/backend_slots.h (file: the op's name) ---- */

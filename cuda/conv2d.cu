@@ -64,12 +64,13 @@ static conv_plan plan_of(const nn_conv2d_geom *g)
 static nn_conv_variant pick(nn_conv_variant v, const nn_conv2d_geom *g)
 {
     if (v != NN_CONV_AUTO) return v;
-    return nn_cuda_conv_implicit_enabled() && nn_cuda_conv_implicit_fits(g) ? NN_CONV_IMPLICIT : NN_CONV_IM2COL;
+    if (!nn_cuda_conv_implicit_enabled() || !nn_cuda_conv_implicit_fits(g)) return NN_CONV_IM2COL;
+    return nn_cuda_tf32_enabled() ? NN_CONV_IMPLICIT_TF32 : NN_CONV_IMPLICIT;
 }
 
 extern "C" size_t nn_cuda_conv2d_workspace_as(nn_conv_variant v, const nn_conv2d_geom *g)
 {
-    if (pick(v, g) == NN_CONV_IMPLICIT) return 0;
+    if (pick(v, g) != NN_CONV_IM2COL) return 0;
     conv_plan q = plan_of(g);
     return (size_t)q.chunk * (q.kc + g->oc) * q.pp * sizeof(float);
 }
@@ -296,7 +297,8 @@ extern "C" nn_status nn_cuda_conv2d_forward_as(nn_conv_variant v, const nn_conv2
 {
     NN_TRY(check_geom(g, "conv2d_forward"));
     NN_CUDA_STREAM(s);
-    if (pick(v, g) == NN_CONV_IMPLICIT) return nn_cuda_conv2d_implicit(g, x, w, b, y, s);
+    const nn_conv_variant way = pick(v, g);
+    if (way != NN_CONV_IM2COL) return nn_cuda_conv2d_implicit(g, x, w, b, y, way == NN_CONV_IMPLICIT_TF32, s);
     NN_TRY(check_ws(ws, "conv2d_forward"));
     return forward_im2col(g, x, w, b, y, ws, s);
 }
@@ -321,9 +323,11 @@ extern "C" nn_status nn_cuda_conv2d_backward_as(nn_conv_variant v, const nn_conv
         bias_grad_cuda(g->n, g->oc, q.p, dy, db, s);
         NN_CUDA_LAUNCHED("conv2d bias gradient");
     }
-    if (pick(v, g) == NN_CONV_IMPLICIT) { /* no column buffer at all */
-        if (dx) NN_TRY(nn_cuda_conv2d_implicit_dx(g, w, dy, dx, s));
-        return dw ? nn_cuda_conv2d_implicit_dw(g, x, dy, dw, fuse_db ? db : nullptr, s) : NN_OK;
+    const nn_conv_variant way = pick(v, g);
+    if (way != NN_CONV_IM2COL) { /* no column buffer at all */
+        const bool tf32 = way == NN_CONV_IMPLICIT_TF32;
+        if (dx) NN_TRY(nn_cuda_conv2d_implicit_dx(g, w, dy, dx, tf32, s));
+        return dw ? nn_cuda_conv2d_implicit_dw(g, x, dy, dw, fuse_db ? db : nullptr, tf32, s) : NN_OK;
     }
     if (!dx && !dw) return NN_OK;
     NN_TRY(check_ws(ws, "conv2d_backward"));

@@ -26,9 +26,14 @@ struct conv_implicit_args {
     int kchunk, splits; /* K per slice (a multiple of BK) and the slices */
 };
 
-/* Each thread stages 4 consecutive K elements of one A row (m, k..k+3) and 4
- * consecutive columns of one B row (k, n..n+3); a gather's state holds what
- * is fixed for the whole K loop about the thread's 4 columns n (found once). */
+/* A gather states each product's index rules once, for both kernels:
+ *   m, n, k          the product's sizes (per group);
+ *   column           what is fixed about one column n of B for the whole K
+ *                    loop (found once per thread: column_of; a column past
+ *                    N gets one that every element misses);
+ *   a_at(gi, m, k)   the offset of A (m, k) in a_src (m < M, k < K);
+ *   b_at(gi, col, k) the offset of B (k, n) in b_src, or -1 for a zero;
+ *   store            where C (m, n) goes. */
 
 /* forward: A = w[gi] (OC/G, C/G*KH*KW) as stored, B[k, q] from x (the im2col rule) */
 struct conv_fwd_gather {
@@ -36,32 +41,20 @@ struct conv_fwd_gather {
     static NN_CONV_HD int m(const nn_conv2d_geom &g) { return g.oc / g.groups; }
     static NN_CONV_HD int n(const nn_conv2d_geom &g) { return g.n * g.oh * g.ow; }
     static NN_CONV_HD int k(const nn_conv2d_geom &g) { return g.c / g.groups * g.kh * g.kw; }
-    nn_conv_col win[4]; /* the windows of the thread's 4 columns */
-
-    __device__ conv_fwd_gather(const nn_conv2d_geom &g, int, int n0)
+    typedef nn_conv_col column; /* the window of column q */
+    static __device__ column column_of(const nn_conv2d_geom &g, int, int q)
     {
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const int q = n0 + i;
-            win[i] = nn_conv_col_of(g, q < n(g) ? q : 0);
-            if (q >= n(g)) win[i].y0 = -(1 << 29); /* a column past the end: every tap misses (zeros) */
-        }
+        column c = nn_conv_col_of(g, q < n(g) ? q : 0);
+        if (q >= n(g)) c.y0 = -(1 << 29); /* past the end: every tap misses (zeros) */
+        return c;
     }
-    __device__ void load_a(const conv_implicit_args &a, int gi, int m_, int k0, int kend, float r[4]) const
+    static __device__ long long a_at(const nn_conv2d_geom &g, int gi, int m_, int k_)
     {
-        const nn_conv2d_geom &g = a.g;
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            r[i] = m_ < m(g) && k0 + i < kend ? __ldg(a.a_src + ((long long)gi * m(g) + m_) * k(g) + k0 + i) : 0.0f;
+        return ((long long)gi * m(g) + m_) * k(g) + k_;
     }
-    __device__ void load_b(const conv_implicit_args &a, int gi, int k_, int kend, float r[4]) const
+    static __device__ long long b_at(const nn_conv2d_geom &g, int gi, const column &c, int k_)
     {
-        const nn_conv_row row = nn_conv_row_of(a.g, gi, k_ < kend ? k_ : 0);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const long long src = k_ < kend ? nn_conv_src(a.g, win[i], row) : -1;
-            r[i] = src >= 0 ? __ldg(a.b_src + src) : 0.0f;
-        }
+        return nn_conv_src(g, c, nn_conv_row_of(g, gi, k_));
     }
     /* y[s, gi*M + m, pixel] = acc (+ b), as the im2col path's 1 * acc + bias */
     static __device__ void store(const conv_implicit_args &a, int gi, int, int m_, int q, float acc)
@@ -76,41 +69,25 @@ struct conv_fwd_gather {
 /* data gradient: A = w[gi]^T (C/G, OC/G*KH*KW), element (c, (o, i, j)) at
  * w[gi*OC/G + o, c, i, j]; B'[k, q] from dy (the transposed rule) */
 struct conv_dx_gather {
-    static constexpr const char *what = "conv2d implicit GEMM, data gradient"; /* for launch errors */
+    static constexpr const char *what = "conv2d implicit GEMM, data gradient";
     static NN_CONV_HD int m(const nn_conv2d_geom &g) { return g.c / g.groups; }
     static NN_CONV_HD int n(const nn_conv2d_geom &g) { return g.n * g.h * g.w; }
     static NN_CONV_HD int k(const nn_conv2d_geom &g) { return g.oc / g.groups * g.kh * g.kw; }
-    nn_conv_col win[4];
-
-    __device__ conv_dx_gather(const nn_conv2d_geom &g, int, int n0)
+    typedef nn_conv_col column; /* input pixel q's place in dy's planes */
+    static __device__ column column_of(const nn_conv2d_geom &g, int, int q)
     {
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const int q = n0 + i;
-            win[i] = nn_convt_col_of(g, q < n(g) ? q : 0);
-            if (q >= n(g)) win[i].y0 = -(1 << 29); /* past the end: no output takes any tap */
-        }
+        column c = nn_convt_col_of(g, q < n(g) ? q : 0);
+        if (q >= n(g)) c.y0 = -(1 << 29); /* past the end: no output takes any tap */
+        return c;
     }
-    __device__ void load_a(const conv_implicit_args &a, int gi, int m_, int k0, int kend, float r[4]) const
+    static __device__ long long a_at(const nn_conv2d_geom &g, int gi, int m_, int k_)
     {
-        const nn_conv2d_geom &g = a.g;
-        const int khw = g.kh * g.kw;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const int k_ = k0 + i, o = k_ / khw;
-            r[i] = m_ < m(g) && k_ < kend
-                       ? __ldg(a.a_src + (((long long)gi * (g.oc / g.groups) + o) * m(g) + m_) * khw + (k_ - o * khw))
-                       : 0.0f;
-        }
+        const int khw = g.kh * g.kw, o = k_ / khw;
+        return (((long long)gi * (g.oc / g.groups) + o) * m(g) + m_) * khw + (k_ - o * khw);
     }
-    __device__ void load_b(const conv_implicit_args &a, int gi, int k_, int kend, float r[4]) const
+    static __device__ long long b_at(const nn_conv2d_geom &g, int gi, const column &c, int k_)
     {
-        const nn_conv_row row = nn_convt_row_of(a.g, gi, k_ < kend ? k_ : 0);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const long long src = k_ < kend ? nn_convt_src(a.g, win[i], row) : -1;
-            r[i] = src >= 0 ? __ldg(a.b_src + src) : 0.0f;
-        }
+        return nn_convt_src(g, c, nn_convt_row_of(g, gi, k_));
     }
     /* dx[s, gi*M + m, pixel] += acc */
     static __device__ void store(const conv_implicit_args &a, int gi, int, int m_, int q, float acc)
@@ -122,59 +99,68 @@ struct conv_dx_gather {
 };
 
 /* weight gradient: A = dy[:, gi] (OC/G, N*OH*OW), element (o, (s, pixel)) at
- * dy[s, gi*OC/G + o, pixel]; B^T[q, k] = B[k, q] from x (the forward's rule,
- * its rows now the thread's 4 fixed columns) */
+ * dy[s, gi*OC/G + o, pixel]; B^T[q, k] = B[k, q] from x (the forward's rule
+ * with the roles of rows and columns swapped: a column is a tap) */
 struct conv_dw_gather {
-    static constexpr const char *what = "conv2d implicit GEMM, weight gradient"; /* for launch errors */
+    static constexpr const char *what = "conv2d implicit GEMM, weight gradient";
     static NN_CONV_HD int m(const nn_conv2d_geom &g) { return g.oc / g.groups; }
     static NN_CONV_HD int n(const nn_conv2d_geom &g) { return g.c / g.groups * g.kh * g.kw; }
     static NN_CONV_HD int k(const nn_conv2d_geom &g) { return g.n * g.oh * g.ow; }
-    nn_conv_row tap[4]; /* the rows of B (taps) of the thread's 4 columns of dw */
-
-    __device__ conv_dw_gather(const nn_conv2d_geom &g, int gi, int n0)
+    typedef nn_conv_row column; /* tap n: its channel plane and kernel offset */
+    static __device__ column column_of(const nn_conv2d_geom &g, int gi, int t)
     {
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const int kk = n0 + i;
-            tap[i] = nn_conv_row_of(g, gi, kk < n(g) ? kk : 0);
-            if (kk >= n(g)) tap[i].i = -(1 << 29); /* a column past the end: misses every window (zeros) */
-        }
+        column c = nn_conv_row_of(g, gi, t < n(g) ? t : 0);
+        if (t >= n(g)) c.i = -(1 << 29); /* past the end: misses every window (zeros) */
+        return c;
     }
-    /* dy[s, gi*M + m, pixel] for the 4 positions q = k0.. (s, pixel), 0 past kend */
-    __device__ void load_a(const conv_implicit_args &a, int gi, int m_, int k0, int kend, float r[4]) const
+    static __device__ long long a_at(const nn_conv2d_geom &g, int gi, int m_, int q)
     {
-        const nn_conv2d_geom &g = a.g;
-        const int p = g.oh * g.ow;
-        int s = k0 / p, px = k0 - s * p;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            r[i] = m_ < m(g) && k0 + i < kend
-                       ? __ldg(a.a_src + ((long long)s * g.oc + (long long)gi * m(g) + m_) * p + px)
-                       : 0.0f;
-            if (++px == p) px = 0, s++;
-        }
+        const int p = g.oh * g.ow, s = q / p;
+        return ((long long)s * g.oc + (long long)gi * m(g) + m_) * p + (q - s * p);
     }
-    __device__ void load_b(const conv_implicit_args &a, int, int q, int kend, float r[4]) const
+    static __device__ long long b_at(const nn_conv2d_geom &g, int, const column &c, int q)
     {
-        const nn_conv_col win = nn_conv_col_of(a.g, q < kend ? q : 0);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const long long src = q < kend ? nn_conv_src(a.g, win, tap[i]) : -1;
-            r[i] = src >= 0 ? __ldg(a.b_src + src) : 0.0f;
-        }
+        return nn_conv_src(g, nn_conv_col_of(g, q), c);
     }
-    /* dw[gi*M + m, k] += acc (the im2col path's 1 * acc + 1 * dw), or the slice's partial */
-    static __device__ void store(const conv_implicit_args &a, int gi, int ks, int m_, int kk, float acc)
+    /* dw[gi*M + m, t] += acc (the im2col path's 1 * acc + 1 * dw), or the slice's partial */
+    static __device__ void store(const conv_implicit_args &a, int gi, int ks, int m_, int t, float acc)
     {
         const int M = m(a.g), N = n(a.g);
         if (a.splits > 1)
-            a.out[(((long long)gi * a.splits + ks) * M + m_) * N + kk] = acc;
+            a.out[(((long long)gi * a.splits + ks) * M + m_) * N + t] = acc;
         else {
-            float *o = a.out + ((long long)gi * M + m_) * N + kk;
+            float *o = a.out + ((long long)gi * M + m_) * N + t;
             *o = 1.0f * acc + *o;
         }
     }
 };
+
+/* Where a block works: group gi, slice ks of K = [kbeg, kend) */
+struct conv_implicit_block {
+    int gi, ks, kbeg, kend;
+};
+
+template <class G>
+static __device__ conv_implicit_block conv_block(const conv_implicit_args &a)
+{
+    conv_implicit_block b;
+    b.gi = blockIdx.z / a.splits;
+    b.ks = blockIdx.z - b.gi * a.splits;
+    b.kbeg = b.ks * a.kchunk;
+    b.kend = min(G::k(a.g), b.kbeg + a.kchunk);
+    return b;
+}
+
+/* The row sums (db of the weight gradient, cuda/epilogue.h's rule): alone on
+ * these rows in this group (or slice), so a plain store */
+static __device__ void conv_store_rowsum(const conv_implicit_args &a, const conv_implicit_block &b, int m, int M,
+                                         float rs)
+{
+    if (a.splits > 1)
+        a.rowsum[nn_rowsum_slot(blockIdx.z, m, M)] = rs;
+    else
+        a.rowsum[(long long)b.gi * M + m] += rs;
+}
 
 template <class G, int BM, int BN, int BK, int TM, int TN>
 static __global__ void __launch_bounds__((BM / TM) * (BN / TN))
@@ -188,9 +174,8 @@ conv_implicit_kernel(conv_implicit_args args)
     __shared__ __align__(16) float Bs[2][BK][BN + 4];
 
     const nn_conv2d_geom &g = args.g;
-    const int gi = blockIdx.z / args.splits, ks = blockIdx.z - gi * args.splits;
-    const int M = G::m(g), N = G::n(g), K = G::k(g);
-    const int kbeg = ks * args.kchunk, kend = min(K, kbeg + args.kchunk);
+    const conv_implicit_block blk = conv_block<G>(args);
+    const int gi = blk.gi, kbeg = blk.kbeg, kend = blk.kend, M = G::m(g), N = G::n(g);
     const int tid = threadIdx.x, tx = tid % (BN / TN), ty = tid / (BN / TN);
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
 
@@ -198,15 +183,23 @@ conv_implicit_kernel(conv_implicit_args args)
      * consecutive columns of one row k */
     const int a_r = tid / (BK / 4), a_c = (tid % (BK / 4)) * 4;
     const int b_r = tid / (BN / 4), b_c = (tid % (BN / 4)) * 4;
-    const G gather(g, gi, n0 + b_c);
+    typename G::column col[4]; /* the thread's 4 columns of B */
+#pragma unroll
+    for (int i = 0; i < 4; i++) col[i] = G::column_of(g, gi, n0 + b_c + i);
     /* the row sums of A (db of the weight gradient, cuda/epilogue.h's rule):
      * thread tid < BM of the first tile column adds row m0 + tid in k order */
-    float *rsum = args.rowsum && nn_rowsum_owner(blockIdx.x) ? args.rowsum : nullptr;
+    const bool rsum = args.rowsum && nn_rowsum_owner(blockIdx.x);
     float rs = 0.0f;
     float ra[4], rb[4];
     auto load = [&](int k0) {
-        gather.load_a(args, gi, m0 + a_r, k0 + a_c, kend, ra);
-        gather.load_b(args, gi, k0 + b_r, kend, rb);
+        const int m = m0 + a_r, kb = k0 + b_r;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int ka = k0 + a_c + i;
+            ra[i] = m < M && ka < kend ? __ldg(args.a_src + G::a_at(g, gi, m, ka)) : 0.0f;
+            const long long src = kb < kend ? G::b_at(g, gi, col[i], kb) : -1;
+            rb[i] = src >= 0 ? __ldg(args.b_src + src) : 0.0f;
+        }
     };
     auto stage = [&](int buf) {
 #pragma unroll
@@ -266,17 +259,90 @@ conv_implicit_kernel(conv_implicit_args args)
 #pragma unroll
             for (int i = 0; i < TM; i++) {
                 const int m = m0 + (i / 4) * SM_ + ty * 4 + (i % 4);
-                if (m < M) G::store(args, gi, ks, m, nn, acc[i][gq * 4 + j]);
+                if (m < M) G::store(args, gi, blk.ks, m, nn, acc[i][gq * 4 + j]);
             }
         }
     }
-    /* the row sums: alone on these rows in this group (or slice), so a plain store */
-    if (rsum && tid < BM && m0 + tid < M) {
-        if (args.splits > 1)
-            rsum[nn_rowsum_slot(blockIdx.z, m0 + tid, M)] = rs;
-        else
-            rsum[(long long)gi * M + m0 + tid] += rs;
-    }
+    if (rsum && tid < BM && m0 + tid < M) conv_store_rowsum(args, blk, m0 + tid, M, rs);
+}
+
+/* The same products on tensor cores (NN_TF32=1; cuda/tf32.cuh): gemm_tf32.cuh's
+ * 128 x 128 x 32 tiles, 8 warps of mma.m16n8k8 and the ring of cp.async
+ * slices, with each tile element copied on its own from the offset its
+ * gather computes (4-byte cp.async; a zero is a copy of no bytes). Shared
+ * tiles A [m][k] and B [k][n]: a thread's B column stays the same for the
+ * whole K loop (column_of once), its A column k and B rows k vary. */
+template <class G>
+static __global__ void __launch_bounds__(TF32_THREADS, TF32_MIN_BLOCKS)
+conv_implicit_tf32_kernel(conv_implicit_args args)
+{
+#if __CUDA_ARCH__ >= 800 || defined(NN_CUDA_EMU)
+    extern __shared__ __align__(16) float tf32_smem[];
+    constexpr int A_PITCH = tf32_a_pitch(false), B_PITCH = tf32_b_pitch(false);
+    const nn_conv2d_geom &g = args.g;
+    const conv_implicit_block blk = conv_block<G>(args);
+    const int gi = blk.gi, kbeg = blk.kbeg, kend = blk.kend, M = G::m(g), N = G::n(g);
+    const int ktiles = kend > kbeg ? (kend - kbeg + TF32_BK - 1) / TF32_BK : 0;
+    const int m0 = blockIdx.y * TF32_BM, n0 = blockIdx.x * TF32_BN, tid = threadIdx.x;
+    const bool rsum = args.rowsum && nn_rowsum_owner(blockIdx.x);
+    float rs = 0.0f;
+    auto a_tile = [&](int st) { return tf32_smem + st * 2 * TF32_TILE_FLOATS; };
+    auto b_tile = [&](int st) { return tf32_smem + st * 2 * TF32_TILE_FLOATS + TF32_TILE_FLOATS; };
+
+    /* element e = tid + i * THREADS of a tile: A (m, k) = (e / BK, e % BK), B (k, n) = (e / BN, e % BN) */
+    constexpr int PER = TF32_BM * TF32_BK / TF32_THREADS;
+    static_assert(TF32_BN * TF32_BK / TF32_THREADS == PER && TF32_THREADS % TF32_BK == 0 && TF32_THREADS % TF32_BN == 0,
+                  "every thread copies PER elements of each tile, in a fixed A column and B column");
+    const typename G::column col = G::column_of(g, gi, n0 + tid % TF32_BN);
+    auto load_slice = [&](int t) {
+        const int k0 = kbeg + t * TF32_BK, st = t % TF32_STAGES;
+        float *at = a_tile(st), *bt = b_tile(st);
+        const int ka = k0 + tid % TF32_BK;
+#pragma unroll 4
+        for (int i = 0; i < PER; i++) {
+            const int r = tid / TF32_BK + i * (TF32_THREADS / TF32_BK), m = m0 + r;
+            const bool in = m < M && ka < kend;
+            tf32_cp4(at + r * A_PITCH + tid % TF32_BK, in ? args.a_src + G::a_at(g, gi, m, ka) : args.a_src, in ? 4 : 0);
+        }
+#pragma unroll 4
+        for (int i = 0; i < PER; i++) {
+            const int r = tid / TF32_BN + i * (TF32_THREADS / TF32_BN), kb = k0 + r;
+            const long long src = kb < kend ? G::b_at(g, gi, col, kb) : -1;
+            tf32_cp4(bt + r * B_PITCH + tid % TF32_BN, src >= 0 ? args.b_src + src : args.b_src, src >= 0 ? 4 : 0);
+        }
+    };
+
+    const int lane = tid % 32, warp = tid / 32, gr = lane / 4, tc = lane % 4;
+    const int wm = tf32_warp_m(warp), wn = tf32_warp_n(warp);
+    float acc[4][4][4];
+    tf32_zero(acc);
+    tf32_ring(ktiles, load_slice, [&](int st) {
+        const float *As = a_tile(st), *Bs = b_tile(st);
+        if (rsum && tid < TF32_BM) { /* A (m0 + tid, k) in k order, unrounded, 0 past kend */
+#pragma unroll 8
+            for (int kk = 0; kk < TF32_BK; kk++) rs += As[tid * A_PITCH + kk];
+        }
+        tf32_slice_mma<false, false>(As, Bs, acc, wm, wn, lane);
+    });
+
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int m = m0 + wm + i * 16 + gr + h * 8;
+            if (m >= M) continue;
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int n = n0 + wn + j * 8 + 2 * tc + e;
+                    if (n < N) G::store(args, gi, blk.ks, m, n, acc[i][j][h * 2 + e]);
+                }
+        }
+    if (rsum && tid < TF32_BM && m0 + tid < M) conv_store_rowsum(args, blk, m0 + tid, M, rs);
+#else
+    __trap(); /* the host never launches this below sm_80 (nn_cuda_tf32_supported) */
+#endif
 }
 
 #endif

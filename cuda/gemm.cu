@@ -315,14 +315,14 @@ static int compute_major(void)
 }
 
 /* mma.sync on TF32 and cp.async need sm_80 (and a build for it) */
-static bool tf32_supported(void) { return NN_CUDA_SM >= 80 && compute_major() >= 8; }
+extern "C" bool nn_cuda_tf32_supported(void) { return NN_CUDA_SM >= 80 && compute_major() >= 8; }
 
 extern "C" bool nn_cuda_tf32_enabled(void)
 {
     static int on = -1;
     if (on < 0) {
         const char *e = getenv(NN_TF32_ENV);
-        on = e && e[0] == '1' && tf32_supported();
+        on = e && e[0] == '1' && nn_cuda_tf32_supported();
     }
     return on;
 }
@@ -489,7 +489,7 @@ static nn_status sgemm_as(cudaStream_t s, nn_gemm_variant v, bool ta, bool tb, i
     if (lda < (ta ? m : k) || ldb < (tb ? k : n) || ldc < n)
         return nn_error(NN_E_ARG, "cuda sgemm: leading dimensions %d, %d, %d too small for %dx%dx%d",
                         lda, ldb, ldc, m, n, k);
-    if (v == NN_GEMM_TF32 && !tf32_supported())
+    if (v == NN_GEMM_TF32 && !nn_cuda_tf32_supported())
         return nn_error(NN_E_UNSUPPORTED, "cuda sgemm: the TF32 kernel needs compute capability 8.0 and a "
                         "build for it (gpu_sm %d)", NN_CUDA_SM);
     return run_plan(s, plan_gemm(v, m, n, k, bt.count), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bt);

@@ -38,6 +38,9 @@ nn_gemm_variant nn_cuda_gemm_pick(int m, int n, int k, int count);
 /* TF32 switch: NN_TF32=1 in the environment (read once) on a device that has
  * TF32 tensor cores. Off by default: results then are strict fp32. */
 bool nn_cuda_tf32_enabled(void);
+/* Whether the TF32 tensor-core kernels can run at all: a build for sm_80 or
+ * later, on such a device. */
+bool nn_cuda_tf32_supported(void);
 /* NN_FUSE_BIAS=1 in the environment (read once): conv2d and linear add their
  * bias in the GEMM's epilogue instead of writing it to y first (identical
  * sums: acc + 1 * bias either way). Off by default until measured on a GPU. */
@@ -62,9 +65,11 @@ nn_status nn_cuda_gemm_fused_as(nn_gemm_variant v, bool ta, bool tb, int m, int 
 /* conv2d's two ways (conv2d.cu, conv2d_implicit.cu): im2col + GEMM (+
  * col2im) through the workspace, or the implicit GEMM (no workspace). */
 typedef enum nn_conv_variant {
-    NN_CONV_AUTO,     /* what the op runs: implicit when nn_cuda_conv_implicit_enabled and the shape fits */
+    NN_CONV_AUTO,     /* what the op runs: implicit when nn_cuda_conv_implicit_enabled and the shape fits, */
+                      /* on tensor cores when nn_cuda_tf32_enabled too */
     NN_CONV_IM2COL,   /* im2col + our GEMM, in chunks of samples (the reference) */
     NN_CONV_IMPLICIT, /* B's tiles gathered from x (core/conv_index.h), strict fp32 */
+    NN_CONV_IMPLICIT_TF32, /* the same on tensor cores, operands rounded to TF32 (sm_80 and later) */
 } nn_conv_variant;
 
 /* The workspace way `v` needs (0 for the implicit GEMM; NN_CONV_AUTO: what

@@ -1,4 +1,6 @@
-/* The TF32 tensor-core SGEMM (sm_80 and later), included by gemm.cu only:
+/* The TF32 tensor-core SGEMM (sm_80 and later), included by gemm.cu only
+ * (its instructions and slice products are in tf32.cuh, which the implicit
+ * convolution's tensor-core kernel shares):
  * same contract as the fp32 kernel there (row-major C (M, N) = alpha op(A)
  * op(B) + beta C, either operand stored transposed, batched, optional split-K
  * slices), but A and B are rounded to TF32 (10-bit mantissa, round to nearest)
@@ -20,86 +22,7 @@
  *   C (16 x 8):       c0 (g, 2t)  c1 (g, 2t+1)  c2 (g+8, 2t)  c3 (g+8, 2t+1)
  * A warp's 64 x 32 share of the tile is 4 x 4 such products per k-step of 8. */
 
-#define TF32_BM 128
-#define TF32_BN 128
-#define TF32_BK 32
-#define TF32_THREADS 256
-#define TF32_STAGES 3
-/* Blocks per multiprocessor asked of the compiler (registers capped at 128;
- * ptxas -v for sm_90: no spills in NN/NT, 8 bytes in TN/TT) and counted on by
- * the split-K choice; two rings of 108 KiB fit in Hopper's 228 KiB. */
-#define TF32_MIN_BLOCKS 2
-/* Pads (floats) of the shared rows. A row along K (32 floats + 4): lane (g, t)
- * reads row g, column t -> bank 4g + t, all distinct. A row along M or N (128
- * + 8): lane reads row t, column g -> bank 8t + g, all distinct. Both keep
- * rows 16-byte aligned for cp.async. */
-#define TF32_PAD_K 4
-#define TF32_PAD_MN 8
-/* One operand's tile, either orientation, in floats (the larger of the two) */
-#define TF32_TILE_FLOATS (TF32_BM * (TF32_BK + TF32_PAD_K))
-static_assert(TF32_BK * (TF32_BM + TF32_PAD_MN) <= TF32_TILE_FLOATS, "a k-major tile fits the slot");
-#define TF32_SMEM_BYTES (TF32_STAGES * 2 * TF32_TILE_FLOATS * (int)sizeof(float))
-
-/* cp.async of 16 (or 4) bytes; src_bytes < size fills the rest with zeros,
- * and src_bytes = 0 reads nothing (the address must still be valid). */
-static __device__ __forceinline__ void tf32_cp16(float *dst, const float *src, int src_bytes)
-{
-#if defined(NN_CUDA_EMU)
-    nn_emu::cp_async(dst, src, 16, src_bytes);
-#elif __CUDA_ARCH__ >= 800
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
-#endif
-}
-static __device__ __forceinline__ void tf32_cp4(float *dst, const float *src, int src_bytes)
-{
-#if defined(NN_CUDA_EMU)
-    nn_emu::cp_async(dst, src, 4, src_bytes);
-#elif __CUDA_ARCH__ >= 800
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
-#endif
-}
-static __device__ __forceinline__ void tf32_commit(void)
-{
-#if defined(NN_CUDA_EMU)
-    nn_emu::cp_async_commit();
-#elif __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\n" ::);
-#endif
-}
-/* waits until at most N groups of this thread are still in flight */
-template <int N> static __device__ __forceinline__ void tf32_wait(void)
-{
-#if defined(NN_CUDA_EMU)
-    nn_emu::cp_async_wait(N);
-#elif __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-#endif
-}
-
-static __device__ __forceinline__ unsigned tf32_round(float x)
-{
-    unsigned r = 0;
-#if defined(NN_CUDA_EMU)
-    r = nn_emu::tf32_round(x);
-#elif __CUDA_ARCH__ >= 800
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-#endif
-    return r;
-}
-
-static __device__ __forceinline__ void tf32_mma(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2])
-{
-#if defined(NN_CUDA_EMU)
-    nn_emu::mma_tf32_m16n8k8(c, a, b);
-#elif __CUDA_ARCH__ >= 800
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-}
+#include "cuda/tf32.cuh"
 
 /* Copies a ROWS x COLS block of a stored matrix (row r0.., column c0..,
  * leading dimension ld; rows >= rlim or columns >= clim read as 0) into a
@@ -153,8 +76,7 @@ sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A,
     float rs = 0.0f;
 
     /* shared tiles in the stored layout: A (m, k) at TA ? [k][m] : [m][k], B (k, n) at TB ? [n][k] : [k][n] */
-    constexpr int A_PITCH = TA ? TF32_BM + TF32_PAD_MN : TF32_BK + TF32_PAD_K;
-    constexpr int B_PITCH = TB ? TF32_BK + TF32_PAD_K : TF32_BN + TF32_PAD_MN;
+    constexpr int A_PITCH = tf32_a_pitch(TA);
     auto a_tile = [&](int st) { return tf32_smem + st * 2 * TF32_TILE_FLOATS; };
     auto b_tile = [&](int st) { return tf32_smem + st * 2 * TF32_TILE_FLOATS + TF32_TILE_FLOATS; };
     const bool va = vec & VEC_A, vb = vec & VEC_B;
@@ -174,62 +96,19 @@ sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A,
 
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int g = lane / 4, t = lane % 4;
-    const int wm = (warp / 4) * 64, wn = (warp % 4) * 32; /* the warp's corner inside the tile */
+    const int wm = tf32_warp_m(warp), wn = tf32_warp_n(warp); /* the warp's corner inside the tile */
     float acc[4][4][4];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int r = 0; r < 4; r++) acc[i][j][r] = 0.0f;
+    tf32_zero(acc);
 
-    /* the ring: STAGES - 1 slices in flight before the first product; one
-     * commit per iteration (empty near the end) keeps the group count exact */
-#pragma unroll
-    for (int s = 0; s < TF32_STAGES - 1; s++) {
-        if (s < ktiles) load_slice(s);
-        tf32_commit();
-    }
-    for (int kt = 0; kt < ktiles; kt++) {
-        tf32_wait<TF32_STAGES - 2>(); /* this thread's copies of slice kt are done */
-        __syncthreads();              /* everyone's are, and slot (kt - 1) % STAGES is no longer read */
-        if (kt + TF32_STAGES - 1 < ktiles) load_slice(kt + TF32_STAGES - 1);
-        tf32_commit();
-
-        const float *As = a_tile(kt % TF32_STAGES), *Bs = b_tile(kt % TF32_STAGES);
-        if (rsum && threadIdx.x < TF32_BM) { /* slice kt: A (m0 + tid, k) in k order, 0 outside */
+    tf32_ring(ktiles, load_slice, [&](int st) {
+        const float *As = a_tile(st), *Bs = b_tile(st);
+        if (rsum && threadIdx.x < TF32_BM) { /* this slice: A (m0 + tid, k) in k order, 0 outside */
 #pragma unroll 8
             for (int kk = 0; kk < TF32_BK; kk++)
                 rs += TA ? As[kk * A_PITCH + threadIdx.x] : As[threadIdx.x * A_PITCH + kk];
         }
-#pragma unroll
-        for (int kk = 0; kk < TF32_BK; kk += 8) {
-            unsigned af[4][4], bf[4][2];
-#pragma unroll
-            for (int i = 0; i < 4; i++) {
-                const int m = wm + i * 16 + g;
-#define A_AT(mm, k) (TA ? As[(k) * A_PITCH + (mm)] : As[(mm) * A_PITCH + (k)])
-                af[i][0] = tf32_round(A_AT(m, kk + t));
-                af[i][1] = tf32_round(A_AT(m + 8, kk + t));
-                af[i][2] = tf32_round(A_AT(m, kk + t + 4));
-                af[i][3] = tf32_round(A_AT(m + 8, kk + t + 4));
-#undef A_AT
-            }
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int n = wn + j * 8 + g;
-#define B_AT(k, nn) (TB ? Bs[(nn) * B_PITCH + (k)] : Bs[(k) * B_PITCH + (nn)])
-                bf[j][0] = tf32_round(B_AT(kk + t, n));
-                bf[j][1] = tf32_round(B_AT(kk + t + 4, n));
-#undef B_AT
-            }
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-#pragma unroll
-                for (int j = 0; j < 4; j++) tf32_mma(acc[i][j], af[i], bf[j]);
-        }
-    }
-    tf32_wait<0>(); /* no copy may outlive the block (only empty groups remain) */
+        tf32_slice_mma<TA, TB>(As, Bs, acc, wm, wn, lane);
+    });
 
     /* epilogue: C = alpha acc + beta C, never reading C when beta == 0 */
 #pragma unroll
@@ -260,7 +139,7 @@ sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A,
             rsum[m0 + threadIdx.x] += rs;
     }
 #else
-    __trap(); /* the host never launches this below sm_80 (tf32_supported) */
+    __trap(); /* the host never launches this below sm_80 (nn_cuda_tf32_supported) */
 #endif
 }
 

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/backend.h"
 #include "tests/testutil.h" /* cmocka */
@@ -26,11 +27,18 @@ static inline bool gpu_ready(void)
 /* True when the "GPU" is tests/cuda_emu's CPU runtime (CONVNET_GPU_EMULATED=1,
  * set by tests/meson.build): a thousand times slower, so tests leave their
  * paper-size cases to a real GPU and say so (tests/meson.build's
- * cuda_emu_paper_shapes sets it to 0 to run them anyway). */
+ * cuda_emu_paper_shapes sets it to "paper" to run them anyway:
+ * gpu_emulated_paper). */
 static inline bool gpu_emulated(void)
 {
     const char *e = getenv("CONVNET_GPU_EMULATED");
-    return e && e[0] == '1';
+    return e && (strcmp(e, "1") == 0 || strcmp(e, "paper") == 0);
+}
+
+static inline bool gpu_emulated_paper(void)
+{
+    const char *e = getenv("CONVNET_GPU_EMULATED");
+    return e && strcmp(e, "paper") == 0;
 }
 
 /* First statement of a GPU test: skips it (cmocka's skip) without a GPU. */

@@ -647,6 +647,36 @@ static void test_conv2d_gradcheck(void **state)
  * GEMM_TOL. One tap read from the wrong place errs by ~1/K of that sum or
  * more: 3e-4 at the largest K here (3456). */
 #define CONV_IMPLICIT_TOL 1e-5
+/* The tensor-core way (NN_CONV_IMPLICIT_TF32) rounds its operands to TF32;
+ * given operands already so rounded (tf32_host) both ways multiply the same
+ * values exactly and differ only in how fp32 sums round: the mma's own
+ * additions may truncate, so a wider margin than CONV_IMPLICIT_TOL, still
+ * under the ~1/K that a wrong tap costs (3e-4 at K = 3456). */
+#define CONV_IMPLICIT_TF32_TOL 1e-4
+
+static double implicit_tol(nn_conv_variant way)
+{
+    return way == NN_CONV_IMPLICIT_TF32 ? CONV_IMPLICIT_TF32_TOL : CONV_IMPLICIT_TOL;
+}
+
+/* x rounded as cvt.rna.tf32 does: 10 mantissa bits, to nearest, ties away from zero */
+static float tf32_host(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    u = (u + 0x1000u) & ~0x1FFFu;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+/* random operands in [-1, 1), rounded to TF32 for the tensor-core way */
+static float *rand_operand(nn_conv_variant way, uint64_t seed, size_t n)
+{
+    float *h = rand_host(seed, n, -1, 1);
+    if (way == NN_CONV_IMPLICIT_TF32)
+        for (size_t i = 0; i < n; i++) h[i] = tf32_host(h[i]);
+    return h;
+}
 
 /* a device copy of n host floats */
 static float *dev_copy(const float *h, size_t n)
@@ -696,20 +726,21 @@ static float *conv_dx_as(nn_conv_variant v, const nn_conv2d_geom *g, const float
 
 /* The data gradients likewise (col2im sums in another order: never bitwise
  * in general); the scale is |dx0| + |w|^T |dy| by the im2col path. */
-static void conv_implicit_dx_case(const nn_conv2d_geom *g, const char *what, const float *dw, const float *daw,
-                                  void *ws, uint64_t seed)
+static void conv_implicit_dx_case(nn_conv_variant way, const nn_conv2d_geom *g, const char *what, const float *dw,
+                                  const float *daw, void *ws, uint64_t seed)
 {
     const size_t nx = (size_t)g->n * g->c * g->h * g->w, ny = (size_t)g->n * g->oc * g->oh * g->ow;
-    float *dy = rand_host(seed, ny, -1, 1), *dx0 = rand_host(seed + 1, nx, -1, 1);
+    const double tol = implicit_tol(way);
+    float *dy = rand_operand(way, seed, ny), *dx0 = rand_host(seed + 1, nx, -1, 1);
     float *ady = host_abs(dy, ny), *adx0 = host_abs(dx0, nx);
     float *ddy = dev_copy(dy, ny), *dady = dev_copy(ady, ny);
     float *mag = conv_dx_as(NN_CONV_IM2COL, g, daw, dady, adx0, ws, nx, what);
     float *ref = conv_dx_as(NN_CONV_IM2COL, g, dw, ddy, dx0, ws, nx, what);
-    float *got = conv_dx_as(NN_CONV_IMPLICIT, g, dw, ddy, dx0, ws, nx, what);
+    float *got = conv_dx_as(way, g, dw, ddy, dx0, ws, nx, what);
     double worst = 0;
     for (size_t i = 0; i < nx; i++) {
         const double scale = (double)mag[i] + 1e-30, d = fabs((double)got[i] - (double)ref[i]);
-        if (!(d <= CONV_IMPLICIT_TOL * scale))
+        if (!(d <= tol * scale))
             fail_msg("%s, dx: element %zu is %.9g by the implicit GEMM, %.9g by im2col (|diff| %.3g, sum of "
                      "|terms| %.3g)", what, i, (double)got[i], (double)ref[i], d, scale);
         worst = fmax(worst, d / scale);
@@ -747,14 +778,14 @@ static void conv_dw_as(nn_conv_variant v, const nn_conv2d_geom *g, const float *
     }
 }
 
-/* |got - ref| <= CONV_IMPLICIT_TOL * scale elementwise; the worst ratio */
-static double within_scale(const float *got, const float *ref, const float *scale, size_t n, const char *what,
-                           const char *part)
+/* |got - ref| <= tol * scale elementwise; the worst ratio */
+static double within_scale(const float *got, const float *ref, const float *scale, size_t n, double tol,
+                           const char *what, const char *part)
 {
     double worst = 0;
     for (size_t i = 0; i < n; i++) {
         const double sc = (double)scale[i] + 1e-30, d = fabs((double)got[i] - (double)ref[i]);
-        if (!(d <= CONV_IMPLICIT_TOL * sc))
+        if (!(d <= tol * sc))
             fail_msg("%s, %s: element %zu is %.9g by the implicit GEMM, %.9g by im2col (|diff| %.3g, sum of "
                      "|terms| %.3g)", what, part, i, (double)got[i], (double)ref[i], d, sc);
         worst = fmax(worst, d / sc);
@@ -767,12 +798,13 @@ static double within_scale(const float *got, const float *ref, const float *scal
  * the whole batch (split in slices), im2col + GEMM chunk by chunk, so only
  * the roundings agree to the tolerance; the scales are |dw0| + |dy| |x|^T by
  * the im2col path and |db0| + the sums of |dy| in float64. */
-static void conv_implicit_dw_case(const nn_conv2d_geom *g, const char *what, const float *dx, const float *dax,
-                                  void *ws, uint64_t seed)
+static void conv_implicit_dw_case(nn_conv_variant way, const nn_conv2d_geom *g, const char *what, const float *dx,
+                                  const float *dax, void *ws, uint64_t seed)
 {
     const size_t ny = (size_t)g->n * g->oc * g->oh * g->ow, p = (size_t)g->oh * g->ow,
                  nw = (size_t)g->oc * (g->c / g->groups) * g->kh * g->kw;
-    float *dy = rand_host(seed, ny, -1, 1), *dw0 = rand_host(seed + 1, nw, -1, 1), *db0 = rand_host(seed + 2, g->oc, -1, 1);
+    const double tol = implicit_tol(way);
+    float *dy = rand_operand(way, seed, ny), *dw0 = rand_host(seed + 1, nw, -1, 1), *db0 = rand_host(seed + 2, g->oc, -1, 1);
     float *ady = host_abs(dy, ny), *adw0 = host_abs(dw0, nw), *bmag = host_abs(db0, g->oc);
     for (size_t i = 0; i < ny; i++) bmag[i / p % g->oc] = (float)((double)bmag[i / p % g->oc] + ady[i]);
     float *ddy = dev_copy(dy, ny), *dady = dev_copy(ady, ny);
@@ -782,9 +814,9 @@ static void conv_implicit_dw_case(const nn_conv2d_geom *g, const char *what, con
         nn_cuda_fuse_bias_grad_set(fuse);
         float *ref_w, *ref_b, *got_w, *got_b;
         conv_dw_as(NN_CONV_IM2COL, g, dx, ddy, dw0, db0, ws, &ref_w, &ref_b, what);
-        conv_dw_as(NN_CONV_IMPLICIT, g, dx, ddy, dw0, db0, ws, &got_w, &got_b, what);
-        const double ww = within_scale(got_w, ref_w, wmag, nw, what, fuse ? "dw (db fused)" : "dw");
-        const double wb = within_scale(got_b, ref_b, bmag, g->oc, what, fuse ? "db fused" : "db");
+        conv_dw_as(way, g, dx, ddy, dw0, db0, ws, &got_w, &got_b, what);
+        const double ww = within_scale(got_w, ref_w, wmag, nw, tol, what, fuse ? "dw (db fused)" : "dw");
+        const double wb = within_scale(got_b, ref_b, bmag, g->oc, tol, what, fuse ? "db fused" : "db");
         print_message("%-44s dw%s: worst |diff| %.2g, db %.2g of the sum of |terms|\n", what,
                       fuse ? " (db fused)" : "", ww, wb);
         free(ref_w), free(ref_b), free(got_w), free(got_b);
@@ -796,29 +828,30 @@ static void conv_implicit_dw_case(const nn_conv2d_geom *g, const char *what, con
     free(dy), free(dw0), free(db0), free(ady), free(adw0), free(bmag);
 }
 
-static void conv_implicit_case(const conv_shape *cs, uint64_t seed)
+static void conv_implicit_case(nn_conv_variant way, const conv_shape *cs, uint64_t seed)
 {
     const nn_backend *be = gpu();
     const nn_conv2d_geom g = conv_shape_geom(cs);
     const size_t nx = (size_t)g.n * g.c * g.h * g.w, nw = (size_t)g.oc * (g.c / g.groups) * g.kh * g.kw,
                  ny = (size_t)g.n * g.oc * g.oh * g.ow, p = (size_t)g.oh * g.ow;
-    float *x = rand_host(seed, nx, -1, 1), *w = rand_host(seed + 1, nw, -1, 1), *b = rand_host(seed + 2, g.oc, -1, 1);
+    const double tol = implicit_tol(way);
+    float *x = rand_operand(way, seed, nx), *w = rand_operand(way, seed + 1, nw), *b = rand_host(seed + 2, g.oc, -1, 1);
     float *ax = host_abs(x, nx), *aw = host_abs(w, nw);
     float *dx = dev_copy(x, nx), *dw = dev_copy(w, nw), *db = dev_copy(b, g.oc), *dax = dev_copy(ax, nx),
           *daw = dev_copy(aw, nw);
     void *ws = NULL; /* the im2col path's (the implicit one needs none) */
     assert_int_equal(be->alloc(&ws, nn_cuda_conv2d_workspace_as(NN_CONV_IM2COL, &g)), NN_OK);
-    assert_true(nn_cuda_conv2d_workspace_as(NN_CONV_IMPLICIT, &g) == 0);
+    assert_true(nn_cuda_conv2d_workspace_as(way, &g) == 0);
     float *mag = conv_as(NN_CONV_IM2COL, &g, dax, daw, NULL, ws, ny, cs->what);
     for (int with_bias = 1; with_bias >= 0; with_bias--) {
         float *ref = conv_as(NN_CONV_IM2COL, &g, dx, dw, with_bias ? db : NULL, ws, ny, cs->what);
-        float *got = conv_as(NN_CONV_IMPLICIT, &g, dx, dw, with_bias ? db : NULL, ws, ny, cs->what);
+        float *got = conv_as(way, &g, dx, dw, with_bias ? db : NULL, ws, ny, cs->what);
         size_t same = 0;
         double worst = 0;
         for (size_t i = 0; i < ny; i++) {
             const double scale = (double)mag[i] + (with_bias ? fabs((double)b[i / p % g.oc]) : 0.0) + 1e-30;
             const double d = fabs((double)got[i] - (double)ref[i]);
-            if (!(d <= CONV_IMPLICIT_TOL * scale))
+            if (!(d <= tol * scale))
                 fail_msg("%s%s: element %zu is %.9g by the implicit GEMM, %.9g by im2col (|diff| %.3g, sum of "
                          "|terms| %.3g)", cs->what, with_bias ? "" : ", no bias", i, (double)got[i], (double)ref[i],
                          d, scale);
@@ -831,8 +864,8 @@ static void conv_implicit_case(const conv_shape *cs, uint64_t seed)
         free(got);
     }
     free(mag);
-    conv_implicit_dx_case(&g, cs->what, dw, daw, ws, seed + 3);
-    conv_implicit_dw_case(&g, cs->what, dx, dax, ws, seed + 5);
+    conv_implicit_dx_case(way, &g, cs->what, dw, daw, ws, seed + 3);
+    conv_implicit_dw_case(way, &g, cs->what, dx, dax, ws, seed + 5);
     be->free(ws);
     be->free(dx);
     be->free(dw);
@@ -855,13 +888,22 @@ static void test_conv2d_implicit(void **state)
     (void)state;
     NEED_GPU();
 #if NN_HAVE_CUDA
+    const bool emulated = gpu_emulated();
     for (int t = 0; t < CONV_SHAPES; t++) {
-        if (conv_shapes[t].big && gpu_emulated()) {
+        if (conv_shapes[t].big && emulated && !gpu_emulated_paper()) {
             print_message("%-44s: left to a real GPU (emulated)\n", conv_shapes[t].what);
             continue;
         }
-        conv_implicit_case(&conv_shapes[t], 1300 + 10 * (uint64_t)t);
+        conv_implicit_case(NN_CONV_IMPLICIT, &conv_shapes[t], 1300 + 10 * (uint64_t)t);
+        if (!nn_cuda_tf32_supported()) continue; /* said once below */
+        if (emulated && !conv_shapes[t].tf32_emulated) continue; /* its mma is slow there: the marked shapes */
+        char what[64];
+        snprintf(what, sizeof what, "%s, tf32", conv_shapes[t].what);
+        conv_shape tf = conv_shapes[t];
+        tf.what = what;
+        conv_implicit_case(NN_CONV_IMPLICIT_TF32, &tf, 1300 + 10 * (uint64_t)t);
     }
+    if (!nn_cuda_tf32_supported()) print_message("the tensor-core way: not on this device (below sm_80)\n");
 #endif
 }
 

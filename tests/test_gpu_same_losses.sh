@@ -12,7 +12,8 @@
 #   within a relative 1e-3 (other roundings): NN_FUSE_BIAS_GRAD (db summed
 #     in another order), NN_CONV_IMPLICIT (dx and dw summed in other orders; with
 #     NN_CONV_WS_MB=0 as gpu_check.sh's bench, a no-op at these sizes);
-#     NN_TF32 (operands rounded to 10 bits) on LeNet's first step only:
+#     NN_TF32 (operands rounded to 10 bits), alone and with NN_CONV_IMPLICIT
+#     (the implicit conv's tensor-core kernel), on LeNet's first step only:
 #     later steps, from weights that already differ, drift apart by more
 #     (2e-3 by the fifth step of the AlexNet below), and its emulated mma is
 #     slow (10x the fp32 kernels).
@@ -84,6 +85,7 @@ run implicit NN_CONV_IMPLICIT=1 NN_CONV_WS_MB=0 && close implicit
 TRAIN=(train --device "$DEV" --data "$DATA" --model lenet --limit 32 --test-limit 32 --epochs 1 --batch 32
        --log-every 1 --quiet)
 run lenet && run lenet_tf32 NN_TF32=1 && close lenet_tf32 lenet
+run lenet_implicit_tf32 NN_TF32=1 NN_CONV_IMPLICIT=1 && close lenet_implicit_tf32 lenet
 
 # every op's gradients on the device, as gpu_check.sh runs it, then with the switches
 for sw in "" "NN_CONV_IMPLICIT=1 NN_FUSE_BIAS=1 NN_FUSE_BIAS_GRAD=1"; do

@@ -1,0 +1,171 @@
+/* The TF32 tensor-core pieces shared by the SGEMM (gemm_tf32.cuh) and the
+ * implicit-GEMM convolution (conv2d_implicit.cuh): the tile geometry, the
+ * cp.async ring's instructions, TF32 rounding, mma.sync.m16n8k8, and one
+ * 32-deep slice of products from shared tiles. (The design and the
+ * fragment layout: gemm_tf32.cuh's header.) sm_80 and later; NN_CUDA_EMU:
+ * the emulator's runtime (tests/cuda_emu). */
+#ifndef NN_CUDA_TF32_CUH
+#define NN_CUDA_TF32_CUH
+
+#define TF32_BM 128
+#define TF32_BN 128
+#define TF32_BK 32
+#define TF32_THREADS 256
+#define TF32_STAGES 3
+/* Blocks per multiprocessor asked of the compiler (registers capped at 128;
+ * ptxas -v for sm_90: no spills in NN/NT, 8 bytes in TN/TT) and counted on by
+ * the split-K choice; two rings of 108 KiB fit in Hopper's 228 KiB. */
+#define TF32_MIN_BLOCKS 2
+/* Pads (floats) of the shared rows. A row along K (32 floats + 4): lane (g, t)
+ * reads row g, column t -> bank 4g + t, all distinct. A row along M or N (128
+ * + 8): lane reads row t, column g -> bank 8t + g, all distinct. Both keep
+ * rows 16-byte aligned for cp.async. */
+#define TF32_PAD_K 4
+#define TF32_PAD_MN 8
+/* One operand's tile, either orientation, in floats (the larger of the two) */
+#define TF32_TILE_FLOATS (TF32_BM * (TF32_BK + TF32_PAD_K))
+static_assert(TF32_BK * (TF32_BM + TF32_PAD_MN) <= TF32_TILE_FLOATS, "a k-major tile fits the slot");
+#define TF32_SMEM_BYTES (TF32_STAGES * 2 * TF32_TILE_FLOATS * (int)sizeof(float))
+
+/* cp.async of 16 (or 4) bytes; src_bytes < size fills the rest with zeros,
+ * and src_bytes = 0 reads nothing (the address must still be valid). */
+static __device__ __forceinline__ void tf32_cp16(float *dst, const float *src, int src_bytes)
+{
+#if defined(NN_CUDA_EMU)
+    nn_emu::cp_async(dst, src, 16, src_bytes);
+#elif __CUDA_ARCH__ >= 800
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+#endif
+}
+static __device__ __forceinline__ void tf32_cp4(float *dst, const float *src, int src_bytes)
+{
+#if defined(NN_CUDA_EMU)
+    nn_emu::cp_async(dst, src, 4, src_bytes);
+#elif __CUDA_ARCH__ >= 800
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+#endif
+}
+static __device__ __forceinline__ void tf32_commit(void)
+{
+#if defined(NN_CUDA_EMU)
+    nn_emu::cp_async_commit();
+#elif __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+/* waits until at most N groups of this thread are still in flight */
+template <int N> static __device__ __forceinline__ void tf32_wait(void)
+{
+#if defined(NN_CUDA_EMU)
+    nn_emu::cp_async_wait(N);
+#elif __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+static __device__ __forceinline__ unsigned tf32_round(float x)
+{
+    unsigned r = 0;
+#if defined(NN_CUDA_EMU)
+    r = nn_emu::tf32_round(x);
+#elif __CUDA_ARCH__ >= 800
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+#endif
+    return r;
+}
+
+static __device__ __forceinline__ void tf32_mma(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2])
+{
+#if defined(NN_CUDA_EMU)
+    nn_emu::mma_tf32_m16n8k8(c, a, b);
+#elif __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+/* Shared tiles keep the operand's stored layout: A (m, k) at TA ? [k][m] :
+ * [m][k], B (k, n) at TB ? [n][k] : [k][n]; a row's pitch in floats: */
+static __host__ __device__ constexpr int tf32_a_pitch(bool ta) { return ta ? TF32_BM + TF32_PAD_MN : TF32_BK + TF32_PAD_K; }
+static __host__ __device__ constexpr int tf32_b_pitch(bool tb) { return tb ? TF32_BK + TF32_PAD_K : TF32_BN + TF32_PAD_MN; }
+
+/* The 8 warps as 2 along M x 4 along N: warp w's 64 x 32 corner of the tile */
+static __device__ __forceinline__ int tf32_warp_m(int warp) { return (warp / 4) * 64; }
+static __device__ __forceinline__ int tf32_warp_n(int warp) { return (warp % 4) * 32; }
+
+static __device__ __forceinline__ void tf32_zero(float (&acc)[4][4][4])
+{
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int r = 0; r < 4; r++) acc[i][j][r] = 0.0f;
+}
+
+/* acc += the warp's share of As (BM x BK) Bs (BK x BN), one slice of K: 4
+ * k-steps of 8, each 4 x 4 mma.m16n8k8 on fragments rounded to TF32. Lane
+ * (g, t) = (lane / 4, lane % 4) holds acc[i][j][h * 2 + e] = C (wm + i*16 +
+ * g + h*8, wn + j*8 + 2t + e). */
+template <bool TA, bool TB>
+static __device__ __forceinline__ void tf32_slice_mma(const float *As, const float *Bs, float (&acc)[4][4][4], int wm,
+                                                      int wn, int lane)
+{
+    constexpr int A_PITCH = tf32_a_pitch(TA), B_PITCH = tf32_b_pitch(TB);
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int kk = 0; kk < TF32_BK; kk += 8) {
+        unsigned af[4][4], bf[4][2];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int m = wm + i * 16 + g;
+#define A_AT(mm, k) (TA ? As[(k) * A_PITCH + (mm)] : As[(mm) * A_PITCH + (k)])
+            af[i][0] = tf32_round(A_AT(m, kk + t));
+            af[i][1] = tf32_round(A_AT(m + 8, kk + t));
+            af[i][2] = tf32_round(A_AT(m, kk + t + 4));
+            af[i][3] = tf32_round(A_AT(m + 8, kk + t + 4));
+#undef A_AT
+        }
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const int n = wn + j * 8 + g;
+#define B_AT(k, nn) (TB ? Bs[(nn) * B_PITCH + (k)] : Bs[(k) * B_PITCH + (nn)])
+            bf[j][0] = tf32_round(B_AT(kk + t, n));
+            bf[j][1] = tf32_round(B_AT(kk + t + 4, n));
+#undef B_AT
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) tf32_mma(acc[i][j], af[i], bf[j]);
+    }
+}
+
+/* The ring over a block's K slices: STAGES - 1 slices in flight before the
+ * first product, one commit per iteration (empty near the end) so the group
+ * count stays exact. load_slice(t) issues the copies of slice t into slot
+ * t % STAGES; use_slot(st) reads slot st once everyone's copies of it are
+ * done. No copy outlives the ring. */
+template <class Load, class Use>
+static __device__ __forceinline__ void tf32_ring(int ktiles, Load load_slice, Use use_slot)
+{
+#pragma unroll
+    for (int s = 0; s < TF32_STAGES - 1; s++) {
+        if (s < ktiles) load_slice(s);
+        tf32_commit();
+    }
+    for (int kt = 0; kt < ktiles; kt++) {
+        tf32_wait<TF32_STAGES - 2>(); /* this thread's copies of slice kt are done */
+        __syncthreads();              /* everyone's are, and slot (kt - 1) % STAGES is no longer read */
+        if (kt + TF32_STAGES - 1 < ktiles) load_slice(kt + TF32_STAGES - 1);
+        tf32_commit();
+        use_slot(kt % TF32_STAGES);
+    }
+    tf32_wait<0>(); /* only empty groups remain */
+}
+
+#endif
