@@ -312,7 +312,7 @@ conv_implicit_tf32_kernel(conv_implicit_args args)
         }
     };
 
-    const int lane = tid % 32, warp = tid / 32, gr = lane / 4, tc = lane % 4;
+    const int lane = tid % 32, warp = tid / 32;
     const int wm = tf32_warp_m(warp), wn = tf32_warp_n(warp);
     float acc[4][4][4];
     tf32_zero(acc);
@@ -325,20 +325,8 @@ conv_implicit_tf32_kernel(conv_implicit_args args)
         tf32_slice_mma<false, false>(As, Bs, acc, wm, wn, lane);
     });
 
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const int m = m0 + wm + i * 16 + gr + h * 8;
-            if (m >= M) continue;
-#pragma unroll
-            for (int j = 0; j < 4; j++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int n = n0 + wn + j * 8 + 2 * tc + e;
-                    if (n < N) G::store(args, gi, blk.ks, m, n, acc[i][j][h * 2 + e]);
-                }
-        }
+    tf32_each_acc(acc, m0, n0, M, N, wm, wn, lane,
+                  [&](int m, int n, float v) { G::store(args, gi, blk.ks, m, n, v); });
     if (rsum && tid < TF32_BM && m0 + tid < M) conv_store_rowsum(args, blk, m0 + tid, M, rs);
 #else
     __trap(); /* the host never launches this below sm_80 (nn_cuda_tf32_supported) */

@@ -95,7 +95,6 @@ sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A,
     };
 
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int g = lane / 4, t = lane % 4;
     const int wm = tf32_warp_m(warp), wn = tf32_warp_n(warp); /* the warp's corner inside the tile */
     float acc[4][4][4];
     tf32_zero(acc);
@@ -111,26 +110,13 @@ sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A,
     });
 
     /* epilogue: C = alpha acc + beta C, never reading C when beta == 0 */
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const int m = m0 + wm + i * 16 + g + h * 8;
-            if (m >= M) continue;
-            float *crow = C + (long long)m * ldc;
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int n = n0 + wn + j * 8 + 2 * t;
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    if (n + e >= N) break;
-                    float r = alpha * acc[i][j][h * 2 + e];
-                    if (beta != 0.0f) r += beta * crow[n + e];
-                    if (bias) r += bias[bt.bias_per_row ? m : n + e];
-                    crow[n + e] = relu ? nn_epi_relu(r) : r;
-                }
-            }
-        }
+    tf32_each_acc(acc, m0, n0, M, N, wm, wn, lane, [&](int m, int n, float v) {
+        float *c = C + (long long)m * ldc + n;
+        float r = alpha * v;
+        if (beta != 0.0f) r += beta * *c;
+        if (bias) r += bias[bt.bias_per_row ? m : n];
+        *c = relu ? nn_epi_relu(r) : r;
+    });
     /* the row sums: alone on these rows in this product (or slice), so a plain store */
     if (rsum && threadIdx.x < TF32_BM && m0 + (int)threadIdx.x < M) {
         if (ksplit > 1)

@@ -145,6 +145,30 @@ static __device__ __forceinline__ void tf32_slice_mma(const float *As, const flo
     }
 }
 
+/* Calls f(m, n, v) for each accumulator v of the lane, at row m and column
+ * n of C counted from (m0, n0), the block's corner (the layout above), only
+ * where m < M and n < N. */
+template <class F>
+static __device__ __forceinline__ void tf32_each_acc(const float (&acc)[4][4][4], int m0, int n0, int M, int N,
+                                                     int wm, int wn, int lane, F f)
+{
+    const int g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int m = m0 + wm + i * 16 + g + h * 8;
+            if (m >= M) continue;
+#pragma unroll
+            for (int j = 0; j < 4; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int n = n0 + wn + j * 8 + 2 * t + e;
+                    if (n < N) f(m, n, acc[i][j][h * 2 + e]);
+                }
+        }
+}
+
 /* The ring over a block's K slices: STAGES - 1 slices in flight before the
  * first product, one commit per iteration (empty near the end) so the group
  * count stays exact. load_slice(t) issues the copies of slice t into slot
