@@ -1,8 +1,9 @@
-/* The emulated GPU's shared-memory race checker (tests/cuda_emu/racecheck.cpp)
- * on planted races (tests/cuda_emu/race_probe.cu): each is reported, by kind
- * and place, and stops the run; with the missing __syncthreads back nothing
- * is reported; and three of them give the right answer on the emulator with
- * the checker off, so only the checker sees them. Also the emulator's block
+/* The emulated GPU's race checker (tests/cuda_emu/racecheck.cpp) on planted
+ * races (tests/cuda_emu/race_probe.cu), in shared and in global memory: each
+ * is reported, by kind and place, and stops the run; with the missing
+ * __syncthreads back (or the blocks on their own words) nothing is
+ * reported, nor for atomics; and four of them give the right answer on the
+ * emulator with the checker off, so only the checker sees them. Also the emulator's block
  * order (a block must not find its neighbour's output written). Without this, cuda_emu_racecheck (test_cuda on the checker's module)
  * would pass just the same if the instrumentation stopped reaching the
  * kernels. Each probe runs in a child process: a report aborts it. */
@@ -61,20 +62,27 @@ typedef struct {
     int blocks;
     const char *kind;   /* what the checker must say: the hazard */
     const char *memory; /* and where */
+    const char *why;    /* what should have ordered the two */
     int blind;          /* right results with the checker off */
 } planted;
 
 #define STATIC_SMEM "of a static __shared__ array"
 #define DYNAMIC_SMEM "of the dynamic shared memory"
+#define GLOBAL "-byte allocation at 0x"
+#define NO_BARRIER "with no __syncthreads between"
+#define ONE_LAUNCH "in the same launch (nothing orders the blocks of a launch)"
 
 /* (which threads and byte it names follows the emulator's thread order:
  * not checked here) */
 static const planted races[] = {
-    {"warp_broadcast", 2, "race (read after write)", STATIC_SMEM, 1},
-    {"cross_warp", 1, "race (read after write)", STATIC_SMEM, 1},
-    {"shift", 2, "race (write after read)", DYNAMIC_SMEM, 0},
-    {"same_word", 2, "race (write after write)", STATIC_SMEM, 0},
-    {"cp_async", 1, "race (read after write)", STATIC_SMEM, 1},
+    {"warp_broadcast", 2, "shared-memory race (read after write)", STATIC_SMEM, NO_BARRIER, 1},
+    {"cross_warp", 1, "shared-memory race (read after write)", STATIC_SMEM, NO_BARRIER, 1},
+    {"shift", 2, "shared-memory race (write after read)", DYNAMIC_SMEM, NO_BARRIER, 0},
+    {"same_word", 2, "shared-memory race (write after write)", STATIC_SMEM, NO_BARRIER, 0},
+    {"cp_async", 1, "shared-memory race (read after write)", STATIC_SMEM, NO_BARRIER, 1},
+    /* the emulator's block order (from the last block) has block 31 read block 30's word first */
+    {"previous_block", 32, "global-memory race (write after read)", GLOBAL, ONE_LAUNCH, 0},
+    {"same_output", 2, "global-memory race (write after write)", GLOBAL, ONE_LAUNCH, 1},
 };
 
 static void test_each_planted_race_is_reported(void **state)
@@ -86,7 +94,7 @@ static void test_each_planted_race_is_reported(void **state)
         char kernel[64];
         snprintf(kernel, sizeof kernel, "kernel %s_kernel, block (", p->probe);
         if (r.status != -SIGABRT || !strstr(r.err, kernel) || !strstr(r.err, p->kind) || !strstr(r.err, p->memory) ||
-            !strstr(r.err, "with no __syncthreads between"))
+            !strstr(r.err, p->why))
             fail_msg("%s: status %d, stderr:\n%s\nwanted a report of a %s %s", p->probe, r.status, r.err, p->kind,
                      p->memory);
     }
@@ -114,6 +122,14 @@ static void test_the_emulator_alone_misses_some(void **state)
     }
 }
 
+/* atomics are how blocks may share a word: not races */
+static void test_atomics_are_not_races(void **state)
+{
+    (void)state;
+    const probe_run r = run_probe("atomic_sum", 0, 4, 1);
+    if (r.status != 0 || r.err[0]) fail_msg("atomic_sum: status %d, stderr:\n%s", r.status, r.err);
+}
+
 /* the emulator's block order (emu.cpp, block_step): a block reading its
  * neighbour's output in the same launch finds it unset, as it may on a GPU */
 static void test_blocks_run_out_of_index_order(void **state)
@@ -137,6 +153,7 @@ int main(void)
         cmocka_unit_test(test_each_planted_race_is_reported),
         cmocka_unit_test(test_nothing_is_reported_once_synchronized),
         cmocka_unit_test(test_the_emulator_alone_misses_some),
+        cmocka_unit_test(test_atomics_are_not_races),
         cmocka_unit_test(test_blocks_run_out_of_index_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

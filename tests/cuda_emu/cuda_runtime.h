@@ -45,10 +45,10 @@
  *    result computed without them differs here as on the GPU; which pairs
  *    fuse is the C++ compiler's choice, not nvcc's.
  * Shared-memory races (two threads, one word, no __syncthreads between, one
- * writing) are found by the module built with racecheck.cpp, whatever order
- * the threads ran in.
- * What it does not: streams truly running at once, races in global memory,
- * timing, the exact bits of nvcc's contraction. */
+ * writing) and global-memory races between the blocks of a launch are found
+ * by the module built with racecheck.cpp, whatever order the threads ran in.
+ * What it does not: streams truly running at once, races on global words
+ * within one block, timing, the exact bits of nvcc's contraction. */
 #ifndef NN_CUDA_EMU_RUNTIME_H
 #define NN_CUDA_EMU_RUNTIME_H
 
@@ -248,8 +248,11 @@ template <class T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned
     return r;
 }
 
-/* atomics: no two kernel threads ever run at once, so a plain update is atomic */
-template <class T> static inline T nn_emu_atomic_add(T *p, T v)
+/* atomics: no two kernel threads ever run at once, so a plain update is
+ * atomic; left out of the race checker's instrumentation (racecheck.cpp),
+ * since atomics from many blocks are how a kernel may share a word */
+#define NN_EMU_ATOMIC __attribute__((no_sanitize_thread))
+template <class T> NN_EMU_ATOMIC static inline T nn_emu_atomic_add(T *p, T v)
 {
     T old = *p;
     *p = old + v;
@@ -260,7 +263,7 @@ static inline unsigned atomicAdd(unsigned *p, unsigned v) { return nn_emu_atomic
 static inline unsigned long long atomicAdd(unsigned long long *p, unsigned long long v) { return nn_emu_atomic_add(p, v); }
 static inline float atomicAdd(float *p, float v) { return nn_emu_atomic_add(p, v); }
 static inline double atomicAdd(double *p, double v) { return nn_emu_atomic_add(p, v); }
-template <class T> static inline T nn_emu_atomic_min(T *p, T v)
+template <class T> NN_EMU_ATOMIC static inline T nn_emu_atomic_min(T *p, T v)
 {
     T old = *p;
     if (v < old) *p = v;

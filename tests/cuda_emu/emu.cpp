@@ -146,6 +146,15 @@ static bool release(void *p, bool host)
     return true;
 }
 
+bool memory_region(const void *p, uintptr_t *lo, size_t *bytes)
+{
+    const region *r = find(p, 1);
+    if (!r) return false;
+    *lo = (uintptr_t)r->base + RED;
+    *bytes = r->bytes;
+    return true;
+}
+
 void check_pointer_arg(const char *kernel, int index, const void *p)
 {
     std::lock_guard<std::recursive_mutex> g(big_lock);

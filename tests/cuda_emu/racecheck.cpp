@@ -21,9 +21,17 @@
  * Only __syncthreads separates accesses: warp shuffles and mma.sync imply no
  * memory ordering (CUDA C++ Programming Guide), and the kernels use no
  * __syncwarp. A cp.async copy counts as its thread's write when its group
- * is waited for, where the emulator lands it. Global memory is not checked
- * (neither does compute-sanitizer's racecheck); the other emu tests compare
- * every result with the CPU's. */
+ * is waited for, where the emulator lands it.
+ *
+ * Global memory (device allocations, and mapped host memory), which
+ * compute-sanitizer's racecheck does not check: nothing orders two blocks of
+ * one launch (the kernels use no grid-wide sync, and a GPU may run the
+ * blocks in any order or at once), so one 4-byte word touched by two blocks
+ * of a launch, at least one of them writing, is a hazard, reported as above
+ * with both blocks. Atomics (cuda_runtime.h leaves them uninstrumented) are
+ * how blocks may share a word, and are not checked. Within one block, global
+ * words are not checked (barriers order them as they do shared memory; the
+ * result comparisons of the other emu tests cover that). */
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -67,6 +75,21 @@ std::vector<word_use> dynamic_words;
 std::unordered_map<uintptr_t, std::vector<word_use>> static_words; /* by address, kept for the module's life */
 std::vector<smem_range> ranges; /* the running kernel's shared memory, dynamic first */
 
+/* One 4-byte word of global memory in the running launch: the block that
+ * wrote it and the blocks that read it (the first, and MANY once a second
+ * one did). Stale (another launch's) words count as untouched. */
+constexpr int MANY = -2;
+struct global_use {
+    uint32_t launch = 0;
+    int writer = NONE, reader = NONE;
+};
+uint32_t launch_serial;
+std::unordered_map<uintptr_t, std::vector<global_use>> global_words; /* by allocation address */
+struct global_range {
+    uintptr_t lo = 0, hi = 0;
+    std::vector<global_use> *words = nullptr;
+} last_global; /* the allocation of the last global access (most hit the same few) */
+
 std::string thread_name(int t)
 {
     const unsigned x = blockDim.x, y = blockDim.y;
@@ -83,6 +106,60 @@ std::string thread_name(int t)
          kernel, blockIdx.x, blockIdx.y, blockIdx.z, kind, (size_t)(a - r.lo),
          r.dynamic ? "the dynamic shared memory" : "a static __shared__ array", thread_name(other).c_str(), other_did,
          thread_name(me).c_str(), i_do);
+}
+
+int block_index(void) { return (int)(blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z)); }
+
+std::string block_name(int b)
+{
+    const unsigned x = gridDim.x, y = gridDim.y;
+    char s[64];
+    std::snprintf(s, sizeof s, "block (%u, %u, %u)", b % x, b / x % y, b / (x * y));
+    return s;
+}
+
+[[noreturn]] void global_hazard(const char *kind, const global_range &r, uintptr_t a, int other, const char *other_did,
+                                const char *i_do)
+{
+    fail("kernel %s, block (%u, %u, %u): global-memory race (%s) at byte %zu of the %zu-byte allocation at %p: %s %s "
+         "it, then %s of %s %s it in the same launch (nothing orders the blocks of a launch)",
+         kernel, blockIdx.x, blockIdx.y, blockIdx.z, kind, (size_t)(a - r.lo), (size_t)(r.hi - r.lo), (void *)r.lo,
+         other == MANY ? "several blocks" : block_name(other).c_str(), other_did, thread_name(current_thread()).c_str(),
+         block_name(block_index()).c_str(), i_do);
+}
+
+void use_global_word(const global_range &r, uintptr_t a, bool write)
+{
+    global_use &w = (*r.words)[(a - r.lo) / 4];
+    if (w.launch != launch_serial) w = global_use{launch_serial, NONE, NONE};
+    const int me = block_index();
+    if (w.writer != NONE && w.writer != me)
+        global_hazard(write ? "write after write" : "read after write", r, a, w.writer, "wrote",
+                      write ? "writes" : "reads");
+    if (write) {
+        if (w.reader == MANY || (w.reader != NONE && w.reader != me))
+            global_hazard("write after read", r, a, w.reader, "read", "writes");
+        w.writer = me;
+    } else if (w.reader == NONE) {
+        w.reader = me;
+    } else if (w.reader != me) {
+        w.reader = MANY;
+    }
+}
+
+/* [a, a + bytes) when it lies in an allocation: checked word by word */
+void use_global(uintptr_t a, size_t bytes, bool write)
+{
+    if (a - last_global.lo >= last_global.hi - last_global.lo) {
+        uintptr_t lo;
+        size_t size;
+        if (!memory_region((const void *)a, &lo, &size)) return; /* a fiber's stack, the runtime's own memory */
+        std::vector<global_use> &words = global_words[lo];
+        if (words.size() != (size + 3) / 4) words.assign((size + 3) / 4, global_use{}); /* a new allocation there */
+        last_global = {lo, lo + size, &words};
+    }
+    const uintptr_t end = std::min(a + bytes, last_global.hi);
+    for (uintptr_t w = a & ~(uintptr_t)3; w < end; w += 4) use_global_word(last_global, std::max(w, last_global.lo), write);
 }
 
 void use_word(const smem_range &r, uintptr_t a, bool write)
@@ -116,6 +193,7 @@ void use(const void *p, size_t bytes, bool write)
         for (uintptr_t w = a & ~(uintptr_t)3; w < end; w += 4) use_word(r, std::max(w, r.lo), write);
         return;
     }
+    use_global(a, bytes, write);
 }
 
 } // namespace
@@ -123,6 +201,13 @@ void use(const void *p, size_t bytes, bool write)
 void race_launch(const char *name, void *dynamic_smem, size_t bytes)
 {
     kernel = name;
+    launch_serial++;
+    last_global = global_range{}; /* allocations may have come and gone since: forget the freed ones */
+    for (auto it = global_words.begin(); it != global_words.end();) {
+        uintptr_t lo;
+        size_t size;
+        it = memory_region((const void *)it->first, &lo, &size) && lo == it->first ? std::next(it) : global_words.erase(it);
+    }
     dynamic_words.assign((bytes + 3) / 4, word_use{});
     ranges.clear();
     if (bytes) ranges.push_back({(uintptr_t)dynamic_smem, (uintptr_t)dynamic_smem + bytes, &dynamic_words, true});

@@ -1,15 +1,20 @@
-/* The emulated GPU's shared-memory race checker (racecheck.cpp says how it
- * works): the runtime's side. emu.cpp calls these at the points that order
+/* The emulated GPU's race checker (racecheck.cpp says how it works): the
+ * runtime's side. emu.cpp calls these at the points that order
  * a block's threads; in the modules built without the checker they are
  * empty. */
 #ifndef NN_EMU_RACECHECK_H
 #define NN_EMU_RACECHECK_H
 
 #include <cstddef>
+#include <cstdint>
 
 namespace nn_emu {
 
 int current_thread(void); /* emu.cpp: the running GPU thread's index in its block */
+/* emu.cpp: the device (or mapped host) allocation holding p: its address and
+ * size; false when p is in none. Called by the kernel's host thread, which
+ * holds the runtime's lock while a kernel runs. */
+bool memory_region(const void *p, uintptr_t *lo, size_t *bytes);
 
 #if NN_EMU_RACECHECK
 void race_launch(const char *kernel, void *dynamic_smem, size_t bytes); /* a grid starts */
