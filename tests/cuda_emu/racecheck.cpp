@@ -1,8 +1,9 @@
-/* The shared-memory race checker of the emulated GPU: what
- * compute-sanitizer's racecheck reports on a GPU (where it runs at all:
- * the GPU machines lent to this project under gVisor refuse it), found on
- * the CPU, in CI. Module libconvnet_cuda_emu_race.so, test
- * cuda_emu_racecheck.
+/* The race checker of the emulated GPU: what compute-sanitizer's racecheck
+ * reports on a GPU (shared-memory races; where it runs at all: the GPU
+ * machines lent to this project under gVisor refuse it), and races in
+ * global memory between blocks, which it does not look for, found on the
+ * CPU, in CI. Module libconvnet_cuda_emu_race.so, tests cuda_emu_racecheck,
+ * cuda_fuse_emu_racecheck and cuda_racecheck_probes.
  *
  * How: that module's kernel sources are compiled with -fsanitize=thread,
  * which makes the compiler call __tsan_read4(p), __tsan_write8(p) and kin
