@@ -56,13 +56,14 @@ struct conv_fwd_gather {
     {
         return nn_conv_src(g, c, nn_conv_row_of(g, gi, k_));
     }
-    /* y[s, gi*M + m, pixel] = acc (+ b), as the im2col path's 1 * acc + bias */
+    /* y[s, gi*M + m, pixel] = acc (+ b), as the im2col path's 1 * acc + bias,
+     * then the fused ReLU (g.relu: nn_conv2d_relu) as its GEMM's epilogue */
     static __device__ void store(const conv_implicit_args &a, int gi, int, int m_, int q, float acc)
     {
         const int p = a.g.oh * a.g.ow, s = q / p;
         float r = 1.0f * acc;
         if (a.bias) r += __ldg(a.bias + gi * m(a.g) + m_);
-        a.out[((long long)s * a.g.oc + (long long)gi * m(a.g) + m_) * p + (q - s * p)] = r;
+        a.out[((long long)s * a.g.oc + (long long)gi * m(a.g) + m_) * p + (q - s * p)] = a.g.relu ? nn_epi_relu(r) : r;
     }
 };
 

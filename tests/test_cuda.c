@@ -843,9 +843,14 @@ static void conv_implicit_case(nn_conv_variant way, const conv_shape *cs, uint64
     assert_int_equal(be->alloc(&ws, nn_cuda_conv2d_workspace_as(NN_CONV_IM2COL, &g)), NN_OK);
     assert_true(nn_cuda_conv2d_workspace_as(way, &g) == 0);
     float *mag = conv_as(NN_CONV_IM2COL, &g, dax, daw, NULL, ws, ny, cs->what);
-    for (int with_bias = 1; with_bias >= 0; with_bias--) {
-        float *ref = conv_as(NN_CONV_IM2COL, &g, dx, dw, with_bias ? db : NULL, ws, ny, cs->what);
-        float *got = conv_as(way, &g, dx, dw, with_bias ? db : NULL, ws, ny, cs->what);
+    /* with the bias, without, and with the bias and the fused ReLU (NN_FUSE_RELU's nn_conv2d_relu) */
+    static const char *const form_name[3] = {"", " (no bias)", " (relu)"};
+    for (int form = 0; form < 3; form++) {
+        const int with_bias = form != 1;
+        nn_conv2d_geom gf = g;
+        gf.relu = form == 2;
+        float *ref = conv_as(NN_CONV_IM2COL, &gf, dx, dw, with_bias ? db : NULL, ws, ny, cs->what);
+        float *got = conv_as(way, &gf, dx, dw, with_bias ? db : NULL, ws, ny, cs->what);
         size_t same = 0;
         double worst = 0;
         for (size_t i = 0; i < ny; i++) {
@@ -853,13 +858,12 @@ static void conv_implicit_case(nn_conv_variant way, const conv_shape *cs, uint64
             const double d = fabs((double)got[i] - (double)ref[i]);
             if (!(d <= tol * scale))
                 fail_msg("%s%s: element %zu is %.9g by the implicit GEMM, %.9g by im2col (|diff| %.3g, sum of "
-                         "|terms| %.3g)", cs->what, with_bias ? "" : ", no bias", i, (double)got[i], (double)ref[i],
-                         d, scale);
+                         "|terms| %.3g)", cs->what, form_name[form], i, (double)got[i], (double)ref[i], d, scale);
             same += got[i] == ref[i];
             worst = fmax(worst, d / scale);
         }
         print_message("%-44s%s: %zu of %zu identical, worst |diff| %.2g of the sum of |terms|\n", cs->what,
-                      with_bias ? "" : " (no bias)", same, ny, worst);
+                      form_name[form], same, ny, worst);
         free(ref);
         free(got);
     }

@@ -12,8 +12,9 @@
 #   within a relative 1e-3 (other roundings): NN_FUSE_BIAS_GRAD (db summed
 #     in another order), NN_CONV_IMPLICIT (dx and dw summed in other orders; with
 #     NN_CONV_WS_MB=0 as gpu_check.sh's bench, a no-op at these sizes);
-#     NN_TF32 (operands rounded to 10 bits), alone and with NN_CONV_IMPLICIT
-#     (the implicit conv's tensor-core kernel), on LeNet's first step only:
+#     NN_CONV_IMPLICIT with the other switches together; NN_TF32 (operands
+#     rounded to 10 bits), alone and with NN_CONV_IMPLICIT (the implicit
+#     conv's tensor-core kernel) and NN_FUSE_RELU, on LeNet's first step only:
 #     later steps, from weights that already differ, drift apart by more
 #     (2e-3 by the fifth step of the AlexNet below), and its emulated mma is
 #     slow (10x the fp32 kernels).
@@ -82,10 +83,14 @@ if run graph NN_CUDA_GRAPH=1 NN_CUDA_LAZY_CHECKS=1 NN_RESIDENT=1; then
 fi
 run fused_db NN_FUSE_BIAS_GRAD=1 && close fused_db
 run implicit NN_CONV_IMPLICIT=1 NN_CONV_WS_MB=0 && close implicit
+# the switches together: each alone above matched, yet the implicit forward
+# once ignored the fused ReLU (train loss 7.42 against 3.17)
+run implicit_fused NN_CONV_IMPLICIT=1 NN_FUSE_RELU=1 NN_FUSE_BIAS=1 NN_FUSE_BIAS_GRAD=1 NN_CUDA_LAZY_CHECKS=1 \
+    NN_CUDA_PINNED=1 && close implicit_fused
 TRAIN=(train --device "$DEV" --data "$DATA" --model lenet --limit 32 --test-limit 32 --epochs 1 --batch 32
        --log-every 1 --quiet)
 run lenet && run lenet_tf32 NN_TF32=1 && close lenet_tf32 lenet
-run lenet_implicit_tf32 NN_TF32=1 NN_CONV_IMPLICIT=1 && close lenet_implicit_tf32 lenet
+run lenet_implicit_tf32 NN_TF32=1 NN_CONV_IMPLICIT=1 NN_FUSE_RELU=1 && close lenet_implicit_tf32 lenet
 
 # every op's gradients on the device, as gpu_check.sh runs it, then with the switches
 for sw in "" "NN_CONV_IMPLICIT=1 NN_FUSE_BIAS=1 NN_FUSE_BIAS_GRAD=1"; do
