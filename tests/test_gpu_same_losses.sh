@@ -12,7 +12,7 @@
 #   within a relative 1e-3 (other roundings): NN_FUSE_BIAS_GRAD (db summed
 #     in another order), NN_CONV_IMPLICIT (dx and dw summed in other orders; with
 #     NN_CONV_WS_MB=0 as gpu_check.sh's bench, a no-op at these sizes);
-#     NN_CONV_IMPLICIT with the other switches together; NN_TF32 (operands
+#     all of these together (the graph captured); NN_TF32 (operands
 #     rounded to 10 bits), alone and with NN_CONV_IMPLICIT (the implicit
 #     conv's tensor-core kernel) and NN_FUSE_RELU, on LeNet's first step only:
 #     later steps, from weights that already differ, drift apart by more
@@ -68,25 +68,28 @@ sys.exit(0 if a and len(a) == len(b) and all(abs(x - y) <= 1e-3 * abs(x) + 1e-6 
 run plain && { [ -s "$W/plain.txt" ] || bad "the plain run logged no steps"; }
 run switched NN_CUDA_LAZY_CHECKS=1 NN_CUDA_PINNED=1 NN_FUSE_BIAS=1 NN_FUSE_RELU=1 && same switched
 run resident NN_RESIDENT=1 && same resident
-if run graph NN_CUDA_GRAPH=1 NN_CUDA_LAZY_CHECKS=1 NN_RESIDENT=1; then
-    same graph
-    grep -H "not captured" "$W/graph.err" && bad "graph: the step was not captured"
+captured() { # NAME: the run says its steps ran from a captured graph (a silent fallback fails)
+    grep -H "not captured" "$W/$1.err" && bad "$1: the step was not captured"
     if [ "$DEV" = cpu ]; then
         : # the CPU ignores NN_CUDA_GRAPH
-    elif grep -q "NN_CUDA_GRAPH: [1-9][0-9]* steps ran from a captured graph" "$W/graph.out"; then
-        ok "graph: $(grep -o '[0-9]* steps ran from a captured graph' "$W/graph.out")"
+    elif grep -q "NN_CUDA_GRAPH: [1-9][0-9]* steps ran from a captured graph" "$W/$1.out"; then
+        ok "$1: $(grep -o '[0-9]* steps ran from a captured graph' "$W/$1.out")"
     else
-        bad "graph: no step ran from a captured graph: $(cat "$W/graph.err")"
+        bad "$1: no step ran from a captured graph: $(cat "$W/$1.err")"
     fi
+}
+if run graph NN_CUDA_GRAPH=1 NN_CUDA_LAZY_CHECKS=1 NN_RESIDENT=1; then
+    same graph
+    captured graph
     cmp -s "$W/plain/last.safetensors" "$W/graph/last.safetensors" && ok "graph: the plain run's checkpoint, bit for bit" ||
         bad "graph: the checkpoint differs from the plain run's"
 fi
 run fused_db NN_FUSE_BIAS_GRAD=1 && close fused_db
 run implicit NN_CONV_IMPLICIT=1 NN_CONV_WS_MB=0 && close implicit
-# the switches together: each alone above matched, yet the implicit forward
-# once ignored the fused ReLU (train loss 7.42 against 3.17)
-run implicit_fused NN_CONV_IMPLICIT=1 NN_FUSE_RELU=1 NN_FUSE_BIAS=1 NN_FUSE_BIAS_GRAD=1 NN_CUDA_LAZY_CHECKS=1 \
-    NN_CUDA_PINNED=1 && close implicit_fused
+# every switch but NN_TF32 together: each alone above matched, yet the
+# implicit forward once ignored the fused ReLU (train loss 7.42 against 3.17)
+run all NN_CONV_IMPLICIT=1 NN_FUSE_RELU=1 NN_FUSE_BIAS=1 NN_FUSE_BIAS_GRAD=1 NN_CUDA_LAZY_CHECKS=1 \
+    NN_CUDA_PINNED=1 NN_CUDA_GRAPH=1 NN_RESIDENT=1 && close all && captured all
 TRAIN=(train --device "$DEV" --data "$DATA" --model lenet --limit 32 --test-limit 32 --epochs 1 --batch 32
        --log-every 1 --quiet)
 run lenet && run lenet_tf32 NN_TF32=1 && close lenet_tf32 lenet
