@@ -139,6 +139,11 @@ nn_status bench_write_json(const char *path, const dev_result *drs, int nd, cons
     cJSON_AddNumberToObject(cfg, "batch", o->batch);
     cJSON_AddNumberToObject(cfg, "threads", o->threads);
     cJSON_AddNumberToObject(cfg, "repeats", o->repeats);
+    cJSON *sw = cJSON_AddObjectToObject(cfg, "switches"); /* the environment's (core/defaults.h), those set */
+#define NN_RECORD(name) \
+    if (getenv(name)) cJSON_AddStringToObject(sw, name, getenv(name));
+    NN_SWITCHES(NN_RECORD)
+#undef NN_RECORD
     cJSON *devs = cJSON_AddObjectToObject(root, "devices");
     for (int d = 0; d < nd; d++) {
         const dev_result *dr = &drs[d];

@@ -4,10 +4,27 @@
 #define _GNU_SOURCE /* dladdr */
 #include "core/backend.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
+#include "core/defaults.h"
 #include "cuda/module.h"
+
+const char *nn_switches_describe(char *buf, size_t n)
+{
+    size_t used = 0;
+    if (n) buf[0] = 0;
+#define NN_DESCRIBE(name)                                                                               \
+    if (getenv(name) && used < n) {                                                                     \
+        int w = snprintf(buf + used, n - used, "%s%s=%s", used ? " " : "", name, getenv(name));        \
+        used += w > 0 ? (size_t)w : 0;                                                                  \
+    }
+    NN_SWITCHES(NN_DESCRIBE)
+#undef NN_DESCRIBE
+    return buf;
+}
 
 #if NN_HAVE_CUDA
 #include <dlfcn.h>

@@ -113,4 +113,9 @@ nn_status nn_backend_check(const nn_backend *be);
 
 extern const nn_backend nn_cpu_backend;
 
+/* The environment switches that are set (core/defaults.h's NN_SWITCHES),
+ * as "NAME=value NAME=value" in buf (truncated to n; empty when none);
+ * returns buf. */
+const char *nn_switches_describe(char *buf, size_t n);
+
 #endif

@@ -37,5 +37,23 @@
  * cuda/conv2d_implicit.cu; anything else: im2col + GEMM, the default and the
  * reference its test compares against). Read by cuda/conv2d_implicit.cu. */
 #define NN_CONV_IMPLICIT_ENV "NN_CONV_IMPLICIT"
+/* The conv workspace budget on the GPU in MiB (cuda/conv2d.cu; 0: none). */
+#define NN_CONV_WS_MB_ENV "NN_CONV_WS_MB"
+/* Device-side label checks read at the next sync (cuda/checks.h). */
+#define NN_CUDA_LAZY_CHECKS_ENV "NN_CUDA_LAZY_CHECKS"
+/* Pinned, multi-buffered uploads (cuda/upload.h). */
+#define NN_CUDA_PINNED_ENV "NN_CUDA_PINNED"
+/* The training step captured as a CUDA graph (models/train.h). */
+#define NN_CUDA_GRAPH_ENV "NN_CUDA_GRAPH"
+/* Fashion-MNIST resident on the model's device (`convnet train`, io/resident.h). */
+#define NN_RESIDENT_ENV "NN_RESIDENT"
+
+/* Every environment switch above, for X(name): what the benchmark's JSON
+ * ("switches") and `convnet train`'s first lines record when set, so a
+ * number says how it was made (nn_switches_describe, core/backend.h). */
+#define NN_SWITCHES(X)                                                                          \
+    X(NN_TF32_ENV) X(NN_FUSE_BIAS_ENV) X(NN_FUSE_BIAS_GRAD_ENV) X(NN_FUSE_RELU_ENV)             \
+    X(NN_CONV_IMPLICIT_ENV) X(NN_CONV_WS_MB_ENV) X(NN_CUDA_LAZY_CHECKS_ENV) X(NN_CUDA_PINNED_ENV) \
+    X(NN_CUDA_GRAPH_ENV) X(NN_RESIDENT_ENV)
 
 #endif

@@ -9,11 +9,11 @@
 
 #include <stdbool.h>
 
+#include "core/defaults.h" /* NN_CUDA_LAZY_CHECKS_ENV */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define NN_CUDA_LAZY_CHECKS_ENV "NN_CUDA_LAZY_CHECKS"
 
 /* NN_CUDA_LAZY_CHECKS=1 in the environment (read once), unless a test set it. */
 bool nn_cuda_lazy_checks(void);

@@ -30,7 +30,7 @@ static size_t ws_budget(void)
     static size_t budget;
     static bool read; /* benign race: every thread reads the same value */
     if (!read) {
-        const char *e = getenv("NN_CONV_WS_MB");
+        const char *e = getenv(NN_CONV_WS_MB_ENV);
         char *end = NULL;
         long long mb = e ? strtoll(e, &end, 10) : -1;
         budget = e && end != e && *end == 0 && mb >= 0 ? (mb ? (size_t)mb << 20 : SIZE_MAX) : CONV_WS_BUDGET;

@@ -9,11 +9,11 @@
 
 #include <stdbool.h>
 
+#include "core/defaults.h" /* NN_CUDA_PINNED_ENV */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define NN_CUDA_PINNED_ENV "NN_CUDA_PINNED"
 
 /* NN_CUDA_PINNED=1 in the environment (read once), unless a test set it. */
 bool nn_cuda_pinned_uploads(void);

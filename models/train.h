@@ -25,6 +25,7 @@
 
 #include <signal.h>
 
+#include "core/defaults.h"
 #include "io/dataset.h"
 #include "models/checkpoint.h"
 #include "models/evaluate.h"
@@ -86,13 +87,12 @@ typedef struct nn_train_event {
 
 typedef struct nn_trainer nn_trainer;
 
-/* NN_CUDA_GRAPH=1 in the environment (read by nn_trainer_new): on the CUDA
- * device, each epoch's third full-batch step is captured as a CUDA graph and
- * the later full-batch steps replay it (same results, bit for bit); needs
- * NN_CUDA_LAZY_CHECKS=1 and no after_backward hook, else (or when the capture
- * fails) the run goes on uncaptured after a one-line notice on stderr.
- * docs/cuda_graph.md. */
-#define NN_CUDA_GRAPH_ENV "NN_CUDA_GRAPH"
+/* NN_CUDA_GRAPH=1 in the environment (NN_CUDA_GRAPH_ENV, core/defaults.h;
+ * read by nn_trainer_new): on the CUDA device, each epoch's third
+ * full-batch step is captured as a CUDA graph and the later full-batch steps
+ * replay it (same results, bit for bit); needs NN_CUDA_LAZY_CHECKS=1 and no
+ * after_backward hook, else (or when the capture fails) the run goes on
+ * uncaptured after a one-line notice on stderr. docs/cuda_graph.md. */
 
 typedef struct nn_trainer_config {
     nn_device dev;                  /* where the model lives (NN_CPU = 0 by default) */

@@ -3,12 +3,33 @@
  * since it is a static table in the build), and a table with a slot left NULL
  * is refused by name: nn_backend_check at registration, nn_backend_supports
  * per op (NN_E_UNSUPPORTED naming op, device and kernel, never a NULL call);
- * a table compiled from an older slot list is refused too. */
+ * a table compiled from an older slot list is refused too. Also the
+ * description of the environment switches (nn_switches_describe). */
 #include "tests/testutil.h"
 
 #include "config.h"
+#include "core/defaults.h"
 
 /* Every backend of this build, GPU or no GPU. */
+/* what the benchmark's JSON and `convnet train` record: the switches set, in
+ * core/defaults.h's order, whatever their value; a short buffer truncates */
+static void test_switches_are_described(void **state)
+{
+    (void)state;
+#define NN_CLEAR(name) unsetenv(name);
+    NN_SWITCHES(NN_CLEAR)
+#undef NN_CLEAR
+    char buf[64];
+    assert_string_equal(nn_switches_describe(buf, sizeof buf), "");
+    setenv(NN_CONV_WS_MB_ENV, "0", 1);
+    setenv(NN_TF32_ENV, "1", 1);
+    assert_string_equal(nn_switches_describe(buf, sizeof buf), "NN_TF32=1 NN_CONV_WS_MB=0");
+    char tiny[8];
+    assert_string_equal(nn_switches_describe(tiny, sizeof tiny), "NN_TF32");
+    unsetenv(NN_CONV_WS_MB_ENV);
+    unsetenv(NN_TF32_ENV);
+}
+
 static void test_every_built_table_is_complete(void **state)
 {
     (void)state;
@@ -87,6 +108,7 @@ int main(void)
         cmocka_unit_test(test_kernel_names_follow_the_list),
         cmocka_unit_test(test_a_null_slot_is_unsupported),
         cmocka_unit_test(test_a_stale_table_is_refused),
+        cmocka_unit_test(test_switches_are_described),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

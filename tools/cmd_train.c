@@ -303,7 +303,7 @@ static int open_data(train_run *r)
     /* NN_RESIDENT=1: Fashion-MNIST's training set on the model's device, each
      * batch built there (io/resident.h); its batches never reach the host, so
      * the data-parallel sources, which slice host batches, cannot take them */
-    const char *env = getenv("NN_RESIDENT");
+    const char *env = getenv(NN_RESIDENT_ENV);
     bool resident = env && strcmp(env, "1") == 0;
     if (resident && (r->ranks > 1 || o->emulate_ranks > 1))
         return cli_fail("train", "NN_RESIDENT=1 does not work with data parallelism (mpirun/srun or --emulate-ranks): "
@@ -434,6 +434,8 @@ static void print_header(const train_run *r)
     printf("training: %s, lr %g, %s schedule, batch %d, %d epochs, seed %llu, on %s with %d threads\n",
            nn_optim_kind_name(st->optim.kind), (double)st->lr, nn_sched_kind_name(st->sched.kind), st->batch_size,
            st->epochs, (unsigned long long)st->seed, nn_device_name(r->dev), r->threads);
+    char sw[512];
+    if (*nn_switches_describe(sw, sizeof sw)) printf("switches: %s\n", sw);
     if (r->ranks > 1)
         printf("data parallel: %d processes, %d images each per step; gradients summed by %s %s; timeout %g s\n",
                r->ranks, st->batch_size / r->ranks, nn_dist_backend(r->dev), bucketing(r), nn_dist_timeout());
