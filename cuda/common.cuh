@@ -138,6 +138,9 @@ static __device__ __forceinline__ nn_gemm_at nn_gemm_locate(const nn_gemm_batch 
 nn_status nn_cuda_sgemm(cudaStream_t s, bool ta, bool tb, int m, int n, int k, float alpha,
                         const float *a, int lda, const float *b, int ldb, float beta, float *c,
                         int ldc, const nn_gemm_batch *batch);
+/* The device's multiprocessors (read once; 132, an H100's, when it cannot be
+ * read): only steers the tile and split-K choices. */
+int nn_cuda_sm_count(void);
 /* Split K (the GEMM's rule, shared with conv2d_implicit.cu's weight gradient):
  * for `count` products of `tiles` blocks in all, with `slots` blocks wanted,
  * *ksplit slices of *kchunk (a multiple of bk) each; 1 slice of k when the

@@ -31,19 +31,6 @@
 
 /* ---- launcher and switch ---- */
 
-static int sm_count(void)
-{
-    static int sms; /* benign race: every thread finds the same value */
-    if (!sms) {
-        int d = 0, v = 0;
-        if (cudaGetDevice(&d) == cudaSuccess && cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, d) == cudaSuccess && v > 0)
-            sms = v;
-        else
-            sms = 1;
-    }
-    return sms;
-}
-
 /* The two tilings (gemm.cu's): 128x128 tiles (8x8 per thread, slices of 8)
  * or 64x64 (4x4, slices of 16), 256 threads either way. */
 template <class G, bool BIG>
@@ -98,7 +85,7 @@ static nn_status run(const nn_conv2d_geom *g, const float *a_src, const float *b
     const conv_implicit_args a = {*g, a_src, b_src, b, out, nullptr, G::k(*g), 1};
     if (tf32)
         NN_TRY(launch_tf32<G>(a, s));
-    else if (tiles(m, n, 128, g->groups) >= sm_count())
+    else if (tiles(m, n, 128, g->groups) >= nn_cuda_sm_count())
         launch<G, true>(a, s);
     else
         launch<G, false>(a, s);
@@ -121,7 +108,7 @@ static dw_plan plan_dw(const nn_conv2d_geom *g, bool tf32)
     dw_plan p;
     p.big = m >= 128 && n >= 128;
     const int edge = tf32 || p.big ? 128 : 64, bk = tf32 ? TF32_BK : p.big ? 8 : 16;
-    const long long slots = (tf32 ? TF32_MIN_BLOCKS : 2LL) * sm_count();
+    const long long slots = (tf32 ? TF32_MIN_BLOCKS : 2LL) * nn_cuda_sm_count();
     nn_cuda_splitk(tiles(m, n, edge, g->groups), k, slots, g->groups, bk, &p.splits, &p.kchunk);
     if ((long long)g->groups * p.splits > 65535) p.splits = 1, p.kchunk = k; /* gridDim.z */
     return p;

@@ -287,8 +287,8 @@ conv_implicit_tf32_kernel(conv_implicit_args args)
     const int m0 = blockIdx.y * TF32_BM, n0 = blockIdx.x * TF32_BN, tid = threadIdx.x;
     const bool rsum = args.rowsum && nn_rowsum_owner(blockIdx.x);
     float rs = 0.0f;
-    auto a_tile = [&](int st) { return tf32_smem + st * 2 * TF32_TILE_FLOATS; };
-    auto b_tile = [&](int st) { return tf32_smem + st * 2 * TF32_TILE_FLOATS + TF32_TILE_FLOATS; };
+    auto a_tile = [&](int st) { return tf32_a_tile(tf32_smem, st); };
+    auto b_tile = [&](int st) { return tf32_b_tile(tf32_smem, st); };
 
     /* element e = tid + i * THREADS of a tile: A (m, k) = (e / BK, e % BK), B (k, n) = (e / BN, e % BN) */
     constexpr int PER = TF32_BM * TF32_BK / TF32_THREADS;
@@ -303,13 +303,13 @@ conv_implicit_tf32_kernel(conv_implicit_args args)
         for (int i = 0; i < PER; i++) {
             const int r = tid / TF32_BK + i * (TF32_THREADS / TF32_BK), m = m0 + r;
             const bool in = m < M && ka < kend;
-            tf32_cp4(at + r * A_PITCH + tid % TF32_BK, in ? args.a_src + G::a_at(g, gi, m, ka) : args.a_src, in ? 4 : 0);
+            tf32_cp<4>(at + r * A_PITCH + tid % TF32_BK, in ? args.a_src + G::a_at(g, gi, m, ka) : args.a_src, in ? 4 : 0);
         }
 #pragma unroll 4
         for (int i = 0; i < PER; i++) {
             const int r = tid / TF32_BN + i * (TF32_THREADS / TF32_BN), kb = k0 + r;
             const long long src = kb < kend ? G::b_at(g, gi, col, kb) : -1;
-            tf32_cp4(bt + r * B_PITCH + tid % TF32_BN, src >= 0 ? args.b_src + src : args.b_src, src >= 0 ? 4 : 0);
+            tf32_cp<4>(bt + r * B_PITCH + tid % TF32_BN, src >= 0 ? args.b_src + src : args.b_src, src >= 0 ? 4 : 0);
         }
     };
 

@@ -284,7 +284,7 @@ static bool aligned4(const void *p, long long ld, long long s1, long long s2)
 }
 
 /* The device's multiprocessor count and compute capability, read once. */
-static int sm_count(void)
+int nn_cuda_sm_count(void)
 {
     static int n; /* benign race: every thread computes the same value */
     if (!n) {
@@ -395,7 +395,7 @@ void nn_cuda_splitk(long long tiles, int k, long long slots, int count, int bk, 
  * tensor-core kernel, split along K likewise. */
 static gemm_plan plan_gemm(nn_gemm_variant want, int m, int n, int k, int count)
 {
-    const long long sms = sm_count();
+    const long long sms = nn_cuda_sm_count();
     const long long t64 = (long long)((m + 63) / 64) * ((n + 63) / 64) * count;
     const long long t128 = (long long)((m + 127) / 128) * ((n + 127) / 128) * count;
     if (want == NN_GEMM_AUTO) {

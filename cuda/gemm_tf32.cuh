@@ -44,10 +44,10 @@ static __device__ __forceinline__ void tf32_load_tile(float *tile, const float *
         const int valid = gr < rlim ? max(0, min(4, clim - gc)) : 0;   /* floats in the matrix */
         const float *p = valid > 0 ? src + (long long)gr * ld + gc : src; /* a valid address when nothing is read */
         if (vec) {
-            tf32_cp16(dst, p, valid * 4);
+            tf32_cp<16>(dst, p, valid * 4);
         } else {
 #pragma unroll
-            for (int j = 0; j < 4; j++) tf32_cp4(dst + j, j < valid ? p + j : src, j < valid ? 4 : 0);
+            for (int j = 0; j < 4; j++) tf32_cp<4>(dst + j, j < valid ? p + j : src, j < valid ? 4 : 0);
         }
     }
 }
@@ -77,8 +77,8 @@ sgemm_tf32_kernel(int M, int N, int K, float alpha, const float *__restrict__ A,
 
     /* shared tiles in the stored layout: A (m, k) at TA ? [k][m] : [m][k], B (k, n) at TB ? [n][k] : [k][n] */
     constexpr int A_PITCH = tf32_a_pitch(TA);
-    auto a_tile = [&](int st) { return tf32_smem + st * 2 * TF32_TILE_FLOATS; };
-    auto b_tile = [&](int st) { return tf32_smem + st * 2 * TF32_TILE_FLOATS + TF32_TILE_FLOATS; };
+    auto a_tile = [&](int st) { return tf32_a_tile(tf32_smem, st); };
+    auto b_tile = [&](int st) { return tf32_b_tile(tf32_smem, st); };
     const bool va = vec & VEC_A, vb = vec & VEC_B;
 
     /* issues the copies of slice t (K from kbeg + t * BK) into ring slot t % STAGES */

@@ -29,22 +29,18 @@ static_assert(TF32_BK * (TF32_BM + TF32_PAD_MN) <= TF32_TILE_FLOATS, "a k-major 
 
 /* cp.async of 16 (or 4) bytes; src_bytes < size fills the rest with zeros,
  * and src_bytes = 0 reads nothing (the address must still be valid). */
-static __device__ __forceinline__ void tf32_cp16(float *dst, const float *src, int src_bytes)
+template <int BYTES>
+static __device__ __forceinline__ void tf32_cp(float *dst, const float *src, int src_bytes)
 {
+    static_assert(BYTES == 16 || BYTES == 4, "cp.async copies 16 bytes (.cg, through L2) or 4 (.ca)");
 #if defined(NN_CUDA_EMU)
-    nn_emu::cp_async(dst, src, 16, src_bytes);
+    nn_emu::cp_async(dst, src, BYTES, src_bytes);
 #elif __CUDA_ARCH__ >= 800
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
-#endif
-}
-static __device__ __forceinline__ void tf32_cp4(float *dst, const float *src, int src_bytes)
-{
-#if defined(NN_CUDA_EMU)
-    nn_emu::cp_async(dst, src, 4, src_bytes);
-#elif __CUDA_ARCH__ >= 800
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+    if constexpr (BYTES == 16)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
 #endif
 }
 static __device__ __forceinline__ void tf32_commit(void)
@@ -92,6 +88,10 @@ static __device__ __forceinline__ void tf32_mma(float (&c)[4], const unsigned (&
  * [m][k], B (k, n) at TB ? [n][k] : [k][n]; a row's pitch in floats: */
 static __host__ __device__ constexpr int tf32_a_pitch(bool ta) { return ta ? TF32_BM + TF32_PAD_MN : TF32_BK + TF32_PAD_K; }
 static __host__ __device__ constexpr int tf32_b_pitch(bool tb) { return tb ? TF32_BK + TF32_PAD_K : TF32_BN + TF32_PAD_MN; }
+
+/* Ring slot st of the dynamic shared memory: A's tile, then B's */
+static __device__ __forceinline__ float *tf32_a_tile(float *smem, int st) { return smem + st * 2 * TF32_TILE_FLOATS; }
+static __device__ __forceinline__ float *tf32_b_tile(float *smem, int st) { return tf32_a_tile(smem, st) + TF32_TILE_FLOATS; }
 
 /* The 8 warps as 2 along M x 4 along N: warp w's 64 x 32 corner of the tile */
 static __device__ __forceinline__ int tf32_warp_m(int warp) { return (warp / 4) * 64; }
