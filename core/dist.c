@@ -1,13 +1,18 @@
 /* The process group (see dist.h): the launcher's environment, MPI_Init, and
- * collectives that poll against a deadline. Nonblocking MPI calls tested in a
- * loop, because a blocking MPI_Allreduce with a hung peer spins forever; rank 0
- * gathers the per-step flags point to point so it can name a missing rank. */
+ * collectives held to a deadline: nonblocking MPI calls tested in a loop,
+ * because a blocking MPI_Allreduce with a hung peer spins forever, and, for
+ * the one blocking call kept for its speed (the host sum), a watchdog thread;
+ * rank 0 gathers the per-step flags point to point so it can name a missing
+ * rank. */
 #include "core/dist.h"
 
+#include <stdarg.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "core/backend.h"
@@ -107,12 +112,20 @@ nn_status nn_dist_init(void)
     return select_device();
 }
 
+static nn_status watch(const char *fmt, ...);
+static void unwatch(void);
+static void watchdog_stop(void);
+
 void nn_dist_finalize(void)
 {
     if (!g.active) return;
     if (g.nccl_ready) nccl()->destroy();
     g.nccl_ready = false;
+    /* Open MPI's finalize waits for every rank (a fence): bounded too */
+    const bool watched = watch("MPI_Finalize") == NN_OK;
     MPI_Finalize();
+    if (watched) unwatch();
+    watchdog_stop();
     g.active = false;
 }
 
@@ -171,19 +184,123 @@ static nn_status nccl_comm(const nn_cuda_nccl *nc)
     return NN_OK;
 }
 
-/* Blocking, unlike the other collectives: Open MPI 4.1's nonblocking
- * all-reduce (libnbc) took 2x as long on 250 MB over shared memory (~400 vs
- * ~200 ms, 2 ranks), and the trainer calls this right after nn_dist_agree has
- * heard from every rank in the same step, so a hung peer is caught there. */
+/* ---- the watchdog of the blocking sum ----
+ * A blocking call cannot give up: a peer that dies or hangs inside it leaves
+ * this rank waiting for ever. So a thread holds such calls to the timeout:
+ * armed before the call, disarmed after; if the deadline passes while armed,
+ * it prints what timed_out would and ends this process with status 1, which
+ * makes the launcher end the rest of the job. The one place the library ends
+ * a process itself: its caller is stuck inside MPI and cannot be handed a
+ * status. Started on first use, so a process that never sums starts none. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* on CLOCK_MONOTONIC */
+    pthread_t thread;
+    bool running, armed, quit;
+    struct timespec deadline;
+    char what[96];
+} dog = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static bool passed(const struct timespec *t)
+{
+    struct timespec n;
+    clock_gettime(CLOCK_MONOTONIC, &n);
+    return n.tv_sec > t->tv_sec || (n.tv_sec == t->tv_sec && n.tv_nsec >= t->tv_nsec);
+}
+
+static void *watchdog(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&dog.mu);
+    while (!dog.quit) {
+        if (dog.armed && passed(&dog.deadline)) {
+            fprintf(stderr, "dist: rank %d: %s did not complete within %g s (a peer died or hangs); ending this process\n",
+                    g.rank, dog.what, g.timeout);
+            fflush(stderr);
+            _exit(1); /* not exit(): the main thread is inside MPI; no atexit handler may run beside it */
+        }
+        /* woken by arm, disarm and stop; a stale deadline just loops */
+        if (dog.armed) pthread_cond_timedwait(&dog.cv, &dog.mu, &dog.deadline);
+        else pthread_cond_wait(&dog.cv, &dog.mu);
+    }
+    pthread_mutex_unlock(&dog.mu);
+    return NULL;
+}
+
+static nn_status watchdog_start(void)
+{
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) ||
+        pthread_cond_init(&dog.cv, &ca))
+        return nn_error(NN_E_IO, "dist: rank %d: cannot make the watchdog's condition variable", g.rank);
+    pthread_condattr_destroy(&ca);
+    int e = pthread_create(&dog.thread, NULL, watchdog, NULL);
+    if (e) {
+        pthread_cond_destroy(&dog.cv);
+        return nn_error(NN_E_IO, "dist: rank %d: cannot start the watchdog thread: %s", g.rank, strerror(e));
+    }
+    dog.running = true, dog.quit = false;
+    return NN_OK;
+}
+
+/* Arms the watchdog for a blocking call (what: printf-style, for the message). */
+static nn_status watch(const char *fmt, ...)
+{
+    if (!dog.running) NN_TRY(watchdog_start());
+    pthread_mutex_lock(&dog.mu);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dog.what, sizeof dog.what, fmt, ap);
+    va_end(ap);
+    clock_gettime(CLOCK_MONOTONIC, &dog.deadline);
+    const double end = (double)dog.deadline.tv_nsec * 1e-9 + (g.timeout < 1e9 ? g.timeout : 1e9); /* no time_t overflow */
+    dog.deadline.tv_sec += (time_t)end;
+    dog.deadline.tv_nsec = (long)((end - (double)(time_t)end) * 1e9);
+    dog.armed = true;
+    pthread_cond_signal(&dog.cv);
+    pthread_mutex_unlock(&dog.mu);
+    return NN_OK;
+}
+
+static void unwatch(void)
+{
+    pthread_mutex_lock(&dog.mu);
+    dog.armed = false;
+    pthread_mutex_unlock(&dog.mu); /* no signal: the thread wakes at the old deadline and waits again */
+}
+
+static void watchdog_stop(void)
+{
+    if (!dog.running) return;
+    pthread_mutex_lock(&dog.mu);
+    dog.quit = true, dog.armed = false;
+    pthread_cond_signal(&dog.cv);
+    pthread_mutex_unlock(&dog.mu);
+    pthread_join(dog.thread, NULL);
+    pthread_cond_destroy(&dog.cv);
+    dog.running = false;
+}
+
+/* Pieces of the host sum. Open MPI 4.1 over shared memory, 2 ranks, the
+ * paper-size gradients (62.4 M floats, 250 MB; build/benchmarks/allreduce_bench):
+ * one MPI_Allreduce 107-115 ms, pieces of 1 MiB one after another 42-46 ms
+ * (a piece and its peer's stay in cache), of 64 KiB 54 ms, of 16 MiB 45 ms;
+ * its nonblocking all-reduce (libnbc), waited for piece by piece, 74-164 ms.
+ * So blocking calls, 1 MiB each, under the watchdog's deadline. */
+#define HOST_SUM_PIECE ((size_t)1 << 18) /* floats */
+
 static nn_status host_sum(float *buf, size_t n)
 {
-    for (size_t done = 0; done < n;) { /* MPI counts are int */
-        int c = n - done > (size_t)1 << 30 ? 1 << 30 : (int)(n - done);
+    NN_TRY(watch("the all-reduce of %zu floats", n));
+    nn_status st = NN_OK;
+    for (size_t done = 0; done < n && st == NN_OK;) {
+        const int c = (int)(n - done < HOST_SUM_PIECE ? n - done : HOST_SUM_PIECE);
         if (MPI_Allreduce(MPI_IN_PLACE, buf + done, c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
-            return nn_error(NN_E_IO, "dist: rank %d: MPI_Allreduce failed", g.rank);
+            st = nn_error(NN_E_IO, "dist: rank %d: MPI_Allreduce failed", g.rank);
         done += (size_t)c;
     }
-    return NN_OK;
+    unwatch();
+    return st;
 }
 
 static nn_status host_bcast(void *buf, size_t bytes)

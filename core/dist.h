@@ -8,12 +8,14 @@
  * ever made. MPI stays inside core/dist.c; GPU buffers go through NCCL when the
  * build has it (on the context's stream), through host copies otherwise.
  *
- * Every collective but the host sum waits at most the timeout
- * (nn_dist_set_timeout): a peer that died or hangs gives NN_E_IO with a
- * message naming it where the collective can tell (nn_dist_agree), never an
- * endless wait. The host sum blocks (twice as fast): call nn_dist_agree first
- * in each step, as the trainer does. The library never ends the job: a
- * program that gets such a status calls nn_dist_abort. */
+ * Every collective waits at most the timeout (nn_dist_set_timeout): a peer
+ * that died or hangs gives NN_E_IO with a message naming it where the
+ * collective can tell (nn_dist_agree), never an endless wait; a program that
+ * gets such a status calls nn_dist_abort. The exception is the host sum,
+ * made of blocking MPI calls for speed (2.5x the nonblocking ones): a thread
+ * watches it, and past the timeout prints the message and ends this process
+ * (status 1; the launcher then ends the others), since its caller is stuck
+ * inside MPI. MPI_Finalize is watched the same way. */
 #ifndef NN_DIST_H
 #define NN_DIST_H
 
@@ -50,8 +52,9 @@ double nn_dist_timeout(void);
 
 /* buf[i] = sum over ranks of buf[i], n floats on dev; the sum's order is rank
  * order for two ranks (addition commutes); beyond that MPI's or NCCL's. Under
- * a launcher it calls MPI or NCCL even for one rank. Host buffers: a blocking
- * MPI_Allreduce (see above); device buffers: NCCL polled against the timeout. */
+ * a launcher it calls MPI or NCCL even for one rank. Host buffers: blocking
+ * MPI_Allreduce calls on 1 MiB pieces, watched (see above); device buffers:
+ * NCCL polled against the timeout. */
 nn_status nn_dist_allreduce_sum(float *buf, size_t n, nn_device dev);
 /* Bucketed sums, overlapped with backward (models/dist_train.c). Whether
  * dev's buffers can be summed that way: host buffers under MPI, device

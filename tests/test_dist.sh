@@ -50,14 +50,17 @@ grep -q "gradient all-reduce:" r2.log && ok "all-reduce time reported: $(grep 'g
 same pr2/last.safetensors r2/last.safetensors "2 ranks, rank 1 perturbed before the broadcast, bitwise equal to unperturbed"
 
 # 1c. gradients summed in buckets started during backward (0.05 MiB: several
-#     buckets of this model's 70,219 floats; the default 4 MiB: one) give the
-#     bits of one sum after backward, since each float is the same a + b
+#     buckets of this model's 70,219 floats; 4 MiB, the GPU's default: one) give
+#     the bits of one sum after backward (the CPU's default, run 1), since each
+#     float is the same a + b
+grep -q "summed by mpi after backward" r2.log && ok "CPU default: one sum after backward" ||
+    bad "CPU default is not one sum after backward: $(grep 'data parallel' r2.log)"
 "${MPI[@]}" "$CONVNET" "${ALEX[@]}" --dist-bucket-mb 0.05 --checkpoint-dir k2 > k2.log 2>&1 || bad "buckets: $(tail -3 k2.log)"
-"${MPI[@]}" "$CONVNET" "${ALEX[@]}" --dist-bucket-mb 0 --checkpoint-dir k0 > k0.log 2>&1 || bad "no buckets: $(tail -3 k0.log)"
+"${MPI[@]}" "$CONVNET" "${ALEX[@]}" --dist-bucket-mb 4 --checkpoint-dir k4 > k4.log 2>&1 || bad "one bucket: $(tail -3 k4.log)"
 grep -Eq "\(([2-9]|[1-9][0-9]+) buckets\)" k2.log && ok "$(grep -Eo '[0-9]+ buckets\)' k2.log | tr -d ')') of 0.05 MiB" ||
     bad "0.05 MiB did not make several buckets: $(grep 'all-reduce' k2.log)"
-same k2/last.safetensors k0/last.safetensors "2 ranks: 0.05 MiB buckets during backward bitwise equal to one sum after it"
-same k0/last.safetensors e2/last.safetensors "2 ranks, one sum after backward, bitwise equal to 2 slices in one process"
+same k2/last.safetensors r2/last.safetensors "2 ranks: 0.05 MiB buckets during backward bitwise equal to one sum after it"
+same k4/last.safetensors r2/last.safetensors "2 ranks: one 4 MiB bucket during backward bitwise equal to one sum after it"
 
 # 1b. one rank under mpirun takes the reduction path (pack, MPI sum, unpack):
 #     the same bits as no launcher (with a GPU, the same check runs NCCL)
@@ -94,17 +97,21 @@ same s12/last.safetensors e2/last.safetensors "resume 1 process -> 2 ranks"
 
 # 4. a rank that dies or hangs at step 3 ends the job non-zero within the timeout
 #    (3 s; the outer timeout only guards the test itself); hang-sum: rank 1
-#    hangs after the step's agreement, so rank 0's wait for the bucketed sums
-#    (a deadline of its own) is what ends the job
-for kind in die hang hang-sum; do
-    timeout 120 "${MPI[@]}" "$CONVNET" "${LENET[@]}" --fault $kind:1:3 --dist-timeout 3 --checkpoint-dir f > f.log 2>&1
+#    hangs after the step's agreement, so what ends the job is the sum's own
+#    deadline: the wait for the buckets (0.05 MiB), or the watchdog of the
+#    blocking sum after backward (the CPU's default), which ends rank 0 itself
+for kind in die hang hang-sum:0.05 hang-sum; do
+    fault=${kind%%:*} buckets=()
+    [ "$kind" != "$fault" ] && buckets=(--dist-bucket-mb "${kind#*:}")
+    timeout 120 "${MPI[@]}" "$CONVNET" "${LENET[@]}" "${buckets[@]}" --fault $fault:1:3 --dist-timeout 3 --checkpoint-dir f > f.log 2>&1
     rc=$?
     if [ $rc = 124 ]; then bad "$kind: the job did not end"; continue; fi
     [ $rc != 0 ] || bad "$kind: exit status 0"
     case $kind in
     die) pat="rank 1 .*exited on signal 9" ;;
     hang) pat="rank 1 did not reach step 3 within 3 s" ;;
-    hang-sum) pat="rank 0: the bucketed gradient all-reduce did not complete within 3 s" ;;
+    hang-sum:0.05) pat="rank 0: the bucketed gradient all-reduce did not complete within 3 s" ;;
+    hang-sum) pat="rank 0: the all-reduce of [0-9]* floats did not complete within 3 s" ;;
     esac
     if grep -q "$pat" f.log; then ok "$kind: status $rc, '$(grep -o "$pat" f.log | head -1)'"; else
         bad "$kind: no message naming the rank: $(cat f.log)"; fi
@@ -140,16 +147,20 @@ gpu_cases() {
             > gm1-$mb.log 2>&1 || bad "GPU, 1 rank, buckets $mb: $(tail -3 gm1-$mb.log)"
         same gm1-$mb/last.safetensors gp1/last.safetensors "GPU: 1 rank under mpirun (NCCL, --dist-bucket-mb $mb) bitwise equal to no launcher"
     done
-    # b. 2 ranks, NCCL sums in buckets during backward (the default 4 MiB: one;
-    #    0.05 MiB: several) and one sum after it, against the emulation of 2
+    # b. 2 ranks, NCCL sums in buckets during backward (the GPU's default, 4
+    #    MiB: one; 0.05 MiB: several) and one sum after it, against the emulation of 2
     "${GPU[@]}" "$CONVNET" "${TINY[@]}" --emulate-ranks 2 --checkpoint-dir ge2 > ge2.log 2>&1 ||
         bad "GPU, emulation of 2 ranks: $(tail -3 ge2.log)"
-    for mb in 4 0.05 0; do
-        "${GPU[@]}" "${MPI[@]}" "${MPIX[@]}" "$CONVNET" "${TINY[@]}" --dist-bucket-mb $mb --checkpoint-dir gr2-$mb \
+    for mb in default 0.05 0; do
+        local flag=()
+        [ $mb = default ] || flag=(--dist-bucket-mb $mb)
+        "${GPU[@]}" "${MPI[@]}" "${MPIX[@]}" "$CONVNET" "${TINY[@]}" "${flag[@]}" --checkpoint-dir gr2-$mb \
             > gr2-$mb.log 2>&1 || bad "GPU, 2 ranks, buckets $mb: $(tail -3 gr2-$mb.log)"
         grep -q "summed by nccl" gr2-$mb.log || bad "GPU, 2 ranks: not summed by NCCL: $(grep 'data parallel' gr2-$mb.log)"
         same gr2-$mb/last.safetensors ge2/last.safetensors "GPU: 2 ranks (NCCL, --dist-bucket-mb $mb) bitwise equal to 2 slices in one process"
     done
+    grep -q "in 4 MiB buckets during backward" gr2-default.log ||
+        bad "GPU: the default is not 4 MiB buckets: $(grep 'data parallel' gr2-default.log)"
     grep -Eq "\(([2-9]|[1-9][0-9]+) buckets\)" gr2-0.05.log ||
         bad "GPU: 0.05 MiB did not make several buckets: $(grep 'all-reduce' gr2-0.05.log)"
     # c. 2 ranks vs 1 process at the same global batch, first-step gradients
@@ -162,7 +173,7 @@ gpu_cases() {
     # d. the start broadcast (NCCL) has effect: rank 1 perturbed, as in 1a
     "${GPU[@]}" "${MPI[@]}" "${MPIX[@]}" "$CONVNET" "${TINY[@]}" --fault perturb:1 --checkpoint-dir gpr2 > gpr2.log 2>&1 ||
         bad "GPU, perturbed rank 1: $(tail -3 gpr2.log)"
-    same gpr2/last.safetensors gr2-4/last.safetensors "GPU: 2 ranks, rank 1 perturbed before the broadcast, bitwise equal to unperturbed"
+    same gpr2/last.safetensors gr2-default/last.safetensors "GPU: 2 ranks, rank 1 perturbed before the broadcast, bitwise equal to unperturbed"
     # e. a rank that hangs after step 2's agreement leaves NCCL's sum pending
     #    (the emulated collective stays on its stream until MPI completes it):
     #    cuda/nccl.cu's deadline ends the job, naming the rank that waited, for

@@ -39,12 +39,18 @@
 #define DEF_DROPOUT 0.3f
 #define DEF_LR_SGD 0.01f
 #define DEF_LR_ADAM 1e-3f
-/* MiB per gradient bucket under mpirun/srun (models/dist_train.h): the
- * default model's 8.5 MB in 3 buckets (fc7-fc8, conv2-fc6, conv1), the
- * paper-size model's 250 MB in about 6 (whole parameters: fc6 alone is 151
- * MB); not smaller, since Open MPI's nonblocking all-reduce of 1 MB pieces
- * took 1.5x the blocking one, of 4 MB the same (2 ranks, a shared machine) */
-#define DEF_DIST_BUCKET_MB 4
+/* MiB per gradient bucket under mpirun/srun (models/dist_train.h), on a GPU
+ * with NCCL: the default model's 8.5 MB in 3 buckets (fc7-fc8, conv2-fc6,
+ * conv1), the paper-size model's 250 MB in about 6 (whole parameters: fc6
+ * alone is 151 MB). On the CPU, one sum after backward (0): MPI progresses
+ * only inside MPI calls, so the cores that run backward also do the sums
+ * either way, and Open MPI's nonblocking all-reduce is slower than its
+ * blocking one in pieces (core/dist.c). 2 ranks x 1 thread, images/s with 4
+ * MiB buckets against one sum: paper-size 49-50 / 56, default model
+ * 1851-1940 / 1990-2002, LeNet 29,236-29,762 / 33,119-34,401 (commit after
+ * 8b17717, a quiet 2-core machine). */
+#define DEF_DIST_BUCKET_MB_GPU 4
+#define DEF_DIST_BUCKET_MB NAN /* not given (no flag value is NaN): by device, above */
 #define STR_(x) #x
 #define STR(x) STR_(x)
 #define DEF_LOG_EVERY 50 /* steps between metrics.jsonl step lines: a few hundred lines per run, not thousands */
@@ -175,7 +181,7 @@ static int parse_opts(train_run *r, int argc, char **argv)
         {"stop-after", CLI_INT, &o.stop_after, "N", "stop after N optimizer steps of this run, saving a checkpoint to resume from"},
         {"quiet", CLI_BOOL, &o.quiet, NULL, "no progress bar"},
         {"dist-timeout", CLI_FLOAT, &o.dist_timeout, "S", "under mpirun/srun: end the job when a rank does not answer within S seconds (default 300)"},
-        {"dist-bucket-mb", CLI_FLOAT, &o.dist_bucket_mb, "M", "under mpirun/srun: sum gradients in buckets of about M MiB, each started during backward as soon as it is complete (default " STR(DEF_DIST_BUCKET_MB) "; 0: one sum after backward)"},
+        {"dist-bucket-mb", CLI_FLOAT, &o.dist_bucket_mb, "M", "under mpirun/srun: sum gradients in buckets of about M MiB, each started during backward as soon as it is complete (default " STR(DEF_DIST_BUCKET_MB_GPU) " on a GPU, 0 on the CPU: one sum after backward)"},
         {"emulate-ranks", CLI_INT, &o.emulate_ranks, "N", "(tests) compute each batch as N ranks would, in turn, in this one process"},
         {"fault", CLI_STR, &o.fault, "KIND:RANK[:STEP]", "(tests) die, hang, hang-sum or signal: that rank dies (SIGKILL), hangs before or after the step's agreement, or gets SIGUSR1 at that step; perturb:RANK: that rank starts from other weights (the broadcast from rank 0 must undo it)"},
     };
@@ -198,7 +204,7 @@ static int validate(const train_opts *o)
         return cli_fail("train", "--init-from starts a new run from FILE's weights, --resume continues a run: give one");
     if (o->emulate_ranks < 0 || o->emulate_ranks > 1024 || o->dist_timeout < 0)
         return cli_fail("train", "--emulate-ranks must be between 1 and 1024, --dist-timeout positive");
-    if (!(o->dist_bucket_mb >= 0 && o->dist_bucket_mb <= 4096))
+    if (!(o->dist_bucket_mb >= 0 && o->dist_bucket_mb <= 4096) && !isnan(o->dist_bucket_mb))
         return cli_fail("train", "--dist-bucket-mb must be between 0 and 4096 (MiB)");
     int ranks = nn_dist_size() > 1 ? nn_dist_size() : o->emulate_ranks > 1 ? o->emulate_ranks : 1;
     if (!o->resume && o->batch % ranks)
@@ -289,6 +295,7 @@ static int setup_device(train_run *r)
     /* 0: the cores this process may run on (mpirun --bind-to, srun
      * --cpus-per-task, taskset), not the machine's: N processes share them */
     if (nn_set_threads(r->o.threads, &r->threads) != NN_OK) return cli_fail("train", "%s", nn_errmsg());
+    if (isnan(r->o.dist_bucket_mb)) r->o.dist_bucket_mb = r->dev == NN_CUDA ? DEF_DIST_BUCKET_MB_GPU : 0;
     return CLI_GO_ON;
 }
 
