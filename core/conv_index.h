@@ -55,6 +55,55 @@ static inline NN_CONV_HD long long nn_conv_src(nn_conv2d_geom g, nn_conv_col c, 
     return c.base + r.off + (long long)y * g.w + x;
 }
 
+/* Walking K without a division per step. The implicit GEMM's threads each
+ * take every d-th position of K (rows k, k + d, k + 2d, ...); adding d's own
+ * parts with one carry per axis (each part is below its axis' size) replaces
+ * the two or three integer divisions of *_of, which cost a GPU ~20
+ * instructions each. Rows: d's (planes, i, j); plane: x's plane (the forward)
+ * or dy's (the transposed rule). */
+typedef struct nn_conv_row_step {
+    long long doff, plane;
+    int di, dj;
+} nn_conv_row_step;
+
+static inline NN_CONV_HD nn_conv_row_step nn_conv_row_step_of(nn_conv2d_geom g, int d, long long plane)
+{
+    const int khw = g.kh * g.kw, dc = d / khw, r = d - dc * khw, di = r / g.kw;
+    nn_conv_row_step s = {dc * plane, plane, di, r - di * g.kw};
+    return s;
+}
+
+/* *r = the row d past it (s = nn_conv_row_step_of(g, d, plane)) */
+static inline NN_CONV_HD void nn_conv_row_next(nn_conv2d_geom g, nn_conv_row *r, nn_conv_row_step s)
+{
+    r->off += s.doff, r->i += s.di, r->j += s.dj;
+    if (r->j >= g.kw) r->j -= g.kw, r->i++;
+    if (r->i >= g.kh) r->i -= g.kh, r->off += s.plane;
+}
+
+/* Columns (output pixels over the batch): d's (samples, oy, ox), kept as the
+ * window corner's steps; a corner past the last output row or column carries. */
+typedef struct nn_conv_col_step {
+    long long dbase, sample;
+    int dy0, dx0;
+} nn_conv_col_step;
+
+static inline NN_CONV_HD nn_conv_col_step nn_conv_col_step_of(nn_conv2d_geom g, int d)
+{
+    const int p = g.oh * g.ow, ds = d / p, r = d - ds * p, doy = r / g.ow;
+    const long long sample = (long long)g.c * g.h * g.w;
+    nn_conv_col_step s = {ds * sample, sample, doy * g.sh, (r - doy * g.ow) * g.sw};
+    return s;
+}
+
+/* *c = the column d past it (s = nn_conv_col_step_of(g, d)) */
+static inline NN_CONV_HD void nn_conv_col_next(nn_conv2d_geom g, nn_conv_col *c, nn_conv_col_step s)
+{
+    c->base += s.dbase, c->y0 += s.dy0, c->x0 += s.dx0;
+    if (c->x0 >= g.ow * g.sw - g.pw) c->x0 -= g.ow * g.sw, c->y0 += g.sh;
+    if (c->y0 >= g.oh * g.sh - g.ph) c->y0 -= g.oh * g.sh, c->base += s.sample;
+}
+
 /* The data gradient, the transposed pattern: per group gi,
  *   dx[:, gi] (C/G, N*H*W) += w[gi]^T (C/G, OC/G*KH*KW) B',
  *   row k = (o*KH + i)*KW + j   (o within the group),
@@ -83,8 +132,12 @@ static inline NN_CONV_HD long long nn_convt_src(nn_conv2d_geom g, nn_conv_col c,
 {
     const int ny = c.y0 - r.i, nx = c.x0 - r.j;
     if (ny < 0 || nx < 0) return -1;
-    const int oy = ny / g.sh, ox = nx / g.sw;
-    if (oy * g.sh != ny || ox * g.sw != nx || oy >= g.oh || ox >= g.ow) return -1;
+    int oy = ny, ox = nx;
+    if (g.sh != 1 || g.sw != 1) { /* divisions only where there is a stride */
+        oy = ny / g.sh, ox = nx / g.sw;
+        if (oy * g.sh != ny || ox * g.sw != nx) return -1;
+    }
+    if (oy >= g.oh || ox >= g.ow) return -1;
     return c.base + r.off + (long long)oy * g.ow + ox;
 }
 

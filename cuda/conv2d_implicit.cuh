@@ -31,8 +31,12 @@ struct conv_implicit_args {
  *   column           what is fixed about one column n of B for the whole K
  *                    loop (found once per thread: column_of; a column past
  *                    N gets one that every element misses);
- *   a_at(gi, m, k)   the offset of A (m, k) in a_src (m < M, k < K);
- *   b_at(gi, col, k) the offset of B (k, n) in b_src, or -1 for a zero;
+ *   a_col(gi, k)     the offset of A (0, k) in a_src (k < K), and
+ *   a_ld             A's row stride there: A (m, k) is at a_col + m * a_ld
+ *                    (so a thread whose column stays divides once a slice);
+ *   kpos             what B's row k is (kpos_of), walked d rows on by
+ *                    advance with kstep_of(d) (no division: conv_index.h);
+ *   b_at(col, kpos)  the offset of B (k, n) in b_src, or -1 for a zero;
  *   store            where C (m, n) goes. */
 
 /* forward: A = w[gi] (OC/G, C/G*KH*KW) as stored, B[k, q] from x (the im2col rule) */
@@ -48,13 +52,19 @@ struct conv_fwd_gather {
         if (q >= n(g)) c.y0 = -(1 << 29); /* past the end: every tap misses (zeros) */
         return c;
     }
-    static __device__ long long a_at(const nn_conv2d_geom &g, int gi, int m_, int k_)
+    static __device__ long long a_col(const nn_conv2d_geom &g, int gi, int k_) { return (long long)gi * m(g) * k(g) + k_; }
+    static __device__ int a_ld(const nn_conv2d_geom &g) { return k(g); }
+    typedef nn_conv_row kpos; /* row k: channel plane and tap */
+    typedef nn_conv_row_step kstep;
+    static __device__ kpos kpos_of(const nn_conv2d_geom &g, int gi, int k_) { return nn_conv_row_of(g, gi, k_); }
+    static __device__ kstep kstep_of(const nn_conv2d_geom &g, int d)
     {
-        return ((long long)gi * m(g) + m_) * k(g) + k_;
+        return nn_conv_row_step_of(g, d, (long long)g.h * g.w);
     }
-    static __device__ long long b_at(const nn_conv2d_geom &g, int gi, const column &c, int k_)
+    static __device__ void advance(const nn_conv2d_geom &g, kpos &p, const kstep &s) { nn_conv_row_next(g, &p, s); }
+    static __device__ long long b_at(const nn_conv2d_geom &g, const column &c, const kpos &p)
     {
-        return nn_conv_src(g, c, nn_conv_row_of(g, gi, k_));
+        return nn_conv_src(g, c, p);
     }
     /* y[s, gi*M + m, pixel] = acc (+ b), as the im2col path's 1 * acc + bias,
      * then the fused ReLU (g.relu: nn_conv2d_relu) as its GEMM's epilogue */
@@ -81,14 +91,23 @@ struct conv_dx_gather {
         if (q >= n(g)) c.y0 = -(1 << 29); /* past the end: no output takes any tap */
         return c;
     }
-    static __device__ long long a_at(const nn_conv2d_geom &g, int gi, int m_, int k_)
+    static __device__ long long a_col(const nn_conv2d_geom &g, int gi, int k_)
     {
         const int khw = g.kh * g.kw, o = k_ / khw;
-        return (((long long)gi * (g.oc / g.groups) + o) * m(g) + m_) * khw + (k_ - o * khw);
+        return ((long long)gi * (g.oc / g.groups) + o) * m(g) * khw + (k_ - o * khw);
     }
-    static __device__ long long b_at(const nn_conv2d_geom &g, int gi, const column &c, int k_)
+    static __device__ int a_ld(const nn_conv2d_geom &g) { return g.kh * g.kw; }
+    typedef nn_conv_row kpos; /* row k: output channel plane of dy and tap */
+    typedef nn_conv_row_step kstep;
+    static __device__ kpos kpos_of(const nn_conv2d_geom &g, int gi, int k_) { return nn_convt_row_of(g, gi, k_); }
+    static __device__ kstep kstep_of(const nn_conv2d_geom &g, int d)
     {
-        return nn_convt_src(g, c, nn_convt_row_of(g, gi, k_));
+        return nn_conv_row_step_of(g, d, (long long)g.oh * g.ow);
+    }
+    static __device__ void advance(const nn_conv2d_geom &g, kpos &p, const kstep &s) { nn_conv_row_next(g, &p, s); }
+    static __device__ long long b_at(const nn_conv2d_geom &g, const column &c, const kpos &p)
+    {
+        return nn_convt_src(g, c, p);
     }
     /* dx[s, gi*M + m, pixel] += acc */
     static __device__ void store(const conv_implicit_args &a, int gi, int, int m_, int q, float acc)
@@ -114,14 +133,20 @@ struct conv_dw_gather {
         if (t >= n(g)) c.i = -(1 << 29); /* past the end: misses every window (zeros) */
         return c;
     }
-    static __device__ long long a_at(const nn_conv2d_geom &g, int gi, int m_, int q)
+    static __device__ long long a_col(const nn_conv2d_geom &g, int gi, int q)
     {
         const int p = g.oh * g.ow, s = q / p;
-        return ((long long)s * g.oc + (long long)gi * m(g) + m_) * p + (q - s * p);
+        return ((long long)s * g.oc + (long long)gi * m(g)) * p + (q - s * p);
     }
-    static __device__ long long b_at(const nn_conv2d_geom &g, int, const column &c, int q)
+    static __device__ int a_ld(const nn_conv2d_geom &g) { return g.oh * g.ow; }
+    typedef nn_conv_col kpos; /* row q of B^T: output pixel q's window */
+    typedef nn_conv_col_step kstep;
+    static __device__ kpos kpos_of(const nn_conv2d_geom &g, int, int q) { return nn_conv_col_of(g, q); }
+    static __device__ kstep kstep_of(const nn_conv2d_geom &g, int d) { return nn_conv_col_step_of(g, d); }
+    static __device__ void advance(const nn_conv2d_geom &g, kpos &p, const kstep &s) { nn_conv_col_next(g, &p, s); }
+    static __device__ long long b_at(const nn_conv2d_geom &g, const column &c, const kpos &p)
     {
-        return nn_conv_src(g, nn_conv_col_of(g, q), c);
+        return nn_conv_src(g, p, c);
     }
     /* dw[gi*M + m, t] += acc (the im2col path's 1 * acc + 1 * dw), or the slice's partial */
     static __device__ void store(const conv_implicit_args &a, int gi, int ks, int m_, int t, float acc)
@@ -194,11 +219,12 @@ conv_implicit_kernel(conv_implicit_args args)
     float ra[4], rb[4];
     auto load = [&](int k0) {
         const int m = m0 + a_r, kb = k0 + b_r;
+        const typename G::kpos kp = G::kpos_of(g, gi, kb); /* one row for the thread's 4 columns */
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const int ka = k0 + a_c + i;
-            ra[i] = m < M && ka < kend ? __ldg(args.a_src + G::a_at(g, gi, m, ka)) : 0.0f;
-            const long long src = kb < kend ? G::b_at(g, gi, col[i], kb) : -1;
+            ra[i] = m < M && ka < kend ? __ldg(args.a_src + G::a_col(g, gi, ka) + (long long)m * G::a_ld(g)) : 0.0f;
+            const long long src = kb < kend ? G::b_at(g, col[i], kp) : -1;
             rb[i] = src >= 0 ? __ldg(args.b_src + src) : 0.0f;
         }
     };
@@ -295,20 +321,29 @@ conv_implicit_tf32_kernel(conv_implicit_args args)
     static_assert(TF32_BN * TF32_BK / TF32_THREADS == PER && TF32_THREADS % TF32_BK == 0 && TF32_THREADS % TF32_BN == 0,
                   "every thread copies PER elements of each tile, in a fixed A column and B column");
     const typename G::column col = G::column_of(g, gi, n0 + tid % TF32_BN);
+    /* the thread's rows of B: kbeg + tid / BN, then every KSTRIDE-th, slice
+     * after slice (the ring loads slices in order, each once), so walked from
+     * one to the next instead of divided out per element */
+    constexpr int KSTRIDE = TF32_THREADS / TF32_BN;
+    const typename G::kstep step = G::kstep_of(g, KSTRIDE);
+    typename G::kpos kp = G::kpos_of(g, gi, kbeg + tid / TF32_BN);
     auto load_slice = [&](int t) {
         const int k0 = kbeg + t * TF32_BK, st = t % TF32_STAGES;
         float *at = a_tile(st), *bt = b_tile(st);
         const int ka = k0 + tid % TF32_BK;
+        const float *a_k = args.a_src + G::a_col(g, gi, ka < kend ? ka : 0); /* A (0, ka) */
+        const long long a_ld = G::a_ld(g);
 #pragma unroll 4
         for (int i = 0; i < PER; i++) {
             const int r = tid / TF32_BK + i * (TF32_THREADS / TF32_BK), m = m0 + r;
             const bool in = m < M && ka < kend;
-            tf32_cp<4>(at + r * A_PITCH + tid % TF32_BK, in ? args.a_src + G::a_at(g, gi, m, ka) : args.a_src, in ? 4 : 0);
+            tf32_cp<4>(at + r * A_PITCH + tid % TF32_BK, in ? a_k + m * a_ld : args.a_src, in ? 4 : 0);
         }
 #pragma unroll 4
         for (int i = 0; i < PER; i++) {
-            const int r = tid / TF32_BN + i * (TF32_THREADS / TF32_BN), kb = k0 + r;
-            const long long src = kb < kend ? G::b_at(g, gi, col, kb) : -1;
+            const int r = tid / TF32_BN + i * KSTRIDE, kb = k0 + r;
+            const long long src = kb < kend ? G::b_at(g, col, kp) : -1;
+            G::advance(g, kp, step);
             tf32_cp<4>(bt + r * B_PITCH + tid % TF32_BN, src >= 0 ? args.b_src + src : args.b_src, src >= 0 ? 4 : 0);
         }
     };

@@ -5,7 +5,9 @@
  * (oy*SH + i, ox*SW + j) (ops/conv2d_gemm.c); (2) a float64 convolution built
  * from it matches the CPU conv2d op on the shapes small enough to run whole;
  * (3) the data gradient's transposed gather names, for every dx position and
- * tap, the dy element whose forward tap reads that position. */
+ * tap, the dy element whose forward tap reads that position; (4) walking K
+ * by a step (the GPU kernels' way, without divisions) lands where the
+ * division formulas do. */
 #include <limits.h>
 
 #include "core/conv_index.h"
@@ -164,12 +166,73 @@ static void test_conv_matches_op(void **state)
     nn_ctx_free(ctx);
 }
 
+/* Steps the kernels use (2: the TF32 kernel's rows per thread; 32: a slice)
+ * and ones that carry on every axis at once or span whole planes. */
+static int walk_steps(int per_plane, int *d)
+{
+    const int cand[] = {1, 2, 3, 7, 32, per_plane - 1, per_plane, per_plane + 1, 2 * per_plane + 3};
+    int n = 0;
+    for (size_t i = 0; i < sizeof cand / sizeof *cand; i++)
+        if (cand[i] > 0) d[n++] = cand[i];
+    return n;
+}
+
+static void expect_row(const char *what, const char *rule, int k, nn_conv_row got, nn_conv_row want)
+{
+    if (got.off != want.off || got.i != want.i || got.j != want.j)
+        fail_msg("%s: %s row %d walked to (plane %lld, tap %d, %d), the formula gives (%lld, %d, %d)", what, rule, k,
+                 got.off, got.i, got.j, want.off, want.i, want.j);
+}
+
+static void test_walks_match_formulas(void **state)
+{
+    (void)state;
+    for (int t = 0; t < CONV_SHAPES; t++) {
+        const conv_shape *cs = &conv_shapes[t];
+        const nn_conv2d_geom g = conv_shape_geom(cs);
+        const int khw = g.kh * g.kw, rows = g.c / g.groups * khw, trows = g.oc / g.groups * khw;
+        const int cols = g.n * g.oh * g.ow;
+        int d[16];
+        const int nd_rows = walk_steps(khw, d);
+        for (int di = 0; di < nd_rows; di++) {
+            const int gi = g.groups - 1, k0 = d[di] % 5; /* not only from row 0 */
+            nn_conv_row r = nn_conv_row_of(g, gi, k0), rt = nn_convt_row_of(g, gi, k0);
+            const nn_conv_row_step s = nn_conv_row_step_of(g, d[di], (long long)g.h * g.w);
+            const nn_conv_row_step st = nn_conv_row_step_of(g, d[di], (long long)g.oh * g.ow);
+            for (int k = k0; k < rows + 2 * d[di]; k += d[di]) { /* past K too: the kernels walk on */
+                expect_row(cs->what, "forward", k, r, nn_conv_row_of(g, gi, k));
+                nn_conv_row_next(g, &r, s);
+            }
+            for (int k = k0; k < trows + 2 * d[di]; k += d[di]) {
+                expect_row(cs->what, "transposed", k, rt, nn_convt_row_of(g, gi, k));
+                nn_conv_row_next(g, &rt, st);
+            }
+        }
+        const int nd_cols = walk_steps(g.oh * g.ow, d);
+        for (int di = 0; di < nd_cols; di++) {
+            const int q0 = d[di] % 3;
+            nn_conv_col c = nn_conv_col_of(g, q0);
+            const nn_conv_col_step s = nn_conv_col_step_of(g, d[di]);
+            /* the paper's shapes: the first 20,000 columns (conv1 has 387,200) */
+            const int end = cs->big && cols > 20000 ? 20000 : cols + 2 * d[di];
+            for (int q = q0; q < end; q += d[di]) {
+                const nn_conv_col want = nn_conv_col_of(g, q);
+                if (c.base != want.base || c.y0 != want.y0 || c.x0 != want.x0)
+                    fail_msg("%s: column %d walked to (sample %lld, corner %d, %d), the formula gives (%lld, %d, %d)",
+                             cs->what, q, c.base, c.y0, c.x0, want.base, want.y0, want.x0);
+                nn_conv_col_next(g, &c, s);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gather_matches_im2col),
         cmocka_unit_test(test_conv_matches_op),
         cmocka_unit_test(test_transposed_gather),
+        cmocka_unit_test(test_walks_match_formulas),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
