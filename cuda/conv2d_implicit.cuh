@@ -39,33 +39,45 @@ struct conv_implicit_args {
  *   b_at(col, kpos)  the offset of B (k, n) in b_src, or -1 for a zero;
  *   store            where C (m, n) goes. */
 
-/* forward: A = w[gi] (OC/G, C/G*KH*KW) as stored, B[k, q] from x (the im2col rule) */
-struct conv_fwd_gather {
-    static constexpr const char *what = "conv2d implicit GEMM"; /* for launch errors */
-    static NN_CONV_HD int m(const nn_conv2d_geom &g) { return g.oc / g.groups; }
-    static NN_CONV_HD int n(const nn_conv2d_geom &g) { return g.n * g.oh * g.ow; }
-    static NN_CONV_HD int k(const nn_conv2d_geom &g) { return g.c / g.groups * g.kh * g.kw; }
-    typedef nn_conv_col column; /* the window of column q */
+/* B of the forward (T false: x by the im2col rule) and of the data gradient
+ * (T true: dy by the transposed rule): a column is a window (an output
+ * pixel's in x, or an input pixel's place in dy's planes), a row k a
+ * (channel plane, tap), walked without division. */
+template <bool T>
+struct conv_window_b {
+    typedef nn_conv_col column;
     static __device__ column column_of(const nn_conv2d_geom &g, int, int q)
     {
-        column c = nn_conv_col_of(g, q < n(g) ? q : 0);
-        if (q >= n(g)) c.y0 = -(1 << 29); /* past the end: every tap misses (zeros) */
+        const int n = T ? g.n * g.h * g.w : g.n * g.oh * g.ow;
+        column c = T ? nn_convt_col_of(g, q < n ? q : 0) : nn_conv_col_of(g, q < n ? q : 0);
+        if (q >= n) c.y0 = -(1 << 29); /* past the end: no tap reaches it (zeros) */
         return c;
     }
-    static __device__ long long a_col(const nn_conv2d_geom &g, int gi, int k_) { return (long long)gi * m(g) * k(g) + k_; }
-    static __device__ int a_ld(const nn_conv2d_geom &g) { return k(g); }
-    typedef nn_conv_row kpos; /* row k: channel plane and tap */
+    typedef nn_conv_row kpos;
     typedef nn_conv_row_step kstep;
-    static __device__ kpos kpos_of(const nn_conv2d_geom &g, int gi, int k_) { return nn_conv_row_of(g, gi, k_); }
+    static __device__ kpos kpos_of(const nn_conv2d_geom &g, int gi, int k_)
+    {
+        return T ? nn_convt_row_of(g, gi, k_) : nn_conv_row_of(g, gi, k_);
+    }
     static __device__ kstep kstep_of(const nn_conv2d_geom &g, int d)
     {
-        return nn_conv_row_step_of(g, d, (long long)g.h * g.w);
+        return nn_conv_row_step_of(g, d, T ? (long long)g.oh * g.ow : (long long)g.h * g.w);
     }
     static __device__ void advance(const nn_conv2d_geom &g, kpos &p, const kstep &s) { nn_conv_row_next(g, &p, s); }
     static __device__ long long b_at(const nn_conv2d_geom &g, const column &c, const kpos &p)
     {
-        return nn_conv_src(g, c, p);
+        return T ? nn_convt_src(g, c, p) : nn_conv_src(g, c, p);
     }
+};
+
+/* forward: A = w[gi] (OC/G, C/G*KH*KW) as stored, B[k, q] from x (the im2col rule) */
+struct conv_fwd_gather : conv_window_b<false> {
+    static constexpr const char *what = "conv2d implicit GEMM"; /* for launch errors */
+    static NN_CONV_HD int m(const nn_conv2d_geom &g) { return g.oc / g.groups; }
+    static NN_CONV_HD int n(const nn_conv2d_geom &g) { return g.n * g.oh * g.ow; }
+    static NN_CONV_HD int k(const nn_conv2d_geom &g) { return g.c / g.groups * g.kh * g.kw; }
+    static __device__ long long a_col(const nn_conv2d_geom &g, int gi, int k_) { return (long long)gi * m(g) * k(g) + k_; }
+    static __device__ int a_ld(const nn_conv2d_geom &g) { return k(g); }
     /* y[s, gi*M + m, pixel] = acc (+ b), as the im2col path's 1 * acc + bias,
      * then the fused ReLU (g.relu: nn_conv2d_relu) as its GEMM's epilogue */
     static __device__ void store(const conv_implicit_args &a, int gi, int, int m_, int q, float acc)
@@ -79,36 +91,17 @@ struct conv_fwd_gather {
 
 /* data gradient: A = w[gi]^T (C/G, OC/G*KH*KW), element (c, (o, i, j)) at
  * w[gi*OC/G + o, c, i, j]; B'[k, q] from dy (the transposed rule) */
-struct conv_dx_gather {
+struct conv_dx_gather : conv_window_b<true> {
     static constexpr const char *what = "conv2d implicit GEMM, data gradient";
     static NN_CONV_HD int m(const nn_conv2d_geom &g) { return g.c / g.groups; }
     static NN_CONV_HD int n(const nn_conv2d_geom &g) { return g.n * g.h * g.w; }
     static NN_CONV_HD int k(const nn_conv2d_geom &g) { return g.oc / g.groups * g.kh * g.kw; }
-    typedef nn_conv_col column; /* input pixel q's place in dy's planes */
-    static __device__ column column_of(const nn_conv2d_geom &g, int, int q)
-    {
-        column c = nn_convt_col_of(g, q < n(g) ? q : 0);
-        if (q >= n(g)) c.y0 = -(1 << 29); /* past the end: no output takes any tap */
-        return c;
-    }
     static __device__ long long a_col(const nn_conv2d_geom &g, int gi, int k_)
     {
         const int khw = g.kh * g.kw, o = k_ / khw;
         return ((long long)gi * (g.oc / g.groups) + o) * m(g) * khw + (k_ - o * khw);
     }
     static __device__ int a_ld(const nn_conv2d_geom &g) { return g.kh * g.kw; }
-    typedef nn_conv_row kpos; /* row k: output channel plane of dy and tap */
-    typedef nn_conv_row_step kstep;
-    static __device__ kpos kpos_of(const nn_conv2d_geom &g, int gi, int k_) { return nn_convt_row_of(g, gi, k_); }
-    static __device__ kstep kstep_of(const nn_conv2d_geom &g, int d)
-    {
-        return nn_conv_row_step_of(g, d, (long long)g.oh * g.ow);
-    }
-    static __device__ void advance(const nn_conv2d_geom &g, kpos &p, const kstep &s) { nn_conv_row_next(g, &p, s); }
-    static __device__ long long b_at(const nn_conv2d_geom &g, const column &c, const kpos &p)
-    {
-        return nn_convt_src(g, c, p);
-    }
     /* dx[s, gi*M + m, pixel] += acc */
     static __device__ void store(const conv_implicit_args &a, int gi, int, int m_, int q, float acc)
     {
