@@ -37,7 +37,10 @@ struct conv_implicit_args {
  *   kpos             what B's row k is (kpos_of), walked d rows on by
  *                    advance with kstep_of(d) (no division: conv_index.h);
  *   b_at(col, kpos)  the offset of B (k, n) in b_src, or -1 for a zero;
- *   store            where C (m, n) goes. */
+ *   out_col(gi, ks, n)  the offset of C (0, n) in out (found once per
+ *                    column: it divides), out_ld C's row stride there, and
+ *   put(gi, m, o, acc)  C (m, n) = acc into *o, o = out + out_col + m * out_ld,
+ *                    as the product requires (bias and ReLU, or added). */
 
 /* B of the forward (T false: x by the im2col rule) and of the data gradient
  * (T true: dy by the transposed rule): a column is a window (an output
@@ -80,12 +83,17 @@ struct conv_fwd_gather : conv_window_b<false> {
     static __device__ int a_ld(const nn_conv2d_geom &g) { return k(g); }
     /* y[s, gi*M + m, pixel] = acc (+ b), as the im2col path's 1 * acc + bias,
      * then the fused ReLU (g.relu: nn_conv2d_relu) as its GEMM's epilogue */
-    static __device__ void store(const conv_implicit_args &a, int gi, int, int m_, int q, float acc)
+    static __device__ long long out_col(const conv_implicit_args &a, int gi, int, int q)
     {
         const int p = a.g.oh * a.g.ow, s = q / p;
+        return ((long long)s * a.g.oc + (long long)gi * m(a.g)) * p + (q - s * p);
+    }
+    static __device__ int out_ld(const conv_implicit_args &a) { return a.g.oh * a.g.ow; }
+    static __device__ void put(const conv_implicit_args &a, int gi, int m_, float *o, float acc)
+    {
         float r = 1.0f * acc;
         if (a.bias) r += __ldg(a.bias + gi * m(a.g) + m_);
-        a.out[((long long)s * a.g.oc + (long long)gi * m(a.g) + m_) * p + (q - s * p)] = a.g.relu ? nn_epi_relu(r) : r;
+        *o = a.g.relu ? nn_epi_relu(r) : r;
     }
 };
 
@@ -103,12 +111,13 @@ struct conv_dx_gather : conv_window_b<true> {
     }
     static __device__ int a_ld(const nn_conv2d_geom &g) { return g.kh * g.kw; }
     /* dx[s, gi*M + m, pixel] += acc */
-    static __device__ void store(const conv_implicit_args &a, int gi, int, int m_, int q, float acc)
+    static __device__ long long out_col(const conv_implicit_args &a, int gi, int, int q)
     {
         const int p = a.g.h * a.g.w, s = q / p;
-        float *o = a.out + ((long long)s * a.g.c + (long long)gi * m(a.g) + m_) * p + (q - s * p);
-        *o = *o + 1.0f * acc;
+        return ((long long)s * a.g.c + (long long)gi * m(a.g)) * p + (q - s * p);
     }
+    static __device__ int out_ld(const conv_implicit_args &a) { return a.g.h * a.g.w; }
+    static __device__ void put(const conv_implicit_args &, int, int, float *o, float acc) { *o = *o + 1.0f * acc; }
 };
 
 /* weight gradient: A = dy[:, gi] (OC/G, N*OH*OW), element (o, (s, pixel)) at
@@ -142,15 +151,15 @@ struct conv_dw_gather {
         return nn_conv_src(g, p, c);
     }
     /* dw[gi*M + m, t] += acc (the im2col path's 1 * acc + 1 * dw), or the slice's partial */
-    static __device__ void store(const conv_implicit_args &a, int gi, int ks, int m_, int t, float acc)
+    static __device__ long long out_col(const conv_implicit_args &a, int gi, int ks, int t)
     {
-        const int M = m(a.g), N = n(a.g);
-        if (a.splits > 1)
-            a.out[(((long long)gi * a.splits + ks) * M + m_) * N + t] = acc;
-        else {
-            float *o = a.out + ((long long)gi * M + m_) * N + t;
-            *o = 1.0f * acc + *o;
-        }
+        const long long mat = (long long)m(a.g) * n(a.g);
+        return (a.splits > 1 ? ((long long)gi * a.splits + ks) * mat : gi * mat) + t;
+    }
+    static __device__ int out_ld(const conv_implicit_args &a) { return n(a.g); }
+    static __device__ void put(const conv_implicit_args &a, int, int, float *o, float acc)
+    {
+        *o = a.splits > 1 ? acc : 1.0f * acc + *o;
     }
 };
 
@@ -276,10 +285,11 @@ conv_implicit_kernel(conv_implicit_args args)
         for (int j = 0; j < 4; j++) {
             const int nn = n0 + gq * SN + tx * 4 + j;
             if (nn >= N) continue;
+            float *const c = args.out + G::out_col(args, gi, blk.ks, nn);
 #pragma unroll
             for (int i = 0; i < TM; i++) {
                 const int m = m0 + (i / 4) * SM_ + ty * 4 + (i % 4);
-                if (m < M) G::store(args, gi, blk.ks, m, nn, acc[i][gq * 4 + j]);
+                if (m < M) G::put(args, gi, m, c + (long long)m * G::out_ld(args), acc[i][gq * 4 + j]);
             }
         }
     }
@@ -354,8 +364,10 @@ conv_implicit_tf32_kernel(conv_implicit_args args)
         tf32_slice_mma<false, false>(As, Bs, acc, wm, wn, lane);
     });
 
-    tf32_each_acc(acc, m0, n0, M, N, wm, wn, lane,
-                  [&](int m, int n, float v) { G::store(args, gi, blk.ks, m, n, v); });
+    const long long ld = G::out_ld(args);
+    tf32_each_acc_cols(
+        acc, m0, n0, M, N, wm, wn, lane, [&](int n) { return args.out + G::out_col(args, gi, blk.ks, n); },
+        [&](int m, float *c, float v) { G::put(args, gi, m, c + m * ld, v); });
     if (rsum && tid < TF32_BM && m0 + tid < M) conv_store_rowsum(args, blk, m0 + tid, M, rs);
 #else
     __trap(); /* the host never launches this below sm_80 (nn_cuda_tf32_supported) */

@@ -145,14 +145,23 @@ static __device__ __forceinline__ void tf32_slice_mma(const float *As, const flo
     }
 }
 
-/* Calls f(m, n, v) for each accumulator v of the lane, at row m and column
+/* Calls f(m, col, v) for each accumulator v of the lane, at row m and column
  * n of C counted from (m0, n0), the block's corner (the layout above), only
- * where m < M and n < N. */
-template <class F>
-static __device__ __forceinline__ void tf32_each_acc(const float (&acc)[4][4][4], int m0, int n0, int M, int N,
-                                                     int wm, int wn, int lane, F f)
+ * where m < M and n < N; col = col_of(n), found once for each of the lane's
+ * 8 columns (a conv's output offset costs divisions). */
+template <class Col, class F>
+static __device__ __forceinline__ void tf32_each_acc_cols(const float (&acc)[4][4][4], int m0, int n0, int M, int N,
+                                                          int wm, int wn, int lane, Col col_of, F f)
 {
     const int g = lane / 4, t = lane % 4;
+    decltype(col_of(0)) col[4][2];
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int n = n0 + wn + j * 8 + 2 * t + e;
+            col[j][e] = col_of(n < N ? n : n0);
+        }
 #pragma unroll
     for (int i = 0; i < 4; i++)
 #pragma unroll
@@ -164,9 +173,17 @@ static __device__ __forceinline__ void tf32_each_acc(const float (&acc)[4][4][4]
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     const int n = n0 + wn + j * 8 + 2 * t + e;
-                    if (n < N) f(m, n, acc[i][j][h * 2 + e]);
+                    if (n < N) f(m, col[j][e], acc[i][j][h * 2 + e]);
                 }
         }
+}
+
+/* The same with col = n. */
+template <class F>
+static __device__ __forceinline__ void tf32_each_acc(const float (&acc)[4][4][4], int m0, int n0, int M, int N,
+                                                     int wm, int wn, int lane, F f)
+{
+    tf32_each_acc_cols(acc, m0, n0, M, N, wm, wn, lane, [](int n) { return n; }, f);
 }
 
 /* The ring over a block's K slices: STAGES - 1 slices in flight before the
