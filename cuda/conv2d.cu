@@ -16,6 +16,7 @@
  * With NN_CONV_IMPLICIT=1 the forward, dx and dw (with db when fused) run
  * conv2d_implicit.cu instead: no column buffer, no workspace. */
 #include "cuda/common.cuh"
+#include "core/conv_index.h"
 
 /* The workspace holds col and dyp for as many samples as fit in this budget
  * (at least one): large enough for long GEMMs, small enough that the arena,
@@ -80,32 +81,34 @@ extern "C" size_t nn_cuda_conv2d_workspace(const nn_conv2d_geom *g)
     return nn_cuda_conv2d_workspace_as(NN_CONV_AUTO, g);
 }
 
-/* The index kernels are templated on the index type: a chunk's buffers are
- * far below 2^31 elements in practice, and 32-bit division is several times
- * cheaper than 64-bit on the GPU; 64-bit stays for the rare huge sample. */
+/* col2im is templated on the index type: a chunk's buffers are far below
+ * 2^31 elements in practice, and 32-bit division is several times cheaper
+ * than 64-bit on the GPU; 64-bit stays for the rare huge sample. */
 
-/* col[(c, i, j), s * pp + p] = x[n0 + s, c, oy*sh - ph + i, ox*sw - pw + j], 0 outside */
-template <typename I>
+/* col[(c, i, j), s * pp + p] = x[n0 + s, c, oy*sh - ph + i, ox*sw - pw + j],
+ * 0 outside x and in the pad columns (p >= OH*OW): core/conv_index.h's rule,
+ * group 0 over all C channels (the same offsets). A thread keeps one column
+ * (its window found once: 3 divisions) and walks the rows gridDim.y apart
+ * with carries, so no element costs a division (the former one-thread-per-
+ * element kernel divided 5 times per element, ~100 instructions for one
+ * load and one store). */
 static __global__ void __launch_bounds__(NN_CUDA_THREADS)
-im2col_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ x,
-              float *__restrict__ col)
+im2col_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ x, float *__restrict__ col)
 {
-    const I ld = (I)cn * pp;
-    const I total = (I)g.c * g.kh * g.kw * ld;
-    for (I t = blockIdx.x * (I)blockDim.x + threadIdx.x; t < total; t += (I)gridDim.x * blockDim.x) {
-        const I row = t / ld;
-        const int colx = (int)(t - row * ld);
-        const int s = colx / pp, p = colx - s * pp;
-        float v = 0.0f;
-        if (p < g.oh * g.ow) {
-            const int r = (int)row, c = r / (g.kh * g.kw), ij = r - c * (g.kh * g.kw);
-            const int i = ij / g.kw, j = ij - i * g.kw;
-            const int oy = p / g.ow, ox = p - oy * g.ow;
-            const int yy = oy * g.sh - g.ph + i, xx = ox * g.sw - g.pw + j;
-            if (yy >= 0 && yy < g.h && xx >= 0 && xx < g.w)
-                v = __ldg(x + (((I)s * g.c + c) * g.h + yy) * g.w + xx);
+    const long long ld = (long long)cn * pp;
+    const int rows = g.c * g.kh * g.kw, ohw = g.oh * g.ow;
+    const nn_conv_row_step step = nn_conv_row_step_of(g, (int)gridDim.y, (long long)g.h * g.w);
+    for (long long cx = blockIdx.x * (long long)blockDim.x + threadIdx.x; cx < ld;
+         cx += (long long)gridDim.x * blockDim.x) {
+        const int s = (int)(cx / pp), p = (int)(cx - (long long)s * pp);
+        nn_conv_col w = nn_conv_col_of(g, s * ohw + (p < ohw ? p : 0));
+        if (p >= ohw) w.y0 = -(1 << 29); /* a pad column: every tap misses */
+        nn_conv_row r = nn_conv_row_of(g, 0, (int)blockIdx.y);
+        for (int k = (int)blockIdx.y; k < rows; k += (int)gridDim.y) {
+            const long long src = nn_conv_src(g, w, r);
+            col[k * ld + cx] = src >= 0 ? __ldg(x + src) : 0.0f;
+            nn_conv_row_next(g, &r, step);
         }
-        col[t] = v;
     }
 }
 
@@ -124,10 +127,16 @@ col2im_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ col,
         const int idx = (int)(t - plane * ((I)g.h * g.w)), yy = idx / g.w, xx = idx - yy * g.w;
         const int s = (int)(plane / g.c), c = (int)(plane - (I)s * g.c);
         const int ty = yy + g.ph, tx = xx + g.pw;
-        const int oy0 = ty - g.kh + 1 > 0 ? (ty - g.kh + g.sh) / g.sh : 0;
-        const int ox0 = tx - g.kw + 1 > 0 ? (tx - g.kw + g.sw) / g.sw : 0;
-        const int oy1 = ty / g.sh < g.oh - 1 ? ty / g.sh : g.oh - 1;
-        const int ox1 = tx / g.sw < g.ow - 1 ? tx / g.sw : g.ow - 1;
+        int oy0, ox0, oy1, ox1;
+        if (g.sh == 1 && g.sw == 1) { /* no division where there is no stride */
+            oy0 = max(ty - g.kh + 1, 0), ox0 = max(tx - g.kw + 1, 0);
+            oy1 = min(ty, g.oh - 1), ox1 = min(tx, g.ow - 1);
+        } else {
+            oy0 = ty - g.kh + 1 > 0 ? (ty - g.kh + g.sh) / g.sh : 0;
+            ox0 = tx - g.kw + 1 > 0 ? (tx - g.kw + g.sw) / g.sw : 0;
+            oy1 = ty / g.sh < g.oh - 1 ? ty / g.sh : g.oh - 1;
+            ox1 = tx / g.sw < g.ow - 1 ? tx / g.sw : g.ow - 1;
+        }
         const float *cs = col + (I)s * pp;
         float sum = 0.0f;
         for (int oy = oy0; oy <= oy1; oy++) {
@@ -198,13 +207,16 @@ static bool fits32(long long n)
     return n < (1LL << 30);
 }
 
+/* im2col's grid: x over the chunk's columns, y over rows, as many row
+ * groups as make ~IM2COL_WAVES blocks per SM (each thread then walks
+ * rows / y rows: its column's divisions spread over them) */
+#define IM2COL_WAVES 32
 static void im2col_cuda(const nn_conv2d_geom *g, int pp, int cn, const float *x, float *col, cudaStream_t s)
 {
-    const long long total = (long long)g->c * g->kh * g->kw * cn * pp;
-    if (fits32(total) && fits32((long long)cn * g->c * g->h * g->w))
-        im2col_kernel<int><<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, x, col);
-    else
-        im2col_kernel<long long><<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, x, col);
+    const unsigned bx = blocks_for((long long)cn * pp), rows = (unsigned)(g->c * g->kh * g->kw);
+    unsigned by = (unsigned)nn_cuda_sm_count() * IM2COL_WAVES / bx;
+    by = by < 1 ? 1 : by > rows ? rows : by > 65535 ? 65535 : by;
+    im2col_kernel<<<dim3(bx, by), NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, x, col);
 }
 
 static void col2im_cuda(const nn_conv2d_geom *g, int pp, int cn, const float *col, float *dx, cudaStream_t s)
