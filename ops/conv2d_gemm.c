@@ -312,14 +312,10 @@ static void im2col(const nn_conv2d_geom *g, const conv_plan *P, const float *x, 
     const size_t ld = (size_t)nb * P->ohw, xs = (size_t)g->c * P->hw;
     const int cg = P->cg;
     const bool pad = pad_path(g);
-    if (par && (size_t)P->k * ld > CONV_OMP_MIN) {
-#pragma omp parallel for collapse(2)
-        for (int b = 0; b < nb; b++)
-            for (int c = 0; c < cg; c++) im2col_plane(g, P, x, col, ld, xs, pad, b, c);
-    } else { /* (no nested region: CONV_NO_NESTED) */
-        for (int b = 0; b < nb; b++)
-            for (int c = 0; c < cg; c++) im2col_plane(g, P, x, col, ld, xs, pad, b, c);
-    }
+    /* (no nested region when !par: CONV_NO_NESTED) */
+    NN_PAR_IF(par && (size_t)P->k * ld > CONV_OMP_MIN, "omp parallel for collapse(2)",
+              for (int b = 0; b < nb; b++)
+                  for (int c = 0; c < cg; c++) im2col_plane(g, P, x, col, ld, xs, pad, b, c););
 }
 
 /* The adjoint of im2col: dx_b[c][...] += col entries, padding dropped. Each
@@ -371,14 +367,10 @@ static void col2im_add(const nn_conv2d_geom *g, const conv_plan *P, const float 
     const size_t ld = (size_t)nb * P->ohw, xs = (size_t)g->c * P->hw;
     const int cg = P->cg;
     const bool pad = pad_path(g);
-    if (par && (size_t)P->k * ld > CONV_OMP_MIN) {
-#pragma omp parallel for collapse(2)
-        for (int b = 0; b < nb; b++)
-            for (int c = 0; c < cg; c++) col2im_plane(g, P, col, dx, ld, xs, pad, b, c);
-    } else { /* (no nested region: CONV_NO_NESTED) */
-        for (int b = 0; b < nb; b++)
-            for (int c = 0; c < cg; c++) col2im_plane(g, P, col, dx, ld, xs, pad, b, c);
-    }
+    /* (no nested region when !par: CONV_NO_NESTED) */
+    NN_PAR_IF(par && (size_t)P->k * ld > CONV_OMP_MIN, "omp parallel for collapse(2)",
+              for (int b = 0; b < nb; b++)
+                  for (int c = 0; c < cg; c++) col2im_plane(g, P, col, dx, ld, xs, pad, b, c););
 }
 
 /* Copies nb images' planes of one group (images ys floats apart) to or from
@@ -405,14 +397,10 @@ static void move_planes(const conv_plan *P, int nb, size_t ys, const float *src,
 {
     const size_t ld = (size_t)nb * P->ohw;
     const int og = P->og;
-    if (par && (size_t)og * ld > CONV_OMP_MIN) {
-#pragma omp parallel for collapse(2)
-        for (int b = 0; b < nb; b++)
-            for (int o = 0; o < og; o++) move_plane(P, ys, src, dst, src_is_mat, bias, ld, b, o);
-    } else { /* (no nested region: CONV_NO_NESTED) */
-        for (int b = 0; b < nb; b++)
-            for (int o = 0; o < og; o++) move_plane(P, ys, src, dst, src_is_mat, bias, ld, b, o);
-    }
+    /* (no nested region when !par: CONV_NO_NESTED) */
+    NN_PAR_IF(par && (size_t)og * ld > CONV_OMP_MIN, "omp parallel for collapse(2)",
+              for (int b = 0; b < nb; b++)
+                  for (int o = 0; o < og; o++) move_plane(P, ys, src, dst, src_is_mat, bias, ld, b, o););
 }
 
 /* y[n,o] += b[o] for nb images (y at the first image). */
@@ -428,14 +416,10 @@ static void add_bias(const nn_conv2d_geom *g, const conv_plan *P, int nb, const 
 {
     const int oc = g->oc;
     const size_t ohw = P->ohw;
-    if (par && (size_t)nb * oc * ohw > CONV_OMP_MIN) {
-#pragma omp parallel for collapse(2)
-        for (int i = 0; i < nb; i++)
-            for (int o = 0; o < oc; o++) add_bias_plane(b, y, oc, ohw, i, o);
-    } else { /* (no nested region: CONV_NO_NESTED) */
-        for (int i = 0; i < nb; i++)
-            for (int o = 0; o < oc; o++) add_bias_plane(b, y, oc, ohw, i, o);
-    }
+    /* (no nested region when !par: CONV_NO_NESTED) */
+    NN_PAR_IF(par && (size_t)nb * oc * ohw > CONV_OMP_MIN, "omp parallel for collapse(2)",
+              for (int i = 0; i < nb; i++)
+                  for (int o = 0; o < oc; o++) add_bias_plane(b, y, oc, ohw, i, o););
 }
 
 
