@@ -81,6 +81,16 @@ static inline float *nn_op_grad_in(nn_node *nd, int i)
     return (t && t->grad) ? (float *)t->grad->data : NULL;
 }
 
+/* Images per kernel call for an op that works a few images at a time in the
+ * context's scratch: as many of n as fit `budget` elements at per_image each,
+ * at least one (lrn's scale, maxpool's unrecorded argmax). */
+static inline int nn_op_images_per_call(size_t per_image, int n, size_t budget)
+{
+    size_t nb = per_image ? budget / per_image : (size_t)n;
+    if (nb < 1) nb = 1;
+    return nb > (size_t)n ? n : (int)nb;
+}
+
 /* For ops with a fused ReLU (nn_conv2d_relu, nn_linear_relu): records
  * y = relu(x) over x's memory, which x's producer has already made relu of
  * its output (no kernel runs), so the graph still holds the relu node and

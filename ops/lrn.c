@@ -201,11 +201,7 @@ nn_status nn_cpu_lrn_backward(const nn_lrn_geom *g, const float *x, const float 
 /* Images per kernel call so that their scale fits LRN_SCRATCH_FLOATS (at least one). */
 static int lrn_chunk(const nn_lrn_geom *g)
 {
-    size_t per = (size_t)g->c * (size_t)g->h * (size_t)g->w;
-    size_t nb = per ? LRN_SCRATCH_FLOATS / per : (size_t)g->n;
-    if (nb < 1) nb = 1;
-    if (nb > (size_t)g->n) nb = (size_t)g->n;
-    return (int)nb;
+    return nn_op_images_per_call((size_t)g->c * (size_t)g->h * (size_t)g->w, g->n, LRN_SCRATCH_FLOATS);
 }
 
 static nn_status lrn_backward(nn_ctx *ctx, nn_node *nd)

@@ -230,11 +230,7 @@ nn_status nn_cpu_maxpool_backward(const nn_pool_geom *g, const int32_t *argmax, 
 /* Images per kernel call so that their argmax fits POOL_SCRATCH_INTS (at least one). */
 static int pool_chunk(const nn_pool_geom *g)
 {
-    size_t per = (size_t)g->c * (size_t)g->oh * (size_t)g->ow;
-    size_t nb = per ? POOL_SCRATCH_INTS / per : (size_t)g->n;
-    if (nb < 1) nb = 1;
-    if (nb > (size_t)g->n) nb = (size_t)g->n;
-    return (int)nb;
+    return nn_op_images_per_call((size_t)g->c * (size_t)g->oh * (size_t)g->ow, g->n, POOL_SCRATCH_INTS);
 }
 
 typedef struct pool_saved {
