@@ -34,6 +34,8 @@ struct conv_implicit_args {
  *   a_col(gi, k)     the offset of A (0, k) in a_src (k < K), and
  *   a_ld             A's row stride there: A (m, k) is at a_col + m * a_ld
  *                    (so a thread whose column stays divides once a slice);
+ *   a_plain          a_col(gi, k) = a_col(gi, 0) + k: A is a stored matrix
+ *                    (the TF32 kernel then copies it 16 bytes at a time);
  *   kpos             what B's row k is (kpos_of), walked d rows on by
  *                    advance with kstep_of(d) (no division: conv_index.h);
  *   b_at(col, kpos)  the offset of B (k, n) in b_src, or -1 for a zero;
@@ -79,6 +81,7 @@ struct conv_fwd_gather : conv_window_b<false> {
     static NN_CONV_HD int m(const nn_conv2d_geom &g) { return g.oc / g.groups; }
     static NN_CONV_HD int n(const nn_conv2d_geom &g) { return g.n * g.oh * g.ow; }
     static NN_CONV_HD int k(const nn_conv2d_geom &g) { return g.c / g.groups * g.kh * g.kw; }
+    static constexpr bool a_plain = true;
     static __device__ long long a_col(const nn_conv2d_geom &g, int gi, int k_) { return (long long)gi * m(g) * k(g) + k_; }
     static __device__ int a_ld(const nn_conv2d_geom &g) { return k(g); }
     /* y[s, gi*M + m, pixel] = acc (+ b), as the im2col path's 1 * acc + bias,
@@ -101,6 +104,7 @@ struct conv_fwd_gather : conv_window_b<false> {
  * w[gi*OC/G + o, c, i, j]; B'[k, q] from dy (the transposed rule) */
 struct conv_dx_gather : conv_window_b<true> {
     static constexpr const char *what = "conv2d implicit GEMM, data gradient";
+    static constexpr bool a_plain = false; /* w transposed per tap */
     static NN_CONV_HD int m(const nn_conv2d_geom &g) { return g.c / g.groups; }
     static NN_CONV_HD int n(const nn_conv2d_geom &g) { return g.n * g.h * g.w; }
     static NN_CONV_HD int k(const nn_conv2d_geom &g) { return g.oc / g.groups * g.kh * g.kw; }
@@ -125,6 +129,7 @@ struct conv_dx_gather : conv_window_b<true> {
  * with the roles of rows and columns swapped: a column is a tap) */
 struct conv_dw_gather {
     static constexpr const char *what = "conv2d implicit GEMM, weight gradient";
+    static constexpr bool a_plain = false; /* dy: samples OC planes apart */
     static NN_CONV_HD int m(const nn_conv2d_geom &g) { return g.oc / g.groups; }
     static NN_CONV_HD int n(const nn_conv2d_geom &g) { return g.c / g.groups * g.kh * g.kw; }
     static NN_CONV_HD int k(const nn_conv2d_geom &g) { return g.n * g.oh * g.ow; }
@@ -328,19 +333,27 @@ conv_implicit_tf32_kernel(conv_implicit_args args)
      * after slice (the ring loads slices in order, each once), so walked from
      * one to the next instead of divided out per element */
     constexpr int KSTRIDE = TF32_THREADS / TF32_BN;
+    /* a plain A (the forward's w): as the TF32 GEMM copies its A, 16 bytes at
+     * a time where every row starts 16-byte aligned */
+    [[maybe_unused]] const float *a_mat = args.a_src + G::a_col(g, gi, 0);
+    [[maybe_unused]] const bool a_vec = G::a_plain && G::a_ld(g) % 4 == 0 && reinterpret_cast<uintptr_t>(a_mat) % 16 == 0;
     const typename G::kstep step = G::kstep_of(g, KSTRIDE);
     typename G::kpos kp = G::kpos_of(g, gi, kbeg + tid / TF32_BN);
     auto load_slice = [&](int t) {
         const int k0 = kbeg + t * TF32_BK, st = t % TF32_STAGES;
         float *at = a_tile(st), *bt = b_tile(st);
-        const int ka = k0 + tid % TF32_BK;
-        const float *a_k = args.a_src + G::a_col(g, gi, ka < kend ? ka : 0); /* A (0, ka) */
-        const long long a_ld = G::a_ld(g);
+        if constexpr (G::a_plain) {
+            tf32_load_tile<TF32_BM, TF32_BK, TF32_PAD_K>(at, a_mat, G::a_ld(g), m0, k0, M, kend, a_vec);
+        } else {
+            const int ka = k0 + tid % TF32_BK;
+            const float *a_k = args.a_src + G::a_col(g, gi, ka < kend ? ka : 0); /* A (0, ka) */
+            const long long a_ld = G::a_ld(g);
 #pragma unroll 4
-        for (int i = 0; i < PER; i++) {
-            const int r = tid / TF32_BK + i * (TF32_THREADS / TF32_BK), m = m0 + r;
-            const bool in = m < M && ka < kend;
-            tf32_cp<4>(at + r * A_PITCH + tid % TF32_BK, in ? a_k + m * a_ld : args.a_src, in ? 4 : 0);
+            for (int i = 0; i < PER; i++) {
+                const int r = tid / TF32_BK + i * (TF32_THREADS / TF32_BK), m = m0 + r;
+                const bool in = m < M && ka < kend;
+                tf32_cp<4>(at + r * A_PITCH + tid % TF32_BK, in ? a_k + m * a_ld : args.a_src, in ? 4 : 0);
+            }
         }
 #pragma unroll 4
         for (int i = 0; i < PER; i++) {

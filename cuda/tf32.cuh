@@ -186,6 +186,34 @@ static __device__ __forceinline__ void tf32_each_acc(const float (&acc)[4][4][4]
     tf32_each_acc_cols(acc, m0, n0, M, N, wm, wn, lane, [](int n) { return n; }, f);
 }
 
+/* Copies a ROWS x COLS block of a stored matrix (row r0.., column c0..,
+ * leading dimension ld; rows >= rlim or columns >= clim read as 0) into a
+ * shared tile with rows of COLS + PAD floats. 4 consecutive floats per copy;
+ * `vec`: the source is 16-byte aligned for every such group (base, ld and
+ * batch strides multiples of 4), else each float is copied on its own. */
+template <int ROWS, int COLS, int PAD>
+static __device__ __forceinline__ void tf32_load_tile(float *tile, const float *__restrict__ src, long long ld,
+                                                      int r0, int c0, int rlim, int clim, bool vec)
+{
+    constexpr int GROUPS = ROWS * COLS / 4;
+    static_assert(GROUPS % TF32_THREADS == 0, "every thread copies the same number of groups");
+#pragma unroll
+    for (int i = 0; i < GROUPS / TF32_THREADS; i++) {
+        const int q = threadIdx.x + i * TF32_THREADS;
+        const int r = q / (COLS / 4), c = (q % (COLS / 4)) * 4;
+        float *dst = tile + r * (COLS + PAD) + c;
+        const int gr = r0 + r, gc = c0 + c;
+        const int valid = gr < rlim ? max(0, min(4, clim - gc)) : 0;   /* floats in the matrix */
+        const float *p = valid > 0 ? src + (long long)gr * ld + gc : src; /* a valid address when nothing is read */
+        if (vec) {
+            tf32_cp<16>(dst, p, valid * 4);
+        } else {
+#pragma unroll
+            for (int j = 0; j < 4; j++) tf32_cp<4>(dst + j, j < valid ? p + j : src, j < valid ? 4 : 0);
+        }
+    }
+}
+
 /* The ring over a block's K slices: STAGES - 1 slices in flight before the
  * first product, one commit per iteration (empty near the end) so the group
  * count stays exact. load_slice(t) issues the copies of slice t into slot
