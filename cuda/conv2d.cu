@@ -150,26 +150,37 @@ col2im_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ col,
     }
 }
 
-/* y[n, o, p] = b[o] */
-static __global__ void __launch_bounds__(NN_CUDA_THREADS)
-bias_fill_kernel(long long total, int oc, int p, const float *__restrict__ b,
-                 float *__restrict__ y)
+/* The plane kernels below run on a 2-D grid, y over planes and x along a
+ * plane, both grid-strided: a thread finds its plane's offsets once per
+ * plane, not with divisions per element. */
+static dim3 plane_grid(long long planes, long long len)
 {
-    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
-         t += (long long)gridDim.x * blockDim.x)
-        y[t] = __ldg(b + (t / p) % oc);
+    const long long bx = (len + NN_CUDA_THREADS - 1) / NN_CUDA_THREADS;
+    const long long by = planes < 1 ? 1 : planes > 65535 ? 65535 : planes;
+    return dim3((unsigned)(bx < 1 ? 1 : bx > 65535 ? 65535 : bx), (unsigned)by);
 }
 
-/* dyp[o, s * pp + p] = dy[n0 + s, o, p], 0 in the pad columns */
-template <typename I>
+/* y[n, o, p] = b[o] */
 static __global__ void __launch_bounds__(NN_CUDA_THREADS)
-gather_dy_kernel(int oc, int p, int pp, int cn, const float *__restrict__ dy,
-                 float *__restrict__ dyp)
+bias_fill_kernel(long long planes, int oc, int p, const float *__restrict__ b, float *__restrict__ y)
 {
-    const I ld = (I)cn * pp, total = (I)oc * ld;
-    for (I t = blockIdx.x * (I)blockDim.x + threadIdx.x; t < total; t += (I)gridDim.x * blockDim.x) {
-        const int o = (int)(t / ld), colx = (int)(t - (I)o * ld), s = colx / pp, q = colx - s * pp;
-        dyp[t] = q < p ? __ldg(dy + ((I)s * oc + o) * p + q) : 0.0f;
+    for (long long r = blockIdx.y; r < planes; r += gridDim.y) {
+        const float v = __ldg(b + r % oc);
+        float *yr = y + r * p;
+        for (int q = blockIdx.x * blockDim.x + threadIdx.x; q < p; q += gridDim.x * blockDim.x) yr[q] = v;
+    }
+}
+
+/* dyp[o, s * pp + p] = dy[n0 + s, o, p], 0 in the pad columns; plane r = o * cn + s */
+static __global__ void __launch_bounds__(NN_CUDA_THREADS)
+gather_dy_kernel(int oc, int p, int pp, int cn, const float *__restrict__ dy, float *__restrict__ dyp)
+{
+    for (long long r = blockIdx.y; r < (long long)oc * cn; r += gridDim.y) {
+        const int o = (int)(r / cn), s = (int)(r - (long long)o * cn);
+        const float *src = dy + ((long long)s * oc + o) * p;
+        float *dst = dyp + r * pp; /* = o * (cn * pp) + s * pp */
+        for (int q = blockIdx.x * blockDim.x + threadIdx.x; q < pp; q += gridDim.x * blockDim.x)
+            dst[q] = q < p ? __ldg(src + q) : 0.0f;
     }
 }
 
@@ -230,17 +241,13 @@ static void col2im_cuda(const nn_conv2d_geom *g, int pp, int cn, const float *co
 
 static void bias_fill_cuda(const nn_conv2d_geom *g, int p, const float *b, float *y, cudaStream_t s)
 {
-    const long long total = (long long)g->n * g->oc * p;
-    bias_fill_kernel<<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(total, g->oc, p, b, y);
+    const long long planes = (long long)g->n * g->oc;
+    bias_fill_kernel<<<plane_grid(planes, p), NN_CUDA_THREADS, 0, s>>>(planes, g->oc, p, b, y);
 }
 
 static void gather_dy_cuda(int oc, int p, int pp, int cn, const float *dy, float *dyp, cudaStream_t s)
 {
-    const long long total = (long long)oc * cn * pp;
-    if (fits32(total))
-        gather_dy_kernel<int><<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(oc, p, pp, cn, dy, dyp);
-    else
-        gather_dy_kernel<long long><<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(oc, p, pp, cn, dy, dyp);
+    gather_dy_kernel<<<plane_grid((long long)oc * cn, pp), NN_CUDA_THREADS, 0, s>>>(oc, p, pp, cn, dy, dyp);
 }
 
 static void bias_grad_cuda(int n, int oc, int p, const float *dy, float *db, cudaStream_t s)
