@@ -191,9 +191,16 @@ bias_grad_kernel(int n, int oc, int p, const float *__restrict__ dy, float *db)
     __shared__ float part[NN_CUDA_THREADS];
     const int o = blockIdx.x;
     float s = 0.0f;
+    /* thread i adds elements t = i, i + blockDim, ... of the channel, (sample
+     * k, pixel q) = (t / p, t % p), walked from one to the next with a carry
+     * instead of two 64-bit divisions each */
+    const int dk = (int)blockDim.x / p, dq = (int)blockDim.x % p;
+    long long k = threadIdx.x / p;
+    int q = (int)threadIdx.x % p;
     for (long long t = threadIdx.x; t < (long long)n * p; t += blockDim.x) {
-        const long long k = t / p, q = t % p;
         s += __ldg(dy + (k * oc + o) * p + q);
+        k += dk, q += dq;
+        if (q >= p) q -= p, k++;
     }
     part[threadIdx.x] = s;
     __syncthreads();
