@@ -141,6 +141,19 @@ nn_status nn_cuda_sgemm(cudaStream_t s, bool ta, bool tb, int m, int n, int k, f
 /* The device's multiprocessors (read once; 132, an H100's, when it cannot be
  * read): only steers the tile and split-K choices. */
 int nn_cuda_sm_count(void);
+/* A grid for a kernel over planes x positions (x along a plane, y over
+ * planes, both grid-strided): ~NN_CUDA_PLANE_BLOCKS blocks per SM, so a
+ * thread keeps one position for many planes and finds what depends on the
+ * position alone (its divisions) once, not per element. */
+#define NN_CUDA_PLANE_BLOCKS 32
+static inline dim3 nn_cuda_plane_grid(long long planes, long long len)
+{
+    long long bx = (len + NN_CUDA_THREADS - 1) / NN_CUDA_THREADS;
+    bx = bx < 1 ? 1 : bx > 65535 ? 65535 : bx;
+    long long by = (long long)nn_cuda_sm_count() * NN_CUDA_PLANE_BLOCKS / bx;
+    by = by < 1 ? 1 : by > planes ? planes : by;
+    return dim3((unsigned)bx, (unsigned)(by < 1 ? 1 : by > 65535 ? 65535 : by));
+}
 /* Split K (the GEMM's rule, shared with conv2d_implicit.cu's weight gradient):
  * for `count` products of `tiles` blocks in all, with `slots` blocks wanted,
  * *ksplit slices of *kchunk (a multiple of bk) each; 1 slice of k when the

@@ -89,9 +89,9 @@ extern "C" size_t nn_cuda_conv2d_workspace(const nn_conv2d_geom *g)
  * 0 outside x and in the pad columns (p >= OH*OW): core/conv_index.h's rule,
  * group 0 over all C channels (the same offsets). A thread keeps one column
  * (its window found once: 3 divisions) and walks the rows gridDim.y apart
- * with carries, so no element costs a division (the former one-thread-per-
- * element kernel divided 5 times per element, ~100 instructions for one
- * load and one store). */
+ * (nn_cuda_plane_grid) with carries, so no element costs a division (the
+ * former one-thread-per-element kernel divided 5 times per element, ~100
+ * instructions for one load and one store). */
 static __global__ void __launch_bounds__(NN_CUDA_THREADS)
 im2col_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ x, float *__restrict__ col)
 {
@@ -150,16 +150,8 @@ col2im_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ col,
     }
 }
 
-/* The plane kernels below run on a 2-D grid, y over planes and x along a
- * plane, both grid-strided: a thread finds its plane's offsets once per
- * plane, not with divisions per element. */
-static dim3 plane_grid(long long planes, long long len)
-{
-    const long long bx = (len + NN_CUDA_THREADS - 1) / NN_CUDA_THREADS;
-    const long long by = planes < 1 ? 1 : planes > 65535 ? 65535 : planes;
-    return dim3((unsigned)(bx < 1 ? 1 : bx > 65535 ? 65535 : bx), (unsigned)by);
-}
-
+/* The plane kernels below run on nn_cuda_plane_grid: a thread finds its
+ * plane's offsets once per plane, not with divisions per element. */
 /* y[n, o, p] = b[o] */
 static __global__ void __launch_bounds__(NN_CUDA_THREADS)
 bias_fill_kernel(long long planes, int oc, int p, const float *__restrict__ b, float *__restrict__ y)
@@ -225,16 +217,11 @@ static bool fits32(long long n)
     return n < (1LL << 30);
 }
 
-/* im2col's grid: x over the chunk's columns, y over rows, as many row
- * groups as make ~IM2COL_WAVES blocks per SM (each thread then walks
- * rows / y rows: its column's divisions spread over them) */
-#define IM2COL_WAVES 32
+/* rows of col as planes: a thread walks many rows of its column (its divisions spread over them) */
 static void im2col_cuda(const nn_conv2d_geom *g, int pp, int cn, const float *x, float *col, cudaStream_t s)
 {
-    const unsigned bx = blocks_for((long long)cn * pp), rows = (unsigned)(g->c * g->kh * g->kw);
-    unsigned by = (unsigned)nn_cuda_sm_count() * IM2COL_WAVES / bx;
-    by = by < 1 ? 1 : by > rows ? rows : by > 65535 ? 65535 : by;
-    im2col_kernel<<<dim3(bx, by), NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, x, col);
+    const dim3 grid = nn_cuda_plane_grid((long long)g->c * g->kh * g->kw, (long long)cn * pp);
+    im2col_kernel<<<grid, NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, x, col);
 }
 
 static void col2im_cuda(const nn_conv2d_geom *g, int pp, int cn, const float *col, float *dx, cudaStream_t s)
@@ -249,12 +236,12 @@ static void col2im_cuda(const nn_conv2d_geom *g, int pp, int cn, const float *co
 static void bias_fill_cuda(const nn_conv2d_geom *g, int p, const float *b, float *y, cudaStream_t s)
 {
     const long long planes = (long long)g->n * g->oc;
-    bias_fill_kernel<<<plane_grid(planes, p), NN_CUDA_THREADS, 0, s>>>(planes, g->oc, p, b, y);
+    bias_fill_kernel<<<nn_cuda_plane_grid(planes, p), NN_CUDA_THREADS, 0, s>>>(planes, g->oc, p, b, y);
 }
 
 static void gather_dy_cuda(int oc, int p, int pp, int cn, const float *dy, float *dyp, cudaStream_t s)
 {
-    gather_dy_kernel<<<plane_grid((long long)oc * cn, pp), NN_CUDA_THREADS, 0, s>>>(oc, p, pp, cn, dy, dyp);
+    gather_dy_kernel<<<nn_cuda_plane_grid((long long)oc * cn, pp), NN_CUDA_THREADS, 0, s>>>(oc, p, pp, cn, dy, dyp);
 }
 
 static void bias_grad_cuda(int n, int oc, int p, const float *dy, float *db, cudaStream_t s)

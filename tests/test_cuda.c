@@ -957,6 +957,15 @@ static void test_lrn(void **state)
         gradcheck_gpu(lrn_fn, &pg, 1, &x, 730 + t, "gpu gradcheck: lrn");
         nn_tensor_free(x);
     }
+    /* more planes (6,000) than the kernels' grid has rows (nn_cuda_plane_grid:
+     * 32 blocks per SM, 4,224 on 132 SMs), so a thread walks several planes
+     * and its channel carries past C */
+    int many[4] = {4, 1500, 1, 2};
+    nn_tensor *x = tu_rand(740, -3.0f, 3.0f, 4, many);
+    assert_int_equal(nn_tensor_require_grad(x), NN_OK);
+    nn_lrn_params p = NN_LRN_PAPER;
+    compare_op(lrn_fn, &p, 1, &x, 741, GPU_TRANS_RTOL, GPU_TRANS_ATOL_SCALE, "lrn, many planes");
+    nn_tensor_free(x);
 }
 
 static nn_tensor *pool_fn(nn_ctx *ctx, nn_tensor *const *in, void *user)
@@ -1001,6 +1010,13 @@ static void test_maxpool(void **state)
         gradcheck_gpu(pool_fn, &p, 1, &x, 830 + t, "gpu gradcheck: maxpool");
         nn_tensor_free(x);
     }
+    /* more planes (6,000) than the kernels' grid has rows (as in test_lrn) */
+    int many[4] = {4, 1500, 3, 3};
+    nn_tensor *x = tu_rand(840, -2.0f, 2.0f, 4, many);
+    assert_int_equal(nn_tensor_require_grad(x), NN_OK);
+    nn_pool_params alexnet = ps[0];
+    compare_op(pool_fn, &alexnet, 1, &x, 841, 0.0, 0.0, "maxpool, many planes");
+    nn_tensor_free(x);
 }
 
 static nn_tensor *dropout_fn(nn_ctx *ctx, nn_tensor *const *in, void *user)
