@@ -114,18 +114,19 @@ im2col_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ x, flo
 
 /* dx[s, c, yy, xx] += sum over the (oy, ox) whose window holds (yy, xx), in
  * output order, of col[(c, i, j), s * pp + oy*OW + ox] with i = yy + ph - oy*sh,
- * j = xx + pw - ox*sw (the outputs in reach are computed, not searched) */
+ * j = xx + pw - ox*sw (the outputs in reach are computed, not searched). On
+ * nn_cuda_plane_grid: a thread keeps one position (yy, xx) and its outputs'
+ * range for many planes (s, c), walked with a carry. */
 template <typename I>
 static __global__ void __launch_bounds__(NN_CUDA_THREADS)
 col2im_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ col,
               float *__restrict__ dx)
 {
-    const I ld = (I)cn * pp;
-    const I total = (I)cn * g.c * g.h * g.w;
-    for (I t = blockIdx.x * (I)blockDim.x + threadIdx.x; t < total; t += (I)gridDim.x * blockDim.x) {
-        const I plane = t / ((I)g.h * g.w);
-        const int idx = (int)(t - plane * ((I)g.h * g.w)), yy = idx / g.w, xx = idx - yy * g.w;
-        const int s = (int)(plane / g.c), c = (int)(plane - (I)s * g.c);
+    const I ld = (I)cn * pp, hw = (I)g.h * g.w;
+    const long long planes = (long long)cn * g.c;
+    const int ds = (int)(gridDim.y / (unsigned)g.c), dc = (int)(gridDim.y % (unsigned)g.c);
+    for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < (int)hw; idx += gridDim.x * blockDim.x) {
+        const int yy = idx / g.w, xx = idx - yy * g.w;
         const int ty = yy + g.ph, tx = xx + g.pw;
         int oy0, ox0, oy1, ox1;
         if (g.sh == 1 && g.sw == 1) { /* no division where there is no stride */
@@ -137,16 +138,21 @@ col2im_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ col,
             oy1 = ty / g.sh < g.oh - 1 ? ty / g.sh : g.oh - 1;
             ox1 = tx / g.sw < g.ow - 1 ? tx / g.sw : g.ow - 1;
         }
-        const float *cs = col + (I)s * pp;
-        float sum = 0.0f;
-        for (int oy = oy0; oy <= oy1; oy++) {
-            const int i = ty - oy * g.sh;
-            for (int ox = ox0; ox <= ox1; ox++) {
-                const int j = tx - ox * g.sw;
-                sum += cs[(((I)c * g.kh + i) * g.kw + j) * ld + oy * g.ow + ox];
+        int s = (int)(blockIdx.y / (unsigned)g.c), c = (int)(blockIdx.y % (unsigned)g.c);
+        for (long long plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+            const float *cs = col + (I)s * pp;
+            float sum = 0.0f;
+            for (int oy = oy0; oy <= oy1; oy++) {
+                const int i = ty - oy * g.sh;
+                for (int ox = ox0; ox <= ox1; ox++) {
+                    const int j = tx - ox * g.sw;
+                    sum += cs[(((I)c * g.kh + i) * g.kw + j) * ld + oy * g.ow + ox];
+                }
             }
+            dx[(I)plane * hw + idx] += sum;
+            s += ds, c += dc;
+            if (c >= g.c) c -= g.c, s++;
         }
-        dx[t] += sum;
     }
 }
 
@@ -205,11 +211,6 @@ bias_grad_kernel(int n, int oc, int p, const float *__restrict__ dy, float *db)
 
 /* ---- launchers (the stream last, as everywhere in cuda/) ---- */
 
-static unsigned blocks_for(long long n)
-{
-    return nn_cuda_blocks((size_t)n);
-}
-
 /* 32-bit indices when every index of the launch (and of x, dx, dy for the
  * chunk) fits with room for the grid stride */
 static bool fits32(long long n)
@@ -227,10 +228,11 @@ static void im2col_cuda(const nn_conv2d_geom *g, int pp, int cn, const float *x,
 static void col2im_cuda(const nn_conv2d_geom *g, int pp, int cn, const float *col, float *dx, cudaStream_t s)
 {
     const long long total = (long long)cn * g->c * g->h * g->w;
+    const dim3 grid = nn_cuda_plane_grid((long long)cn * g->c, (long long)g->h * g->w);
     if (fits32(total) && fits32((long long)g->c * g->kh * g->kw * cn * pp))
-        col2im_kernel<int><<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, col, dx);
+        col2im_kernel<int><<<grid, NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, col, dx);
     else
-        col2im_kernel<long long><<<blocks_for(total), NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, col, dx);
+        col2im_kernel<long long><<<grid, NN_CUDA_THREADS, 0, s>>>(*g, pp, cn, col, dx);
 }
 
 static void bias_fill_cuda(const nn_conv2d_geom *g, int p, const float *b, float *y, cudaStream_t s)

@@ -605,6 +605,9 @@ static const conv_case conv_cases[] = {
     {1, 6, 5, 5, 6, 3, 3, {1, 1, 1, 1, 6}, true, "conv depthwise"},
     /* ~11 MB of columns a sample against a 64 MB workspace: several chunks, the last short */
     {7, 32, 96, 96, 8, 3, 3, {1, 1, 1, 1, 1}, true, "conv in chunks"},
+    /* 4 x 1,200 (sample, channel) planes of dx, more than the plane grid's
+     * rows (4,224 at 132 SMs): col2im's threads walk several, carrying into s */
+    {4, 1200, 2, 2, 2, 1, 1, {0}, true, "conv with many planes"},
 };
 
 static void test_conv2d(void **state)
