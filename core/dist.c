@@ -214,7 +214,8 @@ static void *watchdog(void *arg)
     pthread_mutex_lock(&dog.mu);
     while (!dog.quit) {
         if (dog.armed && passed(&dog.deadline)) {
-            fprintf(stderr, "dist: rank %d: %s did not complete within %g s (a peer died or hangs); ending this process\n",
+            fprintf(stderr,
+                    "dist: rank %d: %s did not complete within %g s (a peer died or hangs); ending this process\n",
                     g.rank, dog.what, g.timeout);
             fflush(stderr);
             _exit(1); /* not exit(): the main thread is inside MPI; no atexit handler may run beside it */
@@ -234,12 +235,13 @@ static nn_status watchdog_start(void)
         pthread_cond_init(&dog.cv, &ca))
         return nn_error(NN_E_IO, "dist: rank %d: cannot make the watchdog's condition variable", g.rank);
     pthread_condattr_destroy(&ca);
+    dog.quit = false, dog.armed = false; /* before the thread reads them */
     int e = pthread_create(&dog.thread, NULL, watchdog, NULL);
     if (e) {
         pthread_cond_destroy(&dog.cv);
         return nn_error(NN_E_IO, "dist: rank %d: cannot start the watchdog thread: %s", g.rank, strerror(e));
     }
-    dog.running = true, dog.quit = false;
+    dog.running = true;
     return NN_OK;
 }
 
@@ -253,7 +255,8 @@ static nn_status watch(const char *fmt, ...)
     vsnprintf(dog.what, sizeof dog.what, fmt, ap);
     va_end(ap);
     clock_gettime(CLOCK_MONOTONIC, &dog.deadline);
-    const double end = (double)dog.deadline.tv_nsec * 1e-9 + (g.timeout < 1e9 ? g.timeout : 1e9); /* no time_t overflow */
+    const double span = g.timeout < 1e9 ? g.timeout : 1e9; /* no time_t overflow */
+    const double end = (double)dog.deadline.tv_nsec * 1e-9 + span;
     dog.deadline.tv_sec += (time_t)end;
     dog.deadline.tv_nsec = (long)((end - (double)(time_t)end) * 1e9);
     dog.armed = true;
