@@ -151,9 +151,25 @@ static inline dim3 nn_cuda_plane_grid(long long planes, long long len)
     long long bx = (len + NN_CUDA_THREADS - 1) / NN_CUDA_THREADS;
     bx = bx < 1 ? 1 : bx > 65535 ? 65535 : bx;
     long long by = (long long)nn_cuda_sm_count() * NN_CUDA_PLANE_BLOCKS / bx;
-    by = by < 1 ? 1 : by > planes ? planes : by;
-    return dim3((unsigned)bx, (unsigned)(by < 1 ? 1 : by > 65535 ? 65535 : by));
+    by = by > planes ? planes : by > 65535 ? 65535 : by;
+    return dim3((unsigned)bx, (unsigned)(by < 1 ? 1 : by));
 }
+
+/* A thread's planes on nn_cuda_plane_grid (blockIdx.y, then gridDim.y apart)
+ * as (sample s, channel c) of `channels`, each next one found by a carry. */
+struct nn_plane_walk {
+    int s, c, ds, dc, channels;
+    __device__ explicit nn_plane_walk(int ch)
+        : s((int)(blockIdx.y / (unsigned)ch)), c((int)(blockIdx.y % (unsigned)ch)),
+          ds((int)(gridDim.y / (unsigned)ch)), dc((int)(gridDim.y % (unsigned)ch)), channels(ch)
+    {
+    }
+    __device__ void next()
+    {
+        s += ds, c += dc;
+        if (c >= channels) c -= channels, s++;
+    }
+};
 /* Split K (the GEMM's rule, shared with conv2d_implicit.cu's weight gradient):
  * for `count` products of `tiles` blocks in all, with `slots` blocks wanted,
  * *ksplit slices of *kchunk (a multiple of bk) each; 1 slice of k when the

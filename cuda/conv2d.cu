@@ -124,7 +124,6 @@ col2im_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ col,
 {
     const I ld = (I)cn * pp, hw = (I)g.h * g.w;
     const long long planes = (long long)cn * g.c;
-    const int ds = (int)(gridDim.y / (unsigned)g.c), dc = (int)(gridDim.y % (unsigned)g.c);
     for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < (int)hw; idx += gridDim.x * blockDim.x) {
         const int yy = idx / g.w, xx = idx - yy * g.w;
         const int ty = yy + g.ph, tx = xx + g.pw;
@@ -138,9 +137,10 @@ col2im_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ col,
             oy1 = ty / g.sh < g.oh - 1 ? ty / g.sh : g.oh - 1;
             ox1 = tx / g.sw < g.ow - 1 ? tx / g.sw : g.ow - 1;
         }
-        int s = (int)(blockIdx.y / (unsigned)g.c), c = (int)(blockIdx.y % (unsigned)g.c);
-        for (long long plane = blockIdx.y; plane < planes; plane += gridDim.y) {
-            const float *cs = col + (I)s * pp;
+        nn_plane_walk sc(g.c); /* plane = (sample, channel) */
+        for (long long plane = blockIdx.y; plane < planes; plane += gridDim.y, sc.next()) {
+            const int c = sc.c;
+            const float *cs = col + (I)sc.s * pp;
             float sum = 0.0f;
             for (int oy = oy0; oy <= oy1; oy++) {
                 const int i = ty - oy * g.sh;
@@ -150,8 +150,6 @@ col2im_kernel(nn_conv2d_geom g, int pp, int cn, const float *__restrict__ col,
                 }
             }
             dx[(I)plane * hw + idx] += sum;
-            s += ds, c += dc;
-            if (c >= g.c) c -= g.c, s++;
         }
     }
 }

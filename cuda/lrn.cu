@@ -5,9 +5,10 @@
  *   dx[c] += dy[c] scale[c]^-beta
  *            - 2 alpha beta x[c] sum_{j: c in window(j)} dy[j] y[j] / scale[j]
  * (the window is symmetric, so c in window(j) iff j in window(c)). One thread
- * per position of many planes (lrn_each), its window's neighbours HW apart. Sums and the final
- * combination are in double and the power uses two square roots for the
- * paper's beta = 0.75, as ops/lrn.c, so both devices round alike. */
+ * per position of many planes (lrn_each), its window's neighbours HW apart.
+ * Sums and the final combination are in double and the power uses two
+ * square roots for the paper's beta = 0.75, as ops/lrn.c, so both devices
+ * round alike. */
 #include "cuda/common.cuh"
 
 /* s^-beta; beta = 0.75 with correctly rounded square roots (no FMA can form) */
@@ -34,15 +35,10 @@ template <class F>
 static __device__ __forceinline__ void lrn_each(const nn_lrn_geom &g, long long hw, F f)
 {
     const long long planes = (long long)g.n * g.c;
-    const int dc = (int)(gridDim.y % (unsigned)g.c);
     for (long long pos = blockIdx.x * (long long)blockDim.x + threadIdx.x; pos < hw;
          pos += (long long)gridDim.x * blockDim.x) {
-        int c = (int)(blockIdx.y % (unsigned)g.c);
-        for (long long plane = blockIdx.y; plane < planes; plane += gridDim.y) {
-            f(plane * hw + pos, c);
-            c += dc;
-            if (c >= g.c) c -= g.c;
-        }
+        nn_plane_walk w(g.c);
+        for (long long plane = blockIdx.y; plane < planes; plane += gridDim.y, w.next()) f(plane * hw + pos, w.c);
     }
 }
 
