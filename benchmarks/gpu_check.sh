@@ -6,7 +6,9 @@
 #   benchmarks/gpu_check.sh prepare    here, without a GPU: builds convnet and
 #       test_cuda, test_cuda_fuse (build-gpu-check/, -Dcuda=enabled), packs them with the
 #       runtime libraries ldd lists (from the Debian packages, dpkg -x) and what
-#       a fallback build needs into gpu-carry/bundle.tar.xz, and the
+#       a fallback build needs into gpu-carry/bundle.tar.xz (with, under mpi/,
+#       a second convnet built with MPI and NCCL and Open MPI relocated: see
+#       prepare_mpi), and the
 #       Fashion-MNIST .gz files into gpu-carry/fashion-mnist when they fit
 #   benchmarks/gpu_check.sh [run]      there, with carry ["gpu-carry"]: the steps
 #       below, most valuable first, each with its own time limit inside one
@@ -26,7 +28,8 @@
 # convolutions). Then, only while EXTRA_RESERVE (180) seconds stay for the
 # training: the switches that are off by default (fused epilogue tests, the
 # step captured as a CUDA graph (test_cuda_graph), the implicit-GEMM conv's
-# tests, sanitizer runs and training step, the no-sync, resident and graph
+# tests, NCCL with one rank under the carried mpirun against no launcher,
+# sanitizer runs and training step, the no-sync, resident and graph
 # runs' losses against a plain run, the uncapped workspace); the side-by-side
 # table; the full-size AlexNet on Fashion-MNIST with the time left.
 # Exit status: 0 when no step failed.
@@ -47,7 +50,7 @@ case "${1:-run}" in
     prepare) mode=prepare ;;
     run) mode=run ;;
     --dry-run) mode=dry ;;
-    -h | --help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,35p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument '$1' (prepare, run or --dry-run)" >&2; exit 2 ;;
 esac
 
@@ -80,6 +83,98 @@ is_system_lib() {
 }
 
 # ---- prepare: build, gather libraries, pack ----
+
+# The MPI build, for issue 12's "NCCL with one rank runs the GPU path": a
+# second convnet (-Dmpi=enabled, its CUDA module with NCCL), so that the main
+# binaries never depend on Open MPI loading there, and Open MPI itself from
+# Debian's packages, relocated (OPAL_PREFIX; PMIx by PMIX_PKGLIBDIR and
+# PMIX_PKGDATADIR) under mpi/usr. NCCL (libnccl.so.2, 200+ MB) does not
+# travel: the GPU machine has it (the CUDA root or PyTorch's nvidia-nccl).
+mpi_pkgs=(openmpi-bin openmpi-common libopenmpi3 libpmix2 libhwloc15 libevent-core-2.1-7 libevent-pthreads-2.1-7
+    libudev1 libmunge2)
+mpi_multiarch=usr/lib/x86_64-linux-gnu
+
+# elf_deps_outside STAGE FILE: the libraries FILE needs that neither the
+# staged tree (lib/, and Open MPI's under mpi/) nor the system basics provide
+elf_deps_outside() {
+    local stage=$1 f=$2 l path
+    # ldd resolves through the machine's own folders too: a library counts only when found in the tree
+    local m=$stage/mpi/$mpi_multiarch
+    env LD_LIBRARY_PATH="$m:$m/pmix2/lib:$stage/lib" ldd "$f" 2>/dev/null |
+        awk '$2 == "=>" {print $1, $3}' | while read -r l path; do
+            is_system_lib "$l" && continue
+            case $path in "$stage"/*) continue ;; esac
+            echo "$l"
+        done
+}
+
+prepare_mpi() {
+    local stage=$1 mb=$root/build-gpu-check-mpi
+    if ! command -v mpicc >/dev/null 2>&1 && ! pkg-config --exists ompi-c 2>/dev/null; then
+        echo "gpu_check prepare: no Open MPI here (libopenmpi-dev): the bundle has no MPI build" >&2
+        return 0
+    fi
+    # the dry run reuses build/ when it is this build (CI's: MPI, CUDA with NCCL, release)
+    if [ "$mode" = dry ] && grep -q '^#define NN_HAVE_NCCL 1' "$root/build/config.h" 2>/dev/null &&
+        meson introspect "$root/build" --buildoptions 2>/dev/null | python3 -c '
+import json, sys
+o = {x["name"]: x["value"] for x in json.load(sys.stdin)}
+sys.exit(0 if (o["buildtype"], o["gpu_sm"]) == ("release", sys.argv[1]) else 1)' "$sm"; then
+        mb=$root/build
+    fi
+    if [ ! -f "$mb/build.ninja" ]; then
+        meson setup "$mb" "$root" -Dcuda=enabled -Dmpi=enabled -Dtests=disabled -Dgpu_sm="$sm" --buildtype=release \
+            >/dev/null || { echo "gpu_check prepare: the MPI build does not configure" >&2; return 1; }
+    fi
+    if ! grep -q '^#define NN_HAVE_NCCL 1' "$mb/config.h"; then
+        echo "gpu_check prepare: $mb has no NCCL (MPI and NCCL both needed): the bundle has no MPI build" >&2
+        return 0
+    fi
+    local module
+    module=$(ninja -C "$mb" -t targets all | sed -nE 's/^(cuda\/libconvnet_cuda\.so[.0-9]*): cuda_LINKER$/\1/p' |
+        head -1)
+    nice ninja -C "$mb" tools/convnet "$module" >/dev/null || { ninja -C "$mb" tools/convnet "$module"; return 1; }
+
+    local debs_mpi=$debs/mpi m=$stage/mpi
+    bash "$root/benchmarks/fetch_debs.sh" "$debs_mpi" "${mpi_pkgs[@]}" >/dev/null ||
+        { echo "gpu_check prepare: Open MPI's packages not fetched: the bundle has no MPI build" >&2; return 0; }
+    mkdir -p "$m/bin" "$m/cuda" "$m/usr/bin" "$m/usr/share"
+    cp "$mb/tools/convnet" "$m/bin/"
+    cp -L "$mb"/cuda/libconvnet_cuda.so.[0-9] "$m/cuda/"
+    # orterun (mpirun) alone: one machine needs no orted
+    cp "$debs_mpi/root/usr/bin/orterun" "$m/usr/bin/"
+    cp -a "$debs_mpi/root/usr/share/openmpi" "$m/usr/share/"
+    mkdir -p "$m/usr/lib"
+    cp -a "$debs_mpi/root/$mpi_multiarch" "$m/usr/lib/"
+    # what a C program on one machine never loads: the Fortran, C++, Java and
+    # OpenSHMEM libraries, the profiling and development files
+    (cd "$m/$mpi_multiarch" && rm -rf libmpi_cxx* libmpi_java* libmpi_mpifh* libmpi_usempi* liboshmem* libompitrace* \
+        openmpi/lib/ompi_monitoring_prof.so openmpi/include pkgconfig *.a *.la pmix2/lib/*.a pmix2/include)
+    # plugins (and their common libraries) that need what does not travel (UCX,
+    # libfabric, InfiniBand, PSM, netlink: networks between machines) are
+    # dropped until every file left resolves in the tree
+    local f gone=1
+    while [ $gone = 1 ]; do
+        gone=0
+        while IFS= read -r f; do
+            if [ -n "$(elf_deps_outside "$stage" "$f")" ]; then
+                rm -f "$f"
+                gone=1
+            fi
+        done < <(find "$m/$mpi_multiarch" -name '*.so*' -type f)
+        find "$m/$mpi_multiarch" -xtype l -delete # links to what was dropped
+    done
+    local missing=
+    for f in "$m/bin/convnet" "$m"/cuda/* "$m/usr/bin/orterun"; do
+        missing+=$(elf_deps_outside "$stage" "$f" | grep -v '^libnccl\.' | tr '\n' ' ')
+    done
+    if [ -n "$missing" ]; then
+        echo "gpu_check prepare: the MPI build needs libraries that do not travel: $missing" >&2
+        return 1
+    fi
+    echo "gpu_check prepare: MPI build from $mb, Open MPI $(du -sh "$m/usr" | cut -f1) in mpi/usr" >&2
+}
+
 
 prepare() {
     local nvcc cuda=enabled
@@ -173,12 +268,13 @@ sys.exit(0 if o.get("mpi") == "disabled" and (o["buildtype"], o["gpu_sm"]) == ("
     else
         echo "gpu_check prepare: packages not fetched: the bundle has no fallback build files" >&2
     fi
+    if [ "$cuda" = enabled ]; then prepare_mpi "$stage" || return 1; fi
     {
         echo "git $(git -C "$root" rev-parse HEAD 2>/dev/null)$(git -C "$root" diff --quiet 2>/dev/null || echo ' (modified)')"
         echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), cuda=$cuda, sm_$sm"
         echo "packages: ${pkgs[*]}"
         echo "sources $(sources_digest)"
-        (cd "$stage" && find bin lib cuda -type f -printf '%s %p\n' | sort -k2)
+        (cd "$stage" && find bin lib cuda mpi/bin mpi/cuda -type f -printf '%s %p\n' 2>/dev/null | sort -k2)
     } >"$stage/MANIFEST"
 
     rm -f "$carry/bundle.tar.xz"
@@ -519,6 +615,105 @@ gstep_extra "captured step = plain step (test_cuda_graph)" 30 env LD_LIBRARY_PAT
 # emulated: meson test cuda_emu_implicit
 gstep_extra "test_conv2d* with NN_CONV_IMPLICIT=1" 25 env NN_CONV_IMPLICIT=1 NN_TEST_FILTER="test_conv2d*" \
     LD_LIBRARY_PATH="$libpath" "$bin/test_cuda"
+# NCCL with one rank (issue 12): the MPI build (mpi/, see prepare_mpi) under
+# the carried mpirun takes the GPU gradient path through NCCL (one member: a
+# sum is a copy) and must end with the bits of the same build run without a
+# launcher (no MPI call), in the GPU's default 4 MiB buckets during backward
+# and as one sum after it. The dry run runs the same on the emulated GPU
+# (whose NCCL is MPI), checks that every Open MPI file loaded came from the
+# bundle, and runs 2 ranks on the CPU against their one-process emulation.
+export mpi=$work/mpi mpi_multiarch
+# nccl_dir: the folder of this machine's libnccl.so.2 (the CUDA root, the
+# linker's cache, or PyTorch's nvidia-nccl wheel): it is too large to carry
+nccl_dir() {
+    local d
+    for d in "${CUDA_HOME:-/nonexistent}/lib64" /usr/local/cuda/lib64 \
+        $(ldconfig -p 2>/dev/null | awk '/libnccl\.so\.2 / {print $NF}' | xargs -r -n1 dirname) \
+        $(python3 -c 'import nvidia.nccl as m; print(*[p + "/lib" for p in m.__path__])' 2>/dev/null); do
+        [ -e "$d/libnccl.so.2" ] && { echo "$d"; return 0; }
+    done
+    return 1
+}
+# with_mpi CMD...: CMD with the carried Open MPI, relocated (OPAL_PREFIX;
+# PMIx by its two folders), as root, over shared memory on this machine
+with_mpi() {
+    local m=$mpi/$mpi_multiarch nd
+    nd=$(nccl_dir) || nd=
+    env OPAL_PREFIX="$mpi/usr" PMIX_PKGLIBDIR="$m/pmix2/lib/pmix" PMIX_PKGDATADIR="$m/pmix2/share/pmix" \
+        OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader \
+        OMPI_MCA_btl_vader_single_copy_mechanism=none PATH="$mpi/usr/bin:$PATH" \
+        LD_LIBRARY_PATH="$m:$m/pmix2/lib:$libpath${nd:+:$nd}" "$@"
+}
+nccl_one_rank() {
+    local d=$work/nccl mb fails=0
+    mkdir -p "$d" && cd "$d" || return 1
+    if [ -z "${CONVNET_CUDA_MODULE:-}" ] && ! nccl_dir >/dev/null; then
+        echo "no libnccl.so.2 on this machine (CUDA root, ldconfig -p, PyTorch's nvidia-nccl)"
+        return 1
+    fi
+    local tiny=(train --data "$carry/fashion-mnist" --size 64 --width 0.125 --fc 64 --dropout 0.5 --device cuda
+        --limit "${NCCL_CHECK_LIMIT:-512}" --test-limit 64 --batch 32 --epochs 1 --threads 1 --quiet)
+    with_mpi "$mpi/bin/convnet" "${tiny[@]}" --checkpoint-dir none >none.log 2>&1 || { tail -5 none.log; return 1; }
+    for mb in default 0; do
+        local flag=()
+        [ $mb = default ] || flag=(--dist-bucket-mb "$mb")
+        if ! with_mpi orterun --bind-to none -np 1 -x LD_LIBRARY_PATH ${CONVNET_CUDA_MODULE:+-x CONVNET_CUDA_MODULE} \
+            "$mpi/bin/convnet" "${tiny[@]}" "${flag[@]}" --checkpoint-dir one-$mb >one-$mb.log 2>&1; then
+            echo "FAIL: 1 rank, buckets $mb:"
+            tail -5 one-$mb.log
+            fails=1
+            continue
+        fi
+        grep -h "data parallel\|gradient all-reduce" one-$mb.log
+        grep -q "summed by nccl" one-$mb.log || { echo "FAIL: 1 rank, buckets $mb: not summed by NCCL"; fails=1; }
+        if cmp one-$mb/last.safetensors none/last.safetensors; then
+            echo "ok: 1 rank under mpirun (NCCL, buckets $mb) bitwise equal to no launcher"
+        else
+            fails=1
+        fi
+    done
+    return $fails
+}
+# (dry run) the Open MPI files every process loads come from the bundle, and
+# 2 ranks on the CPU give the bits of their one-process emulation
+mpi_from_bundle() {
+    local d=$work/mpi-cpu
+    mkdir -p "$d" && cd "$d" || return 1
+    local lenet=(train --data "$carry/fashion-mnist" --model lenet --limit 256 --test-limit 64 --batch 32 --epochs 1
+        --threads 1 --quiet)
+    LD_DEBUG=files with_mpi orterun --bind-to none -np 2 "$mpi/bin/convnet" "${lenet[@]}" --checkpoint-dir two \
+        >two.log 2>&1 || { grep -v '^ *[0-9]*:' two.log | tail -5; return 1; }
+    local ours outside
+    ours=$(sed -nE 's/.*calling init: (.*(libmpi|libopen-|libpmix|libhwloc|mca_).*)/\1/p' two.log | sort -u)
+    outside=$(grep -v "^$mpi/" <<<"$ours")
+    echo "$(wc -l <<<"$ours") Open MPI files loaded by orterun and the ranks"
+    if [ -n "$outside" ]; then
+        echo "FAIL: $(wc -l <<<"$outside") loaded from outside the bundle: $(head -3 <<<"$outside" | tr '\n' ' ')"
+        return 1
+    fi
+    [ -n "$ours" ] || { echo "FAIL: no Open MPI file seen loaded (LD_DEBUG)"; return 1; }
+    with_mpi "$mpi/bin/convnet" "${lenet[@]}" --emulate-ranks 2 --checkpoint-dir emu >emu.log 2>&1 ||
+        { tail -5 emu.log; return 1; }
+    cmp two/last.safetensors emu/last.safetensors &&
+        echo "ok: 2 ranks (carried mpirun, cpu) bitwise equal to their emulation"
+}
+export -f nccl_dir with_mpi nccl_one_rank mpi_from_bundle
+emu_module=$root/build/tests/cuda_emu/libconvnet_cuda_emu.so
+if [ ! -x "$mpi/bin/convnet" ]; then
+    record "NCCL, one rank = no launcher" "skip (no MPI build in the bundle)"
+elif [ ! -f "$carry/fashion-mnist/train-images-idx3-ubyte.gz" ]; then
+    record "NCCL, one rank = no launcher" "skip (data not carried)"
+elif [ "$mode" = dry ]; then
+    step "carried Open MPI: files from the bundle, 2 ranks (cpu)" 60 mpi_from_bundle
+    if [ -f "$emu_module" ] && grep -q '^#define NN_HAVE_NCCL 1' "$root/build/config.h" 2>/dev/null; then
+        step "NCCL, one rank = no launcher (dry run, emulated GPU)" 60 env CONVNET_CUDA_MODULE="$emu_module" \
+            NCCL_CHECK_LIMIT=64 bash -c nccl_one_rank
+    else
+        record "NCCL, one rank = no launcher" "skip (dry run: no emulated GPU with NCCL in build/)"
+    fi
+else
+    gstep_extra "NCCL, one rank = no launcher" 45 nccl_one_rank
+fi
 # the switches change no number they should not (tests/test_gpu_same_losses.sh,
 # the script meson test emu_same_losses runs on the emulated GPU): short
 # training runs with the no-sync switches and the fusions (NN_CUDA_LAZY_CHECKS,

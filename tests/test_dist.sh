@@ -67,6 +67,9 @@ same k4/last.safetensors r2/last.safetensors "2 ranks: one 4 MiB bucket during b
 "${RUN[@]}" -np 1 "$CONVNET" "${LENET[@]}" --checkpoint-dir m1 > m1.log 2>&1 || bad "1 rank: $(tail -3 m1.log)"
 "$CONVNET" "${LENET[@]}" --checkpoint-dir p1 > p1.log 2>&1 || bad "no launcher: $(tail -3 p1.log)"
 same m1/last.safetensors p1/last.safetensors "1 rank under mpirun bitwise equal to no launcher"
+grep -q "data parallel: 1 process, 32 images each per step; gradients summed by mpi" m1.log &&
+    ok "1 rank says so: $(grep 'data parallel' m1.log)" ||
+    bad "1 rank under mpirun does not say how it sums: $(head -5 m1.log)"
 
 # 2. 2 ranks vs 1 process at the same global batch: one SGD step at lr 1 gives
 #    the gradient; then Adam for an epoch stays close
@@ -146,6 +149,8 @@ gpu_cases() {
         "${GPU[@]}" "${RUN[@]}" "${MPIX[@]}" -np 1 "$CONVNET" "${TINY[@]}" --dist-bucket-mb $mb --checkpoint-dir gm1-$mb \
             > gm1-$mb.log 2>&1 || bad "GPU, 1 rank, buckets $mb: $(tail -3 gm1-$mb.log)"
         same gm1-$mb/last.safetensors gp1/last.safetensors "GPU: 1 rank under mpirun (NCCL, --dist-bucket-mb $mb) bitwise equal to no launcher"
+        grep -q "data parallel: 1 process, .* summed by nccl" gm1-$mb.log ||
+            bad "GPU, 1 rank, buckets $mb: not summed by NCCL: $(grep 'data parallel' gm1-$mb.log)"
     done
     # b. 2 ranks, NCCL sums in buckets during backward (the GPU's default, 4
     #    MiB: one; 0.05 MiB: several) and one sum after it, against the emulation of 2

@@ -443,9 +443,11 @@ static void print_header(const train_run *r)
            st->epochs, (unsigned long long)st->seed, nn_device_name(r->dev), r->threads);
     char sw[512];
     if (*nn_switches_describe(sw, sizeof sw)) printf("switches: %s\n", sw);
-    if (r->ranks > 1)
-        printf("data parallel: %d processes, %d images each per step; gradients summed by %s %s; timeout %g s\n",
-               r->ranks, st->batch_size / r->ranks, nn_dist_backend(r->dev), bucketing(r), nn_dist_timeout());
+    /* one process under a launcher too: it takes the same path (mpirun -np 1 checks NCCL on one GPU) */
+    if (r->ranks > 1 || nn_dist_active())
+        printf("data parallel: %d process%s, %d images each per step; gradients summed by %s %s; timeout %g s\n",
+               r->ranks, r->ranks > 1 ? "es" : "", st->batch_size / r->ranks, nn_dist_backend(r->dev), bucketing(r),
+               nn_dist_timeout());
     else if (r->o.emulate_ranks > 1)
         printf("emulating %d ranks in one process (test)\n", r->o.emulate_ranks);
     if (r->o.resume)
