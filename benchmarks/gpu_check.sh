@@ -619,7 +619,7 @@ gstep_extra "test_conv2d* with NN_CONV_IMPLICIT=1" 25 env NN_CONV_IMPLICIT=1 NN_
 # the carried mpirun takes the GPU gradient path through NCCL (one member: a
 # sum is a copy) and must end with the bits of the same build run without a
 # launcher (no MPI call), in the GPU's default 4 MiB buckets during backward
-# and as one sum after it. The dry run runs the same on the emulated GPU
+# and as one sum after it; then 2 ranks (one GPU: a clear error, not a hang). The dry run runs the same on the emulated GPU
 # (whose NCCL is MPI), checks that every Open MPI file loaded came from the
 # bundle, and runs 2 ranks on the CPU against their one-process emulation.
 export mpi=$work/mpi mpi_multiarch
@@ -672,6 +672,30 @@ nccl_one_rank() {
             fails=1
         fi
     done
+    [ -n "${CONVNET_CUDA_MODULE:-}" ] && return $fails # the emulated GPU: test_dist.sh runs 2 ranks there
+    # 2 ranks: with 2 GPUs, the bits of their one-process emulation; with one,
+    # NCCL refuses two ranks on it, and the job must end saying so, not hang
+    local gpus
+    gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+    with_mpi timeout -k 5 60 orterun --bind-to none -np 2 -x LD_LIBRARY_PATH "$mpi/bin/convnet" "${tiny[@]}" \
+        --dist-timeout 30 --checkpoint-dir two >two.log 2>&1
+    local rc=$?
+    if [ "$gpus" -ge 2 ]; then
+        with_mpi "$mpi/bin/convnet" "${tiny[@]}" --emulate-ranks 2 --checkpoint-dir emu2 >emu2.log 2>&1
+        if [ $rc = 0 ] && cmp two/last.safetensors emu2/last.safetensors; then
+            echo "ok: 2 ranks on 2 GPUs (NCCL) bitwise equal to their one-process emulation"
+        else
+            echo "FAIL: 2 ranks on 2 GPUs (status $rc):"
+            tail -5 two.log
+            fails=1
+        fi
+    elif [ $rc != 0 ] && [ $rc != 124 ] && grep -q "one GPU per process" two.log; then
+        echo "ok: 2 ranks on one GPU end with status $rc: $(grep -m1 -o 'dist: rank.*' two.log)"
+    else
+        echo "FAIL: 2 ranks on one GPU: status $rc, no clear error:"
+        tail -5 two.log
+        fails=1
+    fi
     return $fails
 }
 # (dry run) the Open MPI files every process loads come from the bundle, and

@@ -179,7 +179,12 @@ static nn_status nccl_comm(const nn_cuda_nccl *nc)
     if (nc->id_bytes > sizeof id) return nn_error(NN_E_UNSUPPORTED, "dist: NCCL's id is %zu bytes", nc->id_bytes);
     if (g.rank == 0) NN_TRY(nc->unique_id(id));
     NN_TRY(nn_dist_broadcast(id, nc->id_bytes, NN_CPU));
-    NN_TRY(nc->init(g.size, g.rank, id));
+    /* NCCL's rendezvous blocks until every rank joins: a peer that hangs
+     * before joining would leave this one waiting for ever */
+    NN_TRY(watch("NCCL's communicator setup (ncclCommInitRank)"));
+    const nn_status st = nc->init(g.size, g.rank, id);
+    unwatch();
+    NN_TRY(st);
     g.nccl_ready = true;
     return NN_OK;
 }

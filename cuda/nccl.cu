@@ -38,6 +38,9 @@ static nn_status init(int size, int rank, const void *id)
     ncclUniqueId uid;
     memcpy(&uid, id, sizeof uid);
     ncclResult_t r = ncclCommInitRank(&comm, size, uid, rank);
+    if (r == ncclInvalidUsage) /* NCCL's usual reason here: two ranks on one GPU ("Duplicate GPU detected") */
+        return nccl_fail(r, "ncclCommInitRank (NCCL takes one GPU per process: more processes on this machine "
+                            "than GPUs? NCCL_DEBUG=WARN says)");
     return r == ncclSuccess ? NN_OK : nccl_fail(r, "ncclCommInitRank");
 }
 

@@ -197,6 +197,18 @@ gpu_cases() {
         elif grep -q "$pat" gf.log; then ok "GPU, hang-sum, --dist-bucket-mb $mb: status $rc, '$pat'"
         else bad "GPU, hang-sum, --dist-bucket-mb $mb: no message naming the rank: $(cat gf.log)"; fi
     done
+    # f. a rank that never joins NCCL's rendezvous (the emulator's
+    #    NN_EMU_NCCL_INIT_HANG_RANK: ncclCommInitRank blocks for ever) ends
+    #    the job by the watchdog around the setup (whichever rank's fires
+    #    first: both wait in it)
+    timeout 120 "${GPU[@]}" NN_EMU_NCCL_INIT_HANG_RANK=1 "${MPI[@]}" "${MPIX[@]}" -x NN_EMU_NCCL_INIT_HANG_RANK \
+        "$CONVNET" "${TINY[@]}" --dist-timeout 3 --checkpoint-dir gi > gi.log 2>&1
+    rc=$?
+    pat="rank [01]: NCCL's communicator setup \(ncclCommInitRank\) did not complete within 3 s"
+    if [ $rc = 124 ]; then bad "GPU, a rank hung in NCCL's setup: the job did not end"
+    elif [ $rc = 0 ]; then bad "GPU, a rank hung in NCCL's setup: exit status 0"
+    elif grep -qE "$pat" gi.log; then ok "GPU, a rank hung in NCCL's setup: status $rc, '$(grep -m1 -oE "$pat" gi.log)'"
+    else bad "GPU, a rank hung in NCCL's setup: no message naming the rank: $(cat gi.log)"; fi
 }
 if [ -z "$EMU" ]; then
     echo "SKIP (GPU cases): no emulated CUDA module with NCCL (tests/cuda_emu needs the CUDA backend, C++, x86-64, and NCCL in the toolkit)"

@@ -9,6 +9,7 @@
 
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -116,6 +117,10 @@ ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int
                      nranks, me, size);
     if (std::strncmp(id.internal, ID_TAG, std::strlen(ID_TAG)))
         return usage("ncclCommInitRank: rank %d: the unique id did not come from ncclGetUniqueId", me);
+    /* a peer that hangs in NCCL's rendezvous (tests/test_dist.sh): it never joins */
+    const char *hang = std::getenv("NN_EMU_NCCL_INIT_HANG_RANK");
+    if (hang && std::atoi(hang) == me)
+        for (;;) pause();
     ncclUniqueId root = id; /* every rank must hold rank 0's id, as NCCL's rendezvous needs */
     if (MPI_Bcast(root.internal, sizeof root.internal, MPI_BYTE, 0, MPI_COMM_WORLD) != MPI_SUCCESS)
         return ncclSystemError;
