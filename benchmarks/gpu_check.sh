@@ -677,8 +677,8 @@ nccl_one_rank() {
     # NCCL refuses two ranks on it, and the job must end saying so, not hang
     local gpus
     gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
-    with_mpi timeout -k 5 60 orterun --bind-to none -np 2 -x LD_LIBRARY_PATH "$mpi/bin/convnet" "${tiny[@]}" \
-        --dist-timeout 30 --checkpoint-dir two >two.log 2>&1
+    with_mpi timeout -k 5 40 orterun --bind-to none -np 2 -x LD_LIBRARY_PATH "$mpi/bin/convnet" "${tiny[@]}" \
+        --dist-timeout 20 --checkpoint-dir two >two.log 2>&1
     local rc=$?
     if [ "$gpus" -ge 2 ]; then
         with_mpi "$mpi/bin/convnet" "${tiny[@]}" --emulate-ranks 2 --checkpoint-dir emu2 >emu2.log 2>&1
@@ -736,7 +736,7 @@ elif [ "$mode" = dry ]; then
         record "NCCL, one rank = no launcher" "skip (dry run: no emulated GPU with NCCL in build/)"
     fi
 else
-    gstep_extra "NCCL, one rank = no launcher" 45 nccl_one_rank
+    gstep_extra "NCCL, one rank = no launcher" 75 nccl_one_rank
 fi
 # the switches change no number they should not (tests/test_gpu_same_losses.sh,
 # the script meson test emu_same_losses runs on the emulated GPU): short

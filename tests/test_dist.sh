@@ -8,7 +8,8 @@
 # without mpirun or without MPI in the build. With the emulated CUDA module
 # (tests/cuda_emu, NCCL on MPI), the GPU path too: NCCL with 1 rank matches
 # no launcher, 2 ranks match the emulation of 2, the broadcast undoes a
-# perturbed rank, and a rank hung in the sum ends the job by NCCL's deadline.
+# perturbed rank, a rank hung in the sum ends the job by NCCL's deadline, and
+# one hung in NCCL's setup by the watchdog.
 # Usage: test_dist.sh CONVNET HAVE_MPI(0|1) COMPARE_PY [EMULATED_CUDA_MODULE]
 set -u
 CONVNET=$1 HAVE_MPI=$2 COMPARE=$3 EMU=${4:-}
