@@ -6,9 +6,11 @@ everywhere, strict), default (PyTorch's own defaults: TF32 in cuDNN
 convolutions, not in matrix products; what users get) or tf32 (TF32 in both).
 Times training steps (forward, loss, backward, SGD with the
 paper's momentum and weight decay) and inference with CUDA events after a
-warm-up, on random data already on the GPU. Prints one JSON line."""
+warm-up (the median of --steps calls), on random data already on the GPU.
+Prints one JSON line."""
 import argparse
 import json
+import statistics
 import sys
 
 import torch
@@ -59,14 +61,16 @@ def alexnet(classes: int = 1000, groups: int = 1, in_channels: int = 3, width: f
 
 
 def timed(fn, steps: int) -> float:
-    """Milliseconds per call of fn, by CUDA events around `steps` calls."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(steps):
+    """Milliseconds per call of fn: the median of `steps` calls, each between
+    two CUDA events (as convnet bench reports medians: a shared machine's
+    outliers move a mean, not a median)."""
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
+    for start, end in events:
+        start.record()
         fn()
-    end.record()
+        end.record()
     torch.cuda.synchronize()
-    return start.elapsed_time(end) / steps
+    return statistics.median(start.elapsed_time(end) for start, end in events)
 
 
 def main() -> int:
