@@ -123,48 +123,22 @@ static void ref_backward(const ref_geom *g, const float *x, const float *w, cons
     }
 }
 
-/* |got - ref| <= rtol * mag + MAG_ATOL elementwise, naming the first miss. */
 static void assert_close_mag(const float *got, const double *ref, const double *mag, size_t n, double rtol,
                              const char *what, const char *which)
 {
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - ref[i]);
-        if (!(d <= rtol * mag[i] + MAG_ATOL))
-            fail_msg("%s: %s element %zu is %.9g, reference %.9g (|diff| %.3g, sum of |terms| %.3g)",
-                     what, which, i, (double)got[i], ref[i], d, mag[i]);
-    }
+    tu_assert_close_mag(got, ref, mag, n, rtol, MAG_ATOL, what, which);
 }
 
-typedef struct conv_tensors {
-    nn_tensor *x, *w, *b;
-} conv_tensors;
-
-static conv_tensors make_tensors(const conv_case *k, uint64_t seed, bool grads)
+static tu_xwb make_tensors(const conv_case *k, uint64_t seed, bool grads)
 {
     ref_geom g = geom_of(k);
-    conv_tensors t = {NULL, NULL, NULL};
-    t.x = tu_rand4(seed, g.n, g.c, g.h, g.w);
-    t.w = tu_rand4(seed + 1, g.o, g.c / g.g, g.kh, g.kw);
-    if (k->bias) {
-        int s = g.o;
-        t.b = tu_rand(seed + 2, -1.0f, 1.0f, 1, &s);
-    }
-    if (grads) {
-        assert_int_equal(nn_tensor_require_grad(t.x), NN_OK);
-        assert_int_equal(nn_tensor_require_grad(t.w), NN_OK);
-        if (t.b) assert_int_equal(nn_tensor_require_grad(t.b), NN_OK);
-    }
+    tu_xwb t = {tu_rand4(seed, g.n, g.c, g.h, g.w), tu_rand4(seed + 1, g.o, g.c / g.g, g.kh, g.kw), NULL};
+    if (k->bias) t.b = tu_rand(seed + 2, -1.0f, 1.0f, 1, &g.o);
+    if (grads) tu_xwb_require_grad(&t);
     return t;
 }
 
-static void free_tensors(conv_tensors *t)
-{
-    nn_tensor_free(t->x);
-    nn_tensor_free(t->w);
-    nn_tensor_free(t->b);
-}
-
-static nn_tensor *run_conv(nn_ctx *ctx, const conv_case *k, const conv_tensors *t)
+static nn_tensor *run_conv(nn_ctx *ctx, const conv_case *k, const tu_xwb *t)
 {
     nn_tensor *y = nn_conv2d(ctx, t->x, t->w, t->b, k->p);
     if (!y) fail_msg("%s: conv2d failed: %s", k->what, nn_ctx_errmsg(ctx));
@@ -175,6 +149,18 @@ static nn_tensor *run_conv(nn_ctx *ctx, const conv_case *k, const conv_tensors *
     assert_int_equal(y->shape[2], g.oh);
     assert_int_equal(y->shape[3], g.ow);
     return y;
+}
+
+/* run_conv for the checks shared with other ops (tests/testutil.h) */
+typedef struct conv_call {
+    const conv_case *k;
+    const tu_xwb *t;
+} conv_call;
+
+static nn_tensor *run_conv_call(nn_ctx *ctx, const void *user)
+{
+    const conv_call *c = user;
+    return run_conv(ctx, c->k, c->t);
 }
 
 /* {n, c, h, w, o, kh, kw, {stride_h, stride_w, pad_h, pad_w, groups}, bias, what} */
@@ -232,7 +218,7 @@ static void test_forward_matches_reference(void **state)
         const conv_case *k = &fwd_cases[ci % nc];
         wino_runs[ci / nc] += points_of(k) > 0;
         ref_geom g = geom_of(k);
-        conv_tensors t = make_tensors(k, 100 + 10 * (ci % nc), false);
+        tu_xwb t = make_tensors(k, 100 + 10 * (ci % nc), false);
         nn_ctx_reset(ctx);
         nn_tensor *y = run_conv(ctx, k, &t);
         double *ref = malloc(y_numel(&g) * sizeof *ref), *mag = malloc(y_numel(&g) * sizeof *mag);
@@ -242,7 +228,7 @@ static void test_forward_matches_reference(void **state)
         assert_close_mag(nn_f32(y), ref, mag, y_numel(&g), rtol_of(k), k->what, "y");
         free(ref);
         free(mag);
-        free_tensors(&t);
+        tu_xwb_free(&t);
     }
     nn_cpu_conv2d_force_winograd(0);
     /* the forced modes did run Winograd: on the 3x3 and 5x5 same-size cases */
@@ -257,20 +243,9 @@ static void test_forward_overwrites(void **state)
 {
     (void)state;
     const conv_case *k = &fwd_cases[1];
-    conv_tensors t = make_tensors(k, 7, false);
-    nn_ctx *ctx = nn_ctx_new();
-    ref_geom g = geom_of(k);
-    nn_tensor *y1 = run_conv(ctx, k, &t);
-    float *first = malloc(y_numel(&g) * sizeof *first);
-    memcpy(first, nn_f32(y1), y_numel(&g) * sizeof *first);
-    for (size_t i = 0; i < y_numel(&g); i++) nn_f32(y1)[i] = 1e6f; /* garbage for the next step */
-    nn_ctx_reset(ctx);
-    nn_tensor *y2 = run_conv(ctx, k, &t);
-    assert_ptr_equal(y1->data, y2->data); /* the arena reuses the memory */
-    assert_memory_equal(first, nn_f32(y2), y_numel(&g) * sizeof *first);
-    free(first);
-    free_tensors(&t);
-    nn_ctx_free(ctx);
+    tu_xwb t = make_tensors(k, 7, false);
+    tu_assert_forward_overwrites(run_conv_call, &(conv_call){k, &t});
+    tu_xwb_free(&t);
 }
 
 static nn_tensor *conv_fn(nn_ctx *ctx, nn_tensor *const *in, void *user)
@@ -293,10 +268,10 @@ static void test_gradcheck(void **state)
     (void)state;
     for (size_t ci = 0; ci < sizeof grad_cases / sizeof grad_cases[0]; ci++) {
         const conv_case *k = &grad_cases[ci];
-        conv_tensors t = make_tensors(k, 500 + 10 * ci, true);
+        tu_xwb t = make_tensors(k, 500 + 10 * ci, true);
         nn_tensor *in[3] = {t.x, t.w, t.b};
         tu_gradcheck(conv_fn, (void *)k, k->bias ? 3 : 2, in, 900 + ci, k->what);
-        free_tensors(&t);
+        tu_xwb_free(&t);
     }
 }
 
@@ -305,20 +280,20 @@ static void test_gradcheck_weight_only(void **state)
 {
     (void)state;
     const conv_case *k = &grad_cases[1];
-    conv_tensors t = make_tensors(k, 77, false);
+    tu_xwb t = make_tensors(k, 77, false);
     assert_int_equal(nn_tensor_require_grad(t.w), NN_OK);
     assert_int_equal(nn_tensor_require_grad(t.b), NN_OK);
     nn_tensor *in[3] = {t.x, t.w, t.b};
     tu_gradcheck(conv_fn, (void *)k, 3, in, 78, "gradcheck: weight and bias only");
     assert_null(t.x->grad);
-    free_tensors(&t);
+    tu_xwb_free(&t);
 }
 
 /* Forward + backward with a random dy; dx, dw, db against the float64 reference. */
 static void check_backward_case(const conv_case *k, uint64_t seed)
 {
     ref_geom g = geom_of(k);
-    conv_tensors t = make_tensors(k, seed, true);
+    tu_xwb t = make_tensors(k, seed, true);
     nn_ctx *ctx = nn_ctx_new();
     nn_tensor *y = run_conv(ctx, k, &t);
     size_t ny = y_numel(&g), nx = x_numel(&g), nw = w_numel(&g);
@@ -342,7 +317,7 @@ static void check_backward_case(const conv_case *k, uint64_t seed)
     free(dw);
     free(mw);
     nn_tensor_free(dyt);
-    free_tensors(&t);
+    tu_xwb_free(&t);
     nn_ctx_free(ctx);
 }
 
@@ -367,34 +342,9 @@ static void test_backward_matches_reference(void **state)
  * every gradient. */
 static void check_accumulates(const conv_case *k, uint64_t seed)
 {
-    ref_geom g = geom_of(k);
-    conv_tensors t = make_tensors(k, seed, true);
-    nn_ctx *ctx = nn_ctx_new();
-    int sy = (int)y_numel(&g);
-    nn_tensor *dyt = tu_rand(seed + 5, -1.0f, 1.0f, 1, &sy);
-    nn_tensor *grads[3] = {t.x, t.w, t.b};
-    const char *names[3] = {"dx twice", "dw twice", "db twice"};
-    double *first[3] = {NULL, NULL, NULL};
-    for (int pass = 0; pass < 2; pass++) {
-        nn_ctx_reset(ctx);
-        nn_tensor *y = run_conv(ctx, k, &t);
-        assert_int_equal(nn_backward_with(ctx, y, nn_f32(dyt)), NN_OK);
-        for (int i = 0; i < 3; i++) {
-            if (!grads[i]) continue;
-            size_t n = grads[i]->numel;
-            if (pass == 0) {
-                first[i] = malloc(n * sizeof(double));
-                assert_non_null(first[i]);
-                for (size_t j = 0; j < n; j++) first[i][j] = 2.0 * nn_f32(grads[i]->grad)[j];
-            } else {
-                tu_assert_close(nn_f32(grads[i]->grad), first[i], n, ACCUM_ATOL, ACCUM_RTOL, names[i]);
-                free(first[i]);
-            }
-        }
-    }
-    nn_tensor_free(dyt);
-    free_tensors(&t);
-    nn_ctx_free(ctx);
+    tu_xwb t = make_tensors(k, seed, true);
+    tu_assert_backward_accumulates(run_conv_call, &(conv_call){k, &t}, &t, seed + 5, ACCUM_ATOL, ACCUM_RTOL);
+    tu_xwb_free(&t);
 }
 
 static void test_backward_accumulates_across_calls(void **state)
@@ -431,7 +381,7 @@ static void test_same_tensor_twice(void **state)
     /* (b) */
     const conv_case k = {1, 2, 5, 5, 1, 3, 3, {0}, true, "conv(y, y) after y = conv(x, w, b)"};
     ref_geom g = geom_of(&k);
-    conv_tensors t = make_tensors(&k, 62, true);
+    tu_xwb t = make_tensors(&k, 62, true);
     nn_ctx_reset(ctx);
     y = run_conv(ctx, &k, &t); /* (1, 1, 3, 3): usable as a 1x1x3x3 weight */
     nn_tensor *z = nn_conv2d(ctx, y, y, NULL, (nn_conv2d_params){0});
@@ -449,7 +399,7 @@ static void test_same_tensor_twice(void **state)
     assert_close_mag(nn_f32(t.x->grad), dx, mx, 50, MAG_RTOL, k.what, "dx");
     assert_close_mag(nn_f32(t.w->grad), dw, mw, 18, MAG_RTOL, k.what, "dw");
     assert_close_mag(nn_f32(t.b->grad), db, mb, 1, MAG_RTOL, k.what, "db");
-    free_tensors(&t);
+    tu_xwb_free(&t);
     nn_ctx_free(ctx);
 }
 
@@ -458,7 +408,7 @@ static void test_records_only_when_needed(void **state)
 {
     (void)state;
     const conv_case *k = &fwd_cases[1];
-    conv_tensors t = make_tensors(k, 81, false);
+    tu_xwb t = make_tensors(k, 81, false);
     nn_ctx *ctx = nn_ctx_new();
     nn_tensor *y = run_conv(ctx, k, &t);
     assert_null(y->node);
@@ -472,7 +422,7 @@ static void test_records_only_when_needed(void **state)
     y = run_conv(ctx, k, &t);
     assert_non_null(y->node);
     assert_int_equal(nn_ctx_nodes(ctx), 1);
-    free_tensors(&t);
+    tu_xwb_free(&t);
     nn_ctx_free(ctx);
 }
 
@@ -566,7 +516,7 @@ static void test_errors(void **state)
 static void run_with_threads(const conv_case *k, int threads, float **out, size_t *len)
 {
     omp_set_num_threads(threads);
-    conv_tensors t = make_tensors(k, 4242, true);
+    tu_xwb t = make_tensors(k, 4242, true);
     nn_ctx *ctx = nn_ctx_new();
     nn_tensor *y = run_conv(ctx, k, &t);
     int sy = (int)y->numel;
@@ -584,7 +534,7 @@ static void run_with_threads(const conv_case *k, int threads, float **out, size_
     }
     nn_tensor_free(dyt);
     nn_ctx_free(ctx);
-    free_tensors(&t);
+    tu_xwb_free(&t);
 }
 
 /* Winograd's phases share the work among the threads differently for each

@@ -78,42 +78,22 @@ static void ref_backward(const lin_case *k, const float *x, const float *w, cons
     }
 }
 
-static void assert_close_mag(const float *got, const double *ref, const double *mag, size_t n,
-                             const char *what, const char *which)
+static void assert_close_mag(const float *got, const double *ref, const double *mag, size_t n, const char *what,
+                             const char *which)
 {
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)got[i] - ref[i]);
-        if (!(d <= MAG_RTOL * mag[i] + MAG_ATOL))
-            fail_msg("%s: %s element %zu is %.9g, reference %.9g (|diff| %.3g, sum of |terms| %.3g)",
-                     what, which, i, (double)got[i], ref[i], d, mag[i]);
-    }
+    tu_assert_close_mag(got, ref, mag, n, MAG_RTOL, MAG_ATOL, what, which);
 }
 
-typedef struct lin_tensors {
-    nn_tensor *x, *w, *b;
-} lin_tensors;
-
-static lin_tensors make_tensors(const lin_case *k, uint64_t seed, bool grads)
+static tu_xwb make_tensors(const lin_case *k, uint64_t seed, bool grads)
 {
     int sx[2] = {k->n, k->in}, sw[2] = {k->out, k->in};
-    lin_tensors t = {tu_rand(seed, -1.0f, 1.0f, 2, sx), tu_rand(seed + 1, -1.0f, 1.0f, 2, sw), NULL};
+    tu_xwb t = {tu_rand(seed, -1.0f, 1.0f, 2, sx), tu_rand(seed + 1, -1.0f, 1.0f, 2, sw), NULL};
     if (k->bias) t.b = tu_rand(seed + 2, -1.0f, 1.0f, 1, &k->out);
-    if (grads) {
-        assert_int_equal(nn_tensor_require_grad(t.x), NN_OK);
-        assert_int_equal(nn_tensor_require_grad(t.w), NN_OK);
-        if (t.b) assert_int_equal(nn_tensor_require_grad(t.b), NN_OK);
-    }
+    if (grads) tu_xwb_require_grad(&t);
     return t;
 }
 
-static void free_tensors(lin_tensors *t)
-{
-    nn_tensor_free(t->x);
-    nn_tensor_free(t->w);
-    nn_tensor_free(t->b);
-}
-
-static nn_tensor *run_linear(nn_ctx *ctx, const lin_case *k, const lin_tensors *t)
+static nn_tensor *run_linear(nn_ctx *ctx, const lin_case *k, const tu_xwb *t)
 {
     nn_tensor *y = nn_linear(ctx, t->x, t->w, t->b);
     if (!y) fail_msg("%s: linear failed: %s", k->what, nn_ctx_errmsg(ctx));
@@ -123,13 +103,25 @@ static nn_tensor *run_linear(nn_ctx *ctx, const lin_case *k, const lin_tensors *
     return y;
 }
 
+/* run_linear for the checks shared with other ops (tests/testutil.h) */
+typedef struct lin_call {
+    const lin_case *k;
+    const tu_xwb *t;
+} lin_call;
+
+static nn_tensor *run_linear_call(nn_ctx *ctx, const void *user)
+{
+    const lin_call *c = user;
+    return run_linear(ctx, c->k, c->t);
+}
+
 static void test_forward_matches_reference(void **state)
 {
     (void)state;
     nn_ctx *ctx = nn_ctx_new();
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const lin_case *k = &cases[ci];
-        lin_tensors t = make_tensors(k, 10 + 10 * ci, false);
+        tu_xwb t = make_tensors(k, 10 + 10 * ci, false);
         nn_ctx_reset(ctx);
         nn_tensor *y = run_linear(ctx, k, &t);
         double *ref = malloc(y->numel * sizeof *ref), *mag = malloc(y->numel * sizeof *mag);
@@ -138,7 +130,7 @@ static void test_forward_matches_reference(void **state)
         assert_close_mag(nn_f32(y), ref, mag, y->numel, k->what, "y");
         free(ref);
         free(mag);
-        free_tensors(&t);
+        tu_xwb_free(&t);
     }
     nn_ctx_free(ctx);
 }
@@ -148,20 +140,9 @@ static void test_forward_overwrites(void **state)
 {
     (void)state;
     const lin_case *k = &cases[2];
-    lin_tensors t = make_tensors(k, 3, false);
-    nn_ctx *ctx = nn_ctx_new();
-    nn_tensor *y1 = run_linear(ctx, k, &t);
-    size_t n = y1->numel;
-    float *first = malloc(n * sizeof *first);
-    memcpy(first, nn_f32(y1), n * sizeof *first);
-    for (size_t i = 0; i < n; i++) nn_f32(y1)[i] = 1e6f;
-    nn_ctx_reset(ctx);
-    nn_tensor *y2 = run_linear(ctx, k, &t);
-    assert_ptr_equal(y1->data, y2->data);
-    assert_memory_equal(first, nn_f32(y2), n * sizeof *first);
-    free(first);
-    free_tensors(&t);
-    nn_ctx_free(ctx);
+    tu_xwb t = make_tensors(k, 3, false);
+    tu_assert_forward_overwrites(run_linear_call, &(lin_call){k, &t});
+    tu_xwb_free(&t);
 }
 
 static nn_tensor *lin_fn(nn_ctx *ctx, nn_tensor *const *in, void *user)
@@ -176,20 +157,20 @@ static void test_gradcheck(void **state)
     /* the small cases: central differences over every element */
     for (size_t ci = 0; ci < 4; ci++) {
         const lin_case *k = &cases[ci];
-        lin_tensors t = make_tensors(k, 200 + 10 * ci, true);
+        tu_xwb t = make_tensors(k, 200 + 10 * ci, true);
         nn_tensor *in[3] = {t.x, t.w, t.b};
         tu_gradcheck(lin_fn, (void *)k, k->bias ? 3 : 2, in, 300 + ci, k->what);
-        free_tensors(&t);
+        tu_xwb_free(&t);
     }
     /* only the weight wants a gradient: the kernel must skip dx and db */
     const lin_case *k = &cases[2];
-    lin_tensors t = make_tensors(k, 400, false);
+    tu_xwb t = make_tensors(k, 400, false);
     assert_int_equal(nn_tensor_require_grad(t.w), NN_OK);
     nn_tensor *in[3] = {t.x, t.w, t.b};
     tu_gradcheck(lin_fn, (void *)k, 3, in, 401, "weight only");
     assert_null(t.x->grad);
     assert_null(t.b->grad);
-    free_tensors(&t);
+    tu_xwb_free(&t);
 }
 
 static void test_backward_matches_reference(void **state)
@@ -197,7 +178,7 @@ static void test_backward_matches_reference(void **state)
     (void)state;
     for (size_t ci = 2; ci < sizeof cases / sizeof cases[0]; ci++) {
         const lin_case *k = &cases[ci];
-        lin_tensors t = make_tensors(k, 500 + 10 * ci, true);
+        tu_xwb t = make_tensors(k, 500 + 10 * ci, true);
         nn_ctx *ctx = nn_ctx_new();
         nn_tensor *y = run_linear(ctx, k, &t);
         size_t ny = y->numel, nx = t.x->numel, nw = t.w->numel;
@@ -221,7 +202,7 @@ static void test_backward_matches_reference(void **state)
         free(db);
         free(mb);
         nn_tensor_free(dyt);
-        free_tensors(&t);
+        tu_xwb_free(&t);
         nn_ctx_free(ctx);
     }
 }
@@ -232,32 +213,9 @@ static void test_backward_accumulates_across_calls(void **state)
 {
     (void)state;
     const lin_case *k = &cases[4];
-    lin_tensors t = make_tensors(k, 700, true);
-    nn_ctx *ctx = nn_ctx_new();
-    int sy = k->n * k->out;
-    nn_tensor *dyt = tu_rand(701, -1.0f, 1.0f, 1, &sy);
-    nn_tensor *grads[3] = {t.x, t.w, t.b};
-    const char *names[3] = {"dx twice", "dw twice", "db twice"};
-    double *first[3];
-    for (int pass = 0; pass < 2; pass++) {
-        nn_ctx_reset(ctx);
-        nn_tensor *y = run_linear(ctx, k, &t);
-        assert_int_equal(nn_backward_with(ctx, y, nn_f32(dyt)), NN_OK);
-        for (int i = 0; i < 3; i++) {
-            size_t n = grads[i]->numel;
-            if (pass == 0) {
-                first[i] = malloc(n * sizeof(double));
-                assert_non_null(first[i]);
-                for (size_t j = 0; j < n; j++) first[i][j] = 2.0 * nn_f32(grads[i]->grad)[j];
-            } else {
-                tu_assert_close(nn_f32(grads[i]->grad), first[i], n, ACCUM_ATOL, ACCUM_RTOL, names[i]);
-                free(first[i]);
-            }
-        }
-    }
-    nn_tensor_free(dyt);
-    free_tensors(&t);
-    nn_ctx_free(ctx);
+    tu_xwb t = make_tensors(k, 700, true);
+    tu_assert_backward_accumulates(run_linear_call, &(lin_call){k, &t}, &t, 701, ACCUM_ATOL, ACCUM_RTOL);
+    tu_xwb_free(&t);
 }
 
 /* One tensor in two places. (a) x as input and weight: y = x x^T (N, N), and
@@ -295,7 +253,7 @@ static void test_same_tensor_twice(void **state)
 
     /* (b): h (NB, NB) from x (NB, NI), w (NB, NI), b (NB) */
     const lin_case kh = {NB, NI, NB, true, "linear(h, h) after h = linear(x, w, b)"};
-    lin_tensors t = make_tensors(&kh, 810, true);
+    tu_xwb t = make_tensors(&kh, 810, true);
     nn_ctx_reset(ctx);
     nn_tensor *h = run_linear(ctx, &kh, &t);
     nn_tensor *z = nn_linear(ctx, h, h, NULL);
@@ -315,7 +273,7 @@ static void test_same_tensor_twice(void **state)
     assert_close_mag(nn_f32(t.w->grad), dw, mw, NB * NI, kh.what, "dw");
     assert_close_mag(nn_f32(t.b->grad), db, mb, NB, kh.what, "db");
     nn_tensor_free(r);
-    free_tensors(&t);
+    tu_xwb_free(&t);
     nn_ctx_free(ctx);
 }
 

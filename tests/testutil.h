@@ -65,6 +65,98 @@ static inline void tu_assert_close(const float *got, const double *ref, size_t n
     }
 }
 
+/* |got - ref| <= rtol * mag + atol elementwise, mag being each reference
+ * element's sum of |terms| (the scale of a long sum's rounding), naming the
+ * first miss. */
+static inline void tu_assert_close_mag(const float *got, const double *ref, const double *mag, size_t n, double rtol,
+                                       double atol, const char *what, const char *which)
+{
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        if (!(d <= rtol * mag[i] + atol))
+            fail_msg("%s: %s element %zu is %.9g, reference %.9g (|diff| %.3g, sum of |terms| %.3g)", what, which, i,
+                     (double)got[i], ref[i], d, mag[i]);
+    }
+}
+
+/* ---- an op of an input x, a weight w and a bias b (conv2d, linear) ---- */
+
+typedef struct tu_xwb {
+    nn_tensor *x, *w, *b; /* b may be NULL */
+} tu_xwb;
+
+static inline void tu_xwb_require_grad(const tu_xwb *t)
+{
+    assert_int_equal(nn_tensor_require_grad(t->x), NN_OK);
+    assert_int_equal(nn_tensor_require_grad(t->w), NN_OK);
+    if (t->b) assert_int_equal(nn_tensor_require_grad(t->b), NN_OK);
+}
+
+static inline void tu_xwb_free(tu_xwb *t)
+{
+    nn_tensor_free(t->x);
+    nn_tensor_free(t->w);
+    nn_tensor_free(t->b);
+}
+
+/* Builds the op's output in ctx (failing the test when it cannot). */
+typedef nn_tensor *(*tu_op_run)(nn_ctx *ctx, const void *user);
+
+/* The forward overwrites its output: run again after a reset, in the same
+ * arena memory the first run's output (now garbage) took, it gives the same
+ * bits. */
+static inline void tu_assert_forward_overwrites(tu_op_run run, const void *user)
+{
+    nn_ctx *ctx = nn_ctx_new();
+    nn_tensor *y1 = run(ctx, user);
+    const size_t n = y1->numel;
+    float *first = malloc(n * sizeof *first);
+    assert_non_null(first);
+    memcpy(first, nn_f32(y1), n * sizeof *first);
+    for (size_t i = 0; i < n; i++) nn_f32(y1)[i] = 1e6f; /* garbage for the next run */
+    nn_ctx_reset(ctx);
+    nn_tensor *y2 = run(ctx, user);
+    assert_ptr_equal(y1->data, y2->data); /* the arena reuses the memory */
+    assert_memory_equal(first, nn_f32(y2), n * sizeof *first);
+    free(first);
+    nn_ctx_free(ctx);
+}
+
+/* Backward kernels accumulate: a second backward from the same dy, without
+ * zeroing, leaves twice the first's gradient in x, w and b, within
+ * atol + rtol * |2 g|. */
+static inline void tu_assert_backward_accumulates(tu_op_run run, const void *user, const tu_xwb *t, uint64_t dy_seed,
+                                                  double atol, double rtol)
+{
+    nn_ctx *ctx = nn_ctx_new();
+    nn_tensor *grads[3] = {t->x, t->w, t->b}, *dyt = NULL;
+    const char *names[3] = {"dx twice", "dw twice", "db twice"};
+    double *first[3] = {NULL, NULL, NULL};
+    for (int pass = 0; pass < 2; pass++) {
+        nn_ctx_reset(ctx);
+        nn_tensor *y = run(ctx, user);
+        if (!dyt) {
+            int n = (int)y->numel;
+            dyt = tu_rand(dy_seed, -1.0f, 1.0f, 1, &n);
+        }
+        assert_int_equal(nn_backward_with(ctx, y, nn_f32(dyt)), NN_OK);
+        for (int i = 0; i < 3; i++) {
+            if (!grads[i]) continue;
+            const size_t n = grads[i]->numel;
+            if (pass == 0) {
+                first[i] = malloc(n * sizeof(double));
+                assert_non_null(first[i]);
+                for (size_t j = 0; j < n; j++) first[i][j] = 2.0 * nn_f32(grads[i]->grad)[j];
+            } else {
+                tu_assert_close(nn_f32(grads[i]->grad), first[i], n, atol, rtol, names[i]);
+                free(first[i]);
+            }
+        }
+    }
+    nn_tensor_free(dyt);
+    nn_ctx_free(ctx);
+}
+
 /* Runs nn_gradcheck and asserts it passed with at least one point checked in
  * every checked input. */
 static inline void tu_gradcheck(nn_gc_fn fn, void *user, int n, nn_tensor *const *in, uint64_t seed,
