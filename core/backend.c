@@ -36,46 +36,57 @@ static pthread_once_t cuda_once = PTHREAD_ONCE_INIT;
 static const nn_cuda_module *cuda_mod;
 static char cuda_why[768]; /* why loading failed, for nn_backend_need */
 
-/* dlopen of DIR/REL, where DIR is the folder of `file` */
-static void *open_near(const char *file, const char *rel)
+/* DIR/REL into out, where DIR is the folder of `file`; false when file has none */
+static bool path_near(char *out, size_t len, const char *file, const char *rel)
 {
     const char *slash = strrchr(file, '/');
-    if (!slash) return NULL;
-    char path[4096];
-    snprintf(path, sizeof path, "%.*s/%s", (int)(slash - file), file, rel);
-    return dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!slash) return false;
+    snprintf(out, len, "%.*s/%s", (int)(slash - file), file, rel);
+    return true;
 }
 
 /* CONVNET_CUDA_MODULE if set; else the module beside this library (an
  * installed libconvnet.so), the build tree's seen from the program (build/X/prog
  * -> build/cuda/, so a build tree copied elsewhere still finds it), the
  * installed one, the build tree's where it was built, and last the dynamic
- * loader's own search (LD_LIBRARY_PATH, ld.so.cache). */
-static void *cuda_dlopen(void)
+ * loader's own search (LD_LIBRARY_PATH, ld.so.cache). The first of these
+ * files that exists is the module: one that does not load (a library it needs
+ * is missing, say) is reported as such, never passed over for another build's
+ * module, which would both hide the reason and run other code. */
+static void *cuda_dlopen(char *why, size_t len)
 {
+    char near_lib[4096] = "", near_exe[4096] = "", exe[4096];
     const char *env = getenv("CONVNET_CUDA_MODULE");
-    if (env && *env) return dlopen(env, RTLD_NOW | RTLD_LOCAL);
-    void *h = NULL;
     Dl_info info;
-    if (dladdr((void *)cuda_dlopen, &info) && info.dli_fname) h = open_near(info.dli_fname, NN_CUDA_MODULE_NAME);
-    char exe[4096];
+    if (!(env && *env) && dladdr((void *)cuda_dlopen, &info) && info.dli_fname)
+        path_near(near_lib, sizeof near_lib, info.dli_fname, NN_CUDA_MODULE_NAME);
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (!h && n > 0) {
+    if (!(env && *env) && n > 0) {
         exe[n] = '\0';
-        h = open_near(exe, "../cuda/" NN_CUDA_MODULE_NAME);
+        path_near(near_exe, sizeof near_exe, exe, "../cuda/" NN_CUDA_MODULE_NAME);
     }
-    const char *places[] = {NN_CUDA_MODULE_INSTALLED, NN_CUDA_MODULE_BUILT, NN_CUDA_MODULE_NAME};
-    for (size_t i = 0; !h && i < sizeof places / sizeof *places; i++) h = dlopen(places[i], RTLD_NOW | RTLD_LOCAL);
+    const char *places[] = {near_lib, near_exe, NN_CUDA_MODULE_INSTALLED, NN_CUDA_MODULE_BUILT};
+    const char *path = env && *env ? env : NULL;
+    for (size_t i = 0; !path && i < sizeof places / sizeof *places; i++)
+        if (*places[i] && access(places[i], F_OK) == 0) path = places[i];
+    void *h = dlopen(path ? path : NN_CUDA_MODULE_NAME, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *e = dlerror();
+        if (!e) e = "not found";
+        /* the loader names the module only when the module itself is bad, not a library it needs */
+        if (path && !strstr(e, path)) snprintf(why, len, "%s: %s", path, e);
+        else snprintf(why, len, "%s", e);
+    }
     return h;
 }
 
 static void cuda_load(void)
 {
-    void *h = cuda_dlopen();
+    char why[512];
+    void *h = cuda_dlopen(why, sizeof why);
     if (!h) {
-        const char *e = dlerror();
         snprintf(cuda_why, sizeof cuda_why, "the CUDA backend module %s could not be loaded (%s; "
-                 "CONVNET_CUDA_MODULE may name it)", NN_CUDA_MODULE_NAME, e ? e : "not found");
+                 "CONVNET_CUDA_MODULE may name it)", NN_CUDA_MODULE_NAME, why);
         return;
     }
     nn_cuda_module_open_fn open = (nn_cuda_module_open_fn)dlsym(h, NN_CUDA_MODULE_ENTRY);

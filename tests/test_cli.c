@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "config.h"
 #include "io/dataset.h"
 #include "io/png.h"
 #include "io/safetensors.h"
@@ -282,6 +283,35 @@ static void test_filters(void **state)
     expect(1, a, "/nonexistent.safetensors", NULL);
 }
 
+/* A CUDA module that exists where the program looks first (../cuda/ beside
+ * its bin/) but does not load is reported with the loader's reason, naming
+ * it, instead of being passed over for the build tree's module (which would
+ * run other code and hide why this one failed). */
+static void test_broken_cuda_module(void **state)
+{
+    (void)state;
+#if !NN_HAVE_CUDA
+    print_message("built without the CUDA backend: no module to look for: skipped\n");
+    skip();
+#else
+    char cmd[sizeof bin + 2048], moved[256], saved[sizeof bin];
+    path_in_dir(moved, sizeof moved, "moved");
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s/bin' '%s/cuda' && cp '%s' '%s/bin/convnet' && : > '%s/cuda/%s'", moved,
+             moved, bin, moved, moved, NN_CUDA_MODULE_NAME);
+    assert_int_equal(system(cmd), 0);
+    memcpy(saved, bin, sizeof bin);
+    snprintf(bin, sizeof bin, "%s/bin/convnet", moved);
+    unsetenv("CONVNET_CUDA_MODULE");
+    char args[512], where[512];
+    snprintf(args, sizeof args, "train --device cuda --limit 8 --epochs 1 --quiet --checkpoint-dir '%s/ck'", moved);
+    snprintf(where, sizeof where, "%s/bin/../cuda/%s: file too short", moved, NN_CUDA_MODULE_NAME);
+    expect(1, args, "could not be loaded", where, NULL);
+    memcpy(bin, saved, sizeof bin);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", moved);
+    assert_int_equal(system(cmd), 0);
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -292,6 +322,7 @@ int main(void)
         cmocka_unit_test(test_eval_lenet),
         cmocka_unit_test(test_predict),
         cmocka_unit_test(test_filters),
+        cmocka_unit_test(test_broken_cuda_module),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
