@@ -32,6 +32,9 @@
 # sanitizer runs and training step, the no-sync, resident and graph
 # runs' losses against a plain run, the uncapped workspace); the side-by-side
 # table; the full-size AlexNet on Fashion-MNIST with the time left.
+# GPU_CHECK_ONLY=REGEX runs only the steps whose names match (extended
+# regular expression; the bundle's own checks always run): a second, short
+# run of what the first one showed failing, e.g. 'test_cuda|NCCL'.
 # Exit status: 0 when no step failed.
 set -uo pipefail
 
@@ -50,7 +53,7 @@ case "${1:-run}" in
     prepare) mode=prepare ;;
     run) mode=run ;;
     --dry-run) mode=dry ;;
-    -h | --help) sed -n '2,35p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument '$1' (prepare, run or --dry-run)" >&2; exit 2 ;;
 esac
 
@@ -365,6 +368,15 @@ record() {
     write_json
 }
 
+# selected NAME: whether GPU_CHECK_ONLY lets step NAME run (the bundle's own
+# checks always do: nothing else runs without them)
+only=${GPU_CHECK_ONLY:-}
+selected() {
+    [ -z "$only" ] && return 0
+    case "$1" in "carried binaries start" | "fallback build"* | "carried CUDA module"* | "rerun "*) return 0 ;; esac
+    [[ $1 =~ $only ]]
+}
+
 # step NAME LIMIT CMD...: runs CMD (a program or a function of this script)
 # under min(LIMIT, time left); its output goes to the log and to $work/last.out.
 # With cut_ok=1 a timeout is the planned end, not a failure. Returns the
@@ -374,6 +386,7 @@ step() {
     shift 2
     # timeout runs programs: a function runs in a bash that inherits it (export -f)
     declare -F "$1" >/dev/null && set -- bash -c '"$@"' step "$@"
+    selected "$name" || return 125 # (not in the table: the run's first line names the selection)
     left=$((t_end - SECONDS))
     [ $limit -gt $left ] && limit=$left
     if [ $left -lt 10 ] && [ $left -lt $want ]; then
@@ -402,6 +415,7 @@ step() {
 # gstep NAME LIMIT CMD...: a step that needs the GPU; the dry run only checks
 # that its program exists and is executable
 gstep() {
+    selected "$1" || return 125
     if [ "$mode" = dry ]; then
         local prog=$3
         [ "$prog" = env ] && prog=$(for a in "${@:3}"; do case "$a" in *=*) ;; env) ;; *) echo "$a"; break ;; esac; done)
@@ -419,6 +433,7 @@ gstep() {
 # EXTRA_RESERVE seconds are left (kept for the training at the end)
 extra_reserve=${EXTRA_RESERVE:-180}
 gstep_extra() {
+    selected "$1" || return 125
     if [ "$mode" = run ] && [ $((t_end - SECONDS - $2)) -lt $extra_reserve ]; then
         record "$1" "skip (time kept for the training)"
         return 125
@@ -455,6 +470,7 @@ finish() {
 trap 'record "interrupted" "FAIL (signal)"; finish' INT TERM
 
 say "gpu_check ($mode): $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname), source $root, budget ${budget}s"
+[ -n "$only" ] && say "gpu_check: only the steps matching GPU_CHECK_ONLY='$only'"
 
 # ---- 1. the machine and the bundle ----
 if [ "$mode" = run ]; then
