@@ -589,15 +589,15 @@ gstep "bench fp32 (ops + model), batch 128" 80 env LD_LIBRARY_PATH="$libpath" "$
 gstep "bench TF32, no ws cap (ops + model)" 30 env NN_TF32=1 NN_CONV_WS_MB=0 NN_FUSE_BIAS=1 LD_LIBRARY_PATH="$libpath" \
     "$bin/convnet" bench --device cuda --batch 128 --repeats 3 --json "$out/bench_tf32.json"
 torch_step() { # precision: its JSON line goes to $out/torch_<precision>.json
-    PYTHONUNBUFFERED=1 python3 "$root/benchmarks/torch_alexnet.py" --batch 128 --steps 20 --precision "$1" \
+    PYTHONUNBUFFERED=1 python3 "$root/benchmarks/torch_alexnet.py" --batch 128 --steps 20 --precision "$1" --per-op \
         >"$out/torch_$1.json"
 }
 export -f torch_step
 if [ "$mode" = dry ]; then
     step "torch_alexnet.py compiles (dry run)" 30 python3 -m py_compile "$root/benchmarks/torch_alexnet.py"
 else
-    step "pytorch fp32, batch 128" 35 torch_step fp32
-    step "pytorch default (TF32 convs), batch 128" 35 torch_step default
+    step "pytorch fp32, batch 128" 45 torch_step fp32
+    step "pytorch default (TF32 convs), batch 128" 45 torch_step default
 fi
 
 # ---- 6b. the switches not on by default, with the time the training can spare ----
@@ -828,14 +828,41 @@ for name, ours, theirs in rows:
     f = lambda v: "%9.1f" % v if v else "        -"
     ratio = "%7.2fx" % (ours / theirs) if ours and theirs else "       -"
     print("%-32s %s %s %s" % (name, f(ours), f(theirs), ratio))
+# each layer alone, forward + backward (convnet bench's rows and torch_alexnet.py
+# --per-op's, joined by layer name): where the step's time goes, and who is slower
+def ops_of(name, device_ops):
+    try:
+        j = json.load(open(os.path.join(out, name)))
+        return {o["layer"]: o for o in (j["devices"]["cuda"]["ops"] if device_ops else j["ops"])}
+    except Exception:
+        return {}
+for label, ours_file, theirs_file in (("fp32", "bench_fp32.json", "torch_fp32.json"),
+                                      ("TF32 / PyTorch default", "bench_tf32.json", "torch_default.json")):
+    ours, theirs = ops_of(ours_file, True), ops_of(theirs_file, False)
+    if not ours or not theirs:
+        continue
+    print("per layer, %s, fwd + bwd ms     convnet   pytorch   ratio" % label)
+    for layer, o in ours.items():
+        t = theirs.get(layer)
+        mine = 1e3 * (o["forward_s"] + o["backward_s"])
+        if t is None:
+            print("  %-14s %-13s %9.3f         -        -" % (layer, o["op"], mine))
+            continue
+        other = t["forward_ms"] + t["backward_ms"]
+        ratio = "%7.2fx" % (other / mine) if mine > 0 else "       -"
+        print("  %-14s %-13s %9.3f %9.3f %s" % (layer, o["op"], mine, other, ratio))
 EOF
 }
 export -f summary
 if [ "$mode" = dry ]; then
     # the summary reads the keys the two programs write: try it on stand-ins
-    echo '{"devices": {"cuda": {"train": {"images_per_s": 100.0}}}}' >"$out/bench_fp32.json"
-    echo '{"train_images_per_s": 200.0}' >"$out/torch_fp32.json"
-    summary_check() { summary && grep -q '^fp32 .* 0.50x$' "$work/summary.txt"; }
+    echo '{"devices": {"cuda": {"train": {"images_per_s": 100.0}, "ops": [{"layer": "stage1.0", "op": "conv2d",
+        "forward_s": 0.001, "backward_s": 0.002}]}}}' >"$out/bench_fp32.json"
+    echo '{"train_images_per_s": 200.0, "ops": [{"layer": "stage1.0", "forward_ms": 1.0, "backward_ms": 0.5}]}' \
+        >"$out/torch_fp32.json"
+    summary_check() {
+        summary && grep -q '^fp32 .* 0.50x$' "$work/summary.txt" && grep -q 'stage1.0 .* 0.50x$' "$work/summary.txt"
+    }
     export -f summary_check
     step "side-by-side summary (dry run, stand-in numbers)" 5 summary_check
 else

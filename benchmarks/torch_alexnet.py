@@ -12,6 +12,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 
 import torch
 from torch import nn
@@ -60,10 +61,17 @@ def alexnet(classes: int = 1000, groups: int = 1, in_channels: int = 3, width: f
     return seq
 
 
-def timed(fn, steps: int) -> float:
+def timed(fn, steps: int, dev: torch.device) -> float:
     """Milliseconds per call of fn: the median of `steps` calls, each between
-    two CUDA events (as convnet bench reports medians: a shared machine's
-    outliers move a mean, not a median)."""
+    two CUDA events on a GPU, two clock readings on the CPU (as convnet bench
+    reports medians: a shared machine's outliers move a mean, not a median)."""
+    if dev.type != "cuda":
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
     for start, end in events:
         start.record()
@@ -71,6 +79,49 @@ def timed(fn, steps: int) -> float:
         end.record()
     torch.cuda.synchronize()
     return statistics.median(start.elapsed_time(end) for start, end in events)
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def per_op(model: nn.Module, x: torch.Tensor, steps: int, warmup: int, dev: torch.device) -> list:
+    """Each layer of the model alone, forward and backward, at the input it
+    sees in the model (the rows of `convnet bench`, joined by layer name):
+    the median of `steps` calls after `warmup`. Backward: the gradients of the
+    layer's parameters and, but for the first layer (whose input is the
+    image), of its input, as one training step computes them."""
+    inputs = {}
+    hooks = [m.register_forward_hook(lambda m, a, y, name=name: inputs.__setitem__(name, a[0].detach()))
+             for name, m in model.named_modules() if not list(m.children())]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    rows = []
+    for i, (name, m) in enumerate((n, m) for n, m in model.named_modules() if not list(m.children())):
+        if isinstance(m, nn.Flatten):
+            continue  # a view: convnet has no such op
+        xi = inputs[name].clone().requires_grad_(i > 0)
+        y = m(xi)
+        dy = torch.randn_like(y)
+        wrt = [p for p in m.parameters()] + ([xi] if i > 0 else [])
+
+        def forward():
+            m(xi)
+
+        def backward():
+            torch.autograd.grad(y, wrt, dy, retain_graph=True)
+
+        for fn in (forward, backward) * warmup if wrt else (forward,) * warmup:
+            fn()
+        sync(dev)
+        fwd = timed(forward, steps, dev)
+        bwd = timed(backward, steps, dev) if wrt else 0.0
+        rows.append({"layer": name, "op": type(m).__name__, "input": "x".join(map(str, xi.shape)),
+                     "forward_ms": round(fwd, 4), "backward_ms": round(bwd, 4)})
+    return rows
 
 
 def main() -> int:
@@ -84,8 +135,12 @@ def main() -> int:
                     help="fp32: TF32 off; default: PyTorch's (TF32 convolutions); tf32: TF32 everywhere")
     ap.add_argument("--tf32", action="store_true", help="same as --precision tf32")
     ap.add_argument("--no-cudnn-benchmark", action="store_true")
+    ap.add_argument("--per-op", action="store_true",
+                    help="also time each layer alone, forward and backward (JSON key 'ops', as convnet bench's rows)")
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                    help="cpu: the same timings with the clock (to try the script without a GPU)")
     a = ap.parse_args()
-    if not torch.cuda.is_available():
+    if a.device == "cuda" and not torch.cuda.is_available():
         print(json.dumps({"error": "no CUDA device"}))
         return 1
 
@@ -97,7 +152,7 @@ def main() -> int:
         torch.backends.cudnn.allow_tf32 = a.precision == "tf32"
     torch.backends.cudnn.benchmark = not a.no_cudnn_benchmark
     torch.manual_seed(0)
-    dev = torch.device("cuda")
+    dev = torch.device(a.device)
     model = alexnet(a.classes, a.groups).to(dev)
     params = sum(p.numel() for p in model.parameters())
     if a.classes == 1000 and a.groups == 1 and params != PAPER_PARAMS:
@@ -117,23 +172,33 @@ def main() -> int:
     model.train()
     for _ in range(a.warmup):
         train_step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    train_ms = timed(train_step, a.steps)
-    train_peak = torch.cuda.max_memory_allocated()
+    sync(dev)
+    gpu = dev.type == "cuda"
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
+    train_ms = timed(train_step, a.steps, dev)
+    train_peak = torch.cuda.max_memory_allocated() if gpu else None
+    ops = per_op(model, x, a.steps, a.warmup, dev) if a.per_op else None
+    if ops is not None:
+        logits = model(x).detach().requires_grad_(True)
+        loss = loss_fn(logits, y)
+        fwd = timed(lambda: loss_fn(logits, y), a.steps, dev)
+        bwd = timed(lambda: torch.autograd.grad(loss, [logits], retain_graph=True), a.steps, dev)
+        ops.append({"layer": "loss", "op": "CrossEntropyLoss", "input": "x".join(map(str, logits.shape)),
+                    "forward_ms": round(fwd, 4), "backward_ms": round(bwd, 4)})
 
     model.eval()
     with torch.no_grad():
         for _ in range(a.warmup):
             model(x)
-        torch.cuda.synchronize()
-        infer_ms = timed(lambda: model(x), a.steps)
+        sync(dev)
+        infer_ms = timed(lambda: model(x), a.steps, dev)
 
     print(json.dumps({
         "model": "alexnet",
         "framework": "pytorch",
         "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(0),
+        "device": torch.cuda.get_device_name(0) if gpu else "cpu",
         "batch": a.batch,
         "groups": a.groups,
         "precision": a.precision,
@@ -146,6 +211,7 @@ def main() -> int:
         "train_peak_bytes": train_peak,
         "infer_ms_per_batch": round(infer_ms, 3),
         "infer_images_per_s": round(a.batch * 1000.0 / infer_ms, 1),
+        **({"ops": ops} if ops is not None else {}),
     }))
     return 0
 
