@@ -138,8 +138,9 @@ static tu_xwb make_tensors(const conv_case *k, uint64_t seed, bool grads)
     return t;
 }
 
-static nn_tensor *run_conv(nn_ctx *ctx, const conv_case *k, const tu_xwb *t)
+static nn_tensor *run_conv(nn_ctx *ctx, const void *kase, const tu_xwb *t)
 {
+    const conv_case *k = kase;
     nn_tensor *y = nn_conv2d(ctx, t->x, t->w, t->b, k->p);
     if (!y) fail_msg("%s: conv2d failed: %s", k->what, nn_ctx_errmsg(ctx));
     ref_geom g = geom_of(k);
@@ -149,18 +150,6 @@ static nn_tensor *run_conv(nn_ctx *ctx, const conv_case *k, const tu_xwb *t)
     assert_int_equal(y->shape[2], g.oh);
     assert_int_equal(y->shape[3], g.ow);
     return y;
-}
-
-/* run_conv for the checks shared with other ops (tests/testutil.h) */
-typedef struct conv_call {
-    const conv_case *k;
-    const tu_xwb *t;
-} conv_call;
-
-static nn_tensor *run_conv_call(nn_ctx *ctx, const void *user)
-{
-    const conv_call *c = user;
-    return run_conv(ctx, c->k, c->t);
 }
 
 /* {n, c, h, w, o, kh, kw, {stride_h, stride_w, pad_h, pad_w, groups}, bias, what} */
@@ -244,7 +233,7 @@ static void test_forward_overwrites(void **state)
     (void)state;
     const conv_case *k = &fwd_cases[1];
     tu_xwb t = make_tensors(k, 7, false);
-    tu_assert_forward_overwrites(run_conv_call, &(conv_call){k, &t});
+    tu_assert_forward_overwrites(run_conv, k, &t);
     tu_xwb_free(&t);
 }
 
@@ -343,7 +332,7 @@ static void test_backward_matches_reference(void **state)
 static void check_accumulates(const conv_case *k, uint64_t seed)
 {
     tu_xwb t = make_tensors(k, seed, true);
-    tu_assert_backward_accumulates(run_conv_call, &(conv_call){k, &t}, &t, seed + 5, ACCUM_ATOL, ACCUM_RTOL);
+    tu_assert_backward_accumulates(run_conv, k, &t, seed + 5, ACCUM_ATOL, ACCUM_RTOL);
     tu_xwb_free(&t);
 }
 

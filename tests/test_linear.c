@@ -93,26 +93,15 @@ static tu_xwb make_tensors(const lin_case *k, uint64_t seed, bool grads)
     return t;
 }
 
-static nn_tensor *run_linear(nn_ctx *ctx, const lin_case *k, const tu_xwb *t)
+static nn_tensor *run_linear(nn_ctx *ctx, const void *kase, const tu_xwb *t)
 {
+    const lin_case *k = kase;
     nn_tensor *y = nn_linear(ctx, t->x, t->w, t->b);
     if (!y) fail_msg("%s: linear failed: %s", k->what, nn_ctx_errmsg(ctx));
     assert_int_equal(y->ndim, 2);
     assert_int_equal(y->shape[0], k->n);
     assert_int_equal(y->shape[1], k->out);
     return y;
-}
-
-/* run_linear for the checks shared with other ops (tests/testutil.h) */
-typedef struct lin_call {
-    const lin_case *k;
-    const tu_xwb *t;
-} lin_call;
-
-static nn_tensor *run_linear_call(nn_ctx *ctx, const void *user)
-{
-    const lin_call *c = user;
-    return run_linear(ctx, c->k, c->t);
 }
 
 static void test_forward_matches_reference(void **state)
@@ -141,7 +130,7 @@ static void test_forward_overwrites(void **state)
     (void)state;
     const lin_case *k = &cases[2];
     tu_xwb t = make_tensors(k, 3, false);
-    tu_assert_forward_overwrites(run_linear_call, &(lin_call){k, &t});
+    tu_assert_forward_overwrites(run_linear, k, &t);
     tu_xwb_free(&t);
 }
 
@@ -214,7 +203,7 @@ static void test_backward_accumulates_across_calls(void **state)
     (void)state;
     const lin_case *k = &cases[4];
     tu_xwb t = make_tensors(k, 700, true);
-    tu_assert_backward_accumulates(run_linear_call, &(lin_call){k, &t}, &t, 701, ACCUM_ATOL, ACCUM_RTOL);
+    tu_assert_backward_accumulates(run_linear, k, &t, 701, ACCUM_ATOL, ACCUM_RTOL);
     tu_xwb_free(&t);
 }
 

@@ -99,23 +99,24 @@ static inline void tu_xwb_free(tu_xwb *t)
     nn_tensor_free(t->b);
 }
 
-/* Builds the op's output in ctx (failing the test when it cannot). */
-typedef nn_tensor *(*tu_op_run)(nn_ctx *ctx, const void *user);
+/* Builds the op's output in ctx from the tensors t for the test's case
+ * (failing the test when it cannot). */
+typedef nn_tensor *(*tu_op_run)(nn_ctx *ctx, const void *kase, const tu_xwb *t);
 
 /* The forward overwrites its output: run again after a reset, in the same
  * arena memory the first run's output (now garbage) took, it gives the same
  * bits. */
-static inline void tu_assert_forward_overwrites(tu_op_run run, const void *user)
+static inline void tu_assert_forward_overwrites(tu_op_run run, const void *kase, const tu_xwb *t)
 {
     nn_ctx *ctx = nn_ctx_new();
-    nn_tensor *y1 = run(ctx, user);
+    nn_tensor *y1 = run(ctx, kase, t);
     const size_t n = y1->numel;
     float *first = malloc(n * sizeof *first);
     assert_non_null(first);
     memcpy(first, nn_f32(y1), n * sizeof *first);
     for (size_t i = 0; i < n; i++) nn_f32(y1)[i] = 1e6f; /* garbage for the next run */
     nn_ctx_reset(ctx);
-    nn_tensor *y2 = run(ctx, user);
+    nn_tensor *y2 = run(ctx, kase, t);
     assert_ptr_equal(y1->data, y2->data); /* the arena reuses the memory */
     assert_memory_equal(first, nn_f32(y2), n * sizeof *first);
     free(first);
@@ -125,7 +126,7 @@ static inline void tu_assert_forward_overwrites(tu_op_run run, const void *user)
 /* Backward kernels accumulate: a second backward from the same dy, without
  * zeroing, leaves twice the first's gradient in x, w and b, within
  * atol + rtol * |2 g|. */
-static inline void tu_assert_backward_accumulates(tu_op_run run, const void *user, const tu_xwb *t, uint64_t dy_seed,
+static inline void tu_assert_backward_accumulates(tu_op_run run, const void *kase, const tu_xwb *t, uint64_t dy_seed,
                                                   double atol, double rtol)
 {
     nn_ctx *ctx = nn_ctx_new();
@@ -134,7 +135,7 @@ static inline void tu_assert_backward_accumulates(tu_op_run run, const void *use
     double *first[3] = {NULL, NULL, NULL};
     for (int pass = 0; pass < 2; pass++) {
         nn_ctx_reset(ctx);
-        nn_tensor *y = run(ctx, user);
+        nn_tensor *y = run(ctx, kase, t);
         if (!dyt) {
             int n = (int)y->numel;
             dyt = tu_rand(dy_seed, -1.0f, 1.0f, 1, &n);
