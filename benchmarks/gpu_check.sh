@@ -178,7 +178,6 @@ sys.exit(0 if (o["buildtype"], o["gpu_sm"]) == ("release", sys.argv[1]) else 1)'
     echo "gpu_check prepare: MPI build from $mb, Open MPI $(du -sh "$m/usr" | cut -f1) in mpi/usr" >&2
 }
 
-
 prepare() {
     local nvcc cuda=enabled
     if nvcc=$(find_cuda_bin nvcc); then
@@ -636,9 +635,10 @@ gstep_extra "test_conv2d* with NN_CONV_IMPLICIT=1" 25 env NN_CONV_IMPLICIT=1 NN_
 # the carried mpirun takes the GPU gradient path through NCCL (one member: a
 # sum is a copy) and must end with the bits of the same build run without a
 # launcher (no MPI call), in the GPU's default 4 MiB buckets during backward
-# and as one sum after it; then 2 ranks (one GPU: a clear error, not a hang). The dry run runs the same on the emulated GPU
-# (whose NCCL is MPI), checks that every Open MPI file loaded came from the
-# bundle, and runs 2 ranks on the CPU against their one-process emulation.
+# and as one sum after it; then 2 ranks (one GPU: a clear error, not a
+# hang). The dry run runs the same on the emulated GPU (whose NCCL is MPI),
+# checks that every Open MPI file loaded came from the bundle, and runs 2
+# ranks on the CPU against their one-process emulation.
 export mpi=$work/mpi mpi_multiarch
 # nccl_dir: the folder of this machine's libnccl.so.2 (the CUDA root, the
 # linker's cache, or PyTorch's nvidia-nccl wheel): it is too large to carry
