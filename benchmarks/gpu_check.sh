@@ -651,20 +651,21 @@ nccl_dir() {
     done
     return 1
 }
+nccl_lib=$(nccl_dir) || nccl_lib=
+export nccl_lib
 # with_mpi CMD...: CMD with the carried Open MPI, relocated (OPAL_PREFIX;
 # PMIx by its two folders), as root, over shared memory on this machine
 with_mpi() {
-    local m=$mpi/$mpi_multiarch nd
-    nd=$(nccl_dir) || nd=
+    local m=$mpi/$mpi_multiarch
     env OPAL_PREFIX="$mpi/usr" PMIX_PKGLIBDIR="$m/pmix2/lib/pmix" PMIX_PKGDATADIR="$m/pmix2/share/pmix" \
         OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader \
         OMPI_MCA_btl_vader_single_copy_mechanism=none PATH="$mpi/usr/bin:$PATH" \
-        LD_LIBRARY_PATH="$m:$m/pmix2/lib:$libpath${nd:+:$nd}" "$@"
+        LD_LIBRARY_PATH="$m:$m/pmix2/lib:$libpath${nccl_lib:+:$nccl_lib}" "$@"
 }
 nccl_one_rank() {
     local d=$work/nccl mb fails=0
     mkdir -p "$d" && cd "$d" || return 1
-    if [ -z "${CONVNET_CUDA_MODULE:-}" ] && ! nccl_dir >/dev/null; then
+    if [ -z "${CONVNET_CUDA_MODULE:-}" ] && [ -z "$nccl_lib" ]; then
         echo "no libnccl.so.2 on this machine (CUDA root, ldconfig -p, PyTorch's nvidia-nccl)"
         return 1
     fi
@@ -738,7 +739,7 @@ mpi_from_bundle() {
     cmp two/last.safetensors emu/last.safetensors &&
         echo "ok: 2 ranks (carried mpirun, cpu) bitwise equal to their emulation"
 }
-export -f nccl_dir with_mpi nccl_one_rank mpi_from_bundle
+export -f with_mpi nccl_one_rank mpi_from_bundle
 emu_module=$root/build/tests/cuda_emu/libconvnet_cuda_emu.so
 if [ ! -x "$mpi/bin/convnet" ]; then
     record "NCCL, one rank = no launcher" "skip (no MPI build in the bundle)"

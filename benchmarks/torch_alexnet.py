@@ -92,15 +92,16 @@ def per_op(model: nn.Module, x: torch.Tensor, steps: int, warmup: int, dev: torc
     the median of `steps` calls after `warmup`. Backward: the gradients of the
     layer's parameters and, but for the first layer (whose input is the
     image), of its input, as one training step computes them."""
+    leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())]
     inputs = {}
     hooks = [m.register_forward_hook(lambda m, a, y, name=name: inputs.__setitem__(name, a[0].detach()))
-             for name, m in model.named_modules() if not list(m.children())]
+             for name, m in leaves]
     with torch.no_grad():
         model(x)
     for h in hooks:
         h.remove()
     rows = []
-    for i, (name, m) in enumerate((n, m) for n, m in model.named_modules() if not list(m.children())):
+    for i, (name, m) in enumerate(leaves):
         if isinstance(m, nn.Flatten):
             continue  # a view: convnet has no such op
         xi = inputs[name].clone().requires_grad_(i > 0)

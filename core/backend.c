@@ -36,45 +36,54 @@ static pthread_once_t cuda_once = PTHREAD_ONCE_INIT;
 static const nn_cuda_module *cuda_mod;
 static char cuda_why[768]; /* why loading failed, for nn_backend_need */
 
-/* DIR/REL into out, where DIR is the folder of `file`; false when file has none */
-static bool path_near(char *out, size_t len, const char *file, const char *rel)
+/* DIR/REL into out, where DIR is the folder of `file` ("" when it has none) */
+static void path_near(char *out, size_t len, const char *file, const char *rel)
 {
     const char *slash = strrchr(file, '/');
-    if (!slash) return false;
-    snprintf(out, len, "%.*s/%s", (int)(slash - file), file, rel);
-    return true;
+    if (slash) snprintf(out, len, "%.*s/%s", (int)(slash - file), file, rel);
 }
 
-/* CONVNET_CUDA_MODULE if set; else the module beside this library (an
- * installed libconvnet.so), the build tree's seen from the program (build/X/prog
- * -> build/cuda/, so a build tree copied elsewhere still finds it), the
- * installed one, the build tree's where it was built, and last the dynamic
- * loader's own search (LD_LIBRARY_PATH, ld.so.cache). The first of these
- * files that exists is the module: one that does not load (a library it needs
- * is missing, say) is reported as such, never passed over for another build's
- * module, which would both hide the reason and run other code. */
-static void *cuda_dlopen(char *why, size_t len)
+/* The module file: the first that exists of the module beside this library
+ * (an installed libconvnet.so), the build tree's seen from the program
+ * (build/X/prog -> build/cuda/, so a build tree copied elsewhere still finds
+ * it), the installed one and the build tree's where it was built; into out
+ * ("" when none exists: the loader's own search then). */
+static void module_file(char *out, size_t len)
 {
     char near_lib[4096] = "", near_exe[4096] = "", exe[4096];
-    const char *env = getenv("CONVNET_CUDA_MODULE");
     Dl_info info;
-    if (!(env && *env) && dladdr((void *)cuda_dlopen, &info) && info.dli_fname)
+    if (dladdr((void *)module_file, &info) && info.dli_fname)
         path_near(near_lib, sizeof near_lib, info.dli_fname, NN_CUDA_MODULE_NAME);
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (!(env && *env) && n > 0) {
+    if (n > 0) {
         exe[n] = '\0';
         path_near(near_exe, sizeof near_exe, exe, "../cuda/" NN_CUDA_MODULE_NAME);
     }
     const char *places[] = {near_lib, near_exe, NN_CUDA_MODULE_INSTALLED, NN_CUDA_MODULE_BUILT};
-    const char *path = env && *env ? env : NULL;
-    for (size_t i = 0; !path && i < sizeof places / sizeof *places; i++)
-        if (*places[i] && access(places[i], F_OK) == 0) path = places[i];
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof places / sizeof *places; i++)
+        if (*places[i] && access(places[i], F_OK) == 0) {
+            snprintf(out, len, "%s", places[i]);
+            return;
+        }
+}
+
+/* CONVNET_CUDA_MODULE if set, else module_file(), else the loader's search
+ * (LD_LIBRARY_PATH, ld.so.cache). A file that exists but does not load (a
+ * library it needs is missing, say) is reported as such, never passed over
+ * for another build's module, which would both hide the reason and run
+ * other code. */
+static void *cuda_dlopen(char *why, size_t len)
+{
+    char found[4096];
+    const char *env = getenv("CONVNET_CUDA_MODULE"), *path = env && *env ? env : NULL;
+    if (!path) module_file(found, sizeof found), path = *found ? found : NULL;
     void *h = dlopen(path ? path : NN_CUDA_MODULE_NAME, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         const char *e = dlerror();
         if (!e) e = "not found";
         /* the loader names the module only when the module itself is bad, not a library it needs */
-        if (path && !strstr(e, path)) snprintf(why, len, "%s: %s", path, e);
+        if (path && !strstr(e, path)) snprintf(why, len, "%.300s: %s", path, e);
         else snprintf(why, len, "%s", e);
     }
     return h;

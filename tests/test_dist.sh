@@ -31,6 +31,14 @@ fails=0
 ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 same() { if cmp -s "$1" "$2"; then ok "$3"; else bad "$3 ($1 and $2 differ)"; fi; }
+# ended LABEL RC LOG PATTERN: a job with a dead or hung rank ended (not at the
+# outer timeout, status 124), non-zero, with a line matching PATTERN (grep -E)
+ended() {
+    if [ "$2" = 124 ]; then bad "$1: the job did not end"
+    elif [ "$2" = 0 ]; then bad "$1: exit status 0"
+    elif grep -qE "$4" "$3"; then ok "$1: status $2, '$(grep -m1 -oE "$4" "$3")'"
+    else bad "$1: no message naming the rank: $(cat "$3")"; fi
+}
 
 # a small AlexNet (dropout 0.5 included) and LeNet: a few steps each
 ALEX=(train --size 64 --width 0.125 --fc 64 --dropout 0.5 --limit 192 --test-limit 100 --batch 32 --epochs 2
@@ -109,16 +117,13 @@ for kind in die hang hang-sum:0.05 hang-sum; do
     [ "$kind" != "$fault" ] && buckets=(--dist-bucket-mb "${kind#*:}")
     timeout 120 "${MPI[@]}" "$CONVNET" "${LENET[@]}" "${buckets[@]}" --fault $fault:1:3 --dist-timeout 3 --checkpoint-dir f > f.log 2>&1
     rc=$?
-    if [ $rc = 124 ]; then bad "$kind: the job did not end"; continue; fi
-    [ $rc != 0 ] || bad "$kind: exit status 0"
     case $kind in
     die) pat="rank 1 .*exited on signal 9" ;;
     hang) pat="rank 1 did not reach step 3 within 3 s" ;;
     hang-sum:0.05) pat="rank 0: the bucketed gradient all-reduce did not complete within 3 s" ;;
     hang-sum) pat="rank 0: the all-reduce of [0-9]* floats did not complete within 3 s" ;;
     esac
-    if grep -q "$pat" f.log; then ok "$kind: status $rc, '$(grep -o "$pat" f.log | head -1)'"; else
-        bad "$kind: no message naming the rank: $(cat f.log)"; fi
+    ended "$kind" $rc f.log "$pat"
 done
 
 # 4b. SIGUSR1 on rank 1 alone at step 3: every rank stops after step 3 (agreed),
@@ -192,11 +197,7 @@ gpu_cases() {
             --dist-timeout 8 --checkpoint-dir gf > gf.log 2>&1
         rc=$?
         if [ $mb = 0 ]; then what="gradient all-reduce"; else what="bucketed gradient all-reduce"; fi
-        pat="rank 0: the $what (NCCL) did not complete within 8 s"
-        if [ $rc = 124 ]; then bad "GPU, hang-sum, --dist-bucket-mb $mb: the job did not end"
-        elif [ $rc = 0 ]; then bad "GPU, hang-sum, --dist-bucket-mb $mb: exit status 0"
-        elif grep -q "$pat" gf.log; then ok "GPU, hang-sum, --dist-bucket-mb $mb: status $rc, '$pat'"
-        else bad "GPU, hang-sum, --dist-bucket-mb $mb: no message naming the rank: $(cat gf.log)"; fi
+        ended "GPU, hang-sum, --dist-bucket-mb $mb" $rc gf.log "rank 0: the $what \(NCCL\) did not complete within 8 s"
     done
     # f. a rank that never joins NCCL's rendezvous (the emulator's
     #    NN_EMU_NCCL_INIT_HANG_RANK: ncclCommInitRank blocks for ever) ends
@@ -205,11 +206,8 @@ gpu_cases() {
     timeout 120 "${GPU[@]}" NN_EMU_NCCL_INIT_HANG_RANK=1 "${MPI[@]}" "${MPIX[@]}" -x NN_EMU_NCCL_INIT_HANG_RANK \
         "$CONVNET" "${TINY[@]}" --dist-timeout 3 --checkpoint-dir gi > gi.log 2>&1
     rc=$?
-    pat="rank [01]: NCCL's communicator setup \(ncclCommInitRank\) did not complete within 3 s"
-    if [ $rc = 124 ]; then bad "GPU, a rank hung in NCCL's setup: the job did not end"
-    elif [ $rc = 0 ]; then bad "GPU, a rank hung in NCCL's setup: exit status 0"
-    elif grep -qE "$pat" gi.log; then ok "GPU, a rank hung in NCCL's setup: status $rc, '$(grep -m1 -oE "$pat" gi.log)'"
-    else bad "GPU, a rank hung in NCCL's setup: no message naming the rank: $(cat gi.log)"; fi
+    ended "GPU, a rank hung in NCCL's setup" $rc gi.log \
+        "rank [01]: NCCL's communicator setup \(ncclCommInitRank\) did not complete within 3 s"
 }
 if [ -z "$EMU" ]; then
     echo "SKIP (GPU cases): no emulated CUDA module with NCCL (tests/cuda_emu needs the CUDA backend, C++, x86-64, and NCCL in the toolkit)"
