@@ -13,8 +13,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <dirent.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "core/backend.h"
 #include "core/gradcheck.h"
@@ -241,6 +244,43 @@ static inline int tu_count_temps(void)
         if (strstr(e->d_name, ".tmp.")) n++;
     closedir(d);
     return n;
+}
+
+/* A write that fails half way must leave the file at path as it was: runs
+ * write(path, arg) in a child process whose files may not grow past
+ * limit_bytes (the disk filling up, without filling a disk), and asserts
+ * that it returned NN_E_IO naming the path, that the file is byte for byte
+ * what it was, and that no temporary is left. The file must exist. */
+typedef nn_status (*tu_writer_fn)(const char *path, const void *arg);
+
+static inline void tu_assert_failed_write_keeps(const char *path, long limit_bytes, tu_writer_fn write,
+                                                const void *arg)
+{
+    size_t n0, n1;
+    uint8_t *before = tu_read_all(path, &n0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN); /* a write past the limit fails with EFBIG instead of killing */
+        struct rlimit rl = {(rlim_t)limit_bytes, (rlim_t)limit_bytes};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(3);
+        nn_status s = write(path, arg);
+        _exit(s == NN_E_IO && strstr(nn_errmsg(), path) ? 0 : s == NN_OK ? 1 : 2);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) != 0)
+        fail_msg("the write limited to %ld bytes %s", limit_bytes,
+                 WEXITSTATUS(status) == 1 ? "succeeded (nothing tested: raise the data's size)"
+                                          : "did not fail with NN_E_IO naming the file");
+    uint8_t *after = tu_read_all(path, &n1);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(before, after, n0);
+    assert_int_equal(tu_count_temps(), 0);
+    free(before);
+    free(after);
 }
 
 /* AddressSanitizer reserves terabytes of address space: no RLIMIT_AS checks under it. */
