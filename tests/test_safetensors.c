@@ -28,11 +28,13 @@ static int teardown(void **state)
 
 /* A file with header length hlen (the JSON's own length if hlen is ~0), the
  * JSON text, then `ndata` data bytes. */
+#define JSON_LEN (~(uint64_t)0) /* for write_raw: the header length is the JSON's own */
+
 static const char *write_raw(const char *name, uint64_t hlen, const char *json, size_t ndata)
 {
     const char *p = tu_path(name);
     size_t jn = strlen(json);
-    if (hlen == ~(uint64_t)0) hlen = jn;
+    if (hlen == JSON_LEN) hlen = jn;
     FILE *f = fopen(p, "wb");
     assert_non_null(f);
     uint8_t len[8];
@@ -328,79 +330,91 @@ static void test_python_reader(void **state)
 
 /* ---- corrupt files ---------------------------------------------------- */
 
+/* Forged files: a header length, a JSON header and that many data bytes,
+ * and what nn_st_open must say (one or two parts of its message). */
+static const struct {
+    const char *name;
+    uint64_t header_len;
+    const char *json;
+    size_t data_bytes;
+    const char *says, *says_too;
+} forged[] = {
+    /* the header length */
+    {"biglen", 1000, "{}", 0, "header length 1000 is larger than the file", NULL},
+    {"hugelen", (uint64_t)1 << 63, "{}", 0, "over the", "limit"},
+    {"tinylen", 1, "{}", 0, "too small", NULL},
+    /* the JSON */
+    {"badjson", JSON_LEN, "{\"a\": {\"dtype\": \"F32\", ", 0, "not valid JSON", NULL},
+    {"array", JSON_LEN, "[1, 2]", 0, "not a JSON object", NULL},
+    {"afterjson", JSON_LEN, "{} x", 0, "after the JSON", NULL},
+    /* the entries */
+    {"dtype", JSON_LEN,
+     "{\"a\":{\"dtype\":\"F33\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+     8, "'a' has unknown dtype \"F33\"", NULL},
+    {"nodtype", JSON_LEN, "{\"a\":{\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "no dtype", NULL},
+    {"range", JSON_LEN,
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[100],\"data_offsets\":[0,400]}}",
+     16, "data_offsets [0, 400] outside the 16-byte data section", NULL},
+    {"backwards", JSON_LEN,
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,0]}}",
+     8, "data_offsets [8, 0]", NULL},
+    {"overlap", JSON_LEN,
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+     "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+     12, "'a' and 'b' overlap", NULL},
+    {"same", JSON_LEN,
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+     "\"b\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+     8, "overlap", NULL},
+    {"hole", JSON_LEN,
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+     "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[12,20]}}",
+     20, "hole", NULL},
+    {"tail", JSON_LEN,
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+     12, "4 bytes after the last tensor", NULL},
+    {"mismatch", JSON_LEN,
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}",
+     8, "shape 3 of F32 needs 12 bytes", "span 8"},
+    {"negshape", JSON_LEN,
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}",
+     8, "not a non-negative integer", NULL},
+    {"fracshape", JSON_LEN,
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,8]}}",
+     8, "not a non-negative integer", NULL},
+    {"overflow", JSON_LEN,
+     "{\"a\":{\"dtype\":\"F64\",\"shape\":[4294967296,4294967296,4294967296],"
+     "\"data_offsets\":[0,0]}}",
+     0, "overflows", NULL},
+    {"ninedims", JSON_LEN,
+     "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}",
+     1, "9 dimensions", NULL},
+    {"offsets", JSON_LEN,
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}",
+     8, "data_offsets must be", NULL},
+    {"notobj", JSON_LEN, "{\"a\":[1,2]}", 0, "'a' is not a JSON object", NULL},
+    {"dup", JSON_LEN,
+     "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+     "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+     8, "'a' appears twice", NULL},
+    {"metaval", JSON_LEN, "{\"__metadata__\":{\"epoch\":3}}", 0, "'epoch' is not a string", NULL},
+    {"metaobj", JSON_LEN, "{\"__metadata__\":\"x\"}", 0, "__metadata__ is not a JSON object", NULL},
+};
+
 static void test_corrupt(void **state)
 {
     (void)state;
-    const char *p;
-    /* header length */
-    p = write_raw("biglen", 1000, "{}", 0);
-    expect_open_fail(p, NN_E_FORMAT, "header length 1000 is larger than the file", NULL);
-    p = write_raw("hugelen", (uint64_t)1 << 63, "{}", 0);
-    expect_open_fail(p, NN_E_FORMAT, "over the", "limit");
-    p = write_raw("tinylen", 1, "{}", 0);
-    expect_open_fail(p, NN_E_FORMAT, "too small", NULL);
+    for (size_t i = 0; i < sizeof forged / sizeof forged[0]; i++) {
+        const char *p = write_raw(forged[i].name, forged[i].header_len, forged[i].json, forged[i].data_bytes);
+        expect_open_fail(p, NN_E_FORMAT, forged[i].says, forged[i].says_too);
+    }
     tu_write_plain(tu_path("short"), "abc", 3);
     expect_open_fail(tu_path("short"), NN_E_FORMAT, "too short", NULL);
-    /* JSON */
-    p = write_raw("badjson", ~(uint64_t)0, "{\"a\": {\"dtype\": \"F32\", ", 0);
-    expect_open_fail(p, NN_E_FORMAT, "not valid JSON", NULL);
-    p = write_raw("array", ~(uint64_t)0, "[1, 2]", 0);
-    expect_open_fail(p, NN_E_FORMAT, "not a JSON object", NULL);
-    p = write_raw("afterjson", ~(uint64_t)0, "{} x", 0);
-    expect_open_fail(p, NN_E_FORMAT, "after the JSON", NULL);
-    /* entries */
-    p = write_raw("dtype", ~(uint64_t)0, "{\"a\":{\"dtype\":\"F33\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
-    expect_open_fail(p, NN_E_FORMAT, "'a' has unknown dtype \"F33\"", NULL);
-    p = write_raw("nodtype", ~(uint64_t)0, "{\"a\":{\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
-    expect_open_fail(p, NN_E_FORMAT, "no dtype", NULL);
-    p = write_raw("range", ~(uint64_t)0, "{\"a\":{\"dtype\":\"F32\",\"shape\":[100],\"data_offsets\":[0,400]}}", 16);
-    expect_open_fail(p, NN_E_FORMAT, "data_offsets [0, 400] outside the 16-byte data section", NULL);
-    p = write_raw("backwards", ~(uint64_t)0, "{\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[8,0]}}", 8);
-    expect_open_fail(p, NN_E_FORMAT, "data_offsets [8, 0]", NULL);
-    p = write_raw("overlap", ~(uint64_t)0,
-                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-                  "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12);
-    expect_open_fail(p, NN_E_FORMAT, "'a' and 'b' overlap", NULL);
-    p = write_raw("same", ~(uint64_t)0,
-                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-                  "\"b\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
-    expect_open_fail(p, NN_E_FORMAT, "overlap", NULL);
-    p = write_raw("hole", ~(uint64_t)0,
-                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-                  "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[12,20]}}", 20);
-    expect_open_fail(p, NN_E_FORMAT, "hole", NULL);
-    p = write_raw("tail", ~(uint64_t)0, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 12);
-    expect_open_fail(p, NN_E_FORMAT, "4 bytes after the last tensor", NULL);
-    p = write_raw("mismatch", ~(uint64_t)0, "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8);
-    expect_open_fail(p, NN_E_FORMAT, "shape 3 of F32 needs 12 bytes", "span 8");
-    p = write_raw("negshape", ~(uint64_t)0, "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8);
-    expect_open_fail(p, NN_E_FORMAT, "not a non-negative integer", NULL);
-    p = write_raw("fracshape", ~(uint64_t)0, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,8]}}", 8);
-    expect_open_fail(p, NN_E_FORMAT, "not a non-negative integer", NULL);
-    p = write_raw("overflow", ~(uint64_t)0,
-                  "{\"a\":{\"dtype\":\"F64\",\"shape\":[4294967296,4294967296,4294967296],"
-                  "\"data_offsets\":[0,0]}}", 0);
-    expect_open_fail(p, NN_E_FORMAT, "overflows", NULL);
-    p = write_raw("ninedims", ~(uint64_t)0,
-                  "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", 1);
-    expect_open_fail(p, NN_E_FORMAT, "9 dimensions", NULL);
-    p = write_raw("offsets", ~(uint64_t)0, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 8);
-    expect_open_fail(p, NN_E_FORMAT, "data_offsets must be", NULL);
-    p = write_raw("notobj", ~(uint64_t)0, "{\"a\":[1,2]}", 0);
-    expect_open_fail(p, NN_E_FORMAT, "'a' is not a JSON object", NULL);
-    p = write_raw("dup", ~(uint64_t)0,
-                  "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-                  "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8);
-    expect_open_fail(p, NN_E_FORMAT, "'a' appears twice", NULL);
-    p = write_raw("metaval", ~(uint64_t)0, "{\"__metadata__\":{\"epoch\":3}}", 0);
-    expect_open_fail(p, NN_E_FORMAT, "'epoch' is not a string", NULL);
-    p = write_raw("metaobj", ~(uint64_t)0, "{\"__metadata__\":\"x\"}", 0);
-    expect_open_fail(p, NN_E_FORMAT, "__metadata__ is not a JSON object", NULL);
     const uint8_t nul[12] = {4, 0, 0, 0, 0, 0, 0, 0, '{', '}', 0, ' '};
     tu_write_plain(tu_path("nul"), nul, sizeof nul);
     expect_open_fail(tu_path("nul"), NN_E_FORMAT, "NUL byte", NULL);
     /* a valid file with a JSON trailer of spaces, as written by other tools */
-    p = write_raw("ok", ~(uint64_t)0, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}   ", 8);
+    const char *p = write_raw("ok", JSON_LEN, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}   ", 8);
     nn_st_file *f = NULL;
     assert_int_equal(nn_st_open(p, &f), NN_OK);
     nn_st_close(f);
