@@ -143,9 +143,13 @@ nn_status nn_metrics_plot(const char *dir, int *bad)
     snprintf(in, sizeof in, "%s/metrics.jsonl", dir);
     snprintf(out, sizeof out, "%s/curves.svg", dir);
     nn_metrics_row *rows = NULL;
-    int n = 0;
-    NN_TRY(nn_metrics_read(in, &rows, &n, bad));
-    nn_status s = nn_metrics_svg(rows, n, dir, out);
+    int n = 0, skipped = 0;
+    NN_TRY(nn_metrics_read(in, &rows, &n, &skipped));
+    if (bad) *bad = skipped;
+    /* nothing to draw: the curves a training run drew stay as they were */
+    nn_status s = n ? nn_metrics_svg(rows, n, dir, out)
+                    : nn_error(NN_E_FORMAT, "metrics: %s has no metrics lines (%d that are not); %s left as it was",
+                               in, skipped, out);
     free(rows);
     return s;
 }

@@ -58,7 +58,8 @@ nn_status nn_metrics_read(const char *path, nn_metrics_row **rows, int *n, int *
  * checkpoint re-ran that epoch), the later row wins. title may be NULL. */
 nn_status nn_metrics_svg(const nn_metrics_row *rows, int n, const char *title, const char *path);
 
-/* DIR/metrics.jsonl -> DIR/curves.svg; *bad as nn_metrics_read. */
+/* DIR/metrics.jsonl -> DIR/curves.svg; *bad as nn_metrics_read. A file
+ * with no metrics line is NN_E_FORMAT, and curves.svg is not touched. */
 nn_status nn_metrics_plot(const char *dir, int *bad);
 
 /* ---- the logger: a ready-made trainer event handler (models/train.h) ----

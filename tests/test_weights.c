@@ -411,6 +411,28 @@ static void test_metrics_lines_and_svg(void **state)
     assert_non_null(strstr(out, "polylines 4"));
 }
 
+/* A record with nothing to draw is an error, and the picture training drew stays. */
+static void test_plot_without_metrics_keeps_curves(void **state)
+{
+    (void)state;
+    char dir[600], path[700], out[2048];
+    snprintf(dir, sizeof dir, "%s/plot_nothing", g_tmp);
+    assert_int_equal(tu_run(NULL, 0, "mkdir -p %s", dir), 0);
+    snprintf(path, sizeof path, "%s/curves.svg", dir);
+    tu_write_plain(path, "<svg>drawn by training</svg>", 28);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    tu_write_plain(path, "{\"a\": 1}\nnot json\n", 18);
+    int rc = tu_run(out, sizeof out, "%s plot %s 2>&1", g_bin, dir);
+    if (rc != 1 || !strstr(out, "has no metrics lines (2 that are not); ") || !strstr(out, "curves.svg left as it was"))
+        fail_msg("plot of a record without metrics: exit %d:\n%s", rc, out);
+    snprintf(path, sizeof path, "%s/curves.svg", dir);
+    size_t n;
+    uint8_t *svg = tu_read_all(path, &n);
+    assert_int_equal(n, 28);
+    assert_memory_equal(svg, "<svg>drawn by training</svg>", 28);
+    free(svg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -418,6 +440,7 @@ int main(void)
         cmocka_unit_test(test_load_into_mismatch),
         cmocka_unit_test(test_predict_weights_only_says_normalization),
         cmocka_unit_test(test_metrics_lines_and_svg),
+        cmocka_unit_test(test_plot_without_metrics_keeps_curves),
         cmocka_unit_test(test_weights_only_same_logits),
         cmocka_unit_test(test_predict_photos),
     };
