@@ -144,11 +144,11 @@ static nn_status on_grad_ready(nn_tensor *leaf, void *user)
 static nn_status make_buckets(nn_dp *dp)
 {
     nn_params *ps = nn_trainer_params(dp->t);
-    NN_TRY(nn_params_flatten_grads(ps, 1, &dp->block, &dp->nblock));
+    NN_TRY(nn_params_flatten_grads(ps, NN_TRAIN_BLOCK_TAIL, &dp->block, &dp->nblock));
     /* the sum's path was chosen for cfg.dev; no parameters: nothing to bucket */
     if (ps->grad_dev != dp->cfg.dev || ps->n == 0) return NN_OK;
     size_t want = (size_t)(dp->cfg.bucket_mb * (1 << 20) / sizeof(float));
-    size_t least = dp->nblock / (NN_DIST_MAX_PENDING - 2) + 1; /* the buckets and the loss fit dist's requests */
+    size_t least = dp->nblock / (NN_DIST_MAX_PENDING - 2) + 1; /* the buckets and the tail fit dist's requests */
     want = want < least ? least : want > (size_t)1 << 30 ? (size_t)1 << 30 : want;
     dp->bk = calloc((size_t)ps->n, sizeof *dp->bk);
     if (!dp->bk) return nn_error(NN_E_NOMEM, "data parallel: out of memory");
@@ -182,8 +182,8 @@ static nn_status setup(nn_dp *dp)
     if (dp->ranks > 1 && !dp->cfg.train_shard) return nn_error(NN_E_ARG, "data parallel: no sharded training source");
     dp->be = nn_backend_need(dp->cfg.dev, "data parallel");
     if (!dp->be) return NN_E_DEVICE;
-    /* the trainer's block, with one more float for the loss */
-    NN_TRY(nn_params_flatten_grads(nn_trainer_params(dp->t), 1, NULL, &dp->nacc));
+    /* the trainer's block, with its tail for the step's scalars */
+    NN_TRY(nn_params_flatten_grads(nn_trainer_params(dp->t), NN_TRAIN_BLOCK_TAIL, NULL, &dp->nacc));
     if (dp->cfg.ranks_emulated > 1) NN_TRY(dp->be->alloc((void **)&dp->acc, dp->nacc * sizeof(float)));
     /* buckets where the sums can run beside backward (not in the emulation,
      * whose several backward passes a step would notify several times) */
@@ -218,19 +218,34 @@ void nn_dp_free(nn_dp *dp)
 
 /* ---- the step ---- */
 
+/* The step's scalars that travel in the block's tail: the sum of the ranks'
+ * mean losses, and their images and top-1 hits (whole numbers, exact as
+ * floats up to 2^24), so the running accuracy is the whole batch's. */
+typedef struct dp_tail {
+    float loss, images, correct;
+} dp_tail;
+_Static_assert(sizeof(dp_tail) == NN_TRAIN_BLOCK_TAIL * sizeof(float), "the tail the trainer reserves");
+
+static dp_tail step_tail(nn_dp *dp)
+{
+    const nn_train_count *c = nn_trainer_step_count(dp->t);
+    return (dp_tail){*nn_trainer_step_loss(dp->t), (float)c->images, (float)c->correct};
+}
+
 /* gradients = their sum / ranks, in place over the block, as
  * sum + (1/ranks - 1) sum: one pass, no second buffer. For 2 ranks (any power
  * of two with a fused multiply-add) that is exactly sum / ranks, the bits of
  * the former 0 + sum / ranks; otherwise within one rounding of it, and the
  * same on every rank and in the emulation. One rank skips it: the bits of no
- * launcher. The loss is read from its slot and divided on the host, as before. */
+ * launcher. The tail is read back and the loss divided on the host. */
 static nn_status mean_of_sum(nn_dp *dp, float *block, size_t n)
 {
     const float inv = 1.0f / (float)dp->ranks;
     if (dp->ranks > 1) NN_TRY(dp->be->axpy(n, inv - 1.0f, block, block));
-    float sum;
+    dp_tail sum;
     NN_TRY(dp->be->copy(&sum, NN_CPU, block + n, dp->cfg.dev, sizeof sum));
-    *nn_trainer_step_loss(dp->t) = inv * sum;
+    *nn_trainer_step_loss(dp->t) = inv * sum.loss;
+    *nn_trainer_step_count(dp->t) = (nn_train_count){(int)sum.images, (int)sum.correct};
     return NN_OK;
 }
 
@@ -265,23 +280,23 @@ static nn_status emulate_ranks(nn_dp *dp, float *block, size_t n, float *loss_su
 }
 
 /* Bucketed: the buckets backward did not start (parameters it never
- * reached), then the loss's float alone (known only now), then the wait for
- * all of them; the buckets are armed again for the next step. */
-static nn_status finish_buckets(nn_dp *dp, float *block, size_t n, float lsum)
+ * reached), then the tail alone (known only now), then the wait for all of
+ * them; the buckets are armed again for the next step. */
+static nn_status finish_buckets(nn_dp *dp, float *block, size_t n, const dp_tail *tail)
 {
     if (block != dp->block || n != dp->nblock)
         return nn_error(NN_E_ARG, "data parallel: the gradient block moved after setup");
     for (int i = 0; i < dp->nbk; i++)
         if (!dp->bk[i].started) NN_TRY(start_bucket(dp, &dp->bk[i]));
-    NN_TRY(dp->be->copy(block + n, dp->cfg.dev, &lsum, NN_CPU, sizeof lsum));
-    NN_TRY(nn_dist_start_sum(block + n, 1, dp->cfg.dev));
+    NN_TRY(dp->be->copy(block + n, dp->cfg.dev, tail, NN_CPU, sizeof *tail));
+    NN_TRY(nn_dist_start_sum(block + n, NN_TRAIN_BLOCK_TAIL, dp->cfg.dev));
     NN_TRY(nn_dist_wait_sums(dp->cfg.dev));
     for (int i = 0; i < dp->nbk; i++) dp->bk[i].waiting = dp->bk[i].params, dp->bk[i].started = false;
     return NN_OK;
 }
 
-/* The all-reduce runs on the parameters' gradient block itself (its extra
- * float holds the loss): no copies around it. With buckets, most of it ran
+/* The all-reduce runs on the parameters' gradient block itself (its tail
+ * holds the step's scalars): no copies around it. With buckets, most of it ran
  * during backward; the time counted here is what is left to wait for. */
 static nn_status reduce(nn_dp *dp)
 {
@@ -289,14 +304,16 @@ static nn_status reduce(nn_dp *dp)
     float *block;
     size_t n;
     /* the same block every step (a no-op check) unless the parameters moved */
-    NN_TRY(nn_params_flatten_grads(nn_trainer_params(dp->t), 1, &block, &n));
+    NN_TRY(nn_params_flatten_grads(nn_trainer_params(dp->t), NN_TRAIN_BLOCK_TAIL, &block, &n));
     float lsum = *nn_trainer_step_loss(dp->t);
-    if (dp->cfg.ranks_emulated > 1) NN_TRY(emulate_ranks(dp, block, n, &lsum));
+    if (dp->cfg.ranks_emulated > 1) NN_TRY(emulate_ranks(dp, block, n, &lsum)); /* adds the slices' counts too */
+    dp_tail tail = step_tail(dp);
+    tail.loss = lsum;
     if (dp->nbk) {
-        NN_TRY(finish_buckets(dp, block, n, lsum));
+        NN_TRY(finish_buckets(dp, block, n, &tail));
     } else {
-        NN_TRY(dp->be->copy(block + n, dp->cfg.dev, &lsum, NN_CPU, sizeof lsum));
-        NN_TRY(nn_dist_allreduce_sum(block, n + 1, dp->cfg.dev));
+        NN_TRY(dp->be->copy(block + n, dp->cfg.dev, &tail, NN_CPU, sizeof tail));
+        NN_TRY(nn_dist_allreduce_sum(block, n + NN_TRAIN_BLOCK_TAIL, dp->cfg.dev));
     }
     NN_TRY(mean_of_sum(dp, block, n));
     dp->reduce_s += now() - t0;

@@ -6,7 +6,8 @@
  * (nn_shard_source, over the one deterministic order every rank draws), and its
  * context draws dropout by global row. After backward, the parameters'
  * gradient block (nn_params_flatten_grads: every gradient in ONE allocation on
- * the model's device, plus one float for the loss) is summed across ranks in
+ * the model's device, plus a tail for the step's loss, images and top-1 hits,
+ * so the printed accuracy is the global batch's) is summed across ranks in
  * one all-reduce, in place, and scaled by 1/N in place: the mean over the
  * global batch (with bucket_mb, in buckets started during backward instead,
  * overlapped with the rest of it). A non-finite loss or gradient on
@@ -71,7 +72,7 @@ typedef struct nn_dp_config {
 typedef struct nn_dp nn_dp;
 
 /* Sets up data parallelism for trainer t (made with this rank's sources): the
- * gradient block with its loss slot, the context's shard, and the broadcast of rank 0's
+ * gradient block with its tail, the context's shard, and the broadcast of rank 0's
  * weights and optimizer state. With one process and no emulation, the hooks
  * only copy the stop request. */
 nn_status nn_dp_new(nn_dp **out, nn_trainer *t, const nn_dp_config *cfg);

@@ -29,6 +29,8 @@ struct nn_trainer {
     nn_tensor *xp, *yp;        /* the partial last batch, if any */
     float *logits;             /* batch_size x classes, host */
     float loss;                /* this step's (after_backward may replace it) */
+    nn_train_count count;      /* this step's images and top-1 hits (after_backward may replace them) */
+    const int32_t *labels;     /* this step's labels on the host, count.images of them */
     nn_step_vars sv;           /* this step's scalars (core/step_vars.h), written once per step */
     nn_step_vars *dsv;         /* where the kernels read them: &sv on the CPU, a copy on a device */
     /* NN_CUDA_GRAPH=1: the full-batch step captured once, then replayed */
@@ -169,9 +171,9 @@ static nn_status init_trainer(nn_trainer *t)
     NN_TRY(check_model(&t->m));
     t->params = t->m.params;
     /* one block: one zeroing memset and one non-finite count per step; the
-     * one extra float is where data parallelism (models/dist_train.c) sums the
-     * loss with the gradients, reserved here so it never re-makes the block */
-    NN_TRY(nn_params_flatten_grads(t->params, 1, NULL, NULL));
+     * extra floats are where data parallelism (models/dist_train.c) sums the
+     * step's scalars with the gradients, reserved here so it never re-makes the block */
+    NN_TRY(nn_params_flatten_grads(t->params, NN_TRAIN_BLOCK_TAIL, NULL, NULL));
     nn_train_state *st = t->st;
     NN_TRY(nn_optim_new(&t->opt, &st->optim, t->params));
     nn_optim_set_lr(t->opt, st->lr > 0 ? st->lr : st->optim.lr);
@@ -248,6 +250,7 @@ nn_optim *nn_trainer_optim(nn_trainer *t) { return t ? t->opt : NULL; }
 nn_train_state *nn_trainer_state(nn_trainer *t) { return t ? t->st : NULL; }
 nn_ctx *nn_trainer_ctx(nn_trainer *t) { return t ? t->ctx : NULL; }
 float *nn_trainer_step_loss(nn_trainer *t) { return t ? &t->loss : NULL; }
+nn_train_count *nn_trainer_step_count(nn_trainer *t) { return t ? &t->count : NULL; }
 int64_t nn_trainer_graph_steps(const nn_trainer *t) { return t ? t->g_replays : 0; }
 
 /* ---- one step ---- */
@@ -287,6 +290,14 @@ static nn_status batch_for(nn_trainer *t, int n, nn_tensor **x, nn_tensor **y)
     }
     *x = t->xp, *y = t->yp;
     return NN_OK;
+}
+
+/* Images and top-1 hits of n logits rows in t->logits against labels hy. */
+static nn_train_count top1_count(const nn_trainer *t, const int32_t *hy, int n)
+{
+    nn_train_count c = {.images = n};
+    for (int i = 0; i < n; i++) c.correct += nn_rank_of(t->logits + (size_t)i * t->m.classes, t->m.classes, hy[i]) == 0;
+    return c;
 }
 
 static nn_tensor *forward(nn_trainer *t, nn_tensor *x)
@@ -339,6 +350,9 @@ nn_status nn_trainer_grad(nn_trainer *t, const float *hx, const int32_t *hy, int
     NN_TRY(upload_batch(t, hx, hy, n, &x, &y));
     nn_tensor *out, *lt;
     NN_TRY(forward_backward(t, x, y, &out, &lt));
+    NN_TRY(nn_tensor_read(out, t->logits));
+    nn_train_count c = top1_count(t, hy, n);
+    t->count.images += c.images, t->count.correct += c.correct;
     return nn_tensor_read(lt, loss);
 }
 
@@ -382,15 +396,18 @@ static nn_status nonfinite_error(nn_trainer *t, nn_tensor *x, float lv, const ch
 }
 
 /* After a finite step (its update done): the counts. out: the logits (NULL:
- * read already). */
-static nn_status take_step(nn_trainer *t, nn_tensor *out, float lv, const int32_t *hy, int n)
+ * read and counted already, before the hook). */
+static nn_status take_step(nn_trainer *t, nn_tensor *out, float lv)
 {
-    if (out) NN_TRY(nn_tensor_read(out, t->logits));
+    if (out) {
+        NN_TRY(nn_tensor_read(out, t->logits));
+        t->count = top1_count(t, t->labels, t->count.images);
+    }
     nn_optim_set_steps(t->opt, nn_optim_steps(t->opt) + 1);
     t->st->step++;
-    t->loss_sum += (double)lv * n;
-    for (int i = 0; i < n; i++) t->correct += nn_rank_of(t->logits + (size_t)i * t->m.classes, t->m.classes, hy[i]) == 0;
-    t->seen += n;
+    t->loss_sum += (double)lv * t->count.images;
+    t->correct += t->count.correct;
+    t->seen += t->count.images;
     return NN_OK;
 }
 
@@ -441,6 +458,7 @@ static nn_status run_hook(nn_trainer *t, nn_tensor **out, nn_tensor **loss)
 {
     NN_TRY(nn_tensor_read(*loss, &t->loss));
     NN_TRY(nn_tensor_read(*out, t->logits));
+    t->count = top1_count(t, t->labels, t->count.images);
     *out = *loss = NULL;
     NN_TRY(t->cfg.after_backward(t, t->cfg.user));
     t->sv.nonfinite = !isfinite(t->loss);
@@ -519,6 +537,7 @@ static nn_status train_batch(nn_trainer *t, nn_tensor *x, nn_tensor *y, const in
     nn_train_set_schedule(st, &sc);
     const char *bad = NULL;
     nn_tensor *out, *loss;
+    t->labels = hy, t->count = (nn_train_count){.images = n};
     NN_TRY(publish_step_vars(t));
     NN_TRY(run_step(t, x, y, &out, &loss));
     nn_step_vars done;
@@ -526,7 +545,7 @@ static nn_status train_batch(nn_trainer *t, nn_tensor *x, nn_tensor *y, const in
     if (!t->cfg.after_backward) NN_TRY(nn_tensor_read(loss, &t->loss));
     float lv = t->loss;
     if (!done.nonfinite) {
-        NN_TRY(take_step(t, out, lv, hy, n));
+        NN_TRY(take_step(t, out, lv));
     } else {
         NN_TRY(nonfinite_grad(t, &bad));
         if (!t->cfg.skip_nonfinite) return nonfinite_error(t, x, lv, bad);

@@ -159,11 +159,23 @@ nn_train_state *nn_trainer_state(nn_trainer *t);
  * mean over processes) before the non-finite check and the counts see it. */
 nn_ctx *nn_trainer_ctx(nn_trainer *t);
 float *nn_trainer_step_loss(nn_trainer *t);
+/* For after_backward: the step's images and top-1 hits, counted from its
+ * logits before the hook runs, which the hook may replace (e.g. by the sums
+ * over processes) before the running accuracy sees them. */
+typedef struct nn_train_count {
+    int images, correct;
+} nn_train_count;
+nn_train_count *nn_trainer_step_count(nn_trainer *t);
+/* Floats the trainer reserves after its flat gradient block
+ * (nn_params_flatten_grads' extra), so a hook can sum the step's scalars with
+ * the gradients in one call (models/dist_train.c: loss, images, top-1 hits). */
+enum { NN_TRAIN_BLOCK_TAIL = 3 };
 /* Steps this trainer ran from a captured CUDA graph (NN_CUDA_GRAPH), the
  * capturing ones included: 0 when every step ran plain. */
 int64_t nn_trainer_graph_steps(const nn_trainer *t);
 /* Forward and backward of one more batch of n images (host x, y) on the
- * trainer's context, adding to the parameters' gradients; *loss its mean loss.
+ * trainer's context, adding to the parameters' gradients and its images and
+ * top-1 hits to the step's count; *loss its mean loss.
  * For hooks that compute a batch in several slices (models/dist_train.c's
  * one-process check of data parallelism). */
 nn_status nn_trainer_grad(nn_trainer *t, const float *hx, const int32_t *hy, int n, float *loss);

@@ -31,6 +31,13 @@ fails=0
 ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 same() { if cmp -s "$1" "$2"; then ok "$3"; else bad "$3 ($1 and $2 differ)"; fi; }
+# same_train_record DIR1 DIR2 LABEL: the epochs' training loss and top-1 in
+# metrics.jsonl (the whole global batch's: summed over ranks with the gradients)
+train_record() { grep '"kind":"epoch","split":"train"' "$1/metrics.jsonl" | sed -E 's/,"images_per_s".*//'; }
+same_train_record() {
+    if [ -n "$(train_record "$1")" ] && [ "$(train_record "$1")" = "$(train_record "$2")" ]; then ok "$3"
+    else bad "$3: $(train_record "$1" | tr '\n' ' ') against $(train_record "$2" | tr '\n' ' ')"; fi
+}
 # ended LABEL RC LOG PATTERN: a job with a dead or hung rank ended (not at the
 # outer timeout, status 124), non-zero, with a line matching PATTERN (grep -E)
 ended() {
@@ -50,6 +57,7 @@ LENET=(train --model lenet --limit 256 --test-limit 100 --batch 32 --epochs 1 --
 "${MPI[@]}" "$CONVNET" "${ALEX[@]}" --checkpoint-dir r2 > r2.log 2>&1 || bad "2 ranks: $(tail -3 r2.log)"
 "$CONVNET" "${ALEX[@]}" --emulate-ranks 2 --checkpoint-dir e2 > e2.log 2>&1 || bad "emulation: $(tail -3 e2.log)"
 same r2/last.safetensors e2/last.safetensors "2 ranks bitwise equal to 2 slices in one process (AlexNet, dropout)"
+same_train_record r2 e2 "2 ranks: the epochs' training loss and top-1 those of 2 slices in one process"
 grep -q "gradient all-reduce:" r2.log && ok "all-reduce time reported: $(grep 'gradient all-reduce' r2.log)"
 
 # 1a. the start broadcast has effect: rank 1 starts from other weights and
@@ -169,6 +177,7 @@ gpu_cases() {
             > gr2-$mb.log 2>&1 || bad "GPU, 2 ranks, buckets $mb: $(tail -3 gr2-$mb.log)"
         grep -q "summed by nccl" gr2-$mb.log || bad "GPU, 2 ranks: not summed by NCCL: $(grep 'data parallel' gr2-$mb.log)"
         same gr2-$mb/last.safetensors ge2/last.safetensors "GPU: 2 ranks (NCCL, --dist-bucket-mb $mb) bitwise equal to 2 slices in one process"
+        same_train_record gr2-$mb ge2 "GPU: 2 ranks (--dist-bucket-mb $mb): the training loss and top-1 those of 2 slices"
     done
     grep -q "in 4 MiB buckets during backward" gr2-default.log ||
         bad "GPU: the default is not 4 MiB buckets: $(grep 'data parallel' gr2-default.log)"

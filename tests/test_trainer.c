@@ -168,6 +168,71 @@ static void test_trainer_custom_model_learns(void **state)
     tiny_free(&m);
 }
 
+/* ---- data parallelism, emulated in one process (models/dist_train.h) ---- */
+
+typedef struct dp_watch {
+    nn_dp *dp;
+    nn_train_event epoch;
+} dp_watch;
+
+static void dp_on_event(const nn_train_event *ev, void *user)
+{
+    if (ev->kind == NN_TRAIN_EPOCH) ((dp_watch *)user)->epoch = *ev;
+}
+
+static nn_status dp_hook(nn_trainer *t, void *user)
+{
+    (void)t;
+    return nn_dp_after_backward(((dp_watch *)user)->dp);
+}
+
+/* One epoch of the tiny model, unshuffled, as `ranks` processes emulated in
+ * this one (1: plain, no hook); the epoch's event. */
+static nn_train_event epoch_as_ranks(int ranks)
+{
+    tiny m;
+    tiny_make(&m, 1);
+    nn_train_state st = recipe_state(1);
+    nn_array_source *tr = source(false);
+    nn_batch_source all = nn_array_source_batches(tr);
+    nn_shard sh;
+    nn_batch_source mine = nn_shard_source(&sh, &all, 0, ranks, C * H * W);
+    nn_train_model tm = {.forward = tiny_forward, .model = &m, .params = &m.ps, .in_c = C, .in_h = H, .in_w = W,
+                         .classes = K};
+    volatile sig_atomic_t request = 0, agreed = 0;
+    dp_watch w = {0};
+    nn_trainer_config tc = {.stop = &agreed, .on_event = dp_on_event, .after_backward = ranks > 1 ? dp_hook : NULL,
+                            .user = &w};
+    nn_trainer *t = NULL;
+    assert_int_equal(nn_trainer_new(&t, &tm, ranks > 1 ? &mine : &all, NULL, &st, &tc), NN_OK);
+    nn_dp_config dc = {.request = &request, .agreed = &agreed, .train_shard = &sh, .ranks_emulated = ranks,
+                       .hang_rank = -1, .die_rank = -1, .signal_rank = -1, .hang_sum_rank = -1, .fault_step = -1,
+                       .perturb_rank = -1};
+    assert_int_equal(nn_dp_new(&w.dp, t, &dc), NN_OK);
+    nn_train_result res;
+    assert_int_equal(nn_trainer_run(t, &res), NN_OK);
+    nn_dp_free(w.dp);
+    nn_trainer_free(t);
+    nn_array_source_free(tr);
+    tiny_free(&m);
+    return w.epoch;
+}
+
+/* The epoch's training loss and accuracy cover every process's images, not
+ * the first process's share: the same as one process's, image for image. */
+static void test_trainer_ranks_count_every_image(void **state)
+{
+    (void)state;
+    nn_train_event one = epoch_as_ranks(1), two = epoch_as_ranks(2), four = epoch_as_ranks(4);
+    assert_int_equal(one.seen, N);
+    assert_int_equal(two.seen, N);
+    assert_int_equal(four.seen, N);
+    /* separable data and a margin far above float rounding: the same hits */
+    if (two.acc != one.acc || four.acc != one.acc)
+        fail_msg("training accuracy: one process %.4f, 2 ranks %.4f, 4 ranks %.4f", one.acc, two.acc, four.acc);
+    assert_true(fabs(two.loss - one.loss) < 1e-5 * one.loss && fabs(four.loss - one.loss) < 1e-5 * one.loss);
+}
+
 /* Stopped by request mid-epoch, resumed from its checkpoint: bit for bit the straight run. */
 static void test_trainer_stop_and_exact_resume(void **state)
 {
@@ -440,6 +505,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trainer_custom_model_learns),
         cmocka_unit_test(test_trainer_stop_and_exact_resume),
+        cmocka_unit_test(test_trainer_ranks_count_every_image),
         cmocka_unit_test(test_trainer_nonfinite),
         cmocka_unit_test(test_trainer_nonfinite_names_parameter),
         cmocka_unit_test(test_trainer_bad_arguments),
