@@ -199,11 +199,13 @@ static int validate(const train_opts *o)
     if (o->augment && o->no_augment) return cli_fail("train", "--augment and --no-augment contradict each other");
     if (o->threads < 0 || o->threads > 1024) return cli_fail("train", "--threads must be between 1 and 1024");
     if (o->limit < 0 || o->test_limit < 0 || o->stop_after < 0 || o->log_every < 0 || o->size < 0)
-        return cli_fail("train", "--size, --limit, --test-limit, --stop-after and --log-every must be positive");
+        return cli_fail("train", "--size, --limit, --test-limit, --stop-after and --log-every cannot be negative "
+                                 "(0: the default)");
     if (o->init_from && o->resume)
         return cli_fail("train", "--init-from starts a new run from FILE's weights, --resume continues a run: give one");
     if (o->emulate_ranks < 0 || o->emulate_ranks > 1024 || o->dist_timeout < 0)
-        return cli_fail("train", "--emulate-ranks must be between 1 and 1024, --dist-timeout positive");
+        return cli_fail("train", "--emulate-ranks must be between 0 and 1024, --dist-timeout not negative (0: the "
+                                 "default)");
     if (!(o->dist_bucket_mb >= 0 && o->dist_bucket_mb <= 4096) && !isnan(o->dist_bucket_mb))
         return cli_fail("train", "--dist-bucket-mb must be between 0 and 4096 (MiB)");
     int ranks = nn_dist_size() > 1 ? nn_dist_size() : o->emulate_ranks > 1 ? o->emulate_ranks : 1;
