@@ -289,10 +289,10 @@ static void test_kill9_leaves_a_loadable_checkpoint(void **state)
     /* the survivors: eval and a resumed run both work */
     char *ev[] = {"eval", "--checkpoint", last, "--batch", "256", NULL};
     run_to_end(dir, 0, ev);
-    char *more[] = {"train", "--resume", dir, "--epochs", "1", "--limit", "64", "--test-limit", "32",
+    char *more[] = {"train", "--resume", dir, "--limit", "64", "--test-limit", "32",
                     "--threads", "1", "--quiet", "--checkpoint-dir", dir, NULL};
-    /* --epochs below the checkpoint's keeps its LONG_EPOCHS: stop it with
-     * SIGTERM once it reports an epoch, which must save and exit 143 */
+    /* it continues the checkpoint's LONG_EPOCHS: stop it with SIGTERM once it
+     * reports an epoch, which must save and exit 143 */
     snprintf(log, sizeof log, "%s/more.log", dir);
     pid_t pid = spawn(log, more);
     wait_for_output(log, pid, "\nepoch ");

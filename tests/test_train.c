@@ -92,8 +92,8 @@ static void test_resume_is_exact(void **state)
     rc = tu_run(out, sizeof out, "%s train " TINY " --epochs 2 --stop-after 13 --checkpoint-dir %s/b", g_bin, g_tmp);
     if (rc) fail_msg("%s", out);
     assert_non_null(strstr(out, "stopped after 13 steps"));
-    rc = tu_run(out, sizeof out, "%s train --resume %s/b --epochs 2 --test-limit 64 --quiet --threads 2 --checkpoint-dir %s/b", g_bin,
-             g_tmp, g_tmp);
+    /* the same command line with --resume added: its recipe flags say what the checkpoint says */
+    rc = tu_run(out, sizeof out, "%s train " TINY " --epochs 2 --resume %s/b --checkpoint-dir %s/b", g_bin, g_tmp, g_tmp);
     if (rc) fail_msg("%s", out);
     assert_non_null(strstr(out, "resumed from"));
     /* stopped at the epoch boundary (10 steps an epoch), then resumed; the
@@ -120,6 +120,34 @@ static void test_resume_is_exact(void **state)
         for (size_t i = 0; i < sizeof names / sizeof *names; i++)
             if (!strstr(py, names[i])) fail_msg("'%s' missing from:\n%s", names[i], py);
     }
+}
+
+/* Flags the checkpoint fixes, given other values with --resume, are refused
+ * (they would be ignored), naming them; so is an --epochs that shortens the
+ * run. The checkpoint is left as it was. */
+static void test_resume_refuses_another_recipe(void **state)
+{
+    (void)state;
+    if (!have_data()) skip();
+    char out[16384], ck[512];
+    snprintf(ck, sizeof ck, "%s/b/last.safetensors", g_tmp);
+    struct stat sb;
+    if (stat(ck, &sb) != 0) skip(); /* needs the resume test's run */
+    size_t n0;
+    uint8_t *before = tu_read_all(ck, &n0);
+    int rc = tu_run(out, sizeof out, "%s train --resume %s --batch 16 --lr=0.5 --seed 5 --data /nonexistent", g_bin, ck);
+    if (rc != 2 || !strstr(out, "--batch, --lr differ from the run in ") || !strstr(out, "--init-from"))
+        fail_msg("another batch and rate with --resume: exit %d:\n%s", rc, out);
+    rc = tu_run(out, sizeof out, "%s train --resume %s --model lenet", g_bin, ck);
+    if (rc != 2 || !strstr(out, "--model differs from the run in ")) fail_msg("another model: exit %d:\n%s", rc, out);
+    rc = tu_run(out, sizeof out, "%s train --resume %s --epochs 1", g_bin, ck);
+    if (rc != 2 || !strstr(out, "--epochs 1 is fewer than the 2 of the run")) fail_msg("--epochs 1: exit %d:\n%s", rc, out);
+    size_t n1;
+    uint8_t *after = tu_read_all(ck, &n1);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(before, after, n0);
+    free(before);
+    free(after);
 }
 
 static void test_corrupt_checkpoint(void **state)
@@ -195,6 +223,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lenet_learns),
         cmocka_unit_test(test_resume_is_exact),
+        cmocka_unit_test(test_resume_refuses_another_recipe),
         cmocka_unit_test(test_corrupt_checkpoint),
         cmocka_unit_test(test_image_folder_train_and_ten_crop),
         cmocka_unit_test(test_bad_flags),

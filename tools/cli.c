@@ -67,6 +67,27 @@ static int set_value(const char *cmd, const cli_opt *o, const char *v)
     return CLI_OK;
 }
 
+/* The option --name (name: len bytes, up to any '='), or NULL. */
+static const cli_opt *find_opt(const cli_opt *opts, int nopts, const char *name, size_t len)
+{
+    for (int k = 0; k < nopts; k++)
+        if (strlen(opts[k].name) == len && strncmp(opts[k].name, name, len) == 0) return &opts[k];
+    return NULL;
+}
+
+bool cli_given(const cli_opt *opts, int nopts, int argc, char **argv, const char *name)
+{
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') continue;
+        const char *eq = strchr(a + 2, '=');
+        const cli_opt *o = find_opt(opts, nopts, a + 2, eq ? (size_t)(eq - a - 2) : strlen(a + 2));
+        if (o && strcmp(o->name, name) == 0) return true;
+        if (o && o->type != CLI_BOOL && !eq) i++; /* its value, which may start with "--" */
+    }
+    return false;
+}
+
 int cli_parse(const char *cmd, const char *usage, const char *about, const cli_opt *opts, int nopts,
               int argc, char **argv, const char **pos, int maxpos, int *npos)
 {
@@ -85,9 +106,7 @@ int cli_parse(const char *cmd, const char *usage, const char *about, const cli_o
         }
         const char *name = a + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        const cli_opt *o = NULL;
-        for (int k = 0; k < nopts; k++)
-            if (strlen(opts[k].name) == len && strncmp(opts[k].name, name, len) == 0) o = &opts[k];
+        const cli_opt *o = find_opt(opts, nopts, name, len);
         if (!o) return cli_fail(cmd, "unknown option '--%.*s'", (int)len, name);
         const char *v;
         if (o->type == CLI_BOOL) {

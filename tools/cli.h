@@ -30,6 +30,9 @@ typedef struct cli_opt {
  * be NULL when the command takes none). */
 int cli_parse(const char *cmd, const char *usage, const char *about, const cli_opt *opts, int nopts,
               int argc, char **argv, const char **pos, int maxpos, int *npos);
+/* Whether argv, which cli_parse accepted with the same table, gives option
+ * --name (for options that do not apply in every mode of a command). */
+bool cli_given(const cli_opt *opts, int nopts, int argc, char **argv, const char *name);
 void cli_print_help(FILE *f, const char *cmd, const char *usage, const char *about, const cli_opt *opts,
                     int nopts);
 /* Prints "convnet CMD: message" to stderr and returns CLI_ERROR. */

@@ -5,6 +5,7 @@
  * flags, opens the data, and prints what the trainer reports. */
 #include <math.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +85,32 @@ typedef struct train_run {
     int rank, ranks;
     nn_shard train_shard, test_shard;
     nn_dp *dp;
+    bool fixed_given[32]; /* of fixed_by_checkpoint (below): given on the command line */
+    bool epochs_given;
 } train_run;
+
+/* The flags whose values a checkpoint fixes, and the field each sets. Given
+ * with --resume they must say what the checkpoint says (the same command line
+ * with --resume added is the usual way to continue a run); another value
+ * would be silently ignored, so it is an error. */
+typedef struct fixed_flag {
+    const char *name;
+    size_t off, size; /* the field in train_run */
+    bool text;        /* a NUL-terminated string */
+} fixed_flag;
+#define FIXED(name, field, text) {name, offsetof(train_run, field), sizeof(((train_run *)0)->field), text}
+static const fixed_flag fixed_by_checkpoint[] = {
+    FIXED("model", cfg.arch, true), FIXED("size", cfg.in_size, false), FIXED("width", cfg.width, false),
+    FIXED("fc", cfg.fc, false), FIXED("groups", cfg.groups, false), FIXED("dropout", cfg.dropout, false),
+    FIXED("init", cfg.init, false), FIXED("batch", st.batch_size, false), FIXED("lr", st.optim.lr, false),
+    FIXED("optim", st.optim.kind, false), FIXED("momentum", st.optim.momentum, false),
+    FIXED("wd", st.optim.weight_decay, false), FIXED("decay-bias", st.optim.decay_bias, false),
+    FIXED("schedule", st.sched.kind, false), FIXED("seed", st.seed, false), FIXED("limit", st.limit, false),
+    FIXED("augment", st.augment, false), FIXED("no-augment", st.augment, false),
+};
+#undef FIXED
+enum { NFIXED = sizeof fixed_by_checkpoint / sizeof fixed_by_checkpoint[0] };
+_Static_assert(NFIXED <= sizeof ((train_run *)0)->fixed_given, "train_run.fixed_given holds a flag each");
 
 static volatile sig_atomic_t g_signal;
 static volatile sig_atomic_t g_agreed; /* g_signal as every rank agreed on it (what the trainer watches) */
@@ -120,7 +146,8 @@ static const char about[] =
     "there: with the paper's init (made for ImageNet) that run diverges in its first steps and stays at chance.\n"
     "A checkpoint is written to DIR/last.safetensors every epoch and on Ctrl-C; --resume continues it\n"
     "exactly, taking the model, data, optimizer and schedule settings from the checkpoint (only --epochs,\n"
-    "to extend the run, --device, --threads, --checkpoint-dir, --stop-after, --log-every and --quiet apply).\n"
+    "to extend the run, --device, --threads, --checkpoint-dir, --stop-after, --log-every and --quiet apply;\n"
+    "the model and recipe flags may be repeated but must match: the same command line plus --resume works).\n"
     "--init-from FILE fine-tunes: the architecture and weights of FILE (a convnet checkpoint or a weights-only\n"
     "file as PyTorch saves it), the classes and channels of the data; tensors whose shape differs (the last\n"
     "layer for another number of classes) are freshly initialized and named; the optimizer starts fresh.\n"
@@ -185,9 +212,12 @@ static int parse_opts(train_run *r, int argc, char **argv)
         {"emulate-ranks", CLI_INT, &o.emulate_ranks, "N", "(tests) compute each batch as N ranks would, in turn, in this one process"},
         {"fault", CLI_STR, &o.fault, "KIND:RANK[:STEP]", "(tests) die, hang, hang-sum or signal: that rank dies (SIGKILL), hangs before or after the step's agreement, or gets SIGUSR1 at that step; perturb:RANK: that rank starts from other weights (the broadcast from rank 0 must undo it)"},
     };
-    int rc = cli_parse("train", "[OPTIONS]", about, opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
+    const int nopts = (int)(sizeof opts / sizeof opts[0]);
+    int rc = cli_parse("train", "[OPTIONS]", about, opts, nopts, argc, argv, NULL, 0, NULL);
     r->o = o;
     if (rc != CLI_OK) return rc == CLI_HELP ? 0 : 2;
+    for (int i = 0; i < NFIXED; i++) r->fixed_given[i] = cli_given(opts, nopts, argc, argv, fixed_by_checkpoint[i].name);
+    r->epochs_given = cli_given(opts, nopts, argc, argv, "epochs");
     return CLI_GO_ON;
 }
 
@@ -215,6 +245,36 @@ static int validate(const train_opts *o)
     return CLI_GO_ON;
 }
 
+static int fresh_config(train_run *r);
+
+/* The fixed flags given with --resume against the checkpoint's values (r's):
+ * the flags' values are what a fresh run with them would take. */
+static int check_fixed_flags(const train_run *r)
+{
+    bool any = false;
+    for (int i = 0; i < NFIXED; i++) any |= r->fixed_given[i];
+    if (!any) return CLI_GO_ON;
+    train_run *fresh = calloc(1, sizeof *fresh);
+    if (!fresh) return cli_fail("train", "out of memory");
+    fresh->o = r->o;
+    fresh->cfg = strcmp(r->o.model, "lenet") == 0 ? nn_lenet_config() : nn_alexnet_config();
+    int rc = fresh_config(fresh);
+    char differ[512] = "";
+    for (int i = 0; i < NFIXED && rc == CLI_GO_ON; i++) {
+        const fixed_flag *f = &fixed_by_checkpoint[i];
+        const char *a = (const char *)r + f->off, *b = (const char *)fresh + f->off;
+        if (r->fixed_given[i] && (f->text ? strncmp(a, b, f->size) != 0 : memcmp(a, b, f->size) != 0))
+            snprintf(differ + strlen(differ), sizeof differ - strlen(differ), "%s--%s", *differ ? ", " : "", f->name);
+    }
+    free(fresh);
+    if (rc != CLI_GO_ON || !*differ) return rc;
+    return cli_fail("train", "%s differ%s from the run in %s, and --resume continues that run as it was "
+                             "(only --epochs may extend it). Leave %s out, or start a new run from its "
+                             "weights: --init-from %s",
+                    differ, strchr(differ, ',') ? "" : "s", r->resume_path, strchr(differ, ',') ? "them" : "it",
+                    r->resume_path);
+}
+
 /* --resume: the model, recipe and progress from the checkpoint; only --epochs may extend it. */
 static int resume_config(train_run *r)
 {
@@ -228,6 +288,11 @@ static int resume_config(train_run *r)
         fprintf(stderr, "convnet train: %s\n", nn_errmsg());
         return 1;
     }
+    int rc = check_fixed_flags(r);
+    if (rc != CLI_GO_ON) return rc;
+    if (r->epochs_given && o->epochs < r->st.epochs) /* the schedule spans the run's epochs */
+        return cli_fail("train", "--epochs %d is fewer than the %d of the run in %s: --resume may only extend it",
+                        o->epochs, r->st.epochs, r->resume_path);
     r->st.epochs = o->epochs > r->st.epochs ? o->epochs : r->st.epochs;
     return CLI_GO_ON;
 }
