@@ -98,6 +98,10 @@ static void test_init_from_replaces_last_layer(void **state)
     rc = tu_run(out, sizeof out, "%s train --data %s --init-from %s --resume %s", g_bin, g_data, g_src_ck, ck);
     assert_int_equal(rc, 2);
     assert_non_null(strstr(out, "--init-from"));
+    /* the architecture is the file's: flags that say otherwise are refused, not ignored */
+    rc = tu_run(out, sizeof out, "%s train --data %s --init-from %s --fc 4096 --model alexnet " FT " --checkpoint-dir %s/y",
+                g_bin, g_data, g_src_ck, g_tmp);
+    if (rc != 2 || !strstr(out, "--fc differs from the model in ")) fail_msg("--init-from with --fc 4096: exit %d:\n%s", rc, out);
     /* a file nothing of which fits */
     rc = tu_run(out, sizeof out, "%s train --data %s --init-from %s/colours/train/red/001.jpg " FT " --checkpoint-dir %s/x",
              g_bin, g_data, g_tmp, g_tmp);

@@ -92,7 +92,8 @@ typedef struct train_run {
 /* The flags whose values a checkpoint fixes, and the field each sets. Given
  * with --resume they must say what the checkpoint says (the same command line
  * with --resume added is the usual way to continue a run); another value
- * would be silently ignored, so it is an error. */
+ * would be silently ignored, so it is an error. The first NARCH are the
+ * architecture, which --init-from takes from its file the same way. */
 typedef struct fixed_flag {
     const char *name;
     size_t off, size; /* the field in train_run */
@@ -109,7 +110,7 @@ static const fixed_flag fixed_by_checkpoint[] = {
     FIXED("augment", st.augment, false), FIXED("no-augment", st.augment, false),
 };
 #undef FIXED
-enum { NFIXED = sizeof fixed_by_checkpoint / sizeof fixed_by_checkpoint[0] };
+enum { NFIXED = sizeof fixed_by_checkpoint / sizeof fixed_by_checkpoint[0], NARCH = 5 };
 _Static_assert(NFIXED <= sizeof ((train_run *)0)->fixed_given, "train_run.fixed_given holds a flag each");
 
 static volatile sig_atomic_t g_signal;
@@ -246,33 +247,68 @@ static int validate(const train_opts *o)
 }
 
 static int fresh_config(train_run *r);
+static void model_from_flags(const train_opts *o, nn_model_config *cfg);
+
+/* "--a, --b" into out: the first n fixed flags that were given and whose
+ * fields differ between the runs r (the file's values) and flags (what the
+ * flags alone make). */
+static void differing_flags(const train_run *r, const train_run *flags, int n, char *out, size_t size)
+{
+    *out = '\0';
+    for (int i = 0; i < n; i++) {
+        const fixed_flag *f = &fixed_by_checkpoint[i];
+        const char *a = (const char *)r + f->off, *b = (const char *)flags + f->off;
+        if (r->fixed_given[i] && (f->text ? strncmp(a, b, f->size) != 0 : memcmp(a, b, f->size) != 0))
+            snprintf(out + strlen(out), size - strlen(out), "%s--%s", *out ? ", " : "", f->name);
+    }
+}
+
+/* A scratch run with r's options (calloc'd: the state is large) and the
+ * named architecture's defaults. */
+static train_run *scratch_run(const train_run *r)
+{
+    train_run *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->o = r->o;
+    s->cfg = strcmp(r->o.model, "lenet") == 0 ? nn_lenet_config() : nn_alexnet_config();
+    return s;
+}
 
 /* The fixed flags given with --resume against the checkpoint's values (r's):
  * the flags' values are what a fresh run with them would take. */
-static int check_fixed_flags(const train_run *r)
+static int check_resume_flags(const train_run *r)
 {
     bool any = false;
     for (int i = 0; i < NFIXED; i++) any |= r->fixed_given[i];
     if (!any) return CLI_GO_ON;
-    train_run *fresh = calloc(1, sizeof *fresh);
+    train_run *fresh = scratch_run(r);
     if (!fresh) return cli_fail("train", "out of memory");
-    fresh->o = r->o;
-    fresh->cfg = strcmp(r->o.model, "lenet") == 0 ? nn_lenet_config() : nn_alexnet_config();
     int rc = fresh_config(fresh);
     char differ[512] = "";
-    for (int i = 0; i < NFIXED && rc == CLI_GO_ON; i++) {
-        const fixed_flag *f = &fixed_by_checkpoint[i];
-        const char *a = (const char *)r + f->off, *b = (const char *)fresh + f->off;
-        if (r->fixed_given[i] && (f->text ? strncmp(a, b, f->size) != 0 : memcmp(a, b, f->size) != 0))
-            snprintf(differ + strlen(differ), sizeof differ - strlen(differ), "%s--%s", *differ ? ", " : "", f->name);
-    }
+    if (rc == CLI_GO_ON) differing_flags(r, fresh, NFIXED, differ, sizeof differ);
     free(fresh);
     if (rc != CLI_GO_ON || !*differ) return rc;
+    bool one = !strchr(differ, ',');
     return cli_fail("train", "%s differ%s from the run in %s, and --resume continues that run as it was "
                              "(only --epochs may extend it). Leave %s out, or start a new run from its "
                              "weights: --init-from %s",
-                    differ, strchr(differ, ',') ? "" : "s", r->resume_path, strchr(differ, ',') ? "them" : "it",
-                    r->resume_path);
+                    differ, one ? "s" : "", r->resume_path, one ? "it" : "them", r->resume_path);
+}
+
+/* The architecture flags given with --init-from against the file's model (r->cfg). */
+static int check_init_from_flags(const train_run *r)
+{
+    train_run *flags = scratch_run(r);
+    if (!flags) return cli_fail("train", "out of memory");
+    model_from_flags(&r->o, &flags->cfg);
+    char differ[512];
+    differing_flags(r, flags, NARCH, differ, sizeof differ);
+    free(flags);
+    if (!*differ) return CLI_GO_ON;
+    bool one = !strchr(differ, ',');
+    return cli_fail("train", "%s differ%s from the model in %s: --init-from takes its architecture (the classes "
+                             "and channels follow the data). Leave %s out",
+                    differ, one ? "s" : "", r->o.init_from, one ? "it" : "them");
 }
 
 /* --resume: the model, recipe and progress from the checkpoint; only --epochs may extend it. */
@@ -288,7 +324,7 @@ static int resume_config(train_run *r)
         fprintf(stderr, "convnet train: %s\n", nn_errmsg());
         return 1;
     }
-    int rc = check_fixed_flags(r);
+    int rc = check_resume_flags(r);
     if (rc != CLI_GO_ON) return rc;
     if (r->epochs_given && o->epochs < r->st.epochs) /* the schedule spans the run's epochs */
         return cli_fail("train", "--epochs %d is fewer than the %d of the run in %s: --resume may only extend it",
@@ -323,6 +359,8 @@ static int fresh_config(train_run *r)
         nn_weights_hints h = {.in_size = o->size};
         bool only;
         if (cli_model_config("train", o->init_from, &h, &r->cfg, &only) != NN_OK) return cli_lib_fail("train");
+        int rc = check_init_from_flags(r);
+        if (rc != CLI_GO_ON) return rc;
         if (strcmp(r->cfg.arch, "alexnet") == 0) r->cfg.dropout = o->dropout;
     } else {
         model_from_flags(o, &r->cfg);
