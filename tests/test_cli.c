@@ -212,6 +212,13 @@ static void test_predict(void **state)
     snprintf(a, sizeof a, "predict --checkpoint %s --input %s --output %s", ckpt, good, good);
     expect(2, a, "input", NULL);
 
+    /* the other mode's options are refused, not ignored */
+    snprintf(a, sizeof a, "predict --checkpoint %s --input %s --output %s --top 3 --ten-crop", ckpt, good, y);
+    expect(2, a, "--top, --ten-crop: for photos, not for tensor mode", NULL);
+    snprintf(a, sizeof a, "predict --checkpoint %s --batch 4 %s", ckpt, good);
+    expect(2, a, "--batch: for tensor mode", NULL);
+    assert_false(exists(y));
+
     snprintf(a, sizeof a, "predict --checkpoint %s --input %s --output %s --batch 2", ckpt, good, y);
     expect(0, a, NULL);
     nn_st_file *f = NULL;

@@ -88,6 +88,17 @@ bool cli_given(const cli_opt *opts, int nopts, int argc, char **argv, const char
     return false;
 }
 
+int cli_given_list(const cli_opt *opts, int nopts, int argc, char **argv, const char *const *names, char *out,
+                   size_t size)
+{
+    int n = 0;
+    *out = '\0';
+    for (; *names; names++)
+        if (cli_given(opts, nopts, argc, argv, *names) && ++n)
+            snprintf(out + strlen(out), size - strlen(out), "%s--%s", n > 1 ? ", " : "", *names);
+    return n;
+}
+
 int cli_parse(const char *cmd, const char *usage, const char *about, const cli_opt *opts, int nopts,
               int argc, char **argv, const char **pos, int maxpos, int *npos)
 {

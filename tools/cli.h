@@ -33,6 +33,9 @@ int cli_parse(const char *cmd, const char *usage, const char *about, const cli_o
 /* Whether argv, which cli_parse accepted with the same table, gives option
  * --name (for options that do not apply in every mode of a command). */
 bool cli_given(const cli_opt *opts, int nopts, int argc, char **argv, const char *name);
+/* Of names (NULL-terminated), those argv gives, as "--a, --b" into out; their count. */
+int cli_given_list(const cli_opt *opts, int nopts, int argc, char **argv, const char *const *names, char *out,
+                   size_t size);
 void cli_print_help(FILE *f, const char *cmd, const char *usage, const char *about, const cli_opt *opts,
                     int nopts);
 /* Prints "convnet CMD: message" to stderr and returns CLI_ERROR. */

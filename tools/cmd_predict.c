@@ -406,6 +406,15 @@ int cmd_predict(int argc, char **argv)
     if (!po.ckpt) return cli_fail("predict", "--checkpoint is required");
     if ((in || outp) && nfiles) return cli_fail("predict", "give either images or --input/--output, not both");
     if (!nfiles && (!in || !outp)) return cli_fail("predict", "give images, or --input and --output");
+    /* options of the other mode would be silently ignored */
+    static const char *const photo_only[] = {"json", "top", "ten-crop", "data", "mean", "std", "resize", "invert", NULL};
+    static const char *const tensor_only[] = {"batch", NULL};
+    char other[256];
+    const int nopts = (int)(sizeof opts / sizeof opts[0]);
+    if (!nfiles && cli_given_list(opts, nopts, argc, argv, photo_only, other, sizeof other))
+        return cli_fail("predict", "%s: for photos, not for tensor mode (--input: a tensor already normalized)", other);
+    if (nfiles && cli_given_list(opts, nopts, argc, argv, tensor_only, other, sizeof other))
+        return cli_fail("predict", "%s: for tensor mode (--input), not for photos (one at a time)", other);
     if (batch < 1 || batch > 65536) return cli_fail("predict", "--batch must be in [1, 65536], got %d", batch);
     if (po.top < 1 || po.top > MAX_NAMES) return cli_fail("predict", "--top must be in [1, %d]", MAX_NAMES);
     if (size < 0 || size > 8192 || po.resize < 0 || po.resize > 8192)
