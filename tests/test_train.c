@@ -124,7 +124,7 @@ static void test_resume_is_exact(void **state)
 
 /* Flags the checkpoint fixes, given other values with --resume, are refused
  * (they would be ignored), naming them; so is an --epochs that shortens the
- * run. The checkpoint is left as it was. */
+ * run; a finished run has nothing to do. The checkpoint is left as it was. */
 static void test_resume_refuses_another_recipe(void **state)
 {
     (void)state;
@@ -142,6 +142,9 @@ static void test_resume_refuses_another_recipe(void **state)
     if (rc != 2 || !strstr(out, "--model differs from the run in ")) fail_msg("another model: exit %d:\n%s", rc, out);
     rc = tu_run(out, sizeof out, "%s train --resume %s --epochs 1", g_bin, ck);
     if (rc != 2 || !strstr(out, "--epochs 1 is fewer than the 2 of the run")) fail_msg("--epochs 1: exit %d:\n%s", rc, out);
+    /* the run is over: nothing to do, and nothing written */
+    rc = tu_run(out, sizeof out, "%s train " TINY " --epochs 2 --resume %s", g_bin, ck);
+    if (rc != 0 || !strstr(out, "has finished its 2 epochs: nothing to do")) fail_msg("a finished run: exit %d:\n%s", rc, out);
     size_t n1;
     uint8_t *after = tu_read_all(ck, &n1);
     assert_int_equal(n0, n1);

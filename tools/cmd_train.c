@@ -330,6 +330,11 @@ static int resume_config(train_run *r)
         return cli_fail("train", "--epochs %d is fewer than the %d of the run in %s: --resume may only extend it",
                         o->epochs, r->st.epochs, r->resume_path);
     r->st.epochs = o->epochs > r->st.epochs ? o->epochs : r->st.epochs;
+    if (r->st.epoch >= r->st.epochs) { /* nothing to train: say so, write nothing */
+        printf("the run in %s has finished its %d epochs: nothing to do (--epochs N, more than %d, extends it)\n",
+               r->resume_path, r->st.epochs, r->st.epochs);
+        return 0;
+    }
     return CLI_GO_ON;
 }
 
