@@ -606,9 +606,14 @@ static int bench_parse_opts(bench_opts *o, int argc, char **argv)
         {"model-only", CLI_BOOL, &o->model_only, NULL, "time the whole model only"},
         {"phase", CLI_STR, &o->phase, "train|infer", "internal: run one model phase and print its result line"},
     };
-    int r = cli_parse("bench", USAGE, ABOUT, opts, (int)(sizeof opts / sizeof opts[0]), argc, argv, NULL, 0, NULL);
+    const int nopts = (int)(sizeof opts / sizeof opts[0]);
+    int r = cli_parse("bench", USAGE, ABOUT, opts, nopts, argc, argv, NULL, 0, NULL);
     if (r == CLI_HELP) return 0;
     if (r != CLI_OK) return r;
+    static const char *const alexnet_only[] = {"width", "fc", "dropout", NULL};
+    char given[128];
+    if (strcmp(o->model, "lenet") == 0 && cli_given_list(opts, nopts, argc, argv, alexnet_only, given, sizeof given))
+        return cli_fail("bench", "%s: AlexNet's, not LeNet's (--model lenet)", given);
     return CLI_GO_ON;
 }
 
@@ -666,8 +671,9 @@ static void print_machine(const bench_opts *o, const nn_seq *seq)
     printf("machine: %s, %ld cores; %d threads; %s\n", cpu, sysconf(_SC_NPROCESSORS_ONLN), o->threads,
            openblas_get_config());
     char title[128];
-    printf("%s, batch %d, fp32, %s; %.3f G MAC/image forward\n", bench_model_title(o, title, sizeof title), o->batch,
-           o->optim, (double)nn_seq_macs(seq) / 1e9);
+    const double macs = (double)nn_seq_macs(seq); /* LeNet's 0.4 M would read "0.000 G" */
+    printf("%s, batch %d, fp32, %s; %.3f %s MAC/image forward\n", bench_model_title(o, title, sizeof title), o->batch,
+           o->optim, macs >= 1e8 ? macs / 1e9 : macs / 1e6, macs >= 1e8 ? "G" : "M");
     fflush(stdout);
 }
 

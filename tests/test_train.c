@@ -217,6 +217,11 @@ static void test_bad_flags(void **state)
     assert_int_equal(tu_run(out, sizeof out, "%s train --size 32", g_bin), 2);
     assert_non_null(strstr(out, "stage"));
     assert_int_equal(tu_run(out, sizeof out, "%s train --device tpu", g_bin), 2);
+    /* AlexNet's flags with LeNet: refused, not ignored (train and bench alike) */
+    assert_int_equal(tu_run(out, sizeof out, "%s train --model lenet --fc 100 --dropout 0.1", g_bin), 2);
+    assert_non_null(strstr(out, "--fc, --dropout: AlexNet's, not LeNet's"));
+    assert_int_equal(tu_run(out, sizeof out, "%s bench --model lenet --width 0.5", g_bin), 2);
+    assert_non_null(strstr(out, "--width: AlexNet's, not LeNet's"));
     assert_int_equal(tu_run(out, sizeof out, "%s train --help", g_bin), 0);
     assert_non_null(strstr(out, "--resume"));
 }

@@ -87,6 +87,7 @@ typedef struct train_run {
     nn_dp *dp;
     bool fixed_given[32]; /* of fixed_by_checkpoint (below): given on the command line */
     bool epochs_given;
+    char lenet_given[64]; /* AlexNet-only flags given ("--width, --fc"), refused for --model lenet */
 } train_run;
 
 /* The flags whose values a checkpoint fixes, and the field each sets. Given
@@ -219,6 +220,8 @@ static int parse_opts(train_run *r, int argc, char **argv)
     if (rc != CLI_OK) return rc == CLI_HELP ? 0 : 2;
     for (int i = 0; i < NFIXED; i++) r->fixed_given[i] = cli_given(opts, nopts, argc, argv, fixed_by_checkpoint[i].name);
     r->epochs_given = cli_given(opts, nopts, argc, argv, "epochs");
+    static const char *const alexnet_only[] = {"width", "fc", "groups", "dropout", NULL};
+    cli_given_list(opts, nopts, argc, argv, alexnet_only, r->lenet_given, sizeof r->lenet_given);
     return CLI_GO_ON;
 }
 
@@ -367,6 +370,8 @@ static int fresh_config(train_run *r)
         int rc = check_init_from_flags(r);
         if (rc != CLI_GO_ON) return rc;
         if (strcmp(r->cfg.arch, "alexnet") == 0) r->cfg.dropout = o->dropout;
+    } else if (strcmp(o->model, "lenet") == 0 && r->lenet_given[0]) {
+        return cli_fail("train", "%s: AlexNet's, not LeNet's (--model lenet)", r->lenet_given);
     } else {
         model_from_flags(o, &r->cfg);
     }
