@@ -151,10 +151,11 @@ nn_status nn_imgf_loader_new(nn_imgf_loader **out, const nn_imgf *ds, const nn_i
     }
     for (int t = 0; ok && t < l->nthreads; t++) ok = (l->scratch[t] = malloc((size_t)S * S * 3)) != NULL;
     worker_arg *args = ok ? calloc((size_t)l->nthreads, sizeof *args) : NULL;
-    if (!args) {
+    if (!args) { /* the message first: it reads l */
+        nn_status s = nn_error(NN_E_NOMEM, "image loader: out of memory for %d batches of %d x %d x 3 x %d x %d",
+                               l->nslots, cfg->batch, l->views, C, C);
         nn_imgf_loader_free(l);
-        return nn_error(NN_E_NOMEM, "image loader: out of memory for %d batches of %d x %d x 3 x %d x %d", l->nslots,
-                        cfg->batch, l->views, C, C);
+        return s;
     }
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->work, NULL);
