@@ -48,7 +48,7 @@ static float *rand_buf(size_t n, unsigned seed)
     float *p = malloc(n * sizeof *p);
     if (!p) return NULL;
     srand(seed);
-    for (size_t i = 0; i < n; i++) p[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (size_t i = 0; i < n; i++) p[i] = (float)((double)rand() / RAND_MAX) - 0.5f;
     return p;
 }
 
