@@ -21,7 +21,9 @@ if [ ! -f build-fuzz/build.ninja ]; then
         -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
         "-Dc_args=-fsanitize=fuzzer-no-link -fno-sanitize-recover=undefined -Wno-pass-failed" >/dev/null
 fi
-ninja -C build-fuzz $(for t in "${TARGETS[@]}"; do echo "tests/fuzz/fuzz_$t"; done) >/dev/null
+# (the compiler's errors go to ninja's standard output: shown when it fails)
+ninja -C build-fuzz $(for t in "${TARGETS[@]}"; do echo "tests/fuzz/fuzz_$t"; done) >build-fuzz/ninja.log 2>&1 ||
+    { grep -A8 -m3 FAILED build-fuzz/ninja.log; exit 1; }
 
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
