@@ -277,6 +277,14 @@ static train_run *scratch_run(const train_run *r)
     return s;
 }
 
+/* "--a, --b differ from WHAT FILE, WHY. Leave them out[, ELSE]": exit 2. */
+static int refuse_flags(const char *differ, const char *what, const char *file, const char *why, const char *orelse)
+{
+    bool one = !strchr(differ, ',');
+    return cli_fail("train", "%s differ%s from %s %s, %s. Leave %s out%s%s", differ, one ? "s" : "", what, file, why,
+                    one ? "it" : "them", orelse ? ", " : "", orelse ? orelse : "");
+}
+
 /* The fixed flags given with --resume against the checkpoint's values (r's):
  * the flags' values are what a fresh run with them would take. */
 static int check_resume_flags(const train_run *r)
@@ -291,11 +299,8 @@ static int check_resume_flags(const train_run *r)
     if (rc == CLI_GO_ON) differing_flags(r, fresh, NFIXED, differ, sizeof differ);
     free(fresh);
     if (rc != CLI_GO_ON || !*differ) return rc;
-    bool one = !strchr(differ, ',');
-    return cli_fail("train", "%s differ%s from the run in %s, and --resume continues that run as it was "
-                             "(only --epochs may extend it). Leave %s out, or start a new run from its "
-                             "weights: --init-from %s",
-                    differ, one ? "s" : "", r->resume_path, one ? "it" : "them", r->resume_path);
+    return refuse_flags(differ, "the run in", r->resume_path, "and --resume continues that run as it was (only "
+                        "--epochs may extend it)", "or start a new run from its weights: --init-from FILE");
 }
 
 /* The architecture flags given with --init-from against the file's model (r->cfg). */
@@ -308,10 +313,8 @@ static int check_init_from_flags(const train_run *r)
     differing_flags(r, flags, NARCH, differ, sizeof differ);
     free(flags);
     if (!*differ) return CLI_GO_ON;
-    bool one = !strchr(differ, ',');
-    return cli_fail("train", "%s differ%s from the model in %s: --init-from takes its architecture (the classes "
-                             "and channels follow the data). Leave %s out",
-                    differ, one ? "s" : "", r->o.init_from, one ? "it" : "them");
+    return refuse_flags(differ, "the model in", r->o.init_from, "and --init-from takes its architecture (the "
+                        "classes and channels follow the data)", NULL);
 }
 
 /* --resume: the model, recipe and progress from the checkpoint; only --epochs may extend it. */
@@ -332,7 +335,8 @@ static int resume_config(train_run *r)
     if (r->epochs_given && o->epochs < r->st.epochs) /* the schedule spans the run's epochs */
         return cli_fail("train", "--epochs %d is fewer than the %d of the run in %s: --resume may only extend it",
                         o->epochs, r->st.epochs, r->resume_path);
-    r->st.epochs = o->epochs > r->st.epochs ? o->epochs : r->st.epochs;
+    /* only a given --epochs: the default (3) would silently lengthen a shorter run and its schedule */
+    if (r->epochs_given && o->epochs > r->st.epochs) r->st.epochs = o->epochs;
     if (r->st.epoch >= r->st.epochs) { /* nothing to train: say so, write nothing */
         printf("the run in %s has finished its %d epochs: nothing to do (--epochs N, more than %d, extends it)\n",
                r->resume_path, r->st.epochs, r->st.epochs);
